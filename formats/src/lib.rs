@@ -1,0 +1,33 @@
+//! # h5gpt-formats
+//!
+//! The shard format, its manifest and the training data loader of h5gpt.
+//!
+//! - [`spec`]: the on-disk layout (Cerebras Model Zoo compatible HDF5).
+//! - [`writer`]: crash-safe, byte-reproducible shard writing.
+//! - [`manifest`]: `data_params.json`.
+//! - [`reader`]: opening and validating shard sets; the memory-mapped fast path.
+//! - [`stream`], [`permutation`]: the epoch-shuffled sample stream.
+//! - [`loader`]: the prefetching batch loader.
+//! - [`verify`]: full invariant and checksum checks.
+//! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
+
+pub mod checksum;
+pub mod error;
+pub mod fsio;
+pub mod loader;
+pub mod manifest;
+pub mod permutation;
+pub mod reader;
+pub mod spec;
+pub mod stream;
+pub mod synthetic;
+pub mod verify;
+pub mod writer;
+
+pub use error::{FormatError, Result};
+pub use loader::{Batch, Loader, LoaderConfig};
+pub use manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
+pub use reader::{AccessPath, Shard, ShardSet};
+pub use spec::{Compression, Packing};
+pub use stream::{BatchLayout, SampleStream};
+pub use writer::{ShardSetWriter, ShardWriter};

@@ -1,0 +1,219 @@
+//! Full checks of a shard set: every row invariant, the stream invariants where the manifest
+//! declares `packing: "stream"`, and the checksums it records.
+//!
+//! Row invariants (every shard, ours or foreign): the attention mask is a prefix of ones then
+//! zeros; `labels[j] == input_ids[j+1]` wherever `attention_mask[j+1] == 1`; where the mask is
+//! 0, `input_ids` and `labels` hold the pad id; every id is in `0..vocab_size`.
+//!
+//! Stream invariants: consecutive rows, across shard boundaries too, overlap by one token
+//! (`labels[r][-1] == input_ids[r+1][0]`); only the very last row may be partial, and it holds
+//! at least one position.
+
+use crate::checksum::file_xxh3_64;
+use crate::error::Result;
+use crate::reader::ShardSet;
+use crate::spec::{Packing, GPT2_EOS_ID, GPT2_VOCAB_SIZE, ROWS_PER_EXAMPLE};
+use std::path::PathBuf;
+
+/// What to check against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Every id must be below this.
+    pub vocab_size: u32,
+    /// Id that fills masked-out positions.
+    pub pad_id: u32,
+    /// `Some(Stream)` adds the stream invariants.
+    pub packing: Option<Packing>,
+    /// Stop collecting after this many violations.
+    pub max_violations: usize,
+    /// Also compare file checksums with the manifest.
+    pub checksums: bool,
+}
+
+impl VerifyOptions {
+    /// Options taken from the set's manifest (GPT-2's ids when it says nothing).
+    pub fn for_set(set: &ShardSet) -> VerifyOptions {
+        let params = set.data_params();
+        let post = params.map(|p| &p.post_process);
+        VerifyOptions {
+            vocab_size: post.and_then(|p| p.vocab_size).unwrap_or(GPT2_VOCAB_SIZE),
+            pad_id: post.and_then(|p| p.pad_id).unwrap_or(GPT2_EOS_ID),
+            packing: params.and_then(|p| p.packing()),
+            max_violations: 20,
+            checksums: true,
+        }
+    }
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The shard.
+    pub path: PathBuf,
+    /// Example index within the shard.
+    pub row: usize,
+    /// Token column, where one applies.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: row {}", self.path.display(), self.row)?;
+        if let Some(c) = self.column {
+            write!(f, ", column {c}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Examples checked.
+    pub rows_checked: u64,
+    /// Shards whose checksum was compared.
+    pub checksums_checked: usize,
+    /// The first violations found (at most `max_violations`).
+    pub violations: Vec<Violation>,
+    /// All violations, including those not kept.
+    pub violation_count: u64,
+}
+
+impl VerifyReport {
+    /// Whether everything held.
+    pub fn is_ok(&self) -> bool {
+        self.violation_count == 0
+    }
+}
+
+struct Checker {
+    options: VerifyOptions,
+    report: VerifyReport,
+    /// The last row's final label and whether that row was partial, with where it was.
+    previous: Option<(i32, bool, PathBuf, usize)>,
+}
+
+impl Checker {
+    fn flag(&mut self, path: &std::path::Path, row: usize, column: Option<usize>, what: String) {
+        self.report.violation_count += 1;
+        if self.report.violations.len() < self.options.max_violations {
+            self.report.violations.push(Violation {
+                path: path.into(),
+                row,
+                column,
+                what,
+            });
+        }
+    }
+
+    fn check_row(&mut self, path: &std::path::Path, row: usize, ids: &[i32], mask: &[i32], labels: &[i32]) {
+        let seq = ids.len();
+        let vocab = self.options.vocab_size as i64;
+        let pad = self.options.pad_id as i32;
+        let mut valid = 0usize;
+        let mut seen_zero = false;
+        for j in 0..seq {
+            match mask[j] {
+                1 if seen_zero => {
+                    self.flag(path, row, Some(j), "attention_mask has a 1 after a 0 (not a prefix of ones)".into());
+                    break;
+                }
+                1 => valid += 1,
+                0 => seen_zero = true,
+                m => {
+                    self.flag(path, row, Some(j), format!("attention_mask holds {m}, not 0 or 1"));
+                    break;
+                }
+            }
+        }
+        for j in 0..seq {
+            for (name, id) in [("input_ids", ids[j]), ("labels", labels[j])] {
+                if !(0..vocab).contains(&(id as i64)) {
+                    self.flag(path, row, Some(j), format!("{name} holds {id}, outside vocabulary 0..{vocab}"));
+                }
+            }
+            if mask[j] == 0 && (ids[j] != pad || labels[j] != pad) {
+                self.flag(
+                    path,
+                    row,
+                    Some(j),
+                    format!("masked position holds input {} / label {}, expected pad {pad}", ids[j], labels[j]),
+                );
+            }
+            if j + 1 < seq && mask[j + 1] == 1 && labels[j] != ids[j + 1] {
+                self.flag(
+                    path,
+                    row,
+                    Some(j),
+                    format!("labels[{j}] = {} but input_ids[{}] = {}", labels[j], j + 1, ids[j + 1]),
+                );
+            }
+        }
+        if self.options.packing == Some(Packing::Stream) {
+            if let Some((last_label, partial, prev_path, prev_row)) = self.previous.take() {
+                if partial {
+                    self.flag(&prev_path, prev_row, None, "partial row is not the last row of the stream".into());
+                } else if last_label != ids[0] {
+                    self.flag(
+                        path,
+                        row,
+                        Some(0),
+                        format!("input_ids[0] = {} but the previous row's last label is {last_label} (rows must overlap by one token)", ids[0]),
+                    );
+                }
+            }
+            if valid == 0 {
+                self.flag(path, row, None, "row holds no tokens".into());
+            }
+            self.previous = Some((labels[seq - 1], valid < seq, path.into(), row));
+        }
+    }
+}
+
+/// Checks every row of `set` (and the checksums, if asked). `progress` is called with the
+/// number of examples checked since its last call.
+pub fn verify(set: &ShardSet, options: VerifyOptions, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
+    let mut checker = Checker {
+        options,
+        report: VerifyReport::default(),
+        previous: None,
+    };
+    let seq = set.seq_len();
+    let example_len = ROWS_PER_EXAMPLE * seq;
+    let block = (8 << 20) / (example_len * 4).max(1);
+    for shard in set.shards() {
+        let mut start = 0;
+        while start < shard.n_examples() {
+            let count = block.max(1).min(shard.n_examples() - start);
+            let tokens = shard.read_examples(start, count)?;
+            for (k, example) in tokens.chunks_exact(example_len).enumerate() {
+                let (ids, rest) = example.split_at(seq);
+                let (mask, labels) = rest.split_at(seq);
+                checker.check_row(shard.path(), start + k, ids, mask, labels);
+            }
+            start += count;
+            checker.report.rows_checked += count as u64;
+            progress(count as u64);
+        }
+    }
+    if options.checksums {
+        if let (Some(params), Some(dir)) = (set.data_params(), set.manifest_dir()) {
+            for entry in params.h5gpt.iter().flat_map(|s| &s.shards) {
+                let path = dir.join(&entry.file);
+                let found = file_xxh3_64(&path)?;
+                checker.report.checksums_checked += 1;
+                if found != entry.xxh3_64 {
+                    checker.flag(
+                        &path,
+                        0,
+                        None,
+                        format!("checksum xxh3-64 {found} but data_params.json records {}", entry.xxh3_64),
+                    );
+                }
+            }
+        }
+    }
+    Ok(checker.report)
+}

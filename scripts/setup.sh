@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian/Ubuntu machine that has only Rust and Python 3.
+# Installs what is missing and says what it does; takes seconds when all is there.
+#   - apt packages the build needs (C/C++ toolchain, pkg-config, fonts for plots)
+#   - a venv at .venv/ with cmake >= 3.26 (static HDF5 build) and torch==2.11.0
+#     (the libtorch that tch 0.24 binds)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$H5GPT_ROOT"
+
+TORCH_VERSION=2.11.0
+CMAKE_MIN=3.26
+APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core)
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# --- apt ---------------------------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "installing apt packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "warning: no apt-get; make sure these are installed: ${missing[*]}"
+  fi
+else
+  say "apt packages present"
+fi
+
+# --- venv --------------------------------------------------------------------------------------
+if [ ! -x "$H5GPT_VENV/bin/python3" ]; then
+  say "creating venv at $H5GPT_VENV"
+  python3 -m venv "$H5GPT_VENV"
+  "$H5GPT_VENV/bin/python3" -m pip install -q --upgrade pip
+fi
+py="$H5GPT_VENV/bin/python3"
+
+have_pkg() { # name version-prefix
+  "$py" - "$1" "$2" <<'PY'
+import sys
+from importlib import metadata
+name, want = sys.argv[1], sys.argv[2]
+try:
+    v = metadata.version(name)
+except metadata.PackageNotFoundError:
+    sys.exit(1)
+sys.exit(0 if v == want or v.startswith(want + "+") or want == "" else 1)
+PY
+}
+
+cmake_ok() {
+  command -v cmake >/dev/null || return 1
+  local v; v="$(cmake --version | head -n1 | awk '{print $3}')"
+  [ "$(printf '%s\n%s\n' "$CMAKE_MIN" "$v" | sort -V | head -n1)" = "$CMAKE_MIN" ]
+}
+if cmake_ok; then
+  say "cmake $(cmake --version | head -n1 | awk '{print $3}') present"
+else
+  say "installing cmake>=$CMAKE_MIN into the venv"
+  "$py" -m pip install -q "cmake>=$CMAKE_MIN"
+fi
+
+if have_pkg torch "$TORCH_VERSION"; then
+  say "torch $TORCH_VERSION present"
+else
+  say "installing torch==$TORCH_VERSION into the venv (about 4.6 GB with its CUDA wheels; a few minutes)"
+  "$py" -m pip install -q "torch==$TORCH_VERSION"
+fi
+for extra in numpy tiktoken h5py; do
+  if have_pkg "$extra" ""; then :; else
+    say "installing $extra into the venv (reference scripts and golden fixtures)"
+    "$py" -m pip install -q "$extra"
+  fi
+done
+say "done: source scripts/env.sh to use the venv; cargo builds link libtorch from it"
