@@ -32,6 +32,16 @@ else
   say "apt packages present"
 fi
 
+# --- rust components ---------------------------------------------------------------------------
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+      say "installing rust component $c"
+      rustup component add "$c"
+    fi
+  done
+fi
+
 # --- venv --------------------------------------------------------------------------------------
 if [ ! -x "$H5GPT_VENV/bin/python3" ]; then
   say "creating venv at $H5GPT_VENV"

@@ -4,7 +4,7 @@
 //!
 //! - [`spec`]: the on-disk layout (Cerebras Model Zoo compatible HDF5).
 //! - [`writer`]: crash-safe, byte-reproducible shard writing.
-//! - [`manifest`]: `data_params.json`.
+//! - [`manifest`]: the `data_params.json` manifest.
 //! - [`reader`]: opening and validating shard sets; the memory-mapped fast path.
 //! - [`stream`], [`permutation`]: the epoch-shuffled sample stream.
 //! - [`loader`]: the prefetching batch loader.

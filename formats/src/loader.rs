@@ -80,7 +80,9 @@ impl Loader {
     pub fn new(set: Arc<ShardSet>, config: LoaderConfig) -> Result<Loader> {
         config.layout.validate()?;
         if set.is_empty() {
-            return Err(FormatError::Config("the shard set holds no examples".into()));
+            return Err(FormatError::Config(
+                "the shard set holds no examples".into(),
+            ));
         }
         let (sender, receiver) = mpsc::sync_channel(config.prefetch.max(1));
         let (recycle, recycled) = mpsc::channel();
@@ -114,7 +116,9 @@ impl Loader {
                 Ok(batch)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(FormatError::Config("the loader thread stopped unexpectedly".into())),
+            Err(_) => Err(FormatError::Config(
+                "the loader thread stopped unexpectedly".into(),
+            )),
         }
     }
 

@@ -202,7 +202,10 @@ impl DataParams {
         processing.insert("max_seq_length".into(), core.seq_len.into());
         processing.insert("eos_id".into(), core.eos_id.into());
         processing.insert("pad_id".into(), core.pad_id.into());
-        processing.insert("pack_sequences".into(), (core.packing == Packing::Stream).into());
+        processing.insert(
+            "pack_sequences".into(),
+            (core.packing == Packing::Stream).into(),
+        );
         let mut dataset = Map::new();
         dataset.insert("input_ids_dtype".into(), "int32".into());
         dataset.insert("input_mask_dtype".into(), "int32".into());

@@ -10,8 +10,8 @@
 use crate::error::{FormatError, Result};
 use crate::manifest::DataParams;
 use crate::spec::{
-    DATASET_NAME, N_EXAMPLES_ATTR, ROWS_PER_EXAMPLE, ROW_ATTENTION_MASK, ROW_INPUT_IDS,
-    ROW_LABELS, SHARD_SUFFIX, TOKEN_BYTES,
+    DATASET_NAME, N_EXAMPLES_ATTR, ROWS_PER_EXAMPLE, ROW_ATTENTION_MASK, ROW_INPUT_IDS, ROW_LABELS,
+    SHARD_SUFFIX, TOKEN_BYTES,
 };
 use memmap2::Mmap;
 use ndarray::{s, Array3};
@@ -67,9 +67,9 @@ impl Shard {
             .map_err(|e| FormatError::io(path, e))?
             .len();
         let file = hdf5::File::open(path).map_err(h5err)?;
-        let dataset = file.dataset(DATASET_NAME).map_err(|_| {
-            FormatError::layout(path, format!("no dataset named `{DATASET_NAME}`"))
-        })?;
+        let dataset = file
+            .dataset(DATASET_NAME)
+            .map_err(|_| FormatError::layout(path, format!("no dataset named `{DATASET_NAME}`")))?;
         let shape = dataset.shape();
         if shape.len() != 3 || shape[1] != ROWS_PER_EXAMPLE {
             return Err(FormatError::layout(
@@ -83,7 +83,10 @@ impl Shard {
         }
         let dtype = dataset.dtype().map_err(h5err)?;
         let descriptor = dtype.to_descriptor().map_err(h5err)?;
-        if !matches!(descriptor, hdf5::types::TypeDescriptor::Integer(hdf5::types::IntSize::U4)) {
+        if !matches!(
+            descriptor,
+            hdf5::types::TypeDescriptor::Integer(hdf5::types::IntSize::U4)
+        ) {
             return Err(FormatError::layout(
                 path,
                 format!("dataset `{DATASET_NAME}` has dtype {descriptor:?}, expected int32"),
@@ -136,7 +139,10 @@ impl Shard {
             }
             _ => {
                 if n_examples > 0 && dataset.storage_size() == 0 && !dataset.is_chunked() {
-                    return Err(FormatError::layout(path, "dataset storage was never written"));
+                    return Err(FormatError::layout(
+                        path,
+                        "dataset storage was never written",
+                    ));
                 }
                 Storage::Hdf5 { dataset }
             }
@@ -202,8 +208,9 @@ impl Shard {
                 let flat = example.as_slice().expect("standard layout");
                 out.input_ids
                     .copy_from_slice(&flat[ROW_INPUT_IDS * seq..(ROW_INPUT_IDS + 1) * seq]);
-                out.attention_mask
-                    .copy_from_slice(&flat[ROW_ATTENTION_MASK * seq..(ROW_ATTENTION_MASK + 1) * seq]);
+                out.attention_mask.copy_from_slice(
+                    &flat[ROW_ATTENTION_MASK * seq..(ROW_ATTENTION_MASK + 1) * seq],
+                );
                 out.labels
                     .copy_from_slice(&flat[ROW_LABELS * seq..(ROW_LABELS + 1) * seq]);
             }
@@ -220,7 +227,10 @@ impl Shard {
             Storage::Mapped { map, offset } => {
                 let mut out = vec![0i32; count * example_len];
                 let begin = offset + start * example_len * TOKEN_BYTES;
-                copy_le_tokens(&map[begin..begin + count * example_len * TOKEN_BYTES], &mut out);
+                copy_le_tokens(
+                    &map[begin..begin + count * example_len * TOKEN_BYTES],
+                    &mut out,
+                );
                 Ok(out)
             }
             Storage::Hdf5 { dataset } => {
@@ -291,7 +301,12 @@ impl ShardSet {
                 shards.push(Shard::open(input)?);
             }
         }
-        Self::from_shards(shards, data_params, manifest_dir, inputs.first().map(|p| p.as_ref()))
+        Self::from_shards(
+            shards,
+            data_params,
+            manifest_dir,
+            inputs.first().map(|p| p.as_ref()),
+        )
     }
 
     fn from_shards(
@@ -403,7 +418,12 @@ fn check_manifest_files(dir: &Path, params: &DataParams, files: &[PathBuf]) -> R
     };
     let on_disk: Vec<String> = files
         .iter()
-        .map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .map(|f| {
+            f.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     for entry in &ours.shards {
         if !on_disk.contains(&entry.file) {
@@ -466,7 +486,9 @@ fn check_manifest_shards(dir: &Path, params: &DataParams, shards: &[Shard]) -> R
             if promised != 0 && promised != total as u64 {
                 return Err(FormatError::ManifestMismatch {
                     path: dir.join(crate::spec::DATA_PARAMS_FILE),
-                    what: format!("post-process.n_examples = {promised} but the shards hold {total}"),
+                    what: format!(
+                        "post-process.n_examples = {promised} but the shards hold {total}"
+                    ),
                 });
             }
         }

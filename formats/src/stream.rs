@@ -76,7 +76,10 @@ impl BatchLayout {
             return bad("global batch, micro-batch and world size must be at least 1".into());
         }
         if self.rank >= self.world_size {
-            return bad(format!("rank {} is not below world size {}", self.rank, self.world_size));
+            return bad(format!(
+                "rank {} is not below world size {}",
+                self.rank, self.world_size
+            ));
         }
         if self.global_batch % self.world_size != 0 {
             return bad(format!(
@@ -106,9 +109,8 @@ impl BatchLayout {
 
     /// Stream positions of micro-batch `micro` of the step that starts at `step_start`.
     pub fn micro_range(&self, step_start: u64, micro: usize) -> std::ops::Range<u64> {
-        let start = step_start
-            + (self.rank * self.per_rank()) as u64
-            + (micro * self.micro_batch) as u64;
+        let start =
+            step_start + (self.rank * self.per_rank()) as u64 + (micro * self.micro_batch) as u64;
         start..start + self.micro_batch as u64
     }
 }

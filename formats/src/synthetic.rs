@@ -48,8 +48,7 @@ impl SyntheticSpec {
 pub fn write_synthetic(dir: &Path, spec: SyntheticSpec) -> Result<DataParams> {
     let seq = spec.seq_len;
     let pad = spec.pad_id() as i32;
-    let mut writer =
-        ShardSetWriter::new(dir, seq, spec.compression, spec.examples_per_shard)?;
+    let mut writer = ShardSetWriter::new(dir, seq, spec.compression, spec.examples_per_shard)?;
     let mut ids = vec![0i32; seq];
     let mut mask = vec![0i32; seq];
     let mut labels = vec![0i32; seq];
@@ -58,7 +57,10 @@ pub fn write_synthetic(dir: &Path, spec: SyntheticSpec) -> Result<DataParams> {
             seq
         } else {
             let tokens = spec.partial_tokens.expect("partial example requested");
-            assert!((2..=seq).contains(&tokens), "partial example needs 2..=seq_len tokens");
+            assert!(
+                (2..=seq).contains(&tokens),
+                "partial example needs 2..=seq_len tokens"
+            );
             tokens - 1
         };
         for j in 0..seq {

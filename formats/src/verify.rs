@@ -108,22 +108,40 @@ impl Checker {
         }
     }
 
-    fn check_row(&mut self, path: &std::path::Path, row: usize, ids: &[i32], mask: &[i32], labels: &[i32]) {
+    #[allow(clippy::needless_range_loop)] // j indexes four parallel rows
+    fn check_row(
+        &mut self,
+        path: &std::path::Path,
+        row: usize,
+        ids: &[i32],
+        mask: &[i32],
+        labels: &[i32],
+    ) {
         let seq = ids.len();
         let vocab = self.options.vocab_size as i64;
         let pad = self.options.pad_id as i32;
         let mut valid = 0usize;
         let mut seen_zero = false;
-        for j in 0..seq {
-            match mask[j] {
+        for (j, &m) in mask.iter().enumerate() {
+            match m {
                 1 if seen_zero => {
-                    self.flag(path, row, Some(j), "attention_mask has a 1 after a 0 (not a prefix of ones)".into());
+                    self.flag(
+                        path,
+                        row,
+                        Some(j),
+                        "attention_mask has a 1 after a 0 (not a prefix of ones)".into(),
+                    );
                     break;
                 }
                 1 => valid += 1,
                 0 => seen_zero = true,
-                m => {
-                    self.flag(path, row, Some(j), format!("attention_mask holds {m}, not 0 or 1"));
+                _ => {
+                    self.flag(
+                        path,
+                        row,
+                        Some(j),
+                        format!("attention_mask holds {m}, not 0 or 1"),
+                    );
                     break;
                 }
             }
@@ -131,7 +149,12 @@ impl Checker {
         for j in 0..seq {
             for (name, id) in [("input_ids", ids[j]), ("labels", labels[j])] {
                 if !(0..vocab).contains(&(id as i64)) {
-                    self.flag(path, row, Some(j), format!("{name} holds {id}, outside vocabulary 0..{vocab}"));
+                    self.flag(
+                        path,
+                        row,
+                        Some(j),
+                        format!("{name} holds {id}, outside vocabulary 0..{vocab}"),
+                    );
                 }
             }
             if mask[j] == 0 && (ids[j] != pad || labels[j] != pad) {
@@ -139,7 +162,10 @@ impl Checker {
                     path,
                     row,
                     Some(j),
-                    format!("masked position holds input {} / label {}, expected pad {pad}", ids[j], labels[j]),
+                    format!(
+                        "masked position holds input {} / label {}, expected pad {pad}",
+                        ids[j], labels[j]
+                    ),
                 );
             }
             if j + 1 < seq && mask[j + 1] == 1 && labels[j] != ids[j + 1] {
@@ -147,14 +173,24 @@ impl Checker {
                     path,
                     row,
                     Some(j),
-                    format!("labels[{j}] = {} but input_ids[{}] = {}", labels[j], j + 1, ids[j + 1]),
+                    format!(
+                        "labels[{j}] = {} but input_ids[{}] = {}",
+                        labels[j],
+                        j + 1,
+                        ids[j + 1]
+                    ),
                 );
             }
         }
         if self.options.packing == Some(Packing::Stream) {
             if let Some((last_label, partial, prev_path, prev_row)) = self.previous.take() {
                 if partial {
-                    self.flag(&prev_path, prev_row, None, "partial row is not the last row of the stream".into());
+                    self.flag(
+                        &prev_path,
+                        prev_row,
+                        None,
+                        "partial row is not the last row of the stream".into(),
+                    );
                 } else if last_label != ids[0] {
                     self.flag(
                         path,
@@ -174,7 +210,11 @@ impl Checker {
 
 /// Checks every row of `set` (and the checksums, if asked). `progress` is called with the
 /// number of examples checked since its last call.
-pub fn verify(set: &ShardSet, options: VerifyOptions, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
+pub fn verify(
+    set: &ShardSet,
+    options: VerifyOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport> {
     let mut checker = Checker {
         options,
         report: VerifyReport::default(),
@@ -209,7 +249,10 @@ pub fn verify(set: &ShardSet, options: VerifyOptions, progress: &mut dyn FnMut(u
                         &path,
                         0,
                         None,
-                        format!("checksum xxh3-64 {found} but data_params.json records {}", entry.xxh3_64),
+                        format!(
+                            "checksum xxh3-64 {found} but data_params.json records {}",
+                            entry.xxh3_64
+                        ),
                     );
                 }
             }

@@ -73,7 +73,12 @@ impl ShardWriter {
     }
 
     /// Appends one example; each slice must be `seq_len` long.
-    pub fn push(&mut self, input_ids: &[i32], attention_mask: &[i32], labels: &[i32]) -> Result<()> {
+    pub fn push(
+        &mut self,
+        input_ids: &[i32],
+        attention_mask: &[i32],
+        labels: &[i32],
+    ) -> Result<()> {
         for (name, row) in [
             ("input_ids", input_ids),
             ("attention_mask", attention_mask),
@@ -139,7 +144,12 @@ impl ShardWriter {
         self.remove_spill();
         Ok(WrittenShard {
             entry: ShardEntry {
-                file: self.path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                file: self
+                    .path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
                 n_examples: self.examples as u64,
                 bytes,
                 xxh3_64,
@@ -181,9 +191,13 @@ impl ShardWriter {
         };
         if let Some((path, out)) = self.spill.as_mut() {
             out.flush().map_err(|e| FormatError::io(&*path, e))?;
-            let mut reader = BufReader::new(File::open(&*path).map_err(|e| FormatError::io(&*path, e))?);
-            let spilled = out.get_ref().metadata().map_err(|e| FormatError::io(&*path, e))?.len()
-                as usize
+            let mut reader =
+                BufReader::new(File::open(&*path).map_err(|e| FormatError::io(&*path, e))?);
+            let spilled = out
+                .get_ref()
+                .metadata()
+                .map_err(|e| FormatError::io(&*path, e))?
+                .len() as usize
                 / (example_len * TOKEN_BYTES);
             let mut buf = vec![0i32; slice_examples * example_len];
             let mut left = spilled;
@@ -229,13 +243,18 @@ impl Drop for ShardWriter {
 fn as_bytes(tokens: &[i32]) -> &[u8] {
     // SAFETY: i32 has no padding and any byte pattern is a valid u8; length scaled by 4.
     // On big-endian hosts the staged file holds native order and is read back the same way.
-    unsafe { std::slice::from_raw_parts(tokens.as_ptr().cast::<u8>(), std::mem::size_of_val(tokens)) }
+    unsafe {
+        std::slice::from_raw_parts(tokens.as_ptr().cast::<u8>(), std::mem::size_of_val(tokens))
+    }
 }
 
 fn as_bytes_mut(tokens: &mut [i32]) -> &mut [u8] {
     // SAFETY: as in `as_bytes`; every byte pattern is a valid i32.
     unsafe {
-        std::slice::from_raw_parts_mut(tokens.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(tokens))
+        std::slice::from_raw_parts_mut(
+            tokens.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(tokens),
+        )
     }
 }
 
@@ -258,7 +277,14 @@ impl ShardSetWriter {
         compression: Compression,
         examples_per_shard: usize,
     ) -> Result<Self> {
-        Self::resume(dir, seq_len, compression, examples_per_shard, Vec::new(), DatasetStats::default())
+        Self::resume(
+            dir,
+            seq_len,
+            compression,
+            examples_per_shard,
+            Vec::new(),
+            DatasetStats::default(),
+        )
     }
 
     /// Continues a set whose first shards (`shards`, with `stats`) are already on disk.

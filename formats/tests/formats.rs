@@ -6,8 +6,7 @@ use h5gpt_formats::spec::{shard_file_name, DATA_PARAMS_FILE};
 use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
 use h5gpt_formats::verify::{verify, VerifyOptions};
 use h5gpt_formats::{
-    AccessPath, BatchLayout, Compression, FormatError, Loader, LoaderConfig, ShardSet,
-    ShardWriter,
+    AccessPath, BatchLayout, Compression, FormatError, Loader, LoaderConfig, ShardSet, ShardWriter,
 };
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -71,7 +70,11 @@ fn drain(
                 &batch.labels[cols.clone()],
                 &batch.attention_mask[cols],
             );
-            assert_eq!(spec.example_of(ids), id, "row tokens belong to its sample id");
+            assert_eq!(
+                spec.example_of(ids),
+                id,
+                "row tokens belong to its sample id"
+            );
             for j in 0..seq {
                 if mask[j] == 1 {
                     assert_eq!(ids[j] as usize, id * seq + j);
@@ -99,15 +102,28 @@ fn global_order(
     let mut by_position = std::collections::BTreeMap::new();
     let mut per_rank = Vec::new();
     for rank in 0..world {
-        let (seen, _) = drain(set, spec, seed, layout(global, micro, world, rank), 0, steps);
+        let (seen, _) = drain(
+            set,
+            spec,
+            seed,
+            layout(global, micro, world, rank),
+            0,
+            steps,
+        );
         per_rank.push(seen.iter().map(|&(p, _)| p).collect::<HashSet<_>>());
         for (p, id) in seen {
-            assert!(by_position.insert(p, id).is_none(), "position {p} served twice");
+            assert!(
+                by_position.insert(p, id).is_none(),
+                "position {p} served twice"
+            );
         }
     }
     for a in 0..world {
         for b in a + 1..world {
-            assert!(per_rank[a].is_disjoint(&per_rank[b]), "ranks {a} and {b} overlap");
+            assert!(
+                per_rank[a].is_disjoint(&per_rank[b]),
+                "ranks {a} and {b} overlap"
+            );
         }
     }
     let positions: Vec<u64> = by_position.keys().copied().collect();
@@ -182,9 +198,21 @@ fn epochs_and_seeds_reshuffle() {
     let set = synthetic_set(dir.path(), spec);
     let a = global_order(&set, &spec, 1, 10, 5, 1, 20);
     let b = global_order(&set, &spec, 2, 10, 5, 1, 20);
-    assert_ne!(a[..100], a[100..], "epoch 1 must not repeat epoch 0's order");
-    assert_ne!(a[..100], b[..100], "different seeds must give different orders");
-    assert_ne!(a[..100], (0..100).collect::<Vec<u64>>()[..], "epoch 0 must be shuffled");
+    assert_ne!(
+        a[..100],
+        a[100..],
+        "epoch 1 must not repeat epoch 0's order"
+    );
+    assert_ne!(
+        a[..100],
+        b[..100],
+        "different seeds must give different orders"
+    );
+    assert_ne!(
+        a[..100],
+        (0..100).collect::<Vec<u64>>()[..],
+        "epoch 0 must be shuffled"
+    );
 }
 
 #[test]
@@ -200,8 +228,14 @@ fn chunked_and_contiguous_give_identical_batches() {
     };
     let a = synthetic_set(d1.path(), plain);
     let b = synthetic_set(d2.path(), gzip);
-    assert!(a.shards().iter().all(|s| s.access_path() == AccessPath::Fast));
-    assert!(b.shards().iter().all(|s| s.access_path() == AccessPath::Slow));
+    assert!(a
+        .shards()
+        .iter()
+        .all(|s| s.access_path() == AccessPath::Fast));
+    assert!(b
+        .shards()
+        .iter()
+        .all(|s| s.access_path() == AccessPath::Slow));
     let take = |set: &Arc<ShardSet>| {
         let mut loader = Loader::new(set.clone(), config(layout(12, 4, 1, 0), 9, 0)).unwrap();
         (0..30)
@@ -264,7 +298,10 @@ fn writer_spills_to_disk_and_cleans_up() {
         writer.push(&ids, &[1; 4], &labels).unwrap();
     }
     let spill = dir.path().join(".shard-000000.h5.rows.tmp");
-    assert!(spill.exists(), "the writer should have spilled to {spill:?}");
+    assert!(
+        spill.exists(),
+        "the writer should have spilled to {spill:?}"
+    );
     let written = writer.finish().unwrap();
     assert_eq!(written.entry.n_examples, 50);
     assert!(!spill.exists());
@@ -325,7 +362,10 @@ fn truncated_shard_is_reported_not_sigbus() {
     let dir = corrupt_setup();
     let shard = dir.path().join("shard-000002.h5");
     let len = std::fs::metadata(&shard).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&shard).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
     f.set_len(len - 100).unwrap();
     // Without the manifest (whose byte counts would catch it first), the shard check must.
     std::fs::remove_file(dir.path().join(DATA_PARAMS_FILE)).unwrap();
@@ -361,7 +401,11 @@ fn replaced_shard_fails_checksum_in_verify() {
         w.push(&ids, &[1; 8], &labels).unwrap();
     }
     w.finish().unwrap();
-    std::fs::copy(other.path().join("x.h5"), dir.path().join("shard-000001.h5")).unwrap();
+    std::fs::copy(
+        other.path().join("x.h5"),
+        dir.path().join("shard-000001.h5"),
+    )
+    .unwrap();
     let set = ShardSet::open(&[dir.path()]).unwrap();
     let report = verify(&set, VerifyOptions::for_set(&set), &mut |_| {}).unwrap();
     let text: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
@@ -423,7 +467,11 @@ fn foreign_layouts_are_rejected_with_specific_errors() {
     {
         // Wrong dtype.
         let f = hdf5::File::create(p("b.h5")).unwrap();
-        let ds = f.new_dataset::<f32>().shape([2, 3, 4]).create("data").unwrap();
+        let ds = f
+            .new_dataset::<f32>()
+            .shape([2, 3, 4])
+            .create("data")
+            .unwrap();
         ds.write_raw(&[0f32; 24]).unwrap();
         let attr = f.new_attr::<i64>().create("n_examples").unwrap();
         attr.write_scalar(&2i64).unwrap();
@@ -437,7 +485,11 @@ fn foreign_layouts_are_rejected_with_specific_errors() {
     {
         // n_examples attribute disagrees.
         let f = hdf5::File::create(p("d.h5")).unwrap();
-        let ds = f.new_dataset::<i32>().shape([2, 3, 4]).create("data").unwrap();
+        let ds = f
+            .new_dataset::<i32>()
+            .shape([2, 3, 4])
+            .create("data")
+            .unwrap();
         ds.write_raw(&[0i32; 24]).unwrap();
         let attr = f.new_attr::<i64>().create("n_examples").unwrap();
         attr.write_scalar(&5i64).unwrap();
@@ -445,7 +497,11 @@ fn foreign_layouts_are_rejected_with_specific_errors() {
     {
         // Missing n_examples attribute.
         let f = hdf5::File::create(p("e.h5")).unwrap();
-        let ds = f.new_dataset::<i32>().shape([2, 3, 4]).create("data").unwrap();
+        let ds = f
+            .new_dataset::<i32>()
+            .shape([2, 3, 4])
+            .create("data")
+            .unwrap();
         ds.write_raw(&[0i32; 24]).unwrap();
     }
     // Not HDF5 at all.
@@ -458,7 +514,11 @@ fn foreign_layouts_are_rejected_with_specific_errors() {
     }
     assert!(matches!(
         err("d.h5"),
-        FormatError::NExamplesMismatch { attr: 5, rows: 2, .. }
+        FormatError::NExamplesMismatch {
+            attr: 5,
+            rows: 2,
+            ..
+        }
     ));
     let e = err("f.h5");
     assert!(
@@ -467,7 +527,10 @@ fn foreign_layouts_are_rejected_with_specific_errors() {
     );
     assert!(e.to_string().contains("f.h5"), "{e}");
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(open_err(empty.path()), FormatError::NoShards { .. }));
+    assert!(matches!(
+        open_err(empty.path()),
+        FormatError::NoShards { .. }
+    ));
 }
 
 #[test]
@@ -477,9 +540,12 @@ fn verify_names_each_broken_row_invariant() {
     let pad = 50256;
     let mut w = ShardWriter::new(&path, 4, Compression::None);
     w.push(&[1, 2, 3, 4], &[1, 1, 1, 1], &[2, 3, 3, 5]).unwrap(); // labels[2] != ids[3]
-    w.push(&[5, pad, pad, pad], &[1, 0, 1, 0], &[6, pad, pad, pad]).unwrap(); // mask not a prefix
-    w.push(&[7, 8, 9, pad], &[1, 1, 1, 0], &[8, 9, 10, 3]).unwrap(); // masked label not pad
-    w.push(&[60000, 1, 2, 3], &[1, 1, 1, 1], &[1, 2, 3, 4]).unwrap(); // id outside vocab
+    w.push(&[5, pad, pad, pad], &[1, 0, 1, 0], &[6, pad, pad, pad])
+        .unwrap(); // mask not a prefix
+    w.push(&[7, 8, 9, pad], &[1, 1, 1, 0], &[8, 9, 10, 3])
+        .unwrap(); // masked label not pad
+    w.push(&[60000, 1, 2, 3], &[1, 1, 1, 1], &[1, 2, 3, 4])
+        .unwrap(); // id outside vocab
     w.finish().unwrap();
     let set = ShardSet::open(&[&path]).unwrap();
     let opts = VerifyOptions {
@@ -490,10 +556,17 @@ fn verify_names_each_broken_row_invariant() {
         checksums: false,
     };
     let report = verify(&set, opts, &mut |_| {}).unwrap();
-    let got: Vec<(usize, Option<usize>)> =
-        report.violations.iter().map(|v| (v.row, v.column)).collect();
+    let got: Vec<(usize, Option<usize>)> = report
+        .violations
+        .iter()
+        .map(|v| (v.row, v.column))
+        .collect();
     for expected in [(0, Some(2)), (1, Some(2)), (2, Some(3)), (3, Some(0))] {
-        assert!(got.contains(&expected), "{expected:?} in {:?}", report.violations);
+        assert!(
+            got.contains(&expected),
+            "{expected:?} in {:?}",
+            report.violations
+        );
     }
     assert_eq!(report.violation_count, 4, "{:?}", report.violations);
 }

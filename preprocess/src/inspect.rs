@@ -1,0 +1,347 @@
+//! `inspect`: summary, decoded samples and invariant checks of shard sets.
+
+use crate::tokenizer::Tokenizer;
+use anyhow::{Context, Result};
+use h5gpt_formats::reader::ExampleMut;
+use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
+use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What `inspect` was asked to do.
+#[derive(Debug, Clone)]
+pub struct InspectOptions {
+    /// Shard directories and/or files.
+    pub inputs: Vec<PathBuf>,
+    /// Rows to print.
+    pub show: usize,
+    /// Print rows as text.
+    pub decode: bool,
+    /// Check every invariant and checksum.
+    pub verify: bool,
+    /// Violations to list before stopping to collect.
+    pub max_violations: usize,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+/// The summary of a shard set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Shard files.
+    pub shards: usize,
+    /// Examples (rows).
+    pub rows: u64,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Token counts (from the manifest when it has them, else counted).
+    pub stats: DatasetStats,
+    /// Shards read through the memory map.
+    pub fast_path_shards: usize,
+    /// Shards read through HDF5.
+    pub slow_path_shards: usize,
+    /// Bytes on disk.
+    pub bytes_on_disk: u64,
+    /// Tokenizer named by the manifest.
+    pub tokenizer: Option<String>,
+    /// Packing named by the manifest.
+    pub packing: Option<String>,
+    /// Per shard: file, rows, access path.
+    pub files: Vec<ShardSummary>,
+}
+
+/// One shard in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardSummary {
+    /// Path.
+    pub path: PathBuf,
+    /// Examples.
+    pub rows: usize,
+    /// `fast` or `slow`.
+    pub access: &'static str,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// One row as shown by `--show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShownRow {
+    /// Global example index.
+    pub index: usize,
+    /// Shard file.
+    pub shard: PathBuf,
+    /// Example index within the shard.
+    pub row: usize,
+    /// Input ids.
+    pub input_ids: Vec<i32>,
+    /// Positions that count in the loss.
+    pub valid_tokens: usize,
+    /// Decoded input (with `--decode`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+fn progress_bar(enabled: bool, total: u64, what: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Summarizes an opened set.
+pub fn summarize(set: &ShardSet, progress: bool) -> Result<Summary> {
+    let params = set.data_params();
+    let stats = match params {
+        Some(p) if p.h5_dataset_stats.num_sequences == set.len() as u64 => p.h5_dataset_stats,
+        _ => count_stats(set, progress)?,
+    };
+    let files = set
+        .shards()
+        .iter()
+        .map(|s| ShardSummary {
+            path: s.path().to_path_buf(),
+            rows: s.n_examples(),
+            access: match s.access_path() {
+                AccessPath::Fast => "fast",
+                AccessPath::Slow => "slow",
+            },
+            bytes: s.file_bytes(),
+        })
+        .collect::<Vec<_>>();
+    Ok(Summary {
+        shards: files.len(),
+        rows: set.len() as u64,
+        seq_len: set.seq_len(),
+        stats,
+        fast_path_shards: files.iter().filter(|f| f.access == "fast").count(),
+        slow_path_shards: files.iter().filter(|f| f.access == "slow").count(),
+        bytes_on_disk: files.iter().map(|f| f.bytes).sum(),
+        tokenizer: params
+            .and_then(|p| p.h5gpt.as_ref())
+            .map(|s| s.tokenizer.clone()),
+        packing: params.and_then(|p| p.packing()).map(|p| p.to_string()),
+        files,
+    })
+}
+
+fn count_stats(set: &ShardSet, progress: bool) -> Result<DatasetStats> {
+    let bar = progress_bar(progress, set.len() as u64, "counting");
+    let seq = set.seq_len();
+    let mut stats = DatasetStats::default();
+    let (mut ids, mut mask, mut labels) = (vec![0; seq], vec![0; seq], vec![0; seq]);
+    for index in 0..set.len() {
+        set.read_example(
+            index,
+            ExampleMut {
+                input_ids: &mut ids,
+                attention_mask: &mut mask,
+                labels: &mut labels,
+            },
+        )?;
+        stats.add_row(&mask);
+        if index % 4096 == 0 {
+            bar.set_position(index as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+/// The first `n` rows.
+pub fn show_rows(set: &ShardSet, n: usize, decode: bool) -> Result<Vec<ShownRow>> {
+    let tokenizer = if decode {
+        Tokenizer::for_data_params(set.data_params())
+    } else {
+        None
+    };
+    let seq = set.seq_len();
+    let (mut ids, mut mask, mut labels) = (vec![0; seq], vec![0; seq], vec![0; seq]);
+    let mut rows = Vec::new();
+    for index in 0..n.min(set.len()) {
+        set.read_example(
+            index,
+            ExampleMut {
+                input_ids: &mut ids,
+                attention_mask: &mut mask,
+                labels: &mut labels,
+            },
+        )?;
+        let (shard, row) = set.locate(index);
+        let valid = mask.iter().filter(|&&m| m != 0).count();
+        let text = tokenizer.as_ref().map(|t| {
+            let tokens: Vec<u32> = ids[..valid].iter().map(|&t| t as u32).collect();
+            t.decode_lossy(&tokens)
+        });
+        rows.push(ShownRow {
+            index,
+            shard: set.shards()[shard].path().to_path_buf(),
+            row,
+            input_ids: ids.clone(),
+            valid_tokens: valid,
+            text,
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs every check with a progress bar.
+pub fn verify_set(set: &ShardSet, max_violations: usize, progress: bool) -> Result<VerifyReport> {
+    let mut options = VerifyOptions::for_set(set);
+    options.max_violations = max_violations;
+    let bar = progress_bar(progress, set.len() as u64, "verifying");
+    let report = verify(set, options, &mut |n| bar.inc(n))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Everything `inspect` found, for `--json`.
+#[derive(Debug, Serialize)]
+pub struct InspectOutput {
+    /// The summary.
+    pub summary: Summary,
+    /// Rows asked for with `--show`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<ShownRow>,
+    /// The verify report, with `--verify`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyJson>,
+}
+
+/// The verify report as JSON.
+#[derive(Debug, Serialize)]
+pub struct VerifyJson {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// Rows checked.
+    pub rows_checked: u64,
+    /// Checksums compared.
+    pub checksums_checked: usize,
+    /// All violations.
+    pub violation_count: u64,
+    /// The first violations, as text.
+    pub violations: Vec<String>,
+}
+
+/// Runs `inspect`.
+pub fn run(options: &InspectOptions) -> Result<InspectOutput> {
+    let set = ShardSet::open(&options.inputs).with_context(|| {
+        format!(
+            "cannot open shards {}",
+            options
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let summary = summarize(&set, options.progress)?;
+    let rows = show_rows(&set, options.show, options.decode)?;
+    let verify = if options.verify {
+        let report = verify_set(&set, options.max_violations, options.progress)?;
+        Some(VerifyJson {
+            ok: report.is_ok(),
+            rows_checked: report.rows_checked,
+            checksums_checked: report.checksums_checked,
+            violation_count: report.violation_count,
+            violations: report.violations.iter().map(ToString::to_string).collect(),
+        })
+    } else {
+        None
+    };
+    Ok(InspectOutput {
+        summary,
+        rows,
+        verify,
+    })
+}
+
+/// Formats a count with thousands separators.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats bytes as MiB/GiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= 1024.0 * MIB {
+        format!("{:.2} GiB", bytes as f64 / (1024.0 * MIB))
+    } else {
+        format!("{:.2} MiB", bytes as f64 / MIB)
+    }
+}
+
+/// Prints the human-readable report.
+pub fn print_human(out: &InspectOutput, decode: bool) {
+    let s = &out.summary;
+    println!("shards            {}", s.shards);
+    println!("rows              {}", thousands(s.rows));
+    println!("seq_len           {}", s.seq_len);
+    println!("tokens            {}", thousands(s.stats.num_tokens));
+    println!("non-pad tokens    {}", thousands(s.stats.non_pad_tokens));
+    println!("loss-valid tokens {}", thousands(s.stats.loss_valid_tokens));
+    println!(
+        "access path       {} fast (mmap), {} slow (hdf5)",
+        s.fast_path_shards, s.slow_path_shards
+    );
+    println!("size on disk      {}", human_bytes(s.bytes_on_disk));
+    if let Some(t) = &s.tokenizer {
+        println!("tokenizer         {t}");
+    }
+    if let Some(p) = &s.packing {
+        println!("packing           {p}");
+    }
+    for row in &out.rows {
+        println!(
+            "\n--- row {} ({} row {}, {} tokens)",
+            row.index,
+            row.shard.display(),
+            row.row,
+            row.valid_tokens
+        );
+        match (&row.text, decode) {
+            (Some(text), _) => println!("{text}"),
+            (None, true) => println!("(no decoder for this tokenizer) {:?}", row.input_ids),
+            (None, false) => {
+                let head: Vec<String> = row.input_ids.iter().take(64).map(i32::to_string).collect();
+                let more = if row.input_ids.len() > 64 { " …" } else { "" };
+                println!("[{}{more}]", head.join(", "));
+            }
+        }
+    }
+    if let Some(v) = &out.verify {
+        println!();
+        if v.ok {
+            println!(
+                "verify: OK ({} rows, {} checksums)",
+                thousands(v.rows_checked),
+                v.checksums_checked
+            );
+        } else {
+            println!(
+                "verify: FAILED, {} violations; the first {}:",
+                thousands(v.violation_count),
+                v.violations.len()
+            );
+            for line in &v.violations {
+                println!("  {line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The checks: set-up, then formatting, lints, docs and the whole test suite.
+# Idempotent; this is what CI runs (.ci/run).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$H5GPT_ROOT"
+bash scripts/setup.sh
+step() { printf '\n==> %s\n' "$*"; }
+step "cargo fmt --all --check"
+cargo fmt --all --check
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc --workspace --no-deps"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+step "cargo test --workspace"
+cargo build --workspace --bins
+cargo test --workspace

@@ -1,0 +1,110 @@
+//! End-to-end tests: run the binaries as a user would.
+
+use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
+use h5gpt_formats::{Compression, ShardSetWriter};
+use h5gpt_tests::{run, text};
+
+fn synthetic(dir: &std::path::Path, compression: Compression) {
+    write_synthetic(
+        dir,
+        SyntheticSpec {
+            examples: 30,
+            seq_len: 16,
+            examples_per_shard: 8,
+            compression,
+            partial_tokens: Some(5),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn inspect_summarizes_and_verifies_synthetic_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), Compression::None);
+    let d = dir.path().to_str().unwrap();
+    let out = run("inspect", &[d, "--verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rows              31"), "{stdout}");
+    assert!(stdout.contains("seq_len           16"), "{stdout}");
+    assert!(stdout.contains("4 fast (mmap), 0 slow (hdf5)"), "{stdout}");
+    assert!(
+        stdout.contains("verify: OK (31 rows, 4 checksums)"),
+        "{stdout}"
+    );
+
+    let out = run("inspect", &[d, "--json", "--verify", "--show", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["rows"], 31);
+    // 30 full rows of 16 plus a partial row with 4 positions.
+    assert_eq!(json["summary"]["stats"]["loss_valid_tokens"], 30 * 16 + 4);
+    assert_eq!(json["verify"]["ok"], true);
+    assert_eq!(json["rows"][1]["input_ids"][0], 16);
+}
+
+#[test]
+fn inspect_reads_cerebras_style_gzip_shards_on_the_slow_path() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), Compression::Gzip);
+    let out = run("inspect", &[dir.path().to_str().unwrap(), "--verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("0 fast (mmap), 4 slow (hdf5)"), "{stdout}");
+}
+
+#[test]
+fn inspect_verify_fails_naming_file_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = 50256;
+    let mut w = ShardSetWriter::new(dir.path(), 4, Compression::None, 2).unwrap();
+    w.push(&[1, 2, 3, 4], &[1; 4], &[2, 3, 4, 5]).unwrap();
+    w.push(&[5, 6, 7, 8], &[1; 4], &[6, 7, 9, 9]).unwrap(); // labels[2] != input_ids[3]
+    w.push(&[9, pad, pad, pad], &[1, 0, 0, 0], &[10, pad, pad, pad])
+        .unwrap();
+    w.finish().unwrap();
+    let out = run("inspect", &[dir.path().to_str().unwrap(), "--verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("verify: FAILED, 1 violations"), "{stdout}");
+    assert!(
+        stdout.contains("shard-000000.h5: row 1, column 2"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn inspect_decodes_gpt2_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = 50256;
+    // GPT-2 BPE: "Hello" = 15496, " world" = 995, "!" = 0.
+    let mut w = ShardSetWriter::new(dir.path(), 4, Compression::None, 10).unwrap();
+    w.push(&[15496, 995, 0, pad], &[1, 1, 1, 0], &[995, 0, pad, pad])
+        .unwrap();
+    w.finish().unwrap();
+    let out = run(
+        "inspect",
+        &[dir.path().to_str().unwrap(), "--show", "1", "--decode"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello world!"), "{stdout}");
+}
+
+#[test]
+fn inspect_reports_a_truncated_shard_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), Compression::None);
+    let shard = dir.path().join("shard-000001.h5");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    f.set_len(1000).unwrap();
+    let out = run("inspect", &[dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shard-000001.h5"), "{stderr}");
+    assert!(stderr.contains("HINT"), "{stderr}");
+}
