@@ -7,7 +7,9 @@ use h5gpt_formats::Compression;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().ok_or("usage: synthetic OUT_DIR [EXAMPLES] [SEQ_LEN]")?;
+    let dir = args
+        .first()
+        .ok_or("usage: synthetic OUT_DIR [EXAMPLES] [SEQ_LEN]")?;
     let examples = args.get(1).map_or(Ok(1000), |v| v.parse())?;
     let seq_len = args.get(2).map_or(Ok(256), |v| v.parse())?;
     let params = write_synthetic(

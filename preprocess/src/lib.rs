@@ -1,6 +1,12 @@
 //! # h5gpt-preprocess
 //!
-//! The library behind the `preprocess` and `inspect` binaries.
+//! The library behind the `preprocess` and `inspect` binaries: input reading, GPT-2
+//! tokenization, packing into rows, and the resumable sharding pipeline.
 
+pub mod input;
 pub mod inspect;
+pub mod packer;
+pub mod parquet_input;
+pub mod pipeline;
+pub mod split;
 pub mod tokenizer;

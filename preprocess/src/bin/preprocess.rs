@@ -1,0 +1,170 @@
+//! `preprocess`: raw text → GPT-2 BPE tokens → packed rows → HDF5 shards + `data_params.json`.
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use h5gpt_formats::Compression;
+use h5gpt_preprocess::inspect::{human_bytes, thousands};
+use h5gpt_preprocess::pipeline::{run, PreprocessConfig};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    /// Contiguous, uncompressed, memory-mappable.
+    None,
+    /// Chunked (1, 3, seq_len) with deflate, like Cerebras Model Zoo.
+    Gzip,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Normalize {
+    /// Leave text as it is.
+    None,
+    /// Unicode NFC.
+    Nfc,
+}
+
+/// Tokenize raw text (txt, jsonl, jsonl.zst, jsonl.gz, parquet) with GPT-2 BPE, pack it into
+/// fixed-length rows and write HDF5 shards in the Cerebras Model Zoo layout.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Input files and/or directories (recursed, sorted by path).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Output directory (with --val-fraction: OUT/train and OUT/val).
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokens per row.
+    #[arg(long, default_value_t = 2048)]
+    seq_len: usize,
+    /// Rows per shard.
+    #[arg(long, default_value_t = 50_000)]
+    examples_per_shard: usize,
+    /// Shard layout.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
+    /// One document per row (long documents split into windows, each document's last window
+    /// padded) instead of one packed stream.
+    #[arg(long)]
+    no_pack: bool,
+    /// JSON key (or Parquet column) holding the text.
+    #[arg(long, default_value = "text")]
+    text_key: String,
+    /// Only files whose names match this pattern (`*`, `?`) inside input directories.
+    #[arg(long)]
+    glob: Option<String>,
+    /// Unicode normalization before tokenizing.
+    #[arg(long, value_enum, default_value_t = Normalize::None)]
+    normalize: Normalize,
+    /// Fraction of documents (chosen by --seed) written to OUT/val; the rest to OUT/train.
+    #[arg(long, default_value_t = 0.0)]
+    val_fraction: f64,
+    /// Seed of the train/val choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Count and report bad records (invalid JSON, missing or non-string text, invalid UTF-8)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_records: bool,
+    /// Tokenizer threads (default: all cores). Does not change the output.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Start over, deleting shards of an earlier run in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("preprocess: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = PreprocessConfig {
+        inputs: args.input,
+        out: args.out,
+        text_key: args.text_key,
+        glob: args.glob,
+        seq_len: args.seq_len,
+        examples_per_shard: args.examples_per_shard,
+        compression: match args.compression {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+        },
+        pack: !args.no_pack,
+        normalize_nfc: matches!(args.normalize, Normalize::Nfc),
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        skip_bad_records: args.skip_bad_records,
+        threads,
+        force: args.force,
+        progress: std::io::stderr().is_terminal(),
+    };
+    eprintln!(
+        "preprocess: {} -> {} | seq_len {} | {} | examples/shard {} | compression {} | normalize {} | val {} (seed {}) | threads {}",
+        config.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        config.out.display(),
+        config.seq_len,
+        if config.pack { "packing stream" } else { "packing document" },
+        config.examples_per_shard,
+        config.compression,
+        if config.normalize_nfc { "nfc" } else { "none" },
+        config.val_fraction,
+        config.seed,
+        config.threads
+    );
+    let summary = run(&config)?;
+    if summary.already_complete {
+        println!(
+            "{} already holds this run, complete; nothing to do (use --force to redo it)",
+            config.out.display()
+        );
+        return Ok(());
+    }
+    if summary.resumed {
+        println!("continued an interrupted run");
+    }
+    let tokens: u64 = summary.outputs.iter().map(|o| o.2).sum();
+    println!("input files        {}", summary.files);
+    println!("input size         {}", human_bytes(summary.input_bytes));
+    println!("records read       {}", thousands(summary.counts.records));
+    println!(
+        "empty skipped      {}",
+        thousands(summary.counts.empty_skipped)
+    );
+    println!(
+        "bad skipped        {}",
+        thousands(summary.counts.bad_skipped)
+    );
+    for (dir, docs, toks, rows, shards) in &summary.outputs {
+        println!(
+            "{:<18} {} documents, {} tokens, {} rows, {} shards",
+            dir.display(),
+            thousands(*docs),
+            thousands(*toks),
+            thousands(*rows),
+            shards
+        );
+    }
+    println!(
+        "time               {:.2} s ({:.1} MB/s, {:.0}k tokens/s)",
+        summary.seconds,
+        summary.input_bytes as f64 / 1e6 / summary.seconds,
+        tokens as f64 / 1e3 / summary.seconds
+    );
+    for bad in &summary.bad_examples {
+        println!("skipped: {bad}");
+    }
+    Ok(())
+}

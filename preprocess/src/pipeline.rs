@@ -1,0 +1,750 @@
+//! The `preprocess` run: read → tokenize (parallel) → pack → write (one thread, input order),
+//! with a progress file after every shard so an interrupted run continues where it stopped and
+//! ends byte-identical to an uninterrupted one.
+
+use crate::input::{discover, open_records, InputError, InputFile};
+use crate::packer::{Packer, Row};
+use crate::split::split_for_tokenization;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use h5gpt_formats::fsio::write_atomic;
+use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
+use h5gpt_formats::permutation::mix64;
+use h5gpt_formats::spec::DATA_PARAMS_FILE;
+use h5gpt_formats::{Compression, Packing, ShardSetWriter};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Name of the progress file kept in the output directory while a run is unfinished.
+pub const PROGRESS_FILE: &str = ".preprocess-progress.json";
+/// Text bytes per batch handed to the tokenizer threads.
+const BATCH_BYTES: usize = 4 << 20;
+/// Target bytes of one tokenization unit when a long document is split.
+const SPLIT_BYTES: usize = 64 << 10;
+
+/// Everything that shapes the output (`threads` and `progress` do not).
+#[derive(Debug, Clone, Serialize)]
+pub struct PreprocessConfig {
+    /// Files and directories, as given.
+    pub inputs: Vec<PathBuf>,
+    /// Output directory.
+    #[serde(skip)]
+    pub out: PathBuf,
+    /// JSON key / Parquet column holding the text.
+    pub text_key: String,
+    /// File-name filter for directory inputs.
+    pub glob: Option<String>,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Rows per shard.
+    pub examples_per_shard: usize,
+    /// Shard layout.
+    pub compression: Compression,
+    /// Stream packing (`true`) or one document per row.
+    pub pack: bool,
+    /// Apply Unicode NFC before tokenizing.
+    pub normalize_nfc: bool,
+    /// Fraction of documents that go to `val/`.
+    pub val_fraction: f64,
+    /// Seed of the train/val choice.
+    pub seed: u64,
+    /// Skip bad records instead of failing.
+    pub skip_bad_records: bool,
+    /// Tokenizer threads.
+    #[serde(skip)]
+    pub threads: usize,
+    /// Start over even if `out` holds another run.
+    #[serde(skip)]
+    pub force: bool,
+    /// Show a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+/// Per-output counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct OutputCounts {
+    documents: u64,
+    tokens: u64,
+}
+
+/// State of one output directory at a shard boundary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OutputState {
+    shards: Vec<ShardEntry>,
+    stats: DatasetStats,
+    carry: Vec<i32>,
+    counts: OutputCounts,
+}
+
+/// Global counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Records read (documents, empty ones and bad ones).
+    pub records: u64,
+    /// Empty documents skipped.
+    pub empty_skipped: u64,
+    /// Bad records skipped (`--skip-bad-records`).
+    pub bad_skipped: u64,
+}
+
+/// The progress file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    fingerprint: String,
+    /// The document in progress: input file index and record index within it.
+    file_index: usize,
+    record_index: u64,
+    /// Tokens of that document (EOS included) already packed.
+    token_offset: usize,
+    counts: RunCounts,
+    outputs: Vec<OutputState>,
+    /// The first bad records seen (reported at the end).
+    bad_examples: Vec<String>,
+}
+
+/// What a run did, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Input files.
+    pub files: usize,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Counts.
+    pub counts: RunCounts,
+    /// Per output directory: (dir, documents, tokens, rows, shards).
+    pub outputs: Vec<(PathBuf, u64, u64, u64, usize)>,
+    /// Seconds.
+    pub seconds: f64,
+    /// Whether the output was already complete (nothing done).
+    pub already_complete: bool,
+    /// Whether this run continued an interrupted one.
+    pub resumed: bool,
+    /// The first skipped bad records.
+    pub bad_examples: Vec<String>,
+}
+
+struct Doc {
+    file_index: usize,
+    record_index: u64,
+    text: Option<String>,
+}
+
+struct TokenizedDoc {
+    file_index: usize,
+    record_index: u64,
+    /// `None`: an empty document.
+    tokens: Option<Vec<i32>>,
+}
+
+enum ReadItem {
+    Docs(Vec<Doc>),
+    Bad(String),
+}
+
+fn output_dirs(config: &PreprocessConfig) -> Vec<PathBuf> {
+    if config.val_fraction > 0.0 {
+        vec![config.out.join("train"), config.out.join("val")]
+    } else {
+        vec![config.out.clone()]
+    }
+}
+
+fn fingerprint(config: &PreprocessConfig, files: &[InputFile]) -> String {
+    let files: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
+        .collect();
+    let text = json!({"config": config, "files": files, "tokenizer": "gpt2", "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// Whether document `(file, record)` goes to the validation set.
+fn is_val(config: &PreprocessConfig, file_index: usize, record_index: u64) -> bool {
+    if config.val_fraction <= 0.0 {
+        return false;
+    }
+    let h = mix64(config.seed ^ mix64(((file_index as u64) << 40) ^ record_index));
+    (h as f64 / u64::MAX as f64) < config.val_fraction
+}
+
+fn fault_after_shard() -> Option<usize> {
+    std::env::var("H5GPT_FAULT")
+        .ok()?
+        .strip_prefix("abort-after-shard:")?
+        .parse()
+        .ok()
+}
+
+fn is_ours(name: &str) -> bool {
+    name.ends_with(".h5")
+        || name == DATA_PARAMS_FILE
+        || name == PROGRESS_FILE
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+fn remove_ours(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && is_ours(&name) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn dir_has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some())
+}
+
+/// Runs `preprocess`.
+pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
+    let started = Instant::now();
+    if config.seq_len < 1 || config.examples_per_shard < 1 {
+        bail!("--seq-len and --examples-per-shard must be at least 1");
+    }
+    if !(0.0..1.0).contains(&config.val_fraction) {
+        bail!(
+            "--val-fraction must be in [0, 1), got {}",
+            config.val_fraction
+        );
+    }
+    let files = discover(&config.inputs, config.glob.as_deref())?;
+    if files.is_empty() {
+        bail!(
+            "no input files found in {:?}\n---> HINT: check --input and --glob",
+            config.inputs
+        );
+    }
+    let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let fingerprint = fingerprint(config, &files);
+    let dirs = output_dirs(config);
+    let progress_path = config.out.join(PROGRESS_FILE);
+
+    if config.force {
+        for dir in std::iter::once(&config.out).chain(dirs.iter()) {
+            remove_ours(dir)?;
+        }
+    }
+    let mut progress: Option<Progress> = None;
+    if progress_path.exists() {
+        let saved: Progress = serde_json::from_slice(&std::fs::read(&progress_path)?)
+            .with_context(|| format!("{}: unreadable progress file", progress_path.display()))?;
+        if saved.fingerprint != fingerprint {
+            bail!(
+                "{} holds an unfinished run with other inputs or settings\n---> HINT: use the same command to continue it, --force to start over, or another --out",
+                config.out.display()
+            );
+        }
+        progress = Some(saved);
+    } else if dir_has_files(&config.out) {
+        let complete = dirs.iter().all(|d| {
+            DataParams::read_from_dir(d)
+                .ok()
+                .flatten()
+                .and_then(|p| {
+                    p.setup
+                        .get("fingerprint")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .is_some_and(|f| f == fingerprint)
+        });
+        if complete {
+            return Ok(RunSummary {
+                files: files.len(),
+                input_bytes,
+                counts: RunCounts::default(),
+                outputs: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+                already_complete: true,
+                resumed: false,
+                bad_examples: Vec::new(),
+            });
+        }
+        bail!(
+            "{} is not empty and holds no run of these inputs and settings\n---> HINT: use --force to overwrite it, or pick another --out",
+            config.out.display()
+        );
+    }
+    let resumed = progress.is_some();
+    let mut state = progress.unwrap_or(Progress {
+        fingerprint: fingerprint.clone(),
+        file_index: 0,
+        record_index: 0,
+        token_offset: 0,
+        counts: RunCounts::default(),
+        outputs: vec![OutputState::default(); dirs.len()],
+        bad_examples: Vec::new(),
+    });
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        remove_temporaries(dir)?;
+    }
+
+    let tokenizer = Tokenizer::gpt2();
+    let eos = tokenizer.eos_id();
+    let packing = if config.pack {
+        Packing::Stream
+    } else {
+        Packing::Document
+    };
+    let mut writers = Vec::new();
+    let mut packers = Vec::new();
+    for (dir, out) in dirs.iter().zip(&state.outputs) {
+        writers.push(ShardSetWriter::resume(
+            dir,
+            config.seq_len,
+            config.compression,
+            config.examples_per_shard,
+            out.shards.clone(),
+            out.stats,
+        )?);
+        packers.push(Packer::new(config.seq_len, eos, out.carry.clone()));
+    }
+
+    // Reader thread → tokenizer thread → this thread.
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let (read_tx, read_rx) = sync_channel::<Result<ReadItem, InputError>>(2);
+    let (tok_tx, tok_rx) = sync_channel::<Result<(Vec<TokenizedDoc>, Vec<String>), InputError>>(2);
+    let reader = {
+        let files = files.clone();
+        let key = config.text_key.clone();
+        let skip_bad = config.skip_bad_records;
+        let counter = bytes_read.clone();
+        let (start_file, start_record) = (state.file_index, state.record_index);
+        for f in &files[..start_file] {
+            counter.fetch_add(f.bytes, Ordering::Relaxed);
+        }
+        std::thread::spawn(move || {
+            read_documents(
+                &files,
+                &key,
+                skip_bad,
+                start_file,
+                start_record,
+                &counter,
+                &read_tx,
+            )
+        })
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads.max(1))
+        .build()
+        .context("cannot start tokenizer threads")?;
+    let nfc = config.normalize_nfc;
+    let tokenize = std::thread::spawn(move || {
+        let tokenizer = Tokenizer::gpt2();
+        for item in read_rx {
+            let message = item.map(|item| match item {
+                ReadItem::Docs(docs) => (
+                    pool.install(|| tokenize_batch(&tokenizer, docs, nfc)),
+                    Vec::new(),
+                ),
+                ReadItem::Bad(what) => (Vec::new(), vec![what]),
+            });
+            let failed = message.is_err();
+            if tok_tx.send(message).is_err() || failed {
+                return;
+            }
+        }
+    });
+
+    let bar = if config.progress {
+        let bar = ProgressBar::new(input_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let fault_at = fault_after_shard();
+    let mut shards_this_run = 0usize;
+    let mut tokens_this_run = 0u64;
+    let mut first_doc = true;
+
+    for message in tok_rx {
+        let (docs, bad) = message.map_err(anyhow::Error::from)?;
+        for what in bad {
+            state.counts.records += 1;
+            state.counts.bad_skipped += 1;
+            if state.bad_examples.len() < 10 {
+                state.bad_examples.push(what);
+            }
+        }
+        for doc in docs {
+            let offset = if first_doc
+                && resumed
+                && (doc.file_index, doc.record_index) == (state.file_index, state.record_index)
+            {
+                state.token_offset
+            } else {
+                0
+            };
+            first_doc = false;
+            state.file_index = doc.file_index;
+            state.record_index = doc.record_index;
+            let Some(mut tokens) = doc.tokens else {
+                state.counts.records += 1;
+                state.counts.empty_skipped += 1;
+                continue;
+            };
+            tokens.push(eos as i32);
+            let which = usize::from(is_val(config, doc.file_index, doc.record_index));
+            if offset == 0 {
+                state.counts.records += 1;
+                state.outputs[which].counts.documents += 1;
+                state.outputs[which].counts.tokens += tokens.len() as u64;
+                tokens_this_run += tokens.len() as u64;
+            }
+            let mut pos = offset;
+            loop {
+                let completed = {
+                    let Some(row) = packers[which].next_row(&tokens, &mut pos) else {
+                        break;
+                    };
+                    push_row(&mut writers[which], row)?
+                };
+                if completed {
+                    shards_this_run += 1;
+                    if fault_at == Some(shards_this_run) {
+                        eprintln!(
+                            "H5GPT_FAULT: aborting after shard {shards_this_run} (testing aid)"
+                        );
+                        std::process::abort();
+                    }
+                    state.token_offset = pos;
+                    save_progress(&progress_path, &mut state, &writers, &packers)?;
+                }
+            }
+            if packing == Packing::Document {
+                if let Some(row) = packers[which].flush() {
+                    if push_row(&mut writers[which], row)? {
+                        shards_this_run += 1;
+                        state.token_offset = tokens.len();
+                        save_progress(&progress_path, &mut state, &writers, &packers)?;
+                    }
+                }
+            }
+        }
+        bar.set_position(bytes_read.load(Ordering::Relaxed));
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{:.0}k tok/s", tokens_this_run as f64 / secs / 1e3));
+    }
+    reader.join().expect("reader thread");
+    tokenize.join().expect("tokenizer thread");
+    bar.finish_and_clear();
+
+    // The last partial window, then the manifests; the progress file goes last.
+    let mut outputs = Vec::new();
+    for (i, (mut writer, mut packer)) in writers.into_iter().zip(packers).enumerate() {
+        if let Some(row) = packer.flush() {
+            push_row(&mut writer, row)?;
+        }
+        let (shards, stats) = writer.finish()?;
+        let dir = &dirs[i];
+        let counts = &state.outputs[i].counts;
+        if shards.is_empty() {
+            bail!(
+                "{}: no rows to write ({} documents, {} tokens)\n---> HINT: the input is empty or shorter than 2 tokens; check --input, --glob and --text-key",
+                dir.display(),
+                counts.documents,
+                counts.tokens
+            );
+        }
+        outputs.push((
+            dir.clone(),
+            counts.documents,
+            counts.tokens,
+            stats.num_sequences,
+            shards.len(),
+        ));
+        let params = manifest(
+            config,
+            &files,
+            &fingerprint,
+            &state.counts,
+            counts,
+            shards,
+            stats,
+            i,
+            dirs.len(),
+        );
+        params.write_to_dir(dir)?;
+    }
+    if progress_path.exists() {
+        std::fs::remove_file(&progress_path)?;
+    }
+    Ok(RunSummary {
+        files: files.len(),
+        input_bytes,
+        counts: state.counts,
+        outputs,
+        seconds: started.elapsed().as_secs_f64(),
+        already_complete: false,
+        resumed,
+        bad_examples: state.bad_examples,
+    })
+}
+
+fn push_row(writer: &mut ShardSetWriter, row: Row<'_>) -> Result<bool> {
+    Ok(writer
+        .push(row.input_ids, row.attention_mask, row.labels)?
+        .is_some())
+}
+
+fn save_progress(
+    path: &Path,
+    state: &mut Progress,
+    writers: &[ShardSetWriter],
+    packers: &[Packer],
+) -> Result<()> {
+    for ((out, writer), packer) in state.outputs.iter_mut().zip(writers).zip(packers) {
+        out.shards = writer.shards().to_vec();
+        out.stats = writer.stats();
+        out.carry = packer.carry().to_vec();
+    }
+    // Rows staged in a writer but not yet in a shard would be lost on resume: only a writer
+    // that just completed a shard is in a savable state, and the others stage nothing new
+    // since their last shard only if they have nothing pending.
+    let pending: Vec<usize> = writers
+        .iter()
+        .map(ShardSetWriter::pending_examples)
+        .collect();
+    if pending.iter().any(|&p| p > 0) {
+        // Another output has rows staged: resuming would lose them, so keep the older progress.
+        return Ok(());
+    }
+    write_atomic(path, &serde_json::to_vec(state)?)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn manifest(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    fingerprint: &str,
+    run: &RunCounts,
+    counts: &OutputCounts,
+    shards: Vec<ShardEntry>,
+    stats: DatasetStats,
+    index: usize,
+    outputs: usize,
+) -> DataParams {
+    let mut params = DataParams::from_core(ManifestCore {
+        tokenizer: "gpt2".into(),
+        packing: if config.pack {
+            Packing::Stream
+        } else {
+            Packing::Document
+        },
+        seq_len: config.seq_len,
+        compression: config.compression,
+        eos_id: h5gpt_formats::spec::GPT2_EOS_ID,
+        pad_id: h5gpt_formats::spec::GPT2_EOS_ID,
+        vocab_size: h5gpt_formats::spec::GPT2_VOCAB_SIZE,
+        shards,
+        stats,
+    });
+    let inputs: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
+        .collect();
+    let setup: &mut Map<String, Value> = &mut params.setup;
+    setup.insert(
+        "input".into(),
+        json!(config
+            .inputs
+            .iter()
+            .map(|p| p.to_string_lossy())
+            .collect::<Vec<_>>()),
+    );
+    setup.insert("input_files".into(), Value::Array(inputs));
+    setup.insert("fingerprint".into(), fingerprint.into());
+    setup.insert(
+        "split".into(),
+        (if outputs == 1 {
+            "all"
+        } else if index == 0 {
+            "train"
+        } else {
+            "val"
+        })
+        .into(),
+    );
+    let p = &mut params.processing;
+    p.insert("tokenizer_type".into(), "GPT2Tokenizer".into());
+    p.insert("encoding".into(), "r50k_base".into());
+    p.insert("use_ftfy".into(), false.into());
+    p.insert(
+        "normalize".into(),
+        (if config.normalize_nfc { "nfc" } else { "none" }).into(),
+    );
+    p.insert("jsonl_key".into(), config.text_key.clone().into());
+    p.insert("glob".into(), config.glob.clone().into());
+    p.insert("files_per_record".into(), config.examples_per_shard.into());
+    p.insert("compression".into(), config.compression.to_string().into());
+    p.insert("val_fraction".into(), config.val_fraction.into());
+    p.insert("seed".into(), config.seed.into());
+    p.insert("skip_bad_records".into(), config.skip_bad_records.into());
+    let extra = &mut params.post_process.extra;
+    extra.insert("n_docs".into(), counts.documents.into());
+    extra.insert("num_stream_tokens".into(), counts.tokens.into());
+    extra.insert("records_read".into(), run.records.into());
+    extra.insert("empty_documents_skipped".into(), run.empty_skipped.into());
+    extra.insert("bad_records_skipped".into(), run.bad_skipped.into());
+    extra.insert("processed_files".into(), files.len().into());
+    extra.insert(
+        "raw_bytes_count".into(),
+        files.iter().map(|f| f.bytes).sum::<u64>().into(),
+    );
+    params
+}
+
+fn read_documents(
+    files: &[InputFile],
+    key: &str,
+    skip_bad: bool,
+    start_file: usize,
+    start_record: u64,
+    counter: &Arc<AtomicU64>,
+    tx: &std::sync::mpsc::SyncSender<Result<ReadItem, InputError>>,
+) {
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
+    for (file_index, file) in files.iter().enumerate().skip(start_file) {
+        let records = match open_records(file, key, counter.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let mut record_index = 0u64;
+        for item in records {
+            let this = record_index;
+            record_index += 1;
+            match item {
+                Ok((_, text)) => {
+                    if file_index == start_file && this < start_record {
+                        continue;
+                    }
+                    batch_bytes += text.len();
+                    batch.push(Doc {
+                        file_index,
+                        record_index: this,
+                        text: Some(text),
+                    });
+                }
+                Err(e) if e.record_level && skip_bad => {
+                    if file_index == start_file && this < start_record {
+                        continue;
+                    }
+                    if !batch.is_empty()
+                        && tx
+                            .send(Ok(ReadItem::Docs(std::mem::take(&mut batch))))
+                            .is_err()
+                    {
+                        return;
+                    }
+                    batch_bytes = 0;
+                    if tx.send(Ok(ReadItem::Bad(e.to_string()))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+            if batch_bytes >= BATCH_BYTES {
+                if tx
+                    .send(Ok(ReadItem::Docs(std::mem::take(&mut batch))))
+                    .is_err()
+                {
+                    return;
+                }
+                batch_bytes = 0;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(ReadItem::Docs(batch)));
+    }
+}
+
+/// Tokenizes a batch in parallel, splitting long documents at safe points.
+fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<TokenizedDoc> {
+    use unicode_normalization::UnicodeNormalization;
+    let texts: Vec<Option<String>> = docs
+        .par_iter()
+        .map(|d| {
+            d.text.as_ref().map(|t| {
+                if nfc {
+                    t.nfc().collect::<String>()
+                } else {
+                    t.clone()
+                }
+            })
+        })
+        .collect();
+    let units: Vec<(usize, &str)> = texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.as_deref().map(|t| (i, t)))
+        .flat_map(|(i, t)| {
+            split_for_tokenization(t, SPLIT_BYTES)
+                .into_iter()
+                .map(move |r| (i, &t[r]))
+        })
+        .collect();
+    let encoded: Vec<(usize, Vec<u32>)> = units
+        .par_iter()
+        .with_max_len(1)
+        .map(|&(i, text)| (i, tokenizer.encode(text)))
+        .collect();
+    let mut tokens: Vec<Vec<i32>> = vec![Vec::new(); docs.len()];
+    for (i, piece) in encoded {
+        tokens[i].extend(piece.into_iter().map(|t| t as i32));
+    }
+    docs.into_iter()
+        .zip(texts)
+        .zip(tokens)
+        .map(|((doc, text), tokens)| TokenizedDoc {
+            file_index: doc.file_index,
+            record_index: doc.record_index,
+            tokens: text.filter(|t| !t.is_empty()).map(|_| tokens),
+        })
+        .collect()
+}
