@@ -651,10 +651,8 @@ fn read_documents(
                 return;
             }
         };
-        let mut record_index = 0u64;
-        for item in records {
-            let this = record_index;
-            record_index += 1;
+        for (this, item) in records.enumerate() {
+            let this = this as u64;
             match item {
                 Ok((_, text)) => {
                     if file_index == start_file && this < start_record {

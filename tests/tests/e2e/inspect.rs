@@ -1,4 +1,4 @@
-//! End-to-end tests: run the binaries as a user would.
+//! `inspect` end to end.
 
 use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
 use h5gpt_formats::{Compression, ShardSetWriter};

@@ -1,0 +1,4 @@
+//! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
+
+mod inspect;
+mod preprocess;

@@ -1,0 +1,533 @@
+//! `preprocess` end to end: golden packing, determinism, resume after a kill, bad input.
+
+use h5gpt_formats::verify::{verify, VerifyOptions};
+use h5gpt_formats::{DataParams, ShardSet};
+use h5gpt_tests::{bin, run, text};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Deterministic prose: `docs` documents of varying length, a few of them long enough to be
+/// split for parallel tokenization.
+fn write_corpus(path: &Path, docs: usize, long_every: usize) {
+    let words = [
+        "alpha", "beta", "gamma", "delta", "token", "shard", "naïve", "日本", "x=1;", "end.",
+    ];
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut state = 7u64;
+    for d in 0..docs {
+        let n = if long_every > 0 && d % long_every == 0 {
+            40_000
+        } else {
+            20 + d % 50
+        };
+        let mut text = String::new();
+        for i in 0..n {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(words[(state >> 33) as usize % words.len()]);
+            text.push(if i % 9 == 8 { '\n' } else { ' ' });
+        }
+        writeln!(f, "{}", serde_json::json!({"text": text, "meta": {"d": d}})).unwrap();
+    }
+}
+
+fn preprocess(args: &[&str]) -> std::process::Output {
+    run("preprocess", args)
+}
+
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files_of(a), files_of(b));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&fa), names(&fb));
+    for ((name, x), (_, y)) in fa.iter().zip(&fb) {
+        assert!(x == y, "{name} differs between {a:?} and {b:?}");
+    }
+}
+
+fn verify_ok(dir: &Path) -> ShardSet {
+    let set = ShardSet::open(&[dir]).unwrap();
+    let report = verify(&set, VerifyOptions::for_set(&set), &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.violations);
+    set
+}
+
+fn all_rows(set: &ShardSet) -> Vec<Vec<i32>> {
+    let seq = set.seq_len();
+    set.shards()
+        .iter()
+        .flat_map(|sh| sh.read_examples(0, sh.n_examples()).unwrap())
+        .collect::<Vec<_>>()
+        .chunks(3 * seq)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/golden")
+        .join(name)
+}
+
+/// Pins our packing to Cerebras Model Zoo's LMData rule, computed independently by
+/// `scripts/golden_packing.py` (Python tiktoken + numpy): every full row token for token, and
+/// our extra final partial row.
+#[test]
+fn golden_packing_matches_the_reference_script() {
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("expected.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = preprocess(&[
+        "--input",
+        s(&fixture("corpus.jsonl")),
+        "--out",
+        s(out.path()),
+        "--seq-len",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let set = verify_ok(out.path());
+    let rows = all_rows(&set);
+    let reference = expected["cerebras_rows"].as_array().unwrap();
+    let as_vec = |v: &serde_json::Value| -> Vec<i32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap() as i32)
+            .collect()
+    };
+    assert_eq!(
+        rows.len(),
+        reference.len() + 1,
+        "full rows plus our final partial row"
+    );
+    for (r, (row, want)) in rows.iter().zip(reference).enumerate() {
+        assert_eq!(
+            row[..32],
+            as_vec(&want["input_ids"])[..],
+            "row {r} input_ids"
+        );
+        assert_eq!(row[32..64], vec![1; 32][..], "row {r} mask");
+        assert_eq!(row[64..], as_vec(&want["labels"])[..], "row {r} labels");
+    }
+    let last = rows.last().unwrap();
+    let tail = &expected["final_partial"];
+    assert_eq!(last[..32], as_vec(&tail["input_ids"])[..]);
+    assert_eq!(last[32..64], as_vec(&tail["attention_mask"])[..]);
+    assert_eq!(last[64..], as_vec(&tail["labels"])[..]);
+    let params = set.data_params().unwrap();
+    assert_eq!(
+        params.post_process.extra["num_stream_tokens"],
+        expected["stream_tokens"]
+    );
+    assert_eq!(
+        params.h5_dataset_stats.loss_valid_tokens + 1,
+        expected["stream_tokens"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn output_is_byte_identical_at_one_and_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus, 60, 20); // three documents of ~300 KB get split
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (out, threads) in [(&a, "1"), (&b, "2")] {
+        let o = preprocess(&[
+            "--input",
+            s(&corpus),
+            "--out",
+            s(out),
+            "--seq-len",
+            "64",
+            "--examples-per-shard",
+            "700",
+            "--threads",
+            threads,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert!(files_of(&a).len() >= 3, "several shards expected");
+    assert_same_files(&a, &b);
+    verify_ok(&a);
+}
+
+#[test]
+fn killed_run_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus, 40, 15);
+    let (clean, killed) = (dir.path().join("clean"), dir.path().join("killed"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--input",
+            s(&corpus),
+            "--out",
+            s(out),
+            "--seq-len",
+            "32",
+            "--examples-per-shard",
+            "500",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let o = Command::new(bin("preprocess"))
+        .args(args(&clean))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new(bin("preprocess"))
+        .args(args(&killed))
+        .env("H5GPT_FAULT", "abort-after-shard:2")
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "the fault hook must kill the first run: {}",
+        text(&o)
+    );
+    assert!(
+        killed.join("shard-000001.h5").exists(),
+        "two shards were written before the kill"
+    );
+    assert!(
+        !killed.join("data_params.json").exists(),
+        "an unfinished run has no manifest"
+    );
+    let o = Command::new(bin("preprocess"))
+        .args(args(&killed))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("continued an interrupted run"),
+        "{}",
+        text(&o)
+    );
+    assert_same_files(&clean, &killed);
+    // Running the same command again has nothing to do.
+    let o = Command::new(bin("preprocess"))
+        .args(args(&killed))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing to do"),
+        "{}",
+        text(&o)
+    );
+    assert_same_files(&clean, &killed);
+}
+
+#[test]
+fn other_settings_into_a_full_out_are_refused_and_force_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    write_corpus(&corpus, 10, 0);
+    let out = dir.path().join("out");
+    let o = preprocess(&["--input", s(&corpus), "--out", s(&out), "--seq-len", "16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = preprocess(&["--input", s(&corpus), "--out", s(&out), "--seq-len", "32"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--force"),
+        "{}",
+        text(&o)
+    );
+    let o = preprocess(&[
+        "--input",
+        s(&corpus),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "32",
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(verify_ok(&out).seq_len(), 32);
+}
+
+fn bad_case(name: &str, bytes: &[u8], expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    std::fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("out");
+    let o = preprocess(&["--input", s(&input), "--out", s(&out), "--seq-len", "8"]);
+    assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(expect),
+        "{name}: expected {expect:?} in {stderr}"
+    );
+    assert!(
+        stderr.contains(name),
+        "{name}: the file must be named: {stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().ends_with(".h5"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "{name}: no shard may be left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn bad_records_are_named_by_file_and_line() {
+    let good = r#"{"text": "fine words here"}"#;
+    bad_case(
+        "a.jsonl",
+        format!("{good}\n{{\"text\": oops\n").as_bytes(),
+        "a.jsonl:2: invalid JSON",
+    );
+    bad_case(
+        "b.jsonl",
+        format!("{good}\n{good}\n{{\"body\": \"x\"}}\n").as_bytes(),
+        "b.jsonl:3: no `text` key",
+    );
+    bad_case(
+        "c.jsonl",
+        b"{\"text\": 42}\n",
+        "c.jsonl:1: `text` is not a string (found a number)",
+    );
+    bad_case(
+        "d.jsonl",
+        b"{\"text\": \"ok\"}\n{\"text\": \"\xff\xfe\"}\n",
+        "d.jsonl:2: invalid UTF-8",
+    );
+    bad_case("e.txt", b"plain \xff text", "e.txt:1: invalid UTF-8");
+    let mut zst = zstd::encode_all(format!("{good}\n").repeat(2000).as_bytes(), 3).unwrap();
+    zst.truncate(zst.len() / 2);
+    bad_case("f.jsonl.zst", &zst, "f.jsonl.zst: read error");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(format!("{good}\n").repeat(2000).as_bytes())
+        .unwrap();
+    let mut gz = gz.finish().unwrap();
+    gz.truncate(gz.len() - 20);
+    bad_case("g.jsonl.gz", &gz, "g.jsonl.gz: read error");
+}
+
+#[test]
+fn skip_bad_records_counts_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(&input, "{\"text\": \"one two three\"}\nnot json\n{\"text\": null}\n{\"text\": \"\"}\n{\"text\": \"four five\"}\n").unwrap();
+    let out = dir.path().join("out");
+    let o = preprocess(&[
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "4",
+        "--skip-bad-records",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("bad skipped        2"), "{stdout}");
+    assert!(stdout.contains("empty skipped      1"), "{stdout}");
+    assert!(stdout.contains("mixed.jsonl:2: invalid JSON"), "{stdout}");
+    let params = DataParams::read_from_dir(&out).unwrap().unwrap();
+    assert_eq!(params.post_process.extra["bad_records_skipped"], 2);
+    assert_eq!(params.post_process.extra["empty_documents_skipped"], 1);
+    assert_eq!(params.post_process.extra["n_docs"], 2);
+}
+
+fn write_parquet(path: &Path, texts: &[&str]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = std::sync::Arc::new(
+        parquet::schema::parser::parse_message_type(
+            "message schema { REQUIRED BYTE_ARRAY text (UTF8); }",
+        )
+        .unwrap(),
+    );
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, schema, Default::default()).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let mut column = group.next_column().unwrap().unwrap();
+    let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(*t)).collect();
+    column
+        .typed::<ByteArrayType>()
+        .write_batch(&values, None, None)
+        .unwrap();
+    column.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// Every input kind, directory recursion in path order, `--glob`, and the val split.
+#[test]
+fn all_input_kinds_in_path_order_with_a_val_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("corpus");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let doc = |i: usize| format!("document number {i} says hello");
+    std::fs::write(root.join("a.txt"), doc(0)).unwrap();
+    std::fs::write(root.join("b.py"), doc(1)).unwrap();
+    let jsonl = |docs: &[usize]| {
+        docs.iter()
+            .map(|&i| format!("{}\n", serde_json::json!({"text": doc(i)})))
+            .collect::<String>()
+    };
+    std::fs::write(
+        root.join("c.jsonl.zst"),
+        zstd::encode_all(jsonl(&[2, 3]).as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(jsonl(&[4]).as_bytes()).unwrap();
+    std::fs::write(root.join("d.json.gz"), gz.finish().unwrap()).unwrap();
+    write_parquet(&root.join("e.parquet"), &[&doc(5), &doc(6)]);
+    std::fs::write(root.join("sub/f.jsonl"), jsonl(&[7, 8, 9])).unwrap();
+    std::fs::write(root.join("skipped.md"), "not matched by the glob").unwrap();
+
+    // All documents, in path order, each followed by EOS: decode the stream back.
+    let out = dir.path().join("all");
+    let o = preprocess(&[
+        "--input",
+        s(&root.join("a.txt")),
+        s(&root.join("b.py")),
+        s(&root.join("c.jsonl.zst")),
+        s(&root.join("d.json.gz")),
+        s(&root.join("e.parquet")),
+        s(&root.join("sub")),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let set = verify_ok(&out);
+    let rows = all_rows(&set);
+    let mut stream: Vec<u32> = vec![rows[0][0] as u32];
+    for row in &rows {
+        for j in 0..8 {
+            if row[8 + j] == 1 {
+                stream.push(row[16 + j] as u32);
+            }
+        }
+    }
+    let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
+    let expected: Vec<u32> = (0..10)
+        .flat_map(|i| {
+            let mut t = tok.encode(&doc(i));
+            t.push(50256);
+            t
+        })
+        .collect();
+    assert_eq!(stream, expected);
+
+    // The glob keeps only matching names found in directories.
+    let out = dir.path().join("globbed");
+    let o = preprocess(&[
+        "--input",
+        s(&root),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "8",
+        "--glob",
+        "*.jsonl*",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let params = DataParams::read_from_dir(&out).unwrap().unwrap();
+    assert_eq!(
+        params.post_process.extra["n_docs"], 5,
+        "c.jsonl.zst (2) + sub/f.jsonl (3)"
+    );
+
+    // A val split: whole documents, both directories complete.
+    let out = dir.path().join("split");
+    let o = preprocess(&[
+        "--input",
+        s(&root),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "8",
+        "--val-fraction",
+        "0.4",
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (train, val) = (out.join("train"), out.join("val"));
+    verify_ok(&train);
+    verify_ok(&val);
+    let docs = |d: &Path| {
+        DataParams::read_from_dir(d)
+            .unwrap()
+            .unwrap()
+            .post_process
+            .extra["n_docs"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        docs(&train) + docs(&val),
+        11,
+        "10 documents plus skipped.md"
+    );
+    assert!(docs(&val) >= 1 && docs(&train) >= 1);
+}
+
+#[test]
+fn no_pack_writes_one_document_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"a b\"}\n{\"text\": \"one two three four five six seven eight nine ten\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = preprocess(&[
+        "--input",
+        s(&input),
+        "--out",
+        s(&out),
+        "--seq-len",
+        "6",
+        "--no-pack",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let set = verify_ok(&out);
+    assert_eq!(
+        set.data_params().unwrap().packing(),
+        Some(h5gpt_formats::Packing::Document)
+    );
+    let rows = all_rows(&set);
+    // "a b" + EOS = 3 tokens: one row with 2 positions.
+    assert_eq!(rows[0][6..12], [1, 1, 0, 0, 0, 0]);
+    assert_eq!(rows[0][13], 50256, "the document's EOS is its last label");
+    // The second document (10 words + EOS = 11 tokens) starts a new row: 6 + 4 positions.
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2][6..12], [1, 1, 1, 1, 0, 0]);
+}
