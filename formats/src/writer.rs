@@ -21,7 +21,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Staged bytes kept in memory before they spill to a raw temporary file.
-pub const SPILL_BYTES: usize = 64 << 20;
+pub const SPILL_BYTES: usize = 192 << 20;
 /// Bytes copied into the HDF5 dataset per slice when a shard is finished.
 const COPY_SLICE_BYTES: usize = 16 << 20;
 

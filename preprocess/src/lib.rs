@@ -3,6 +3,7 @@
 //! The library behind the `preprocess` and `inspect` binaries: input reading, GPT-2
 //! tokenization, packing into rows, and the resumable sharding pipeline.
 
+pub mod gpt2_bpe;
 pub mod input;
 pub mod inspect;
 pub mod packer;

@@ -53,8 +53,9 @@ impl Tokenizer {
     }
 
     /// Ordinary encoding: special-token text inside `text` is encoded as plain text.
+    /// Exactly tiktoken's `encode_ordinary`, computed by [`Gpt2Bpe`](crate::gpt2_bpe::Gpt2Bpe).
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.bpe.encode_ordinary(text)
+        crate::gpt2_bpe::Gpt2Bpe::get().encode_ordinary(text)
     }
 
     /// Decodes ids to text; bytes that do not form UTF-8 become U+FFFD, unknown ids `⟨id⟩`.
