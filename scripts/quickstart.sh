@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# The main job on built-in defaults: set-up, build, then write a small shard set and inspect it.
-# Idempotent. Outputs go to out/ (git-ignored).
+# The main job on built-in defaults: set-up, build, preprocess a real corpus that is on every
+# machine without network, and inspect it. Idempotent; outputs go to out/ (git-ignored).
+#   corpus: ../shared/data/tinyshakespeare.txt when present, else the Python standard
+#   library's .py files (a Pile-"GitHub"-like code corpus).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$H5GPT_ROOT"
 bash scripts/setup.sh
-cargo build --release --workspace --bins --examples
-rm -rf out/synthetic
-./target/release/examples/synthetic out/synthetic 1000 256
-./target/release/inspect out/synthetic --verify --show 1
+cargo build --release --workspace --bins
+
+corpus="$H5GPT_ROOT/../shared/data/tinyshakespeare.txt"
+glob=()
+if [ ! -f "$corpus" ]; then
+  corpus="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
+  glob=(--glob '*.py' --skip-bad-records)
+fi
+echo "==> preprocess $corpus"
+./target/release/preprocess --input "$corpus" "${glob[@]}" --out out/shards --seq-len 1024 --force
+echo "==> inspect out/shards --verify --show 1 --decode"
+./target/release/inspect out/shards --verify --show 1 --decode

@@ -227,11 +227,9 @@ pub fn open_records(
                 .read_to_end(&mut bytes)
                 .map_err(|e| InputError::file(&path, format!("cannot read: {e}")))?;
             let item = String::from_utf8(bytes).map(|t| (0, t)).map_err(|e| {
-                InputError::record(
-                    &path,
-                    1,
-                    format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-                )
+                let at = e.utf8_error().valid_up_to();
+                let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64;
+                InputError::record(&path, line, format!("invalid UTF-8 at byte {at}"))
             });
             Box::new(std::iter::once(item))
         }

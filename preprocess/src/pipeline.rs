@@ -307,6 +307,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         remove_temporaries(dir)?;
     }
+    if !resumed {
+        // From here on the output directory always says which run it belongs to.
+        write_atomic(&progress_path, &serde_json::to_vec(&state)?)?;
+    }
 
     let tokenizer = Tokenizer::gpt2();
     let eos = tokenizer.eos_id();
@@ -395,7 +399,14 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let mut first_doc = true;
 
     for message in tok_rx {
-        let (docs, bad) = message.map_err(anyhow::Error::from)?;
+        let (docs, bad) = message.map_err(|e| {
+            let hint = if e.record_level {
+                "fix or remove that record, or pass --skip-bad-records to count and skip bad records"
+            } else {
+                "the file is unreadable, truncated or corrupt: restore it or leave it out of --input"
+            };
+            anyhow::anyhow!("{e}\n---> HINT: {hint}")
+        })?;
         for what in bad {
             state.counts.records += 1;
             state.counts.bad_skipped += 1;
@@ -530,21 +541,16 @@ fn save_progress(
     writers: &[ShardSetWriter],
     packers: &[Packer],
 ) -> Result<()> {
+    // Rows staged in a writer but not yet in a shard are not in the progress file. With a val
+    // split the other output usually has some: then keep the older progress (resuming redoes
+    // more work, but ends identical).
+    if writers.iter().any(|w| w.pending_examples() > 0) {
+        return Ok(());
+    }
     for ((out, writer), packer) in state.outputs.iter_mut().zip(writers).zip(packers) {
         out.shards = writer.shards().to_vec();
         out.stats = writer.stats();
         out.carry = packer.carry().to_vec();
-    }
-    // Rows staged in a writer but not yet in a shard would be lost on resume: only a writer
-    // that just completed a shard is in a savable state, and the others stage nothing new
-    // since their last shard only if they have nothing pending.
-    let pending: Vec<usize> = writers
-        .iter()
-        .map(ShardSetWriter::pending_examples)
-        .collect();
-    if pending.iter().any(|&p| p > 0) {
-        // Another output has rows staged: resuming would lose them, so keep the older progress.
-        return Ok(());
     }
     write_atomic(path, &serde_json::to_vec(state)?)?;
     Ok(())

@@ -321,7 +321,11 @@ fn bad_records_are_named_by_file_and_line() {
         b"{\"text\": \"ok\"}\n{\"text\": \"\xff\xfe\"}\n",
         "d.jsonl:2: invalid UTF-8",
     );
-    bad_case("e.txt", b"plain \xff text", "e.txt:1: invalid UTF-8");
+    bad_case(
+        "e.txt",
+        b"plain\ntext \xff here",
+        "e.txt:2: invalid UTF-8 at byte 11",
+    );
     let mut zst = zstd::encode_all(format!("{good}\n").repeat(2000).as_bytes(), 3).unwrap();
     zst.truncate(zst.len() / 2);
     bad_case("f.jsonl.zst", &zst, "f.jsonl.zst: read error");
@@ -530,4 +534,101 @@ fn no_pack_writes_one_document_per_row() {
     // The second document (10 words + EOS = 11 tokens) starts a new row: 6 + 4 positions.
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2][6..12], [1, 1, 1, 1, 0, 0]);
+}
+
+/// With a val split the progress file can lag behind (the other output has rows staged), but
+/// an interrupted run still resumes and ends byte-identical.
+#[test]
+fn killed_val_split_run_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus, 60, 0);
+    let (clean, killed) = (dir.path().join("clean"), dir.path().join("killed"));
+    let args = |out: &Path| -> Vec<String> {
+        let out = s(out).to_string();
+        [
+            "--input",
+            s(&corpus),
+            "--out",
+            &out,
+            "--seq-len",
+            "16",
+            "--examples-per-shard",
+            "40",
+            "--val-fraction",
+            "0.3",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let o = Command::new(bin("preprocess"))
+        .args(args(&clean))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new(bin("preprocess"))
+        .args(args(&killed))
+        .env("H5GPT_FAULT", "abort-after-shard:3")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let o = Command::new(bin("preprocess"))
+        .args(args(&killed))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same_files(&clean.join("train"), &killed.join("train"));
+    assert_same_files(&clean.join("val"), &killed.join("val"));
+}
+
+/// `--compression gzip` (Cerebras-style chunks) and `--normalize nfc`.
+#[test]
+fn gzip_shards_hold_the_same_rows_and_nfc_normalizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    write_corpus(&corpus, 30, 0);
+    let (plain, gzip) = (dir.path().join("plain"), dir.path().join("gzip"));
+    for (out, compression) in [(&plain, "none"), (&gzip, "gzip")] {
+        let o = preprocess(&[
+            "--input",
+            s(&corpus),
+            "--out",
+            s(out),
+            "--seq-len",
+            "16",
+            "--compression",
+            compression,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let (a, b) = (verify_ok(&plain), verify_ok(&gzip));
+    assert!(b
+        .shards()
+        .iter()
+        .all(|sh| sh.access_path() == h5gpt_formats::AccessPath::Slow));
+    assert_eq!(all_rows(&a), all_rows(&b));
+
+    let input = dir.path().join("nfd.jsonl");
+    std::fs::write(&input, "{\"text\": \"cafe\\u0301 cafe\\u0301\"}\n").unwrap();
+    let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
+    for (normalize, doc) in [("none", "cafe\u{301} cafe\u{301}"), ("nfc", "café café")] {
+        let out = dir.path().join(normalize);
+        let o = preprocess(&[
+            "--input",
+            s(&input),
+            "--out",
+            s(&out),
+            "--seq-len",
+            "64",
+            "--normalize",
+            normalize,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let rows = all_rows(&verify_ok(&out));
+        let mut want: Vec<i32> = tok.encode(doc).into_iter().map(|t| t as i32).collect();
+        want.push(50256);
+        let n = want.len() - 1;
+        assert_eq!(rows[0][..n], want[..n], "{normalize}");
+    }
 }
