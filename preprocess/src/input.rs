@@ -234,10 +234,10 @@ pub fn open_records(
             Box::new(std::iter::once(item))
         }
         InputKind::Parquet => {
+            // Parquet needs random access; count the file as read once it is opened.
             drop(counted);
-            let rows = crate::parquet_input::read_column(&path, &key)?;
             bytes_read.fetch_add(file.bytes, Ordering::Relaxed);
-            Box::new(rows.into_iter())
+            Box::new(crate::parquet_input::read_column(&path, &key)?)
         }
     })
 }

@@ -1,17 +1,17 @@
-//! Reading one string column of a Parquet file.
+//! Reading one string column of a Parquet file, row by row (streaming).
 
 use crate::input::InputError;
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::reader::RowIter;
 use parquet::record::Field;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Every row's value of column `key`, as `(row index, text)`; a non-string value is a
-/// record-level error for its row.
-#[allow(clippy::type_complexity)]
+/// Each row's value of column `key`, as `(row index, text)`; a non-string value is a
+/// record-level error for its row, an unreadable file a file-level one.
 pub fn read_column(
     path: &Path,
     key: &str,
-) -> Result<Vec<Result<(u64, String), InputError>>, InputError> {
+) -> Result<impl Iterator<Item = Result<(u64, String), InputError>> + Send, InputError> {
     let fail = |what: String| InputError {
         path: path.into(),
         line: None,
@@ -36,22 +36,37 @@ pub fn read_column(
         .with_fields(vec![field])
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let rows = reader
-        .get_row_iter(Some(projection))
+    let rows = RowIter::from_file_into(Box::new(reader))
+        .project(Some(projection))
         .map_err(|e| fail(format!("cannot read rows: {e}")))?;
-    let mut out = Vec::new();
-    for (index, row) in rows.enumerate() {
-        let row = row.map_err(|e| fail(format!("row {}: {e}", index + 1)))?;
-        let value = row.get_column_iter().next().map(|(_, f)| f.clone());
-        out.push(match value {
-            Some(Field::Str(s)) => Ok((index as u64, s)),
-            other => Err(InputError {
-                path: path.into(),
-                line: Some(index as u64 + 1),
-                what: format!("column `{key}` is not a string (found {other:?})"),
-                record_level: true,
-            }),
-        });
-    }
-    Ok(out)
+    let path: PathBuf = path.into();
+    let key = key.to_string();
+    let mut failed = false;
+    Ok(rows.enumerate().map_while(move |(index, row)| {
+        if failed {
+            return None;
+        }
+        let line = index as u64 + 1;
+        let item = match row {
+            Err(e) => {
+                failed = true;
+                Err(InputError {
+                    path: path.clone(),
+                    line: Some(line),
+                    what: format!("cannot read row: {e}"),
+                    record_level: false,
+                })
+            }
+            Ok(row) => match row.get_column_iter().next().map(|(_, f)| f) {
+                Some(Field::Str(s)) => Ok((index as u64, s.clone())),
+                other => Err(InputError {
+                    path: path.clone(),
+                    line: Some(line),
+                    what: format!("column `{key}` is not a string (found {other:?})"),
+                    record_level: true,
+                }),
+            },
+        };
+        Some(item)
+    }))
 }
