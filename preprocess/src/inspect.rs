@@ -100,7 +100,10 @@ fn progress_bar(enabled: bool, total: u64, what: &str) -> ProgressBar {
 pub fn summarize(set: &ShardSet, progress: bool) -> Result<Summary> {
     let params = set.data_params();
     let stats = match params {
-        Some(p) if p.h5_dataset_stats.num_sequences == set.len() as u64 => p.h5_dataset_stats,
+        // Our manifests' counts are exact; foreign ones may omit some, so count those.
+        Some(p) if p.h5gpt.is_some() && p.h5_dataset_stats.num_sequences == set.len() as u64 => {
+            p.h5_dataset_stats
+        }
         _ => count_stats(set, progress)?,
     };
     let files = set
@@ -306,6 +309,17 @@ pub fn print_human(out: &InspectOutput, decode: bool) {
     }
     if let Some(p) = &s.packing {
         println!("packing           {p}");
+    }
+    if s.files.len() <= 16 {
+        for f in &s.files {
+            println!(
+                "  {}  {} rows  {}  {}",
+                f.path.display(),
+                thousands(f.rows as u64),
+                human_bytes(f.bytes),
+                f.access
+            );
+        }
     }
     for row in &out.rows {
         println!(

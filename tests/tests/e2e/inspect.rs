@@ -108,3 +108,64 @@ fn inspect_reports_a_truncated_shard_by_name() {
     assert!(stderr.contains("shard-000001.h5"), "{stderr}");
     assert!(stderr.contains("HINT"), "{stderr}");
 }
+
+/// Shards written by h5py exactly as Cerebras Model Zoo writes them
+/// (`scripts/make_cerebras_fixture.py`), with Cerebras' own `data_params.json`.
+#[test]
+fn inspect_and_the_loader_read_cerebras_written_shards() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cerebras");
+    let out = run("inspect", &[dir.to_str().unwrap(), "--verify", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["rows"], 9);
+    assert_eq!(json["summary"]["slow_path_shards"], 2);
+    assert_eq!(
+        json["summary"]["stats"]["loss_valid_tokens"],
+        9 * 16,
+        "counted, not taken from the foreign manifest"
+    );
+    assert_eq!(json["verify"]["ok"], true);
+
+    let set = std::sync::Arc::new(h5gpt_formats::ShardSet::open(&[&dir]).unwrap());
+    let rows = |shard: usize| {
+        set.shards()[shard]
+            .read_examples(0, set.shards()[shard].n_examples())
+            .unwrap()
+    };
+    let all: Vec<i32> = rows(0).into_iter().chain(rows(1)).collect();
+    let layout = h5gpt_formats::BatchLayout {
+        global_batch: 3,
+        micro_batch: 3,
+        world_size: 1,
+        rank: 0,
+    };
+    let config = h5gpt_formats::LoaderConfig {
+        seed: 5,
+        layout,
+        start_position: 0,
+        prefetch: 1,
+    };
+    let mut loader = h5gpt_formats::Loader::new(set.clone(), config).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let batch = loader.next_batch().unwrap();
+        for (r, &id) in batch.sample_ids.iter().enumerate() {
+            let id = id as usize;
+            assert_eq!(
+                batch.input_ids[r * 16..(r + 1) * 16],
+                all[id * 48..id * 48 + 16]
+            );
+            assert_eq!(
+                batch.labels[r * 16..(r + 1) * 16],
+                all[id * 48 + 32..id * 48 + 48]
+            );
+            seen.push(id);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..9).collect::<Vec<_>>(),
+        "one epoch visits every row once"
+    );
+}
