@@ -59,6 +59,37 @@ pub struct ExampleMut<'a> {
     pub labels: &'a mut [i32],
 }
 
+/// Owned buffers for one example, reused across reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleBuf {
+    /// `input_ids`.
+    pub input_ids: Vec<i32>,
+    /// `attention_mask`.
+    pub attention_mask: Vec<i32>,
+    /// `labels`.
+    pub labels: Vec<i32>,
+}
+
+impl ExampleBuf {
+    /// Zeroed buffers for rows of `seq_len`.
+    pub fn new(seq_len: usize) -> ExampleBuf {
+        ExampleBuf {
+            input_ids: vec![0; seq_len],
+            attention_mask: vec![0; seq_len],
+            labels: vec![0; seq_len],
+        }
+    }
+
+    /// The buffers as a read target.
+    pub fn as_mut(&mut self) -> ExampleMut<'_> {
+        ExampleMut {
+            input_ids: &mut self.input_ids,
+            attention_mask: &mut self.attention_mask,
+            labels: &mut self.labels,
+        }
+    }
+}
+
 impl Shard {
     /// Opens and validates one shard file.
     pub fn open(path: &Path) -> Result<Shard> {

@@ -2,7 +2,7 @@
 
 use crate::tokenizer::Tokenizer;
 use anyhow::{Context, Result};
-use h5gpt_formats::reader::ExampleMut;
+use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -139,17 +139,10 @@ fn count_stats(set: &ShardSet, progress: bool) -> Result<DatasetStats> {
     let bar = progress_bar(progress, set.len() as u64, "counting");
     let seq = set.seq_len();
     let mut stats = DatasetStats::default();
-    let (mut ids, mut mask, mut labels) = (vec![0; seq], vec![0; seq], vec![0; seq]);
+    let mut example = ExampleBuf::new(seq);
     for index in 0..set.len() {
-        set.read_example(
-            index,
-            ExampleMut {
-                input_ids: &mut ids,
-                attention_mask: &mut mask,
-                labels: &mut labels,
-            },
-        )?;
-        stats.add_row(&mask);
+        set.read_example(index, example.as_mut())?;
+        stats.add_row(&example.attention_mask);
         if index % 4096 == 0 {
             bar.set_position(index as u64);
         }
@@ -166,17 +159,11 @@ pub fn show_rows(set: &ShardSet, n: usize, decode: bool) -> Result<Vec<ShownRow>
         None
     };
     let seq = set.seq_len();
-    let (mut ids, mut mask, mut labels) = (vec![0; seq], vec![0; seq], vec![0; seq]);
+    let mut example = ExampleBuf::new(seq);
     let mut rows = Vec::new();
     for index in 0..n.min(set.len()) {
-        set.read_example(
-            index,
-            ExampleMut {
-                input_ids: &mut ids,
-                attention_mask: &mut mask,
-                labels: &mut labels,
-            },
-        )?;
+        set.read_example(index, example.as_mut())?;
+        let (ids, mask) = (&example.input_ids, &example.attention_mask);
         let (shard, row) = set.locate(index);
         let valid = mask.iter().filter(|&&m| m != 0).count();
         let text = tokenizer.as_ref().map(|t| {

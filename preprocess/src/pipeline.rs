@@ -183,37 +183,27 @@ fn fault_after_shard() -> Option<usize> {
         .ok()
 }
 
-fn is_ours(name: &str) -> bool {
-    name.ends_with(".h5")
-        || name == DATA_PARAMS_FILE
-        || name == PROGRESS_FILE
-        || (name.starts_with('.') && name.ends_with(".tmp"))
+/// Temporary files: a writer's staging names, never complete output.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
-fn remove_ours(dir: &Path) -> Result<()> {
+/// Files a preprocess run writes into an output directory.
+fn is_ours(name: &str) -> bool {
+    name.ends_with(".h5") || name == DATA_PARAMS_FILE || name == PROGRESS_FILE || is_temporary(name)
+}
+
+/// Removes the files in `dir` whose names match `which` (a missing `dir` has none).
+fn remove_files(dir: &Path, which: fn(&str) -> bool) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_file() && is_ours(&name) {
+        if entry.file_type()?.is_file() && which(&name) {
             std::fs::remove_file(entry.path())
                 .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-fn remove_temporaries(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            std::fs::remove_file(entry.path())?;
         }
     }
     Ok(())
@@ -249,7 +239,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
 
     if config.force {
         for dir in std::iter::once(&config.out).chain(dirs.iter()) {
-            remove_ours(dir)?;
+            remove_files(dir, is_ours)?;
         }
     }
     let mut progress: Option<Progress> = None;
@@ -305,7 +295,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     });
     for dir in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        remove_temporaries(dir)?;
+        remove_files(dir, is_temporary)?;
     }
     if !resumed {
         // From here on the output directory always says which run it belongs to.

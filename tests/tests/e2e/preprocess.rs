@@ -90,6 +90,57 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn preprocess_args(corpus: &Path, out: &Path, settings: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--input".to_string(),
+        s(corpus).into(),
+        "--out".into(),
+        s(out).into(),
+    ];
+    args.extend(settings.iter().map(|x| x.to_string()));
+    args
+}
+
+/// Runs preprocess into `base/clean`; then into `base/killed` with the fault hook aborting after
+/// shard `fault` (checking that it died before finishing), and again without it (checking that
+/// it continued). Returns both output directories.
+fn kill_then_resume(
+    base: &Path,
+    corpus: &Path,
+    settings: &[&str],
+    fault: usize,
+) -> (PathBuf, PathBuf) {
+    let (clean, killed) = (base.join("clean"), base.join("killed"));
+    let run_into = |out: &Path, fault: Option<usize>| {
+        let mut cmd = Command::new(bin("preprocess"));
+        cmd.args(preprocess_args(corpus, out, settings));
+        if let Some(n) = fault {
+            cmd.env("H5GPT_FAULT", format!("abort-after-shard:{n}"));
+        }
+        cmd.output().unwrap()
+    };
+    let o = run_into(&clean, None);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_into(&killed, Some(fault));
+    assert!(
+        !o.status.success(),
+        "the fault hook must kill the first run: {}",
+        text(&o)
+    );
+    assert!(
+        !killed.join("data_params.json").exists(),
+        "an unfinished run has no manifest"
+    );
+    let o = run_into(&killed, None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("continued an interrupted run"),
+        "{}",
+        text(&o)
+    );
+    (clean, killed)
+}
+
 /// Pins our packing to Cerebras Model Zoo's LMData rule, computed independently by
 /// `scripts/golden_packing.py` (Python tiktoken + numpy): every full row token for token, and
 /// our extra final partial row.
@@ -178,59 +229,13 @@ fn killed_run_resumes_to_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     write_corpus(&corpus, 40, 15);
-    let (clean, killed) = (dir.path().join("clean"), dir.path().join("killed"));
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "--input",
-            s(&corpus),
-            "--out",
-            s(out),
-            "--seq-len",
-            "32",
-            "--examples-per-shard",
-            "500",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-    };
-    let o = Command::new(bin("preprocess"))
-        .args(args(&clean))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let o = Command::new(bin("preprocess"))
-        .args(args(&killed))
-        .env("H5GPT_FAULT", "abort-after-shard:2")
-        .output()
-        .unwrap();
-    assert!(
-        !o.status.success(),
-        "the fault hook must kill the first run: {}",
-        text(&o)
-    );
-    assert!(
-        killed.join("shard-000001.h5").exists(),
-        "two shards were written before the kill"
-    );
-    assert!(
-        !killed.join("data_params.json").exists(),
-        "an unfinished run has no manifest"
-    );
-    let o = Command::new(bin("preprocess"))
-        .args(args(&killed))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("continued an interrupted run"),
-        "{}",
-        text(&o)
-    );
+    let settings = ["--seq-len", "32", "--examples-per-shard", "500"];
+    let (clean, killed) = kill_then_resume(dir.path(), &corpus, &settings, 2);
+    assert!(killed.join("shard-000001.h5").exists());
     assert_same_files(&clean, &killed);
     // Running the same command again has nothing to do.
     let o = Command::new(bin("preprocess"))
-        .args(args(&killed))
+        .args(preprocess_args(&corpus, &killed, &settings))
         .output()
         .unwrap();
     assert!(
@@ -543,41 +548,15 @@ fn killed_val_split_run_resumes_to_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     write_corpus(&corpus, 60, 0);
-    let (clean, killed) = (dir.path().join("clean"), dir.path().join("killed"));
-    let args = |out: &Path| -> Vec<String> {
-        let out = s(out).to_string();
-        [
-            "--input",
-            s(&corpus),
-            "--out",
-            &out,
-            "--seq-len",
-            "16",
-            "--examples-per-shard",
-            "40",
-            "--val-fraction",
-            "0.3",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-    };
-    let o = Command::new(bin("preprocess"))
-        .args(args(&clean))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let o = Command::new(bin("preprocess"))
-        .args(args(&killed))
-        .env("H5GPT_FAULT", "abort-after-shard:3")
-        .output()
-        .unwrap();
-    assert!(!o.status.success(), "{}", text(&o));
-    let o = Command::new(bin("preprocess"))
-        .args(args(&killed))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let settings = [
+        "--seq-len",
+        "16",
+        "--examples-per-shard",
+        "40",
+        "--val-fraction",
+        "0.3",
+    ];
+    let (clean, killed) = kill_then_resume(dir.path(), &corpus, &settings, 3);
     assert_same_files(&clean.join("train"), &killed.join("train"));
     assert_same_files(&clean.join("val"), &killed.join("val"));
 }
