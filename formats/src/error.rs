@@ -27,7 +27,7 @@ pub enum FormatError {
         source: hdf5::Error,
     },
     /// A directory without any `*.h5` file.
-    #[error("{path}: no *.h5 shards found\n---> HINT: point at a directory written by `preprocess`, or list shard files")]
+    #[error("{path}: no *.h5 shards found\n---> HINT: point at a directory written by `preprocess` (with --val-fraction: OUT/train or OUT/val), or list shard files")]
     NoShards {
         /// The directory.
         path: PathBuf,

@@ -90,6 +90,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn run_preprocess(corpus: &Path, out: &Path, settings: &[&str]) -> std::process::Output {
+    let args = preprocess_args(corpus, out, settings);
+    Command::new(bin("preprocess"))
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
 fn preprocess_args(corpus: &Path, out: &Path, settings: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--input".to_string(),
@@ -205,18 +213,18 @@ fn output_is_byte_identical_at_one_and_two_threads() {
     write_corpus(&corpus, 60, 20); // three documents of ~300 KB get split
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for (out, threads) in [(&a, "1"), (&b, "2")] {
-        let o = preprocess(&[
-            "--input",
-            s(&corpus),
-            "--out",
-            s(out),
-            "--seq-len",
-            "64",
-            "--examples-per-shard",
-            "700",
-            "--threads",
-            threads,
-        ]);
+        let o = run_preprocess(
+            &corpus,
+            out,
+            &[
+                "--seq-len",
+                "64",
+                "--examples-per-shard",
+                "700",
+                "--threads",
+                threads,
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     assert!(files_of(&a).len() >= 3, "several shards expected");
@@ -569,16 +577,11 @@ fn gzip_shards_hold_the_same_rows_and_nfc_normalizes() {
     write_corpus(&corpus, 30, 0);
     let (plain, gzip) = (dir.path().join("plain"), dir.path().join("gzip"));
     for (out, compression) in [(&plain, "none"), (&gzip, "gzip")] {
-        let o = preprocess(&[
-            "--input",
-            s(&corpus),
-            "--out",
-            s(out),
-            "--seq-len",
-            "16",
-            "--compression",
-            compression,
-        ]);
+        let o = run_preprocess(
+            &corpus,
+            out,
+            &["--seq-len", "16", "--compression", compression],
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     let (a, b) = (verify_ok(&plain), verify_ok(&gzip));
