@@ -9,7 +9,7 @@ cd "$H5GPT_ROOT"
 bash scripts/setup.sh
 cargo build --release --workspace --bins
 
-corpus="$H5GPT_ROOT/../shared/data/tinyshakespeare.txt"
+corpus="../shared/data/tinyshakespeare.txt"   # relative: data_params.json records inputs as given
 glob=()
 if [ ! -f "$corpus" ]; then
   corpus="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
