@@ -1,6 +1,7 @@
 //! # h5gpt-train
 //!
 //! The trainer's engine room (work in progress for the trainer issue): the libtorch shim that
-//! gives tch fused AdamW and bf16 autocast.
+//! gives tch fused AdamW and bf16 autocast, and the GPT-2 model.
 
+pub mod model;
 pub mod shim;

@@ -1,0 +1,241 @@
+//! GPT-2 in tch: learned token and position embeddings, pre-LayerNorm blocks (causal
+//! self-attention through `scaled_dot_product_attention`, a 4× MLP with tanh-GELU), a final
+//! LayerNorm and an LM head tied to the token embedding.
+//!
+//! Parameter names follow Hugging Face's GPT-2 (`transformer.wte.weight`,
+//! `transformer.h.{i}.attn.c_attn.weight`, …), so weights can move both ways; our linear
+//! weights are `[out, in]` (HF's Conv1D stores `[in, out]`).
+
+use tch::nn;
+use tch::{Kind, Tensor};
+
+/// Model shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptConfig {
+    /// Vocabulary rows in the embedding (GPT-2: 50257 padded up to 50304, a multiple of 64).
+    pub vocab_size: usize,
+    /// Context length: rows of the position embedding.
+    pub n_ctx: usize,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Embedding width (`n_head` × head size).
+    pub n_embd: usize,
+    /// Biases in linear layers and LayerNorms (GPT-2: true).
+    pub bias: bool,
+    /// Dropout probability (pretraining: 0).
+    pub dropout_per_mille: u32,
+}
+
+/// `vocab` rounded up to a multiple of 64 (tensor-core friendly; the extra logits learn to be low).
+pub fn padded_vocab(vocab: usize) -> usize {
+    vocab.div_ceil(64) * 64
+}
+
+impl GptConfig {
+    /// GPT-2 small (124M).
+    pub fn gpt2_small() -> GptConfig {
+        GptConfig {
+            vocab_size: padded_vocab(50257),
+            n_ctx: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            bias: true,
+            dropout_per_mille: 0,
+        }
+    }
+
+    /// A tiny model for tests and CPU demos.
+    pub fn tiny(vocab_size: usize, n_ctx: usize) -> GptConfig {
+        GptConfig {
+            vocab_size,
+            n_ctx,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            bias: true,
+            dropout_per_mille: 0,
+        }
+    }
+
+    /// Dropout probability.
+    pub fn dropout(&self) -> f64 {
+        self.dropout_per_mille as f64 / 1000.0
+    }
+
+    /// Parameters the model allocates (the tied head counted once).
+    pub fn parameter_count(&self) -> usize {
+        let (v, t, l, d) = (self.vocab_size, self.n_ctx, self.n_layer, self.n_embd);
+        let b = usize::from(self.bias);
+        let layer_norm = d + b * d;
+        let attention = d * 3 * d + b * 3 * d + d * d + b * d;
+        let mlp = d * 4 * d + b * 4 * d + 4 * d * d + b * d;
+        v * d + t * d + l * (2 * layer_norm + attention + mlp) + layer_norm
+    }
+}
+
+fn linear(path: nn::Path, input: usize, output: usize, std: f64, bias: bool) -> nn::Linear {
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(path, input as i64, output as i64, config)
+}
+
+/// LayerNorm with an optional bias (tch's has both or neither).
+struct LayerNorm {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    width: i64,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm(
+            [self.width],
+            Some(&self.weight),
+            self.bias.as_ref(),
+            1e-5,
+            true,
+        )
+    }
+}
+
+fn layer_norm(path: nn::Path, width: usize, bias: bool) -> LayerNorm {
+    LayerNorm {
+        weight: path.ones("weight", &[width as i64]),
+        bias: bias.then(|| path.zeros("bias", &[width as i64])),
+        width: width as i64,
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: nn::Linear,
+    attn_proj: nn::Linear,
+    ln_2: LayerNorm,
+    c_fc: nn::Linear,
+    mlp_proj: nn::Linear,
+    n_head: i64,
+    dropout: f64,
+}
+
+impl Block {
+    fn new(path: &nn::Path, cfg: &GptConfig) -> Block {
+        let d = cfg.n_embd;
+        let std = 0.02;
+        // Residual projections: scaled by 1/√(2·n_layer) (GPT-2 paper).
+        let residual_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        Block {
+            ln_1: layer_norm(path / "ln_1", d, cfg.bias),
+            c_attn: linear(path / "attn" / "c_attn", d, 3 * d, std, cfg.bias),
+            attn_proj: linear(path / "attn" / "c_proj", d, d, residual_std, cfg.bias),
+            ln_2: layer_norm(path / "ln_2", d, cfg.bias),
+            c_fc: linear(path / "mlp" / "c_fc", d, 4 * d, std, cfg.bias),
+            mlp_proj: linear(path / "mlp" / "c_proj", 4 * d, d, residual_std, cfg.bias),
+            n_head: cfg.n_head as i64,
+            dropout: cfg.dropout(),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let (b, t, c) = x.size3().expect("(B, T, C)");
+        let hs = c / self.n_head;
+        let qkv = self.ln_1.forward(x).apply(&self.c_attn); // (B, T, 3C)
+        let split = qkv.split(c, 2);
+        // (B, T, C) -> (B, nh, T, hs)
+        let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2);
+        let (q, k, v) = (heads(&split[0]), heads(&split[1]), heads(&split[2]));
+        let p = if train { self.dropout } else { 0.0 };
+        let y =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false);
+        let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
+        let x = x + y.apply(&self.attn_proj).dropout(p, train);
+        let h = self.ln_2.forward(&x).apply(&self.c_fc).gelu("tanh"); // (B, T, 4C)
+        &x + h.apply(&self.mlp_proj).dropout(p, train)
+    }
+}
+
+/// The GPT-2 model.
+pub struct Gpt {
+    config: GptConfig,
+    wte: nn::Embedding,
+    wpe: nn::Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Gpt {
+    /// Builds the model's parameters under `root` (named as in Hugging Face GPT-2).
+    pub fn new(root: &nn::Path, config: GptConfig) -> Gpt {
+        let tr = root / "transformer";
+        let embedding = |path: nn::Path, n: usize| {
+            let cfg = nn::EmbeddingConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+                ..Default::default()
+            };
+            nn::embedding(path, n as i64, config.n_embd as i64, cfg)
+        };
+        Gpt {
+            config,
+            wte: embedding(&tr / "wte", config.vocab_size),
+            wpe: embedding(&tr / "wpe", config.n_ctx),
+            blocks: (0..config.n_layer)
+                .map(|i| Block::new(&(&tr / "h" / i), &config))
+                .collect(),
+            ln_f: layer_norm(&tr / "ln_f", config.n_embd, config.bias),
+        }
+    }
+
+    /// The shape it was built with.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Logits `(B, T, vocab)` for token ids `(B, T)` (int64).
+    pub fn forward(&self, idx: &Tensor, train: bool) -> Tensor {
+        let (_, t) = idx.size2().expect("(B, T)");
+        assert!(
+            t as usize <= self.config.n_ctx,
+            "sequence {t} longer than n_ctx {}",
+            self.config.n_ctx
+        );
+        let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
+        let mut x =
+            (idx.apply(&self.wte) + pos.apply(&self.wpe)).dropout(self.config.dropout(), train);
+        for block in &self.blocks {
+            x = block.forward(&x, train);
+        }
+        // Tied head: logits = ln_f(x) · wteᵀ.
+        self.ln_f.forward(&x).matmul(&self.wte.ws.tr())
+    }
+
+    /// Mean cross-entropy over positions whose `mask` is 1.
+    pub fn loss(&self, idx: &Tensor, labels: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let logits = self.forward(idx, train);
+        let v = logits.size()[2];
+        let targets = labels.where_self(
+            &mask.ne(0),
+            &Tensor::from(-100i64).to_device(labels.device()),
+        );
+        logits
+            .view([-1, v])
+            .to_kind(Kind::Float)
+            .cross_entropy_loss(
+                &targets.view([-1]),
+                None::<Tensor>,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            )
+    }
+}

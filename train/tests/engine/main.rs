@@ -1,0 +1,4 @@
+//! Trainer tests on CPU, in one binary (each test binary that links libtorch costs link time).
+
+mod model;
+mod shim;

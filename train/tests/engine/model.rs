@@ -1,0 +1,74 @@
+//! The GPT-2 model on CPU.
+
+use h5gpt_train::model::{Gpt, GptConfig};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+#[test]
+fn parameter_count_matches_what_is_allocated() {
+    for cfg in [
+        GptConfig::tiny(96, 16),
+        GptConfig {
+            bias: false,
+            ..GptConfig::tiny(64, 8)
+        },
+    ] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _model = Gpt::new(&vs.root(), cfg);
+        let allocated: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+        assert_eq!(allocated as usize, cfg.parameter_count(), "{cfg:?}");
+    }
+    // GPT-2 small with the padded vocabulary (nanoGPT's figure: 124,475,904).
+    assert_eq!(GptConfig::gpt2_small().parameter_count(), 124_475_904);
+}
+
+#[test]
+fn hugging_face_parameter_names() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
+    let names: Vec<String> = vs.variables().into_keys().collect();
+    for name in [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.1.mlp.c_proj.bias",
+        "transformer.ln_f.weight",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn overfits_a_fixed_batch_and_ignores_masked_positions() {
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 16));
+    let idx = Tensor::randint(64, [4, 16], (Kind::Int64, Device::Cpu));
+    let labels = idx.roll([-1], [1]);
+    let mask = Tensor::ones([4, 16], (Kind::Int64, Device::Cpu));
+    let _ = mask.narrow(1, 12, 4).fill_(0);
+    let mut opt = nn::AdamW::default().build(&vs, 3e-3).unwrap();
+    let initial = model.loss(&idx, &labels, &mask, true).double_value(&[]);
+    assert!(
+        (initial - (64f64).ln()).abs() < 0.5,
+        "initial loss {initial} ≈ ln(64)"
+    );
+    let mut last = initial;
+    for _ in 0..150 {
+        let loss = model.loss(&idx, &labels, &mask, true);
+        opt.backward_step(&loss);
+        last = loss.double_value(&[]);
+    }
+    assert!(last < 0.3, "loss after 150 steps on one batch: {last}");
+    // Masked positions do not count: garbage labels there leave the loss unchanged.
+    let garbage = labels.where_self(&mask.ne(0), &Tensor::from(7i64));
+    let a = model.loss(&idx, &labels, &mask, false).double_value(&[]);
+    let b = model.loss(&idx, &garbage, &mask, false).double_value(&[]);
+    assert_eq!(a, b);
+}
