@@ -4,4 +4,6 @@
 //! gives tch fused AdamW and bf16 autocast, and the GPT-2 model.
 
 pub mod model;
+pub mod optim;
+pub mod schedule;
 pub mod shim;

@@ -1,4 +1,5 @@
 //! Trainer tests on CPU, in one binary (each test binary that links libtorch costs link time).
 
 mod model;
+mod optim;
 mod shim;

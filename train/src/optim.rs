@@ -1,0 +1,180 @@
+//! AdamW (GPT-3 appendix B: β = (0.9, 0.95), ε = 1e-8, decoupled weight decay 0.1 on weights
+//! with ≥ 2 dimensions) whose moments are tensors we own, so they can be checkpointed, stepped
+//! by libtorch's fused kernel (one call per weight-decay group), with global-norm clipping.
+//!
+//! Embeddings are matrices and are decayed, as in nanoGPT and Megatron-LM: the token embedding is
+//! also the (tied) output layer, whose weights decay is meant to keep small; biases and LayerNorm
+//! gains are not decayed.
+
+use crate::shim::{fused_adamw, AdamWHyper, ShimError};
+use tch::{nn, Kind, Tensor};
+
+/// AdamW settings (learning rate aside: it comes from the schedule at every step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// β₁.
+    pub beta1: f64,
+    /// β₂.
+    pub beta2: f64,
+    /// ε.
+    pub eps: f64,
+    /// Weight decay of ≥ 2-D weights.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+}
+
+struct Slot {
+    name: String,
+    param: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: Tensor,
+}
+
+/// The optimizer.
+pub struct AdamW {
+    config: AdamWConfig,
+    decay: Vec<Slot>,
+    no_decay: Vec<Slot>,
+}
+
+impl AdamW {
+    /// Collects the trainable variables of `vs` into decay / no-decay groups.
+    pub fn new(vs: &nn::VarStore, config: AdamWConfig) -> AdamW {
+        let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        let (mut decay, mut no_decay) = (Vec::new(), Vec::new());
+        for (name, param) in variables {
+            if !param.requires_grad() {
+                continue;
+            }
+            let slot = Slot {
+                exp_avg: param.zeros_like().detach(),
+                exp_avg_sq: param.zeros_like().detach(),
+                step: Tensor::zeros([], (Kind::Float, param.device())),
+                name,
+                param,
+            };
+            if slot.param.dim() >= 2 {
+                decay.push(slot);
+            } else {
+                no_decay.push(slot);
+            }
+        }
+        AdamW {
+            config,
+            decay,
+            no_decay,
+        }
+    }
+
+    /// Names of the parameters that are decayed and that are not.
+    pub fn groups(&self) -> (Vec<&str>, Vec<&str>) {
+        fn names(slots: &[Slot]) -> Vec<&str> {
+            slots.iter().map(|s| s.name.as_str()).collect()
+        }
+        (names(&self.decay), names(&self.no_decay))
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.decay.iter().chain(&self.no_decay)
+    }
+
+    /// Sets every gradient to zero (or drops it).
+    pub fn zero_grad(&mut self) {
+        for slot in self.slots() {
+            let mut grad = slot.param.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+    }
+
+    /// The global L2 norm of all gradients, then scales them so it is at most `max_norm`.
+    /// Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let grads: Vec<Tensor> = self
+            .slots()
+            .map(|s| s.param.grad())
+            .filter(Tensor::defined)
+            .collect();
+        if grads.is_empty() {
+            return 0.0;
+        }
+        let norm = Tensor::stack(
+            &grads
+                .iter()
+                .map(|g| g.to_kind(Kind::Float).norm())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .norm()
+        .double_value(&[]);
+        if norm > max_norm {
+            let scale = max_norm / (norm + 1e-6);
+            tch::no_grad(|| {
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            });
+        }
+        norm
+    }
+
+    /// One step at learning rate `lr`: one fused call per weight-decay group.
+    pub fn step(&mut self, lr: f64) -> Result<(), ShimError> {
+        let c = self.config;
+        for (slots, weight_decay) in [(&self.decay, c.weight_decay), (&self.no_decay, 0.0)] {
+            let live: Vec<&Slot> = slots.iter().filter(|s| s.param.grad().defined()).collect();
+            if live.is_empty() {
+                continue;
+            }
+            let grads: Vec<Tensor> = live.iter().map(|s| s.param.grad()).collect();
+            let hyper = AdamWHyper {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                weight_decay,
+                eps: c.eps,
+            };
+            tch::no_grad(|| {
+                fused_adamw(
+                    &live.iter().map(|s| &s.param).collect::<Vec<_>>(),
+                    &grads.iter().collect::<Vec<_>>(),
+                    &live.iter().map(|s| &s.exp_avg).collect::<Vec<_>>(),
+                    &live.iter().map(|s| &s.exp_avg_sq).collect::<Vec<_>>(),
+                    &live.iter().map(|s| &s.step).collect::<Vec<_>>(),
+                    hyper,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The optimizer's state as named tensors (`NAME.exp_avg`, `NAME.exp_avg_sq`, `NAME.step`),
+    /// for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.slots()
+            .flat_map(|s| {
+                [
+                    (format!("{}.exp_avg", s.name), s.exp_avg.shallow_clone()),
+                    (
+                        format!("{}.exp_avg_sq", s.name),
+                        s.exp_avg_sq.shallow_clone(),
+                    ),
+                    (format!("{}.step", s.name), s.step.shallow_clone()),
+                ]
+            })
+            .collect()
+    }
+}
