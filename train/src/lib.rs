@@ -7,3 +7,4 @@ pub mod model;
 pub mod optim;
 pub mod schedule;
 pub mod shim;
+pub mod trainer;

@@ -177,4 +177,31 @@ impl AdamW {
             })
             .collect()
     }
+
+    /// Restores state written by [`state`](Self::state); every slot must be present.
+    pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
+        let lookup: std::collections::HashMap<&str, &Tensor> =
+            state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for slot in self.decay.iter_mut().chain(self.no_decay.iter_mut()) {
+            for (suffix, target) in [
+                ("exp_avg", &mut slot.exp_avg),
+                ("exp_avg_sq", &mut slot.exp_avg_sq),
+                ("step", &mut slot.step),
+            ] {
+                let name = format!("{}.{suffix}", slot.name);
+                let saved = lookup
+                    .get(name.as_str())
+                    .ok_or_else(|| format!("optimizer state has no `{name}`"))?;
+                if saved.size() != target.size() {
+                    return Err(format!(
+                        "`{name}` has shape {:?}, expected {:?}",
+                        saved.size(),
+                        target.size()
+                    ));
+                }
+                tch::no_grad(|| target.copy_(saved));
+            }
+        }
+        Ok(())
+    }
 }
