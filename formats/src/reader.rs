@@ -97,7 +97,12 @@ impl Shard {
         let file_bytes = std::fs::metadata(path)
             .map_err(|e| FormatError::io(path, e))?
             .len();
-        let file = hdf5::File::open(path).map_err(h5err)?;
+        // No HDF5 file locking: shards are immutable once renamed into place, and a lock would
+        // outlive our close when a concurrently spawned child process inherits the descriptor.
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .open(path)
+            .map_err(h5err)?;
         let dataset = file
             .dataset(DATASET_NAME)
             .map_err(|_| FormatError::layout(path, format!("no dataset named `{DATASET_NAME}`")))?;

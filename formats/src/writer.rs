@@ -162,6 +162,8 @@ impl ShardWriter {
         let h5err = |e| FormatError::hdf5(tmp, e);
         let file = hdf5::File::with_options()
             .with_fcpl(|p| p.obj_track_times(false))
+            // The temporary file is ours alone; see the reader on why locks would hurt.
+            .with_fapl(|p| p.file_locking(false))
             .create(tmp)
             .map_err(h5err)?;
         let shape = (self.examples, ROWS_PER_EXAMPLE, self.seq_len);

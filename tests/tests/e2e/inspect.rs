@@ -169,3 +169,25 @@ fn inspect_and_the_loader_read_cerebras_written_shards() {
         "one epoch visits every row once"
     );
 }
+
+/// Regression (flaky CI): HDF5's file lock outlived our close when a child process spawned
+/// meanwhile inherited the descriptor, and opening the shard then failed with "unable to lock
+/// file, errno = 11". Readers and writers now open without HDF5 file locking.
+#[test]
+fn shards_open_while_a_child_holds_an_inherited_hdf5_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic(dir.path(), Compression::None);
+    let shard = dir.path().join("shard-000000.h5");
+    let locked = hdf5::File::open_rw(&shard).unwrap(); // default: takes HDF5's file lock
+    let mut child = std::process::Command::new("sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    drop(locked);
+    let opened = h5gpt_formats::ShardSet::open(&[dir.path()]);
+    let out = run("inspect", &[dir.path().to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
+    assert!(out.status.success(), "{}", text(&out));
+}
