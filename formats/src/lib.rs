@@ -13,6 +13,7 @@
 
 pub mod checksum;
 pub mod error;
+pub mod fault;
 pub mod fsio;
 pub mod loader;
 pub mod manifest;

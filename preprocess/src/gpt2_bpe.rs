@@ -123,18 +123,6 @@ impl Gpt2Bpe {
         })
     }
 
-    /// The byte ranges of tiktoken's pre-tokenizer pieces of `text`.
-    pub fn pieces(&self, text: &str) -> Vec<std::ops::Range<usize>> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < text.len() {
-            let end = self.piece_end(text, i);
-            out.push(i..end);
-            i = end;
-        }
-        out
-    }
-
     /// End of the piece that starts at byte `i`.
     fn piece_end(&self, text: &str, i: usize) -> usize {
         let rest = &text[i..];

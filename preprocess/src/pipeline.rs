@@ -157,11 +157,16 @@ fn output_dirs(config: &PreprocessConfig) -> Vec<PathBuf> {
     }
 }
 
-fn fingerprint(config: &PreprocessConfig, files: &[InputFile]) -> String {
-    let files: Vec<Value> = files
+/// The input files as recorded in the fingerprint and the manifest: path and size.
+fn files_json(files: &[InputFile]) -> Value {
+    files
         .iter()
         .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
-        .collect();
+        .collect()
+}
+
+fn fingerprint(config: &PreprocessConfig, files: &[InputFile]) -> String {
+    let files = files_json(files);
     let text = json!({"config": config, "files": files, "tokenizer": "gpt2", "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
@@ -173,14 +178,6 @@ fn is_val(config: &PreprocessConfig, file_index: usize, record_index: u64) -> bo
     }
     let h = mix64(config.seed ^ mix64(((file_index as u64) << 40) ^ record_index));
     (h as f64 / u64::MAX as f64) < config.val_fraction
-}
-
-fn fault_after_shard() -> Option<usize> {
-    std::env::var("H5GPT_FAULT")
-        .ok()?
-        .strip_prefix("abort-after-shard:")?
-        .parse()
-        .ok()
 }
 
 /// Temporary files: a writer's staging names, never complete output.
@@ -383,7 +380,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     } else {
         ProgressBar::hidden()
     };
-    let fault_at = fault_after_shard();
+    let fault_at = h5gpt_formats::fault::armed("abort-after-shard");
     let mut shards_this_run = 0usize;
     let mut tokens_this_run = 0u64;
     let mut first_doc = true;
@@ -573,10 +570,6 @@ fn manifest(
         shards,
         stats,
     });
-    let inputs: Vec<Value> = files
-        .iter()
-        .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
-        .collect();
     let setup: &mut Map<String, Value> = &mut params.setup;
     setup.insert(
         "input".into(),
@@ -586,7 +579,7 @@ fn manifest(
             .map(|p| p.to_string_lossy())
             .collect::<Vec<_>>()),
     );
-    setup.insert("input_files".into(), Value::Array(inputs));
+    setup.insert("input_files".into(), files_json(files));
     setup.insert("fingerprint".into(), fingerprint.into());
     setup.insert(
         "split".into(),
@@ -701,18 +694,18 @@ fn read_documents(
 /// Tokenizes a batch in parallel, splitting long documents at safe points.
 fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<TokenizedDoc> {
     use unicode_normalization::UnicodeNormalization;
-    let texts: Vec<Option<String>> = docs
-        .par_iter()
-        .map(|d| {
-            d.text.as_ref().map(|t| {
-                if nfc {
-                    t.nfc().collect::<String>()
-                } else {
-                    t.clone()
-                }
-            })
-        })
-        .collect();
+    let (places, texts): (Vec<(usize, u64)>, Vec<Option<String>>) = docs
+        .into_iter()
+        .map(|d| ((d.file_index, d.record_index), d.text))
+        .unzip();
+    let texts: Vec<Option<String>> = if nfc {
+        texts
+            .into_par_iter()
+            .map(|t| t.map(|t| t.nfc().collect()))
+            .collect()
+    } else {
+        texts
+    };
     let units: Vec<(usize, &str)> = texts
         .iter()
         .enumerate()
@@ -728,17 +721,20 @@ fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<Token
         .with_max_len(1)
         .map(|&(i, text)| (i, tokenizer.encode(text)))
         .collect();
-    let mut tokens: Vec<Vec<i32>> = vec![Vec::new(); docs.len()];
+    let mut tokens: Vec<Vec<i32>> = vec![Vec::new(); texts.len()];
     for (i, piece) in encoded {
         tokens[i].extend(piece.into_iter().map(|t| t as i32));
     }
-    docs.into_iter()
+    places
+        .into_iter()
         .zip(texts)
         .zip(tokens)
-        .map(|((doc, text), tokens)| TokenizedDoc {
-            file_index: doc.file_index,
-            record_index: doc.record_index,
-            tokens: text.filter(|t| !t.is_empty()).map(|_| tokens),
-        })
+        .map(
+            |(((file_index, record_index), text), tokens)| TokenizedDoc {
+                file_index,
+                record_index,
+                tokens: text.filter(|t| !t.is_empty()).map(|_| tokens),
+            },
+        )
         .collect()
 }

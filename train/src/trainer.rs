@@ -109,28 +109,29 @@ fn checkpoint_name(step: usize) -> String {
     format!("step-{step:08}")
 }
 
-/// The newest complete checkpoint in `out` (a directory that has its `state.json`).
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(out.join(CHECKPOINTS))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-                && p.join("state.json").is_file()
+/// Checkpoint directories (`step-NNNNNNNN`) in `dir`, oldest first; complete or not.
+fn checkpoint_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                })
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     found.sort();
-    found.pop()
+    found
 }
 
-fn fault(kind: &str) -> Option<usize> {
-    std::env::var("H5GPT_FAULT")
-        .ok()?
-        .strip_prefix(kind)?
-        .strip_prefix(':')?
-        .parse()
-        .ok()
+/// The newest complete checkpoint in `out` (a directory that has its `state.json`).
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    checkpoint_dirs(&out.join(CHECKPOINTS))
+        .into_iter()
+        .rev()
+        .find(|p| p.join("state.json").is_file())
 }
 
 fn save_checkpoint(
@@ -151,7 +152,7 @@ fn save_checkpoint(
     std::fs::create_dir_all(&tmp)?;
     vs.save(tmp.join("model.safetensors"))?;
     fsync_file(&tmp.join("model.safetensors"))?;
-    if fault("abort-during-save") == Some(saves) {
+    if h5gpt_formats::fault::armed("abort-during-save") == Some(saves) {
         eprintln!("H5GPT_FAULT: aborting in the middle of checkpoint save {saves} (testing aid)");
         std::process::abort();
     }
@@ -167,14 +168,7 @@ fn save_checkpoint(
     std::fs::rename(&tmp, &target)?;
     fsync_dir(&dir)?;
     // Keep the newest `keep`.
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        })
-        .collect();
-    all.sort();
+    let mut all = checkpoint_dirs(&dir);
     while all.len() > keep.max(1) {
         std::fs::remove_dir_all(all.remove(0))?;
     }
