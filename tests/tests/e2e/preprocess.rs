@@ -157,14 +157,7 @@ fn golden_packing_matches_the_reference_script() {
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("expected.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let o = preprocess(&[
-        "--input",
-        s(&fixture("corpus.jsonl")),
-        "--out",
-        s(out.path()),
-        "--seq-len",
-        "32",
-    ]);
+    let o = run_preprocess(&fixture("corpus.jsonl"), out.path(), &["--seq-len", "32"]);
     assert!(o.status.success(), "{}", text(&o));
     let set = verify_ok(out.path());
     let rows = all_rows(&set);
@@ -260,24 +253,16 @@ fn other_settings_into_a_full_out_are_refused_and_force_starts_over() {
     let corpus = dir.path().join("c.jsonl");
     write_corpus(&corpus, 10, 0);
     let out = dir.path().join("out");
-    let o = preprocess(&["--input", s(&corpus), "--out", s(&out), "--seq-len", "16"]);
+    let o = run_preprocess(&corpus, &out, &["--seq-len", "16"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = preprocess(&["--input", s(&corpus), "--out", s(&out), "--seq-len", "32"]);
+    let o = run_preprocess(&corpus, &out, &["--seq-len", "32"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--force"),
         "{}",
         text(&o)
     );
-    let o = preprocess(&[
-        "--input",
-        s(&corpus),
-        "--out",
-        s(&out),
-        "--seq-len",
-        "32",
-        "--force",
-    ]);
+    let o = run_preprocess(&corpus, &out, &["--seq-len", "32", "--force"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(verify_ok(&out).seq_len(), 32);
 }
@@ -287,7 +272,7 @@ fn bad_case(name: &str, bytes: &[u8], expect: &str) {
     let input = dir.path().join(name);
     std::fs::write(&input, bytes).unwrap();
     let out = dir.path().join("out");
-    let o = preprocess(&["--input", s(&input), "--out", s(&out), "--seq-len", "8"]);
+    let o = run_preprocess(&input, &out, &["--seq-len", "8"]);
     assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -356,15 +341,7 @@ fn skip_bad_records_counts_and_reports_them() {
     let input = dir.path().join("mixed.jsonl");
     std::fs::write(&input, "{\"text\": \"one two three\"}\nnot json\n{\"text\": null}\n{\"text\": \"\"}\n{\"text\": \"four five\"}\n").unwrap();
     let out = dir.path().join("out");
-    let o = preprocess(&[
-        "--input",
-        s(&input),
-        "--out",
-        s(&out),
-        "--seq-len",
-        "4",
-        "--skip-bad-records",
-    ]);
+    let o = run_preprocess(&input, &out, &["--seq-len", "4", "--skip-bad-records"]);
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("bad skipped        2"), "{stdout}");
@@ -463,16 +440,7 @@ fn all_input_kinds_in_path_order_with_a_val_split() {
 
     // The glob keeps only matching names found in directories.
     let out = dir.path().join("globbed");
-    let o = preprocess(&[
-        "--input",
-        s(&root),
-        "--out",
-        s(&out),
-        "--seq-len",
-        "8",
-        "--glob",
-        "*.jsonl*",
-    ]);
+    let o = run_preprocess(&root, &out, &["--seq-len", "8", "--glob", "*.jsonl*"]);
     assert!(o.status.success(), "{}", text(&o));
     let params = DataParams::read_from_dir(&out).unwrap().unwrap();
     assert_eq!(
@@ -482,18 +450,11 @@ fn all_input_kinds_in_path_order_with_a_val_split() {
 
     // A val split: whole documents, both directories complete.
     let out = dir.path().join("split");
-    let o = preprocess(&[
-        "--input",
-        s(&root),
-        "--out",
-        s(&out),
-        "--seq-len",
-        "8",
-        "--val-fraction",
-        "0.4",
-        "--seed",
-        "3",
-    ]);
+    let o = run_preprocess(
+        &root,
+        &out,
+        &["--seq-len", "8", "--val-fraction", "0.4", "--seed", "3"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let (train, val) = (out.join("train"), out.join("val"));
     verify_ok(&train);
@@ -525,15 +486,7 @@ fn no_pack_writes_one_document_per_row() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let o = preprocess(&[
-        "--input",
-        s(&input),
-        "--out",
-        s(&out),
-        "--seq-len",
-        "6",
-        "--no-pack",
-    ]);
+    let o = run_preprocess(&input, &out, &["--seq-len", "6", "--no-pack"]);
     assert!(o.status.success(), "{}", text(&o));
     let set = verify_ok(&out);
     assert_eq!(
@@ -596,16 +549,7 @@ fn gzip_shards_hold_the_same_rows_and_nfc_normalizes() {
     let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
     for (normalize, doc) in [("none", "cafe\u{301} cafe\u{301}"), ("nfc", "café café")] {
         let out = dir.path().join(normalize);
-        let o = preprocess(&[
-            "--input",
-            s(&input),
-            "--out",
-            s(&out),
-            "--seq-len",
-            "64",
-            "--normalize",
-            normalize,
-        ]);
+        let o = run_preprocess(&input, &out, &["--seq-len", "64", "--normalize", normalize]);
         assert!(o.status.success(), "{}", text(&o));
         let rows = all_rows(&verify_ok(&out));
         let mut want: Vec<i32> = tok.encode(doc).into_iter().map(|t| t as i32).collect();
