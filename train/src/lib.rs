@@ -3,6 +3,8 @@
 //! The trainer's engine room (work in progress for the trainer issue): the libtorch shim that
 //! gives tch fused AdamW and bf16 autocast, and the GPT-2 model.
 
+pub mod checkpoint;
+pub mod config;
 pub mod model;
 pub mod optim;
 pub mod schedule;

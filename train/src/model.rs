@@ -9,72 +9,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-/// Model shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GptConfig {
-    /// Vocabulary rows in the embedding (GPT-2: 50257 padded up to 50304, a multiple of 64).
-    pub vocab_size: usize,
-    /// Context length: rows of the position embedding.
-    pub n_ctx: usize,
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Attention heads per block.
-    pub n_head: usize,
-    /// Embedding width (`n_head` × head size).
-    pub n_embd: usize,
-    /// Biases in linear layers and LayerNorms (GPT-2: true).
-    pub bias: bool,
-    /// Dropout probability (pretraining: 0).
-    pub dropout_per_mille: u32,
-}
-
-/// `vocab` rounded up to a multiple of 64 (tensor-core friendly; the extra logits learn to be low).
-pub fn padded_vocab(vocab: usize) -> usize {
-    vocab.div_ceil(64) * 64
-}
-
-impl GptConfig {
-    /// GPT-2 small (124M).
-    pub fn gpt2_small() -> GptConfig {
-        GptConfig {
-            vocab_size: padded_vocab(50257),
-            n_ctx: 1024,
-            n_layer: 12,
-            n_head: 12,
-            n_embd: 768,
-            bias: true,
-            dropout_per_mille: 0,
-        }
-    }
-
-    /// A tiny model for tests and CPU demos.
-    pub fn tiny(vocab_size: usize, n_ctx: usize) -> GptConfig {
-        GptConfig {
-            vocab_size,
-            n_ctx,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-            bias: true,
-            dropout_per_mille: 0,
-        }
-    }
-
-    /// Dropout probability.
-    pub fn dropout(&self) -> f64 {
-        self.dropout_per_mille as f64 / 1000.0
-    }
-
-    /// Parameters the model allocates (the tied head counted once).
-    pub fn parameter_count(&self) -> usize {
-        let (v, t, l, d) = (self.vocab_size, self.n_ctx, self.n_layer, self.n_embd);
-        let b = usize::from(self.bias);
-        let layer_norm = d + b * d;
-        let attention = d * 3 * d + b * 3 * d + d * d + b * d;
-        let mlp = d * 4 * d + b * 4 * d + 4 * d * d + b * d;
-        v * d + t * d + l * (2 * layer_norm + attention + mlp) + layer_norm
-    }
-}
+pub use crate::config::{padded_vocab, GptConfig};
 
 fn linear(path: nn::Path, input: usize, output: usize, std: f64, bias: bool) -> nn::Linear {
     let config = nn::LinearConfig {
@@ -140,7 +75,7 @@ impl Block {
             c_fc: linear(path / "mlp" / "c_fc", d, 4 * d, std, cfg.bias),
             mlp_proj: linear(path / "mlp" / "c_proj", 4 * d, d, residual_std, cfg.bias),
             n_head: cfg.n_head as i64,
-            dropout: cfg.dropout(),
+            dropout: cfg.dropout,
         }
     }
 
@@ -187,7 +122,7 @@ impl Gpt {
         };
         Gpt {
             config,
-            wte: embedding(&tr / "wte", config.vocab_size),
+            wte: embedding(&tr / "wte", config.embedding_rows()),
             wpe: embedding(&tr / "wpe", config.n_ctx),
             blocks: (0..config.n_layer)
                 .map(|i| Block::new(&(&tr / "h" / i), &config))
@@ -211,7 +146,7 @@ impl Gpt {
         );
         let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
         let mut x =
-            (idx.apply(&self.wte) + pos.apply(&self.wpe)).dropout(self.config.dropout(), train);
+            (idx.apply(&self.wte) + pos.apply(&self.wpe)).dropout(self.config.dropout, train);
         for block in &self.blocks {
             x = block.forward(&x, train);
         }

@@ -2,13 +2,13 @@
 //! batch, global-norm clipping, fused AdamW on the GPT-3 schedule, one log line and one
 //! `metrics.jsonl` row per step, and crash-safe checkpoints that resume exactly.
 
+use crate::checkpoint::{self, latest_checkpoint, CheckpointState};
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::LrSchedule;
 use anyhow::{bail, Context, Result};
-use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
 use h5gpt_formats::{Batch, BatchLayout, Loader, LoaderConfig, ShardSet};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,31 +48,6 @@ pub struct TrainConfig {
     pub device: Device,
 }
 
-/// A checkpoint's `state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CheckpointState {
-    /// Optimizer steps completed.
-    pub step: usize,
-    /// Loader stream position after that step.
-    pub position: u64,
-    /// Sample-stream seed.
-    pub seed: u64,
-    /// Samples per optimizer step.
-    pub global_batch: usize,
-    /// Model shape.
-    pub n_layer: usize,
-    /// Model shape.
-    pub n_head: usize,
-    /// Model shape.
-    pub n_embd: usize,
-    /// Model shape.
-    pub n_ctx: usize,
-    /// Model shape.
-    pub vocab_size: usize,
-    /// Model shape.
-    pub bias: bool,
-}
-
 /// One step's figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepMetrics {
@@ -101,78 +76,6 @@ pub struct TrainSummary {
     pub start_step: usize,
     /// Total steps of the run.
     pub total_steps: usize,
-}
-
-const CHECKPOINTS: &str = "checkpoints";
-
-fn checkpoint_name(step: usize) -> String {
-    format!("step-{step:08}")
-}
-
-/// Checkpoint directories (`step-NNNNNNNN`) in `dir`, oldest first; complete or not.
-fn checkpoint_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
-}
-
-/// The newest complete checkpoint in `out` (a directory that has its `state.json`).
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    checkpoint_dirs(&out.join(CHECKPOINTS))
-        .into_iter()
-        .rev()
-        .find(|p| p.join("state.json").is_file())
-}
-
-fn save_checkpoint(
-    out: &Path,
-    vs: &nn::VarStore,
-    opt: &AdamW,
-    state: &CheckpointState,
-    saves: usize,
-    keep: usize,
-) -> Result<()> {
-    let dir = out.join(CHECKPOINTS);
-    std::fs::create_dir_all(&dir)?;
-    let name = checkpoint_name(state.step);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp)?;
-    vs.save(tmp.join("model.safetensors"))?;
-    fsync_file(&tmp.join("model.safetensors"))?;
-    if h5gpt_formats::fault::armed("abort-during-save") == Some(saves) {
-        eprintln!("H5GPT_FAULT: aborting in the middle of checkpoint save {saves} (testing aid)");
-        std::process::abort();
-    }
-    let opt_state = opt.state();
-    Tensor::write_safetensors(&opt_state, tmp.join("optimizer.safetensors"))?;
-    fsync_file(&tmp.join("optimizer.safetensors"))?;
-    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
-    fsync_dir(&tmp)?;
-    let target = dir.join(&name);
-    if target.exists() {
-        std::fs::remove_dir_all(&target)?;
-    }
-    std::fs::rename(&tmp, &target)?;
-    fsync_dir(&dir)?;
-    // Keep the newest `keep`.
-    let mut all = checkpoint_dirs(&dir);
-    while all.len() > keep.max(1) {
-        std::fs::remove_dir_all(all.remove(0))?;
-    }
-    Ok(())
 }
 
 fn open_split(shards: &Path) -> Result<Arc<ShardSet>> {
@@ -285,29 +188,11 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
     let (mut start_step, mut position) = (0usize, 0u64);
     if let Some(ckpt) = latest_checkpoint(&config.out) {
-        let state: CheckpointState =
-            serde_json::from_slice(&std::fs::read(ckpt.join("state.json"))?)
-                .with_context(|| format!("{}: unreadable state.json", ckpt.display()))?;
-        let shape = (
-            state.n_layer,
-            state.n_head,
-            state.n_embd,
-            state.n_ctx,
-            state.vocab_size,
-            state.bias,
-        );
-        let ours = (
-            model_cfg.n_layer,
-            model_cfg.n_head,
-            model_cfg.n_embd,
-            model_cfg.n_ctx,
-            model_cfg.vocab_size,
-            model_cfg.bias,
-        );
-        if shape != ours {
+        let state = checkpoint::read_state(&ckpt)?;
+        if state.model != model_cfg {
             bail!(
-                "{}: checkpoint of another model (layers, heads, width, context, vocab, bias) = {shape:?}, this run has {ours:?}\n---> HINT: use the same model flags, or another --out",
-                ckpt.display()
+                "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags, or another --out",
+                ckpt.display(), state.model, model_cfg
             );
         }
         vs.load(ckpt.join("model.safetensors"))?;
@@ -403,14 +288,10 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 position: loader.position(),
                 seed: config.seed,
                 global_batch: global,
-                n_layer: model_cfg.n_layer,
-                n_head: model_cfg.n_head,
-                n_embd: model_cfg.n_embd,
-                n_ctx: model_cfg.n_ctx,
-                vocab_size: model_cfg.vocab_size,
-                bias: model_cfg.bias,
+                seq_len: seq,
+                model: model_cfg,
             };
-            save_checkpoint(
+            checkpoint::save(
                 &config.out,
                 &vs,
                 &opt,

@@ -1,0 +1,160 @@
+//! Checkpoints: `RUN/checkpoints/step-NNNNNNNN/` holding `model.safetensors` (Hugging Face
+//! GPT-2 names, our `[out, in]` linear layout), `optimizer.safetensors` and `state.json`.
+//!
+//! A checkpoint is written to a temporary directory, every file fsynced, then renamed into
+//! place; a directory without `state.json` is incomplete and never loaded.
+
+use crate::config::GptConfig;
+use crate::model::Gpt;
+use crate::optim::AdamW;
+use anyhow::{bail, Context, Result};
+use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Tensor};
+
+/// The folder of a run that holds its checkpoints.
+pub const CHECKPOINTS: &str = "checkpoints";
+
+/// A checkpoint's `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Loader stream position after that step.
+    pub position: u64,
+    /// Sample-stream seed.
+    pub seed: u64,
+    /// Samples per optimizer step.
+    pub global_batch: usize,
+    /// Tokens per row of the training data.
+    pub seq_len: usize,
+    /// Model shape.
+    pub model: GptConfig,
+}
+
+/// The directory name of the checkpoint after `step` steps.
+pub fn checkpoint_name(step: usize) -> String {
+    format!("step-{step:08}")
+}
+
+/// Checkpoint directories (`step-NNNNNNNN`) in `dir`, oldest first; complete or not.
+fn checkpoint_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The newest complete checkpoint of run directory `out` (one that has its `state.json`).
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    checkpoint_dirs(&out.join(CHECKPOINTS))
+        .into_iter()
+        .rev()
+        .find(|p| p.join("state.json").is_file())
+}
+
+/// A checkpoint directory from what a user typed: a checkpoint itself, or a run directory
+/// (its newest complete checkpoint).
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join("state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.exists() {
+        bail!("{}: no such run or checkpoint directory", path.display());
+    }
+    latest_checkpoint(path).with_context(|| {
+        format!(
+            "{}: no complete checkpoint (looked for {}/step-*/state.json)\n---> HINT: pass a run directory written by `train`, or one of its checkpoints/step-* directories",
+            path.display(),
+            CHECKPOINTS
+        )
+    })
+}
+
+/// Reads a checkpoint's `state.json`.
+pub fn read_state(checkpoint: &Path) -> Result<CheckpointState> {
+    let path = checkpoint.join("state.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
+}
+
+/// Writes a checkpoint (model, optimizer, state) crash-safely, then keeps the newest `keep`.
+/// `save_index` counts this run's saves (for the fault-injection hook).
+pub fn save(
+    out: &Path,
+    vs: &nn::VarStore,
+    opt: &AdamW,
+    state: &CheckpointState,
+    save_index: usize,
+    keep: usize,
+) -> Result<PathBuf> {
+    let dir = out.join(CHECKPOINTS);
+    std::fs::create_dir_all(&dir)?;
+    let name = checkpoint_name(state.step);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    vs.save(tmp.join("model.safetensors"))?;
+    fsync_file(&tmp.join("model.safetensors"))?;
+    if h5gpt_formats::fault::armed("abort-during-save") == Some(save_index) {
+        eprintln!(
+            "H5GPT_FAULT: aborting in the middle of checkpoint save {save_index} (testing aid)"
+        );
+        std::process::abort();
+    }
+    Tensor::write_safetensors(&opt.state(), tmp.join("optimizer.safetensors"))?;
+    fsync_file(&tmp.join("optimizer.safetensors"))?;
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
+    fsync_dir(&tmp)?;
+    let target = dir.join(&name);
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    std::fs::rename(&tmp, &target)?;
+    fsync_dir(&dir)?;
+    let mut all = checkpoint_dirs(&dir);
+    while all.len() > keep.max(1) {
+        std::fs::remove_dir_all(all.remove(0))?;
+    }
+    Ok(target)
+}
+
+/// A model loaded from a checkpoint for inference (sampling, evaluation, export).
+pub struct LoadedModel {
+    /// The variables (Hugging Face GPT-2 names).
+    pub vs: nn::VarStore,
+    /// The model.
+    pub model: Gpt,
+    /// The checkpoint's state.
+    pub state: CheckpointState,
+    /// The checkpoint directory.
+    pub path: PathBuf,
+}
+
+/// Loads the model of a checkpoint or run directory onto `device`.
+pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
+    let path = resolve_checkpoint(path)?;
+    let state = read_state(&path)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Gpt::new(&vs.root(), state.model);
+    vs.load(path.join("model.safetensors"))
+        .with_context(|| format!("{}: cannot load model.safetensors", path.display()))?;
+    Ok(LoadedModel {
+        vs,
+        model,
+        state,
+        path,
+    })
+}

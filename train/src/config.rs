@@ -1,0 +1,469 @@
+//! Model shapes and the preset table, free of libtorch so the planning tools can use them.
+//!
+//! A [`GptConfig`] is what the model allocates; a [`Preset`] is a named shape with the
+//! learning rate and batch size its paper trained it with (GPT-3 Table 2.1, Cerebras-GPT
+//! Table 1), which become the defaults of a run that picks it.
+
+use serde::{Deserialize, Serialize};
+
+/// The multiple the embedding rows are padded to (tensor-core friendly; nanoGPT's 50304).
+pub const VOCAB_PAD_MULTIPLE: usize = 64;
+
+/// GPT-2's vocabulary (`r50k_base`).
+pub const GPT2_VOCAB: usize = 50257;
+
+/// Model shape.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    /// Tokens the data can hold (GPT-2: 50257).
+    pub vocab_size: usize,
+    /// Round the embedding rows up to a multiple of 64 (the extra logits learn to be low).
+    pub pad_vocab: bool,
+    /// Context length: rows of the position embedding.
+    pub n_ctx: usize,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Embedding width (`n_head` × head size).
+    pub n_embd: usize,
+    /// Biases in linear layers and LayerNorms (GPT-2: true).
+    pub bias: bool,
+    /// Dropout probability (pretraining: 0).
+    pub dropout: f64,
+}
+
+/// `vocab` rounded up to a multiple of 64.
+pub fn padded_vocab(vocab: usize) -> usize {
+    vocab.div_ceil(VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
+}
+
+/// Parameters of one part of the model (see [`GptConfig::breakdown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ParameterBreakdown {
+    /// Token embedding (= the tied LM head).
+    pub token_embedding: usize,
+    /// Position embedding.
+    pub position_embedding: usize,
+    /// Attention: QKV and output projections with their biases, all layers.
+    pub attention: usize,
+    /// MLP: both projections with their biases, all layers.
+    pub mlp: usize,
+    /// LayerNorm gains and biases, all layers and the final one.
+    pub layer_norm: usize,
+}
+
+impl ParameterBreakdown {
+    /// All parameters (the tied head counted once).
+    pub fn total(&self) -> usize {
+        self.token_embedding + self.position_embedding + self.attention + self.mlp + self.layer_norm
+    }
+
+    /// Without the embeddings (Kaplan's N; what scaling laws count).
+    pub fn non_embedding(&self) -> usize {
+        self.attention + self.mlp + self.layer_norm
+    }
+}
+
+impl GptConfig {
+    /// GPT-2 small (124M).
+    pub fn gpt2_small() -> GptConfig {
+        Preset::find("gpt2-small")
+            .expect("preset table has gpt2-small")
+            .config(None)
+    }
+
+    /// A tiny model for tests and CPU demos: 2 layers, 2 heads, width 32, no vocab padding.
+    pub fn tiny(vocab_size: usize, n_ctx: usize) -> GptConfig {
+        GptConfig {
+            vocab_size,
+            pad_vocab: false,
+            n_ctx,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            bias: true,
+            dropout: 0.0,
+        }
+    }
+
+    /// Rows of the token embedding (and logits): the vocabulary, padded when `pad_vocab`.
+    pub fn embedding_rows(&self) -> usize {
+        if self.pad_vocab {
+            padded_vocab(self.vocab_size)
+        } else {
+            self.vocab_size
+        }
+    }
+
+    /// Width of one attention head.
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head.max(1)
+    }
+
+    /// Checks the shape is buildable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.n_ctx == 0 {
+            return Err(format!(
+                "n_layer, n_head, n_embd and n_ctx must be positive (got {}, {}, {}, {})",
+                self.n_layer, self.n_head, self.n_embd, self.n_ctx
+            ));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(format!(
+                "n_embd {} is not divisible by n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.vocab_size == 0 {
+            return Err("vocab_size must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+
+    /// Parameters by part, with `rows` token-embedding rows.
+    fn breakdown_with_rows(&self, rows: usize) -> ParameterBreakdown {
+        let (l, d) = (self.n_layer, self.n_embd);
+        let b = usize::from(self.bias);
+        let layer_norm = d + b * d;
+        ParameterBreakdown {
+            token_embedding: rows * d,
+            position_embedding: self.n_ctx * d,
+            attention: l * (d * 3 * d + b * 3 * d + d * d + b * d),
+            mlp: l * (d * 4 * d + b * 4 * d + 4 * d * d + b * d),
+            layer_norm: (2 * l + 1) * layer_norm,
+        }
+    }
+
+    /// Parameters as the model allocates them (padded vocabulary when `pad_vocab`).
+    pub fn breakdown(&self) -> ParameterBreakdown {
+        self.breakdown_with_rows(self.embedding_rows())
+    }
+
+    /// Parameters with the unpadded vocabulary (what Hugging Face's GPT-2 has).
+    pub fn breakdown_unpadded(&self) -> ParameterBreakdown {
+        self.breakdown_with_rows(self.vocab_size)
+    }
+
+    /// Parameters the model allocates (the tied head counted once).
+    pub fn parameter_count(&self) -> usize {
+        self.breakdown().total()
+    }
+
+    /// The N of MFU, as nanoGPT counts it: allocated parameters less the position embedding.
+    pub fn flops_parameter_count(&self) -> usize {
+        self.parameter_count() - self.n_ctx * self.n_embd
+    }
+
+    /// Training FLOPs per token: 6N + 12·L·H·Q·T (nanoGPT / PaLM appendix B), with N from
+    /// [`flops_parameter_count`](Self::flops_parameter_count) and T the tokens per row.
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let n = self.flops_parameter_count() as f64;
+        let (l, h, q) = (
+            self.n_layer as f64,
+            self.n_head as f64,
+            self.head_size() as f64,
+        );
+        6.0 * n + 12.0 * l * h * q * seq_len as f64
+    }
+}
+
+/// A named model shape with its paper's training defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    /// `--model` name.
+    pub name: &'static str,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Width.
+    pub n_embd: usize,
+    /// Context length; `None`: the shards' seq_len.
+    pub n_ctx: Option<usize>,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Tokens per optimizer step.
+    pub total_batch_tokens: usize,
+    /// Rows per forward/backward pass (a default that fits an 80 GB GPU in bf16).
+    pub micro_batch: usize,
+    /// Where the numbers come from.
+    pub source: &'static str,
+}
+
+const M: usize = 1 << 20;
+
+macro_rules! preset {
+    ($name:literal, $l:expr, $h:expr, $d:expr, $ctx:expr, $lr:expr, $batch:expr, $micro:expr, $src:literal) => {
+        Preset {
+            name: $name,
+            n_layer: $l,
+            n_head: $h,
+            n_embd: $d,
+            n_ctx: $ctx,
+            lr: $lr,
+            total_batch_tokens: $batch,
+            micro_batch: $micro,
+            source: $src,
+        }
+    };
+}
+
+/// Every preset `--model` accepts.
+pub const PRESETS: &[Preset] = &[
+    // Small shapes for CPUs and tests; their context is the shards' seq_len.
+    preset!("tiny", 2, 2, 64, None, 1e-3, 65_536, 8, "CPU demo"),
+    preset!("mini", 4, 4, 128, None, 1e-3, 65_536, 8, "CPU demo"),
+    preset!(
+        "nano",
+        6,
+        6,
+        384,
+        None,
+        1e-3,
+        65_536,
+        8,
+        "nanoGPT's Shakespeare model"
+    ),
+    // GPT-2 shapes (Radford et al. 2019) with the GPT-3 Table 2.1 LR and batch of the
+    // nearest GPT-3 size.
+    preset!(
+        "gpt2-small",
+        12,
+        12,
+        768,
+        Some(1024),
+        6e-4,
+        M / 2,
+        16,
+        "GPT-2; GPT-3 Small LR/batch"
+    ),
+    preset!(
+        "gpt2-medium",
+        24,
+        16,
+        1024,
+        Some(1024),
+        3e-4,
+        M / 2,
+        8,
+        "GPT-2; GPT-3 Medium LR/batch"
+    ),
+    preset!(
+        "gpt2-large",
+        36,
+        20,
+        1280,
+        Some(1024),
+        2.5e-4,
+        M / 2,
+        8,
+        "GPT-2; GPT-3 Large LR/batch"
+    ),
+    preset!(
+        "gpt2-xl",
+        48,
+        25,
+        1600,
+        Some(1024),
+        2e-4,
+        M,
+        4,
+        "GPT-2; GPT-3 XL LR/batch"
+    ),
+    // GPT-3 Table 2.1 (dense attention). The table's XL row (24 heads × 128 = 3072 ≠ 2048)
+    // and 13B width (5140) are typos: 16 heads × 128 and 40 heads × 128 = 5120.
+    preset!(
+        "gpt3-small",
+        12,
+        12,
+        768,
+        Some(2048),
+        6e-4,
+        M / 2,
+        8,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-medium",
+        24,
+        16,
+        1024,
+        Some(2048),
+        3e-4,
+        M / 2,
+        8,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-large",
+        24,
+        16,
+        1536,
+        Some(2048),
+        2.5e-4,
+        M / 2,
+        4,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-xl",
+        24,
+        16,
+        2048,
+        Some(2048),
+        2e-4,
+        M,
+        4,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-2.7b",
+        32,
+        32,
+        2560,
+        Some(2048),
+        1.6e-4,
+        M,
+        2,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-6.7b",
+        32,
+        32,
+        4096,
+        Some(2048),
+        1.2e-4,
+        2 * M,
+        1,
+        "GPT-3 Table 2.1"
+    ),
+    preset!(
+        "gpt3-13b",
+        40,
+        40,
+        5120,
+        Some(2048),
+        1e-4,
+        2 * M,
+        1,
+        "GPT-3 Table 2.1"
+    ),
+    // Cerebras-GPT Table 1 (batch in sequences of 2048 tokens).
+    preset!(
+        "cerebras-gpt-111m",
+        10,
+        12,
+        768,
+        Some(2048),
+        6e-4,
+        120 * 2048,
+        8,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-256m",
+        14,
+        17,
+        1088,
+        Some(2048),
+        6e-4,
+        264 * 2048,
+        8,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-590m",
+        18,
+        12,
+        1536,
+        Some(2048),
+        2e-4,
+        264 * 2048,
+        4,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-1.3b",
+        24,
+        16,
+        2048,
+        Some(2048),
+        2e-4,
+        528 * 2048,
+        4,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-2.7b",
+        32,
+        32,
+        2560,
+        Some(2048),
+        2e-4,
+        528 * 2048,
+        2,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-6.7b",
+        32,
+        32,
+        4096,
+        Some(2048),
+        1.2e-4,
+        1040 * 2048,
+        1,
+        "Cerebras-GPT Table 1"
+    ),
+    preset!(
+        "cerebras-gpt-13b",
+        40,
+        40,
+        5120,
+        Some(2048),
+        1.2e-4,
+        720 * 2048,
+        1,
+        "Cerebras-GPT Table 1"
+    ),
+];
+
+/// The preset used when `--model` is not given: small, context = the shards' seq_len.
+pub const DEFAULT_PRESET: &str = "mini";
+
+impl Preset {
+    /// The preset called `name`.
+    pub fn find(name: &str) -> Option<&'static Preset> {
+        PRESETS.iter().find(|p| p.name == name)
+    }
+
+    /// All preset names, comma-separated (for error messages).
+    pub fn names() -> String {
+        PRESETS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The model shape, GPT-2 vocabulary padded; `seq_len` fills a context the preset leaves
+    /// open (1024 when unknown).
+    pub fn config(&self, seq_len: Option<usize>) -> GptConfig {
+        GptConfig {
+            vocab_size: GPT2_VOCAB,
+            pad_vocab: true,
+            n_ctx: self.n_ctx.or(seq_len).unwrap_or(1024),
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            bias: true,
+            dropout: 0.0,
+        }
+    }
+}
