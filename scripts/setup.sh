@@ -3,12 +3,14 @@
 # Installs what is missing and says what it does; takes seconds when all is there.
 #   - apt packages the build needs (C/C++ toolchain, pkg-config, fonts for plots)
 #   - a venv at .venv/ with cmake >= 3.26 (static HDF5 build) and torch==2.11.0
-#     (the libtorch that tch 0.24 binds)
+#     (the libtorch that tch 0.24 binds), and transformers (checks of the Hugging Face export)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$H5GPT_ROOT"
 
 TORCH_VERSION=2.11.0
+# Needs no torch of its own; installed with torch pinned so that pip never swaps it.
+TRANSFORMERS_VERSION=5.23.0
 CMAKE_MIN=3.26
 APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core)
 
@@ -80,6 +82,12 @@ if have_pkg torch "$TORCH_VERSION"; then
 else
   say "installing torch==$TORCH_VERSION into the venv (about 4.6 GB with its CUDA wheels; a few minutes)"
   "$py" -m pip install -q "torch==$TORCH_VERSION"
+fi
+if have_pkg transformers "$TRANSFORMERS_VERSION"; then
+  say "transformers $TRANSFORMERS_VERSION present"
+else
+  say "installing transformers==$TRANSFORMERS_VERSION into the venv (tests compare the HF export with it)"
+  "$py" -m pip install -q "transformers==$TRANSFORMERS_VERSION" "torch==$TORCH_VERSION"
 fi
 for extra in numpy tiktoken h5py; do
   if have_pkg "$extra" ""; then :; else

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod hf;
 pub mod model;
 pub mod optim;
 pub mod schedule;

@@ -1,0 +1,743 @@
+//! Hugging Face GPT-2 interchange: [`export`] a model as a directory that
+//! `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads, and [`load`] such a directory
+//! back into our layout (then [`copy_into`] a model built with the returned config).
+//!
+//! An HF GPT-2 directory holds `config.json` (a `GPT2Config`) and `model.safetensors`. The
+//! tensor names are ours (`transformer.wte.weight`, `transformer.h.{i}.attn.c_attn.weight`,
+//! …); what differs is the layout:
+//!
+//! - HF's `Conv1D` stores the weights of `c_attn`, `c_proj` and `c_fc` as `[in, out]`; our
+//!   linear layers hold `[out, in]`, so those weights are transposed both ways;
+//! - HF's token embedding has exactly `vocab_size` rows; ours may be padded to a multiple of
+//!   64 (`pad_vocab`): export drops the padding rows, load appends zero rows (their logits
+//!   start at 0, which training pushes down like any unused token's);
+//! - the LM head is tied to `wte` on both sides: no `lm_head.weight` is written, and one that
+//!   is read must equal `wte` unless `tie_word_embeddings` ties them anyway.
+//!
+//! HF GPT-2 always has biases, LayerNorm ε = 1e-5 and the tanh GELU; a model or config that
+//! differs is refused with a message saying what, rather than exported or loaded subtly wrong.
+
+use crate::config::{GptConfig, GPT2_VOCAB};
+use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
+use h5gpt_formats::FormatError;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, TchError, Tensor};
+
+/// The weights file of an HF model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The config file of an HF model directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// GPT-2's end-of-text token, its `bos_token_id` and `eos_token_id`.
+pub const GPT2_EOS: usize = 50256;
+
+/// Activations HF GPT-2 may name for our GELU (the tanh approximation).
+const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
+
+/// LayerNorm ε of our model (and of GPT-2).
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// What can go wrong exporting or loading a Hugging Face GPT-2 model. Messages name the file
+/// (or tensor) and what is wrong, with a hint where there is something to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HfError {
+    /// An I/O error on a file or directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A crash-safe write (fsync, rename) failed.
+    #[error(transparent)]
+    Fs(#[from] FormatError),
+    /// libtorch could not read, write or convert tensors.
+    #[error("{path}: {source}")]
+    Tensors {
+        /// The safetensors file (or the model, for copies).
+        path: PathBuf,
+        /// The underlying error.
+        source: TchError,
+    },
+    /// `config.json` is not JSON, or a field has the wrong type.
+    #[error("{path}: {what}\n---> HINT: expected a GPT2Config as `save_pretrained` writes it")]
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The model (or config) uses something our GPT-2 or HF's cannot express.
+    #[error("{path}: {what}")]
+    Unsupported {
+        /// The export directory, or the config file read.
+        path: PathBuf,
+        /// What cannot be expressed, and why.
+        what: String,
+    },
+    /// The export target exists, is not empty and is not an earlier export.
+    #[error("{path}: exists, is not empty and has no {CONFIG_FILE}: not replacing it\n---> HINT: pass a new directory, an empty one, or an earlier export")]
+    TargetNotAnExport {
+        /// The target directory.
+        path: PathBuf,
+    },
+    /// A tensor the model needs is missing.
+    #[error("{within}: tensor {name} is missing")]
+    MissingTensor {
+        /// Where it was looked for (a file, or the variables of a model).
+        within: String,
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor nothing in the model takes.
+    #[error("{within}: unexpected tensor {name} (not a GPT-2 parameter of this shape)")]
+    UnexpectedTensor {
+        /// Where it was found.
+        within: String,
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor has another shape than the model needs.
+    #[error("{within}: tensor {name} has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Where it was found.
+        within: String,
+        /// The tensor.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<i64>,
+        /// The shape it has.
+        found: Vec<i64>,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
+    move |source| HfError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn tch_error(path: &Path) -> impl FnOnce(TchError) -> HfError + '_ {
+    move |source| HfError::Tensors {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a parameter's HF tensor relates to ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Same shape, same values.
+    Same,
+    /// A `Conv1D` weight: HF `[in, out]`, ours `[out, in]`.
+    Conv1d,
+    /// The token embedding: HF `vocab_size` rows, ours `embedding_rows()`.
+    TokenEmbedding,
+}
+
+/// One parameter of the model: its name, our shape and its HF layout.
+struct Parameter {
+    name: String,
+    shape: Vec<i64>,
+    layout: Layout,
+}
+
+impl Parameter {
+    /// Its shape in HF's layout.
+    fn hf_shape(&self, config: &GptConfig) -> Vec<i64> {
+        match self.layout {
+            Layout::Same => self.shape.clone(),
+            Layout::Conv1d => vec![self.shape[1], self.shape[0]],
+            Layout::TokenEmbedding => vec![config.vocab_size as i64, self.shape[1]],
+        }
+    }
+}
+
+/// Every parameter of the model `config` builds (see `model.rs`), in HF's order.
+fn parameters(config: &GptConfig) -> Vec<Parameter> {
+    let d = config.n_embd as i64;
+    let mut out = Vec::new();
+    let mut push = |name: String, shape: Vec<i64>, layout| {
+        out.push(Parameter {
+            name,
+            shape,
+            layout,
+        })
+    };
+    let rows = config.embedding_rows() as i64;
+    push(
+        "transformer.wte.weight".into(),
+        vec![rows, d],
+        Layout::TokenEmbedding,
+    );
+    push(
+        "transformer.wpe.weight".into(),
+        vec![config.n_ctx as i64, d],
+        Layout::Same,
+    );
+    // (name, in, out) of each layer of a block; LayerNorms have `in` = `out` = d.
+    let layers = [
+        ("ln_1", d, d),
+        ("attn.c_attn", d, 3 * d),
+        ("attn.c_proj", d, d),
+        ("ln_2", d, d),
+        ("mlp.c_fc", d, 4 * d),
+        ("mlp.c_proj", 4 * d, d),
+    ];
+    let blocks = (0..config.n_layer).flat_map(|i| {
+        layers
+            .iter()
+            .map(move |&(name, input, output)| (format!("transformer.h.{i}.{name}"), input, output))
+    });
+    for (prefix, input, output) in blocks.chain([("transformer.ln_f".to_string(), d, d)]) {
+        if prefix.contains(".ln_") {
+            push(format!("{prefix}.weight"), vec![output], Layout::Same);
+        } else {
+            push(
+                format!("{prefix}.weight"),
+                vec![output, input],
+                Layout::Conv1d,
+            );
+        }
+        if config.bias {
+            push(format!("{prefix}.bias"), vec![output], Layout::Same);
+        }
+    }
+    out
+}
+
+/// The `config.json` of an export: a `GPT2Config` with our shape.
+///
+/// `bos_token_id`/`eos_token_id` are GPT-2's end-of-text token (50256) when the vocabulary is
+/// GPT-2's; any other vocabulary (test and synthetic data) has no known end-of-text token, so
+/// they are `null` rather than an id that may be out of range or mean something else.
+fn config_json(config: &GptConfig) -> Value {
+    let eos = (config.vocab_size == GPT2_VOCAB).then_some(GPT2_EOS);
+    json!({
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": config.vocab_size,
+        "n_positions": config.n_ctx,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": true,
+        "scale_attn_by_inverse_layer_idx": false,
+        "reorder_and_upcast_attn": false,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "tie_word_embeddings": true,
+        "use_cache": true,
+        "torch_dtype": "float32",
+    })
+}
+
+/// Exports the model `config` built in `vs` as a Hugging Face GPT-2 directory `dir`:
+/// `model.safetensors` (HF names and layout, contiguous f32, the vocabulary padding dropped)
+/// and `config.json` (a `GPT2Config` for `GPT2LMHeadModel`).
+///
+/// The directory is written crash-safely: into a temporary sibling `.NAME.tmp`, every file
+/// fsynced, then renamed into place. An existing `dir` is replaced only when it is empty or an
+/// earlier export (has `config.json`); any other non-empty directory is refused. A model HF
+/// GPT-2 cannot express (no biases) is refused.
+pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), HfError> {
+    config.validate().map_err(|what| HfError::Unsupported {
+        path: dir.to_path_buf(),
+        what: format!("invalid model shape: {what}"),
+    })?;
+    if !config.bias {
+        return Err(HfError::Unsupported {
+            path: dir.to_path_buf(),
+            what: "the model has no biases (bias = false), but Hugging Face GPT-2 always has \
+                   them (linear layers and LayerNorms)\n---> HINT: only models trained with \
+                   biases can be exported as GPT-2"
+                .into(),
+        });
+    }
+    // Hook: parametrizations HF GPT-2 cannot express (μP's output multiplier and 1/d
+    // attention scale) are refused here, once the config can carry them.
+    let tensors = export_tensors(vs, config)?;
+
+    let name = dir.file_name().ok_or_else(|| HfError::Unsupported {
+        path: dir.to_path_buf(),
+        what: "the export directory needs a name (not `.`, `..` or `/`)".into(),
+    })?;
+    if dir.exists() {
+        check_replaceable(dir)?;
+    }
+    let parent = dir.parent().unwrap_or(Path::new(""));
+    if !parent.as_os_str().is_empty() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+
+    let tmp = temporary_path(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io_error(&tmp))?;
+    let weights = tmp.join(WEIGHTS_FILE);
+    Tensor::write_safetensors(&tensors, &weights).map_err(tch_error(&weights))?;
+    fsync_file(&weights)?;
+    let json = serde_json::to_vec_pretty(&config_json(config)).expect("a JSON value serializes");
+    write_atomic(&tmp.join(CONFIG_FILE), &json)?;
+    fsync_dir(&tmp)?;
+
+    // Replace an earlier export by moving it aside first: a crash in between leaves both
+    // complete copies (`.NAME.old`, `.NAME.tmp`), never a half-written `dir`.
+    let old = dir.with_file_name(format!(".{}.old", name.to_string_lossy()));
+    if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
+        }
+        std::fs::rename(dir, &old).map_err(io_error(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
+    fsync_dir(parent)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
+    }
+    Ok(())
+}
+
+/// Refuses an export target that is neither empty nor an earlier export.
+fn check_replaceable(dir: &Path) -> Result<(), HfError> {
+    if !dir.is_dir() {
+        return Err(HfError::Unsupported {
+            path: dir.to_path_buf(),
+            what: "exists and is not a directory".into(),
+        });
+    }
+    let empty = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .next()
+        .is_none();
+    if empty || dir.join(CONFIG_FILE).is_file() {
+        Ok(())
+    } else {
+        Err(HfError::TargetNotAnExport {
+            path: dir.to_path_buf(),
+        })
+    }
+}
+
+/// The model's variables in HF's names and layout: contiguous f32 on the CPU.
+fn export_tensors(vs: &nn::VarStore, config: &GptConfig) -> Result<Vec<(String, Tensor)>, HfError> {
+    let _guard = tch::no_grad_guard();
+    let within = "the model's variables".to_string();
+    let mut variables = vs.variables();
+    let mut out = Vec::new();
+    for p in parameters(config) {
+        let var = variables
+            .remove(&p.name)
+            .ok_or_else(|| HfError::MissingTensor {
+                within: within.clone(),
+                name: p.name.clone(),
+            })?;
+        if var.size() != p.shape {
+            return Err(HfError::ShapeMismatch {
+                within,
+                name: p.name,
+                expected: p.shape,
+                found: var.size(),
+            });
+        }
+        let t = var.detach().to_device(Device::Cpu).to_kind(Kind::Float);
+        let t = match p.layout {
+            Layout::Same => t,
+            Layout::Conv1d => t.tr(),
+            Layout::TokenEmbedding => t.narrow(0, 0, config.vocab_size as i64),
+        };
+        out.push((p.name, t.contiguous()));
+    }
+    if let Some(name) = variables.into_keys().min() {
+        return Err(HfError::UnexpectedTensor { within, name });
+    }
+    Ok(out)
+}
+
+/// Reads field `key` of a config object, `None` when absent or null.
+fn field<'a>(cfg: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    cfg.get(key).filter(|v| !v.is_null())
+}
+
+/// Typed access to `config.json`, with GPT2Config's defaults for absent fields (what
+/// transformers itself would use).
+struct ConfigReader<'a> {
+    path: &'a Path,
+    cfg: &'a Map<String, Value>,
+}
+
+impl ConfigReader<'_> {
+    fn bad(&self, what: String) -> HfError {
+        HfError::BadConfig {
+            path: self.path.to_path_buf(),
+            what,
+        }
+    }
+
+    fn usize(&self, key: &str, default: usize) -> Result<usize, HfError> {
+        match field(self.cfg, key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| self.bad(format!("{key} = {v}: expected a non-negative integer"))),
+        }
+    }
+
+    fn f64(&self, key: &str, default: f64) -> Result<f64, HfError> {
+        match field(self.cfg, key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.bad(format!("{key} = {v}: expected a number"))),
+        }
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool, HfError> {
+        match field(self.cfg, key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.bad(format!("{key} = {v}: expected true or false"))),
+        }
+    }
+
+    fn str(&self, key: &str, default: &'static str) -> Result<String, HfError> {
+        match field(self.cfg, key) {
+            None => Ok(default.to_string()),
+            Some(v) => v
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.bad(format!("{key} = {v}: expected a string"))),
+        }
+    }
+
+    fn unsupported(&self, what: String) -> HfError {
+        HfError::Unsupported {
+            path: self.path.to_path_buf(),
+            what: format!("{what}\n---> HINT: only GPT-2 as OpenAI trained it (tanh GELU, 4× MLP, LayerNorm ε 1e-5, tied head) maps onto this model"),
+        }
+    }
+}
+
+/// Reads `config.json` into our model shape, refusing what our GPT-2 cannot express.
+/// The second value is `tie_word_embeddings`.
+fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| HfError::BadConfig {
+        path: path.to_path_buf(),
+        what: format!("not JSON: {e}"),
+    })?;
+    let Some(cfg) = value.as_object() else {
+        return Err(HfError::BadConfig {
+            path: path.to_path_buf(),
+            what: "not a JSON object".into(),
+        });
+    };
+    let r = ConfigReader { path, cfg };
+    match field(cfg, "model_type").and_then(Value::as_str) {
+        Some("gpt2") => {}
+        Some(other) => {
+            return Err(r.unsupported(format!("model_type {other:?}: expected \"gpt2\"")))
+        }
+        None => return Err(r.bad("no model_type: expected \"gpt2\"".into())),
+    }
+    // GPT2Config's defaults.
+    let n_embd = r.usize("n_embd", 768)?;
+    let config = GptConfig {
+        vocab_size: r.usize("vocab_size", GPT2_VOCAB)?,
+        pad_vocab: true,
+        n_ctx: r.usize("n_positions", 1024)?,
+        n_layer: r.usize("n_layer", 12)?,
+        n_head: r.usize("n_head", 12)?,
+        n_embd,
+        bias: true,
+        dropout: r.f64("resid_pdrop", 0.1)?,
+    };
+    config
+        .validate()
+        .map_err(|what| r.bad(format!("invalid model shape: {what}")))?;
+    let activation = r.str("activation_function", "gelu_new")?;
+    if !TANH_GELU.contains(&activation.as_str()) {
+        return Err(r.unsupported(format!(
+            "activation_function {activation:?}: this model uses the tanh GELU ({})",
+            TANH_GELU.join(" or ")
+        )));
+    }
+    let n_inner = r.usize("n_inner", 4 * n_embd)?;
+    if n_inner != 4 * n_embd {
+        return Err(r.unsupported(format!(
+            "n_inner {n_inner}: this model's MLP is 4 × n_embd = {}",
+            4 * n_embd
+        )));
+    }
+    let eps = r.f64("layer_norm_epsilon", LAYER_NORM_EPS)?;
+    if (eps - LAYER_NORM_EPS).abs() > 1e-12 {
+        return Err(r.unsupported(format!(
+            "layer_norm_epsilon {eps}: this model's LayerNorm uses {LAYER_NORM_EPS}"
+        )));
+    }
+    if !r.bool("scale_attn_weights", true)? {
+        return Err(r.unsupported(
+            "scale_attn_weights false: this model scales attention by 1/√head_size".into(),
+        ));
+    }
+    if r.bool("scale_attn_by_inverse_layer_idx", false)? {
+        return Err(r.unsupported(
+            "scale_attn_by_inverse_layer_idx true: this model scales every layer alike".into(),
+        ));
+    }
+    if r.bool("add_cross_attention", false)? {
+        return Err(r.unsupported("add_cross_attention true: this model is decoder-only".into()));
+    }
+    Ok((config, r.bool("tie_word_embeddings", true)?))
+}
+
+/// The name of an HF tensor in our naming: `transformer.` prefixed (the original `gpt2` hub
+/// checkpoint omits it); `None` for what the model does not hold (`lm_head.weight`, which is
+/// handled separately, and the causal-mask buffers `attn.bias`/`attn.masked_bias`).
+fn our_name(hf: &str) -> Option<String> {
+    if hf == "lm_head.weight" {
+        return None;
+    }
+    let name = if hf.starts_with("transformer.") {
+        hf.to_string()
+    } else {
+        format!("transformer.{hf}")
+    };
+    let buffer = name.rsplit('.').take(2).collect::<Vec<_>>();
+    if matches!(buffer.as_slice(), ["bias" | "masked_bias", "attn"]) {
+        return None;
+    }
+    Some(name)
+}
+
+/// Reads a Hugging Face GPT-2 directory (`config.json` and `model.safetensors`) into our
+/// model shape and layout.
+///
+/// Tensor names with or without the `transformer.` prefix are accepted; the causal-mask
+/// buffers (`attn.bias`, `attn.masked_bias`) are skipped, and `lm_head.weight` too when it is
+/// tied (`tie_word_embeddings`, the default) or equal to `wte`. The config must be GPT-2 as
+/// our model computes it: `model_type` "gpt2", activation `gelu_new` or `gelu_pytorch_tanh`,
+/// `n_inner` null or 4·`n_embd`, `layer_norm_epsilon` 1e-5, plain attention scaling;
+/// anything else is refused with a message naming the field.
+///
+/// The config returned has `pad_vocab` and `bias` set and `dropout` from `resid_pdrop`.
+/// The tensors are f32 on the CPU in our layout: linear weights `[out, in]`, and `wte`
+/// padded to `embedding_rows()` with zero rows (their logits start at 0; any value would do,
+/// since no token id reaches them). Build a model with the config and [`copy_into`] it.
+pub fn load(dir: &Path) -> Result<(GptConfig, Vec<(String, Tensor)>), HfError> {
+    let (config, tied) = read_config(&dir.join(CONFIG_FILE))?;
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.is_file() {
+        return Err(HfError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not found\n---> HINT: only single-file safetensors weights are read; re-save \
+                 with `model.save_pretrained(DIR, safe_serialization=True, \
+                 max_shard_size=\"100GB\")`",
+            ),
+        });
+    }
+    let within = path.display().to_string();
+    let _guard = tch::no_grad_guard();
+    let mut found: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut lm_head = None;
+    for (hf, tensor) in Tensor::read_safetensors(&path).map_err(tch_error(&path))? {
+        let tensor = tensor.to_kind(Kind::Float);
+        match our_name(&hf) {
+            Some(name) if found.contains_key(&name) => {
+                return Err(HfError::UnexpectedTensor {
+                    within,
+                    name: format!("{hf} (a second copy of {name})"),
+                });
+            }
+            Some(name) => {
+                found.insert(name, tensor);
+            }
+            None if hf == "lm_head.weight" => lm_head = Some(tensor),
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    for p in parameters(&config) {
+        let t = found
+            .remove(&p.name)
+            .ok_or_else(|| HfError::MissingTensor {
+                within: within.clone(),
+                name: p.name.clone(),
+            })?;
+        let expected = p.hf_shape(&config);
+        if t.size() != expected {
+            return Err(HfError::ShapeMismatch {
+                within,
+                name: p.name,
+                expected,
+                found: t.size(),
+            });
+        }
+        let t = match p.layout {
+            Layout::Same => t,
+            Layout::Conv1d => t.tr(),
+            Layout::TokenEmbedding => {
+                let pad = config.embedding_rows() - config.vocab_size;
+                let zeros = Tensor::zeros([pad as i64, p.shape[1]], (Kind::Float, Device::Cpu));
+                Tensor::cat(&[t, zeros], 0)
+            }
+        };
+        out.push((p.name, t.contiguous()));
+    }
+    if let Some(name) = found.into_keys().next() {
+        return Err(HfError::UnexpectedTensor { within, name });
+    }
+    if let (Some(head), false) = (lm_head, tied) {
+        let wte = out[0].1.narrow(0, 0, config.vocab_size as i64);
+        if head.size() != wte.size() || !head.equal(&wte) {
+            return Err(HfError::Unsupported {
+                path,
+                what: "lm_head.weight differs from transformer.wte.weight and \
+                       tie_word_embeddings is false: this model's LM head is tied to the \
+                       token embedding"
+                    .into(),
+            });
+        }
+    }
+    Ok((config, out))
+}
+
+/// Copies `tensors` (our names and layout, as [`load`] returns them) into the variables of
+/// `vs`, without recording gradients. Every variable must be given, with its shape, and
+/// nothing else; the first missing, mismatched or unexpected tensor is named.
+pub fn copy_into(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<(), HfError> {
+    let within = "tensors copied into the model".to_string();
+    let given: HashMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    for (name, var) in &variables {
+        let t = given
+            .get(name.as_str())
+            .ok_or_else(|| HfError::MissingTensor {
+                within: within.clone(),
+                name: name.clone(),
+            })?;
+        if t.size() != var.size() {
+            return Err(HfError::ShapeMismatch {
+                within,
+                name: name.clone(),
+                expected: var.size(),
+                found: t.size(),
+            });
+        }
+    }
+    if let Some(name) = given.keys().filter(|n| !variables.contains_key(**n)).min() {
+        return Err(HfError::UnexpectedTensor {
+            within,
+            name: name.to_string(),
+        });
+    }
+    tch::no_grad(|| {
+        for (name, var) in &variables {
+            let mut var = var.shallow_clone();
+            var.f_copy_(given[name.as_str()])
+                .map_err(tch_error(Path::new(name)))?;
+        }
+        Ok(())
+    })
+}
+
+/// Command line of `export` / `h5gpt-export`.
+mod cli {
+    use super::{CONFIG_FILE, WEIGHTS_FILE};
+    use crate::checkpoint::load_model;
+    use crate::config::GPT2_VOCAB;
+    use anyhow::{Context, Result};
+    use clap::{CommandFactory, FromArgMatches, Parser};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use tch::Device;
+
+    /// Export a checkpoint as a Hugging Face GPT-2 model directory (config.json and
+    /// model.safetensors) that `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads.
+    #[derive(Debug, Parser)]
+    #[command(version)]
+    struct Args {
+        /// A run directory (exports its newest complete checkpoint) or one of its
+        /// `checkpoints/step-N` directories.
+        #[arg(long, value_name = "RUN|CHECKPOINT")]
+        checkpoint: PathBuf,
+        /// Output directory. Created if missing; an earlier export there is replaced; any
+        /// other non-empty directory is refused.
+        #[arg(long, value_name = "DIR")]
+        hf: PathBuf,
+    }
+
+    pub(super) fn main(bin: &'static str) -> ExitCode {
+        match run(bin) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{bin}: error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+
+    fn run(bin: &'static str) -> Result<()> {
+        let matches = Args::command().name(bin).bin_name(bin).get_matches();
+        let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let loaded = load_model(&args.checkpoint, Device::Cpu)?;
+        let config = loaded.state.model;
+        println!(
+            "{bin}: checkpoint {} (step {})",
+            loaded.path.display(),
+            loaded.state.step
+        );
+        println!("{bin}: model {config:?}");
+        super::export(&loaded.vs, &config, &args.hf)
+            .with_context(|| format!("cannot export to {}", args.hf.display()))?;
+        let params = config.breakdown_unpadded().total();
+        println!(
+            "{bin}: wrote {} and {}",
+            args.hf.join(WEIGHTS_FILE).display(),
+            args.hf.join(CONFIG_FILE).display()
+        );
+        println!(
+            "{bin}: {params} parameters, vocab {} (embedding rows {} in the checkpoint), \
+             n_ctx {}, {} layers × {} heads × width {}",
+            config.vocab_size,
+            config.embedding_rows(),
+            config.n_ctx,
+            config.n_layer,
+            config.n_head,
+            config.n_embd
+        );
+        if config.vocab_size == GPT2_VOCAB {
+            println!(
+                "{bin}: load with GPT2LMHeadModel.from_pretrained({:?}) and the `gpt2` tokenizer \
+                 (GPT2TokenizerFast.from_pretrained(\"gpt2\")); no tokenizer files are written",
+                args.hf.display().to_string()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The `export` command line (shipped as `export` and as `h5gpt-export`, since a bare
+/// `export` is a shell builtin): `--checkpoint RUN|RUN/checkpoints/step-N --hf DIR`.
+/// `bin` is the name it reports itself under.
+pub fn cli_main(bin: &'static str) -> std::process::ExitCode {
+    cli::main(bin)
+}
