@@ -15,7 +15,9 @@ use crate::spec::{
 };
 use memmap2::Mmap;
 use ndarray::{s, Array3};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How a shard's examples are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,14 +294,17 @@ fn copy_le_tokens(src: &[u8], dst: &mut [i32]) {
     }
 }
 
-/// A validated, ordered set of shards: the unit the loader samples from.
+/// A validated, ordered set of shards: the unit the loader samples from. A set can be cut
+/// into [slices](ShardSet::slice) (e.g. a held-out evaluation tail) that share the open shards.
 pub struct ShardSet {
-    shards: Vec<Shard>,
+    shards: Arc<Vec<Shard>>,
     /// `starts[i]` is the global index of shard `i`'s first example; one extra entry at the end.
     starts: Vec<usize>,
     seq_len: usize,
     data_params: Option<DataParams>,
     manifest_dir: Option<PathBuf>,
+    /// The examples this set exposes, as global indices into `shards`.
+    window: Range<usize>,
 }
 
 impl ShardSet {
@@ -375,22 +380,41 @@ impl ShardSet {
         }
         starts.push(total);
         Ok(ShardSet {
-            shards,
+            shards: Arc::new(shards),
             starts,
             seq_len,
             data_params,
             manifest_dir,
+            window: 0..total,
         })
     }
 
-    /// The shards, in order.
+    /// The examples `range` of this set (indices relative to it) as a set of their own, sharing
+    /// the open shards. Panics if `range` reaches past [`len`](Self::len).
+    pub fn slice(&self, range: Range<usize>) -> ShardSet {
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "slice {range:?} of a set of {} examples",
+            self.len()
+        );
+        ShardSet {
+            shards: Arc::clone(&self.shards),
+            starts: self.starts.clone(),
+            seq_len: self.seq_len,
+            data_params: self.data_params.clone(),
+            manifest_dir: self.manifest_dir.clone(),
+            window: self.window.start + range.start..self.window.start + range.end,
+        }
+    }
+
+    /// The underlying shards, in order (all of them, also for a [slice](Self::slice)).
     pub fn shards(&self) -> &[Shard] {
         &self.shards
     }
 
-    /// Total examples.
+    /// Examples in the set (in the slice, for a slice).
     pub fn len(&self) -> usize {
-        *self.starts.last().expect("starts has a sentinel")
+        self.window.len()
     }
 
     /// Whether the set has no examples.
@@ -413,19 +437,20 @@ impl ShardSet {
         self.manifest_dir.as_deref()
     }
 
-    /// The shard holding global example `index`, and the index within it.
+    /// The shard holding example `index` of this set, and the index within that shard.
     pub fn locate(&self, index: usize) -> (usize, usize) {
         assert!(index < self.len(), "example {index} out of range");
+        let index = self.window.start + index;
         let shard = self.starts.partition_point(|&s| s <= index) - 1;
         (shard, index - self.starts[shard])
     }
 
-    /// Global index of shard `shard`'s first example.
+    /// Index of shard `shard`'s first example among all the underlying shards' examples.
     pub fn shard_start(&self, shard: usize) -> usize {
         self.starts[shard]
     }
 
-    /// Copies global example `index` into `out`.
+    /// Copies example `index` of this set into `out`.
     pub fn read_example(&self, index: usize, out: ExampleMut<'_>) -> Result<()> {
         let (shard, local) = self.locate(index);
         self.shards[shard].read_example(local, out)

@@ -342,6 +342,33 @@ fn read_example_matches_synthetic_tokens() {
     }
 }
 
+/// A slice exposes its examples renumbered from 0, and a loader over it visits exactly those
+/// rows once per epoch.
+#[test]
+fn slices_renumber_and_load_only_their_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spec(30, 5, 8);
+    let set = synthetic_set(dir.path(), sp);
+    let tail = Arc::new(set.slice(10..30));
+    assert_eq!(tail.len(), 20);
+    assert_eq!(tail.locate(0), set.locate(10));
+    let nested = tail.slice(5..7);
+    assert_eq!(nested.len(), 2);
+    assert_eq!(nested.locate(1), set.locate(16));
+    let mut loader = Loader::new(tail.clone(), config(layout(4, 2, 1, 0), 3, 0)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let batch = loader.next_batch().unwrap();
+        for (row, &sample) in batch.sample_ids.iter().enumerate() {
+            let ids = &batch.input_ids[row * 5..row * 5 + 5];
+            assert_eq!(sp.example_of(ids), sample as usize + 10);
+            seen.push(sample);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+}
+
 // ---- corruption cases: each returns its specific error --------------------------------------
 
 fn corrupt_setup() -> tempfile::TempDir {

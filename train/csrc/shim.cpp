@@ -69,4 +69,19 @@ int h5gpt_autocast_exit(int device) {
 }
 
 const char *h5gpt_torch_version() { return TORCH_VERSION; }
+
+// float32 matmul precision, as torch.set_float32_matmul_precision: "highest" (true fp32) or
+// "high" (TF32 tensor cores on CUDA).
+int h5gpt_set_float32_matmul_precision(const char *precision) {
+  try {
+    at::globalContext().setFloat32MatmulPrecision(precision);
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// Whether this libtorch has a CUDA backend registered (libtorch_cuda loaded).
+int h5gpt_has_cuda() { return at::hasCUDA() ? 1 : 0; }
 }

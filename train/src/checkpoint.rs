@@ -29,8 +29,18 @@ pub struct CheckpointState {
     pub global_batch: usize,
     /// Tokens per row of the training data.
     pub seq_len: usize,
+    /// Rows at the end of a plain shard directory held out for evaluation.
+    #[serde(default)]
+    pub held_out: usize,
     /// Model shape.
     pub model: GptConfig,
+    /// Tokenizer of the training data, as `data_params.json` names it.
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+}
+
+fn default_tokenizer() -> String {
+    "gpt2".into()
 }
 
 /// The directory name of the checkpoint after `step` steps.

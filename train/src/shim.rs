@@ -24,6 +24,8 @@ extern "C" {
     fn h5gpt_autocast_enter(device: i32, dtype: i32) -> i32;
     fn h5gpt_autocast_exit(device: i32) -> i32;
     fn h5gpt_torch_version() -> *const std::ffi::c_char;
+    fn h5gpt_set_float32_matmul_precision(precision: *const std::ffi::c_char) -> i32;
+    fn h5gpt_has_cuda() -> i32;
 }
 
 /// An error raised inside libtorch, with its message.
@@ -47,6 +49,21 @@ pub fn torch_version() -> String {
     unsafe { CStr::from_ptr(h5gpt_torch_version()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Lets float32 matmuls use TF32 tensor cores on CUDA (`torch.set_float32_matmul_precision`
+/// `"high"`), or not (`"highest"`).
+pub fn allow_tf32(enabled: bool) -> Result<(), ShimError> {
+    let precision: &CStr = if enabled { c"high" } else { c"highest" };
+    // SAFETY: a NUL-terminated static string; libtorch copies it.
+    check(unsafe { h5gpt_set_float32_matmul_precision(precision.as_ptr()) })
+}
+
+/// Whether libtorch has its CUDA backend (false for a CPU-only build, or when
+/// `libtorch_cuda.so` was not linked in).
+pub fn cuda_backend_linked() -> bool {
+    // SAFETY: a plain query.
+    unsafe { h5gpt_has_cuda() == 1 }
 }
 
 /// AdamW hyper-parameters shared by one fused call.

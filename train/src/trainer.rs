@@ -1,16 +1,24 @@
 //! The training loop: data from the sample-stream loader, gradient accumulation to the global
-//! batch, global-norm clipping, fused AdamW on the GPT-3 schedule, one log line and one
-//! `metrics.jsonl` row per step, and crash-safe checkpoints that resume exactly.
+//! batch, bf16 autocast or fp32, global-norm clipping, fused AdamW on the GPT-3 schedule, one
+//! log line and one `metrics.jsonl` row per step, periodic validation with `loss.png`, and
+//! crash-safe checkpoints that resume exactly (also after Ctrl-C / SIGTERM).
 
 use crate::checkpoint::{self, latest_checkpoint, CheckpointState};
+use crate::data::{held_out_rows, open_split, BatchTensors, DataSplit, EvalSource};
+use crate::device::{gpu_name, peak_bf16_flops};
+use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::precision::Precision;
 use crate::schedule::LrSchedule;
-use anyhow::{bail, Context, Result};
-use h5gpt_formats::{Batch, BatchLayout, Loader, LoaderConfig, ShardSet};
+use anyhow::{anyhow, bail, Context, Result};
+use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -32,23 +40,76 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Final learning rate / peak.
     pub min_lr_ratio: f64,
-    /// Warm-up steps.
+    /// Warm-up steps (unless `warmup_tokens` is set).
     pub warmup_steps: usize,
-    /// Steps to run (default: `epochs` worth).
+    /// Warm-up length in tokens (rounded up to whole steps); overrides `warmup_steps`.
+    pub warmup_tokens: Option<u64>,
+    /// Steps to run; overrides `max_tokens` and `epochs`.
     pub max_steps: Option<usize>,
-    /// Epochs to run when `max_steps` is not set.
+    /// Tokens to train on (rounded up to whole steps); overrides `epochs`.
+    pub max_tokens: Option<u64>,
+    /// Epochs to run when neither `max_steps` nor `max_tokens` is set.
     pub epochs: f64,
-    /// Seed of the initialization and the sample stream.
+    /// Seed of the initialization, the sample stream and dropout.
     pub seed: u64,
     /// Checkpoint every this many steps (and at the end).
     pub save_every: usize,
     /// Checkpoints kept.
     pub keep_checkpoints: usize,
+    /// Validation every this many steps (and at the end); 0: never.
+    pub eval_every: usize,
+    /// Micro-batches per validation.
+    pub eval_batches: usize,
+    /// fp32 or bf16 autocast.
+    pub precision: Precision,
     /// Device.
     pub device: Device,
+    /// Start from a Hugging Face GPT-2 directory instead of random weights.
+    pub init_from_hf: Option<PathBuf>,
+    /// Peak FLOP/s for MFU; `None`: looked up from the GPU's name (no MFU on CPU).
+    pub peak_flops: Option<f64>,
+    /// Fail when there is no checkpoint to resume from (`--resume`).
+    pub require_checkpoint: bool,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+    /// Set by a signal handler: save a checkpoint and stop after the current step.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
-/// One step's figures.
+impl TrainConfig {
+    /// A configuration with the defaults of the `train` command for everything but the data,
+    /// the run directory and the model.
+    pub fn new(shards: impl Into<PathBuf>, out: impl Into<PathBuf>, model: GptConfig) -> Self {
+        TrainConfig {
+            shards: shards.into(),
+            out: out.into(),
+            model,
+            micro_batch: 8,
+            total_batch_tokens: 524_288,
+            lr: 6e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 10,
+            warmup_tokens: None,
+            max_steps: None,
+            max_tokens: None,
+            epochs: 1.0,
+            seed: 1337,
+            save_every: 100,
+            keep_checkpoints: 2,
+            eval_every: 0,
+            eval_batches: 20,
+            precision: Precision::Fp32,
+            device: Device::Cpu,
+            init_from_hf: None,
+            peak_flops: None,
+            require_checkpoint: false,
+            progress: false,
+            stop: None,
+        }
+    }
+}
+
+/// One step's figures (a `metrics.jsonl` row).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepMetrics {
     /// Step index (0-based).
@@ -65,6 +126,20 @@ pub struct StepMetrics {
     pub dt_ms: f64,
     /// Tokens per second.
     pub tok_per_s: f64,
+    /// Model FLOPs utilization (fraction of the device's peak), when the peak is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
+}
+
+/// One validation (a `metrics.jsonl` row).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalMetrics {
+    /// Steps completed.
+    pub step: usize,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// Mean loss on the evaluation rows.
+    pub val_loss: f64,
 }
 
 /// What a run did.
@@ -72,22 +147,18 @@ pub struct StepMetrics {
 pub struct TrainSummary {
     /// Per step, this process only.
     pub steps: Vec<StepMetrics>,
+    /// Validations run by this process.
+    pub evals: Vec<EvalMetrics>,
     /// Step the run started at (non-zero when resumed).
     pub start_step: usize,
+    /// Steps completed when it stopped.
+    pub end_step: usize,
     /// Total steps of the run.
     pub total_steps: usize,
-}
-
-fn open_split(shards: &Path) -> Result<Arc<ShardSet>> {
-    let train_dir = shards.join("train");
-    let dir = if train_dir.is_dir() {
-        train_dir
-    } else {
-        shards.to_path_buf()
-    };
-    Ok(Arc::new(ShardSet::open(&[&dir]).with_context(|| {
-        format!("cannot open training shards in {}", dir.display())
-    })?))
+    /// Stopped early by a signal (a checkpoint was saved).
+    pub interrupted: bool,
+    /// The newest checkpoint.
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// Samples per optimizer step: `total_batch_tokens / seq_len` rounded down to whole
@@ -125,42 +196,190 @@ pub fn global_batch(
     (batch, notes)
 }
 
-fn batch_tensors(batch: &Batch, device: Device) -> (Tensor, Tensor, Tensor) {
-    let shape = [batch.rows as i64, batch.seq_len as i64];
-    let t = |v: &[i32]| {
-        Tensor::from_slice(v)
-            .view(shape)
-            .to_kind(Kind::Int64)
-            .to_device(device)
-    };
-    (
-        t(&batch.input_ids),
-        t(&batch.labels),
-        t(&batch.attention_mask),
-    )
+/// The seed of step `step`'s dropout masks on rank `rank`: reseeding from it at every step
+/// makes dropout reproducible after a resume without saving any RNG state.
+pub fn step_seed(seed: u64, step: usize, rank: usize) -> i64 {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for v in [step as u64, rank as u64] {
+        x = h5gpt_formats::permutation::mix64(x ^ v);
+    }
+    (x >> 1) as i64
+}
+
+/// The message of a caught panic (tch raises libtorch errors as panics).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs `f`, turning a libtorch error raised as a panic into an error; out-of-memory gets the
+/// knobs to turn.
+fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = panic_message(payload);
+            if message.contains("out of memory") {
+                bail!(
+                    "{what}: out of memory with --micro-batch {micro_batch}\n---> HINT: lower --micro-batch (gradient accumulation keeps --total-batch-tokens), use --dtype bf16, or pick a smaller --model\n{message}"
+                );
+            }
+            Err(anyhow!("{what}: libtorch error: {message}"))
+        }
+    }
+}
+
+/// Log lines go through this so they print above the progress bar.
+struct Console<'a> {
+    bar: ProgressBar,
+    log: &'a mut dyn FnMut(&str),
+}
+
+impl Console<'_> {
+    fn line(&mut self, line: &str) {
+        let log = &mut self.log;
+        self.bar.suspend(|| log(line));
+    }
+}
+
+/// Training and validation curves for `loss.png`, as (tokens, loss).
+#[derive(Default)]
+struct Curves {
+    train: Vec<(u64, f64)>,
+    val: Vec<(u64, f64)>,
+}
+
+/// Reopens `metrics.jsonl`, keeping the rows a resumed run does not redo (steps before
+/// `start_step`, validations at or before it), and returns the curves they hold.
+fn reopen_metrics(path: &Path, start_step: usize) -> Result<(std::fs::File, Curves)> {
+    let mut curves = Curves::default();
+    let mut kept = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(step), Some(tokens)) = (v["step"].as_u64(), v["tokens"].as_u64()) else {
+            continue;
+        };
+        let step = step as usize;
+        if let Some(val) = v["val_loss"].as_f64() {
+            if step <= start_step {
+                curves.val.push((tokens, val));
+                kept.push(line.to_owned());
+            }
+        } else if step < start_step {
+            if let Some(loss) = v["loss"].as_f64() {
+                curves.train.push((tokens, loss));
+            }
+            kept.push(line.to_owned());
+        }
+    }
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for line in kept {
+        writeln!(file, "{line}")?;
+    }
+    Ok((file, curves))
+}
+
+/// Draws `loss.png`; a failure is reported, not fatal.
+fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
+    let path = out.join("loss.png");
+    let title = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let as_f64 = |v: &[(u64, f64)]| v.to_vec();
+    if let Err(e) =
+        crate::plot::write_loss_plot(&path, &as_f64(&curves.train), &as_f64(&curves.val), &title)
+    {
+        console.line(&format!("warning: cannot draw {}: {e}", path.display()));
+    }
 }
 
 /// Runs (or resumes) training.
 pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSummary> {
-    let set = open_split(&config.shards)?;
-    let seq = set.seq_len();
     let model_cfg = config.model;
+    model_cfg
+        .validate()
+        .map_err(|e| anyhow!("model configuration: {e}"))?;
+    let device = config.device;
+
+    // Resume state first: it fixes the rows held out for evaluation.
+    let resume_from = latest_checkpoint(&config.out);
+    let resumed_state = match &resume_from {
+        Some(ckpt) => Some(checkpoint::read_state(ckpt)?),
+        None if config.require_checkpoint => bail!(
+            "--resume: {} has no complete checkpoint to resume from",
+            config.out.display()
+        ),
+        None => None,
+    };
+
+    // Data.
+    let held_out = match &resumed_state {
+        Some(state) => state.held_out,
+        None if config.eval_every > 0 && !config.shards.join("train").is_dir() => {
+            let rows = h5gpt_formats::ShardSet::open(&[&config.shards])
+                .with_context(|| {
+                    format!("cannot open training shards in {}", config.shards.display())
+                })?
+                .len();
+            held_out_rows(rows, config.eval_batches * config.micro_batch)
+        }
+        None => 0,
+    };
+    let DataSplit {
+        train: set,
+        val,
+        source,
+    } = open_split(&config.shards, held_out)?;
+    let seq = set.seq_len();
     if seq > model_cfg.n_ctx {
         bail!(
-            "{}: rows of {seq} tokens do not fit the model's context of {}\n---> HINT: re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx)",
+            "{}: rows of {seq} tokens do not fit the model's context of {}\n---> HINT: re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx {seq})",
             config.shards.display(),
             model_cfg.n_ctx,
             model_cfg.n_ctx
         );
     }
     if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
-        if vocab as usize > model_cfg.vocab_size {
+        if vocab as usize > model_cfg.embedding_rows() {
             bail!(
-                "the shards' vocabulary ({vocab}) is larger than the model's ({})",
-                model_cfg.vocab_size
+                "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({})\n---> HINT: set vocab_size to at least {vocab}, or re-run preprocess with the model's tokenizer",
+                config.shards.display(),
+                model_cfg.embedding_rows()
             );
         }
     }
+    let tokenizer = set
+        .data_params()
+        .and_then(|p| p.h5gpt.as_ref())
+        .map_or_else(|| "gpt2".to_string(), |s| s.tokenizer.clone());
+    let mut console = Console {
+        bar: ProgressBar::hidden(),
+        log,
+    };
+    match &source {
+        EvalSource::ValDir => console.line(&format!(
+            "eval: {} rows of {}",
+            val.as_ref().map_or(0, |v| v.len()),
+            config.shards.join("val").display()
+        )),
+        EvalSource::HeldOut(rows) => console.line(&format!(
+            "eval: the last {rows} rows of {} are held out (training never sees them)",
+            config.shards.display()
+        )),
+        EvalSource::None if config.eval_every > 0 => {
+            console.line("eval: off (no val/ directory and too few rows to hold any out)")
+        }
+        EvalSource::None => {}
+    }
+
+    // Batch and schedule.
     let (global, notes) = global_batch(
         config.total_batch_tokens,
         seq,
@@ -168,63 +387,100 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         set.len(),
     );
     for note in notes {
-        log(&format!("note: {note}"));
+        console.line(&format!("note: {note}"));
     }
-    let total_steps = config.max_steps.unwrap_or_else(|| {
-        ((config.epochs * set.len() as f64) / global as f64)
+    if let Some(state) = &resumed_state {
+        if state.global_batch != global || state.seq_len != seq {
+            bail!(
+                "{}: checkpoint of a run with a global batch of {} rows of {} tokens, this run has {global} rows of {seq}\n---> HINT: use the same --total-batch-tokens and --micro-batch, or another --out",
+                config.out.display(),
+                state.global_batch,
+                state.seq_len
+            );
+        }
+    }
+    let tokens_per_step = (global * seq) as u64;
+    let total_steps = match (config.max_steps, config.max_tokens) {
+        (Some(steps), _) => steps,
+        (None, Some(tokens)) => tokens.div_ceil(tokens_per_step).max(1) as usize,
+        (None, None) => ((config.epochs * set.len() as f64) / global as f64)
             .ceil()
-            .max(1.0) as usize
+            .max(1.0) as usize,
+    };
+    let warmup_steps = config.warmup_tokens.map_or(config.warmup_steps, |t| {
+        t.div_ceil(tokens_per_step) as usize
     });
     let schedule = LrSchedule {
         max_lr: config.lr,
         min_lr_ratio: config.min_lr_ratio,
-        warmup_steps: config.warmup_steps,
+        warmup_steps,
         decay_steps: total_steps,
     };
 
+    // Model, optimizer, resume.
+    if device.is_cuda() {
+        crate::shim::allow_tf32(true)?;
+    }
     tch::manual_seed(config.seed as i64);
-    let mut vs = nn::VarStore::new(config.device);
+    let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), model_cfg);
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
-    let (mut start_step, mut position) = (0usize, 0u64);
-    if let Some(ckpt) = latest_checkpoint(&config.out) {
-        let state = checkpoint::read_state(&ckpt)?;
+    let (mut start_step, mut position, mut seed) = (0usize, 0u64, config.seed);
+    if let (Some(ckpt), Some(state)) = (&resume_from, &resumed_state) {
         if state.model != model_cfg {
             bail!(
-                "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags, or another --out",
-                ckpt.display(), state.model, model_cfg
+                "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags (the run's config.toml has them: --config {}), or another --out",
+                ckpt.display(),
+                state.model,
+                model_cfg,
+                config.out.join("config.toml").display()
             );
         }
-        vs.load(ckpt.join("model.safetensors"))?;
-        let saved = Tensor::read_safetensors(ckpt.join("optimizer.safetensors"))?;
+        vs.load(ckpt.join("model.safetensors"))
+            .with_context(|| format!("{}: cannot load model.safetensors", ckpt.display()))?;
+        let saved = Tensor::read_safetensors(ckpt.join("optimizer.safetensors"))
+            .with_context(|| format!("{}: cannot load optimizer.safetensors", ckpt.display()))?;
         opt.load_state(&saved)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.display()))?;
-        start_step = state.step;
-        position = state.position;
-        log(&format!(
+            .map_err(|e| anyhow!("{}: {e}", ckpt.display()))?;
+        (start_step, position, seed) = (state.step, state.position, state.seed);
+        if seed != config.seed {
+            console.line(&format!(
+                "note: continuing the checkpoint's data order (seed {seed}), not --seed {}",
+                config.seed
+            ));
+        }
+        console.line(&format!(
             "resuming from {} (step {start_step})",
             ckpt.display()
         ));
+    } else if let Some(dir) = &config.init_from_hf {
+        let (hf_config, tensors) = crate::hf::load(dir)?;
+        if hf_config.n_layer != model_cfg.n_layer
+            || hf_config.n_head != model_cfg.n_head
+            || hf_config.n_embd != model_cfg.n_embd
+            || hf_config.n_ctx != model_cfg.n_ctx
+            || hf_config.embedding_rows() != model_cfg.embedding_rows()
+        {
+            bail!(
+                "{}: a model of another shape ({hf_config:?}) than this run's ({model_cfg:?})",
+                dir.display()
+            );
+        }
+        crate::hf::copy_into(&vs, &tensors)?;
+        console.line(&format!("initialized from {}", dir.display()));
     }
-    std::fs::create_dir_all(&config.out)?;
-    let metrics_path = config.out.join("metrics.jsonl");
-    // Keep the metrics of the steps the checkpoint covers; later rows are redone.
-    let kept: Vec<String> = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| (s as usize) < start_step)
-        })
-        .map(str::to_owned)
-        .collect();
-    let mut metrics = std::fs::File::create(&metrics_path)?;
-    for line in kept {
-        writeln!(metrics, "{line}")?;
-    }
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("cannot create {}", config.out.display()))?;
+    let (mut metrics, mut curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
 
+    let flops_per_token = model_cfg.flops_per_token(seq);
+    let peak_flops = config.peak_flops.or_else(|| {
+        device
+            .is_cuda()
+            .then(gpu_name)
+            .flatten()
+            .and_then(|name| peak_bf16_flops(&name))
+    });
     let layout = BatchLayout {
         global_batch: global,
         micro_batch: config.micro_batch.min(global),
@@ -234,37 +490,145 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let mut loader = Loader::new(
         set.clone(),
         LoaderConfig {
-            seed: config.seed,
+            seed,
             layout,
             start_position: position,
-            prefetch: 2,
+            prefetch: 4,
         },
     )?;
     let micro_steps = layout.micro_steps();
-    let tokens_per_step = (global * seq) as u64;
+    let vocab_rows = model_cfg.embedding_rows();
+    console.line(&format!(
+        "plan: {total_steps} steps × {global} rows × {seq} tokens = {:.3e} tokens ({:.2} epochs of {} rows) | {micro_steps} micro-batches of {} per step | warm-up {warmup_steps} steps | {} | {:.3e} FLOPs",
+        (total_steps as u64 * tokens_per_step) as f64,
+        (total_steps * global) as f64 / set.len() as f64,
+        set.len(),
+        layout.micro_batch,
+        config.precision.name(),
+        flops_per_token * (total_steps as u64 * tokens_per_step) as f64
+    ));
+
+    if config.progress && start_step < total_steps {
+        console.bar =
+            ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::stderr());
+        console.bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        console.bar.set_position(start_step as u64);
+        console.bar.reset_eta();
+    }
+
     let mut summary = TrainSummary {
         steps: Vec::new(),
+        evals: Vec::new(),
         start_step,
+        end_step: start_step,
         total_steps,
+        interrupted: false,
+        checkpoint: resume_from.clone(),
     };
     let mut saves = 0usize;
+    let mut save =
+        |done: usize, loader: &Loader, opt: &AdamW, console: &mut Console<'_>| -> Result<PathBuf> {
+            saves += 1;
+            let state = CheckpointState {
+                step: done,
+                position: loader.position(),
+                seed,
+                global_batch: global,
+                seq_len: seq,
+                held_out,
+                model: model_cfg,
+                tokenizer: tokenizer.clone(),
+            };
+            let path = checkpoint::save(
+                &config.out,
+                &vs,
+                opt,
+                &state,
+                saves,
+                config.keep_checkpoints,
+            )?;
+            console.line(&format!("saved {}", path.display()));
+            Ok(path)
+        };
+    let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut std::fs::File| {
+        let Some(val) = &val else {
+            return Ok::<_, anyhow::Error>(None);
+        };
+        let result = guarded("evaluation", config.micro_batch, || {
+            evaluate(
+                &model,
+                val,
+                config.micro_batch,
+                Some(config.eval_batches * config.micro_batch),
+                device,
+                config.precision,
+            )
+        })?;
+        let row = EvalMetrics {
+            step: done,
+            tokens: done as u64 * tokens_per_step,
+            val_loss: result.loss,
+        };
+        console.line(&format!(
+            "step {:>5} | val loss {:.6} | {} rows",
+            done, result.loss, result.rows
+        ));
+        writeln!(metrics, "{}", serde_json::to_string(&row)?)?;
+        Ok(Some(row))
+    };
+
+    if start_step == 0 && config.eval_every > 0 {
+        if let Some(row) = run_eval(0, &mut console, &mut metrics)? {
+            curves.val.push((0, row.val_loss));
+            summary.evals.push(row);
+        }
+    }
     for step in start_step..total_steps {
+        if config
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+        {
+            summary.interrupted = true;
+            break;
+        }
         let started = Instant::now();
         let lr = schedule.lr(step);
-        opt.zero_grad();
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, config.device));
-        for _ in 0..micro_steps {
-            let batch = loader.next_batch()?;
-            let (idx, labels, mask) = batch_tensors(&batch, config.device);
-            loader.recycle(batch);
-            let loss = model.loss(&idx, &labels, &mask, true) / micro_steps as f64;
-            loss.backward();
-            loss_sum += loss.detach();
-        }
-        let norm = opt.clip_grad_norm(1.0);
-        opt.step(lr)?;
-        let loss = loss_sum.double_value(&[]) as f32;
+        tch::manual_seed(step_seed(seed, step, 0));
+        let (loss, norm) = guarded(&format!("step {step}"), config.micro_batch, || {
+            opt.zero_grad();
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+            for _ in 0..micro_steps {
+                let batch = loader.next_batch()?;
+                let tensors = BatchTensors::new(
+                    &batch.input_ids,
+                    &batch.labels,
+                    &batch.attention_mask,
+                    batch.rows,
+                    vocab_rows,
+                    device,
+                    &|r| format!("training example {}", batch.sample_ids[r]),
+                )?;
+                loader.recycle(batch);
+                let loss = {
+                    let _autocast = config.precision.autocast(device)?;
+                    model.loss(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
+                        / micro_steps as f64
+                };
+                loss.backward();
+                loss_sum += loss.detach();
+            }
+            let norm = opt.clip_grad_norm(1.0);
+            opt.step(lr)?;
+            Ok((loss_sum.double_value(&[]) as f32, norm))
+        })?;
         let dt = started.elapsed().as_secs_f64();
+        let tok_per_s = tokens_per_step as f64 / dt;
         let m = StepMetrics {
             step,
             tokens: (step as u64 + 1) * tokens_per_step,
@@ -272,35 +636,52 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             lr,
             norm,
             dt_ms: dt * 1e3,
-            tok_per_s: tokens_per_step as f64 / dt,
+            tok_per_s,
+            mfu: peak_flops.map(|peak| tok_per_s * flops_per_token / peak),
         };
-        log(&format!(
-            "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}",
+        let mfu = m
+            .mfu
+            .map(|f| format!(" | mfu {:.1}%", f * 100.0))
+            .unwrap_or_default();
+        console.line(&format!(
+            "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}{mfu}",
             m.step, m.loss, m.lr, m.norm, m.dt_ms, m.tok_per_s
         ));
+        console.bar.set_message(format!("loss {:.4}", m.loss));
+        console.bar.inc(1);
         writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
+        curves.train.push((m.tokens, m.loss as f64));
         summary.steps.push(m);
         let done = step + 1;
-        if done % config.save_every.max(1) == 0 || done == total_steps {
-            saves += 1;
-            let state = CheckpointState {
-                step: done,
-                position: loader.position(),
-                seed: config.seed,
-                global_batch: global,
-                seq_len: seq,
-                model: model_cfg,
-            };
-            checkpoint::save(
-                &config.out,
-                &vs,
-                &opt,
-                &state,
-                saves,
-                config.keep_checkpoints,
-            )?;
+        summary.end_step = done;
+        let last = done == total_steps;
+        if config.eval_every > 0 && (done % config.eval_every == 0 || last) {
+            if let Some(row) = run_eval(done, &mut console, &mut metrics)? {
+                curves.val.push((row.tokens, row.val_loss));
+                summary.evals.push(row);
+            }
+            metrics.flush()?;
+            plot(&config.out, &curves, &mut console);
+        }
+        if done % config.save_every.max(1) == 0 || last {
+            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
         }
     }
+    if summary.interrupted {
+        let done = summary.end_step;
+        let saved = summary
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.ends_with(checkpoint::checkpoint_name(done)));
+        if !saved {
+            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
+        }
+        console.line(&format!(
+            "stopped by a signal after step {done}: rerun the same command to continue"
+        ));
+    }
+    console.bar.finish_and_clear();
     metrics.sync_all()?;
+    plot(&config.out, &curves, &mut console);
     Ok(summary)
 }

@@ -2,9 +2,11 @@
 
 use h5gpt_formats::{Compression, ShardSetWriter};
 use h5gpt_train::model::GptConfig;
-use h5gpt_train::trainer::{global_batch, train, TrainConfig};
+use h5gpt_train::trainer::{global_batch, train, StepMetrics, TrainConfig};
 use std::path::Path;
-use tch::Device;
+use h5gpt_train::precision::Precision;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A stream-packed shard set of pseudo-random tokens below 64.
 fn shards(dir: &Path, rows: usize, seq: usize) {
@@ -27,31 +29,41 @@ fn shards(dir: &Path, rows: usize, seq: usize) {
 
 fn config(shards: &Path, out: &Path) -> TrainConfig {
     TrainConfig {
-        shards: shards.into(),
-        out: out.into(),
-        model: GptConfig::tiny(64, 16),
         micro_batch: 4,
         total_batch_tokens: 8 * 16,
         lr: 3e-3,
-        min_lr_ratio: 0.1,
         warmup_steps: 2,
         max_steps: Some(6),
-        epochs: 1.0,
         seed: 7,
         save_every: 3,
         keep_checkpoints: 5,
-        device: Device::Cpu,
+        ..TrainConfig::new(shards, out, GptConfig::tiny(64, 16))
     }
 }
 
-/// A run resumed from its step-3 checkpoint gives the uninterrupted run's losses, bit for bit.
+fn losses(steps: &[StepMetrics]) -> Vec<u32> {
+    steps.iter().map(|m| m.loss.to_bits()).collect()
+}
+
+/// With dropout and a held-out evaluation slice: dropout masks are reseeded per step, so a run
+/// resumed from its step-3 checkpoint gives the uninterrupted run's losses, bit for bit.
 #[test]
 fn resumed_run_reproduces_losses_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 1000, 16);
     let (full, resumed) = (dir.path().join("full"), dir.path().join("resumed"));
-    let a = train(&config(&data, &full), &mut |_| {}).unwrap();
+    let with_dropout = |out: &Path| TrainConfig {
+        model: GptConfig {
+            dropout: 0.1,
+            ..GptConfig::tiny(64, 16)
+        },
+        eval_every: 2,
+        eval_batches: 2,
+        ..config(&data, out)
+    };
+    let a = train(&with_dropout(&full), &mut |_| {}).unwrap();
+    assert_eq!(a.evals.len(), 4, "at 0, 2, 4 and 6 steps: {:?}", a.evals);
     assert_eq!(a.steps.len(), 6);
     assert!(a.steps[5].loss < a.steps[0].loss, "the loss falls");
     std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
@@ -61,12 +73,127 @@ fn resumed_run_reproduces_losses_bit_for_bit() {
     for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
         std::fs::copy(from.join(f), to.join(f)).unwrap();
     }
-    let b = train(&config(&data, &resumed), &mut |_| {}).unwrap();
+    let b = train(&with_dropout(&resumed), &mut |_| {}).unwrap();
     assert_eq!(b.start_step, 3);
-    let bits = |s: &[h5gpt_train::trainer::StepMetrics]| {
-        s.iter().map(|m| m.loss.to_bits()).collect::<Vec<_>>()
+    assert_eq!(losses(&b.steps), losses(&a.steps[3..]));
+    assert_eq!(b.evals.last(), a.evals.last(), "same final validation");
+    // Without reseeding, dropout would differ from a fresh process's RNG: the check above
+    // is only meaningful if dropout changes the losses at all.
+    let c = train(&config(&data, &dir.path().join("nodrop")), &mut |_| {}).unwrap();
+    assert_ne!(losses(&c.steps), losses(&a.steps));
+}
+
+/// A stop request (what Ctrl-C / SIGTERM set) ends the run after the current step with a
+/// checkpoint there; rerunning finishes it with the uninterrupted run's losses.
+#[test]
+fn a_stop_request_checkpoints_and_the_rerun_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shards");
+    shards(&data, 1000, 16);
+    let full = train(&config(&data, &dir.path().join("full")), &mut |_| {}).unwrap();
+    let out = dir.path().join("stopped");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = TrainConfig {
+        stop: Some(stop.clone()),
+        ..config(&data, &out)
     };
-    assert_eq!(bits(&b.steps), bits(&a.steps[3..]));
+    let first = train(&stopping, &mut |line| {
+        if line.starts_with("step     1 |") {
+            stop.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert!(first.interrupted);
+    assert_eq!(first.end_step, 2);
+    assert!(out.join("checkpoints/step-00000002/state.json").is_file());
+    let rest = train(&config(&data, &out), &mut |_| {}).unwrap();
+    assert_eq!(rest.start_step, 2);
+    let mut all = first.steps.clone();
+    all.extend(rest.steps);
+    assert_eq!(losses(&all), losses(&full.steps));
+}
+
+/// --max-tokens and --warmup-tokens round up to whole steps; the loss curve lands in loss.png.
+#[test]
+fn token_budgets_round_up_to_steps_and_evaluation_is_plotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shards");
+    shards(&data, 1000, 16);
+    let out = dir.path().join("run");
+    let cfg = TrainConfig {
+        max_steps: None,
+        max_tokens: Some(4 * 128 + 1),
+        warmup_tokens: Some(129),
+        eval_every: 2,
+        eval_batches: 1,
+        ..config(&data, &out)
+    };
+    let mut log = Vec::new();
+    let summary = train(&cfg, &mut |l| log.push(l.to_string())).unwrap();
+    assert_eq!(summary.total_steps, 5, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("warm-up 2 steps")),
+        "{log:?}"
+    );
+    // Step 1 is still warming up (lr = 2/2 · peak at step 1 only once warm-up ends).
+    assert!(summary.steps[0].lr < summary.steps[2].lr);
+    assert!(
+        log.iter().any(|l| l.contains("the last 4 rows")),
+        "held out one micro-batch: {log:?}"
+    );
+    let vals: Vec<f64> = summary.evals.iter().map(|e| e.val_loss).collect();
+    assert_eq!(vals.len(), 4, "at 0, 2, 4 and 5 steps");
+    assert!(vals[3] < vals[0], "validation loss falls: {vals:?}");
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.contains("val_loss")).count(),
+        4
+    );
+}
+
+/// bf16 autocast trains on CPU too, close to fp32.
+#[test]
+fn bf16_autocast_tracks_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shards");
+    shards(&data, 400, 16);
+    let run = |precision, name: &str| {
+        let cfg = TrainConfig {
+            precision,
+            max_steps: Some(3),
+            ..config(&data, &dir.path().join(name))
+        };
+        train(&cfg, &mut |_| {}).unwrap().steps
+    };
+    let (fp32, bf16) = (run(Precision::Fp32, "fp32"), run(Precision::Bf16, "bf16"));
+    assert_ne!(losses(&fp32), losses(&bf16), "bf16 rounds differently");
+    for (a, b) in fp32.iter().zip(&bf16) {
+        assert!(
+            (a.loss - b.loss).abs() < 0.05 * a.loss,
+            "{} vs {}",
+            a.loss,
+            b.loss
+        );
+    }
+}
+
+/// Token ids the model's vocabulary cannot hold are refused, naming the example.
+#[test]
+fn ids_beyond_the_vocabulary_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shards");
+    shards(&data, 100, 16);
+    let cfg = TrainConfig {
+        model: GptConfig::tiny(32, 16),
+        ..config(&data, &dir.path().join("run"))
+    };
+    let err = format!("{:#}", train(&cfg, &mut |_| {}).err().unwrap());
+    assert!(
+        err.contains("training example") && err.contains("vocabulary of 32"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,0 +1,101 @@
+//! `eval`: a checkpoint's loss and perplexity over a shard directory.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use h5gpt_formats::ShardSet;
+use h5gpt_train::checkpoint::load_model;
+use h5gpt_train::device::{select, DeviceRequest};
+use h5gpt_train::evaluate::evaluate;
+use h5gpt_train::precision::{DtypeRequest, Precision};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Loss and perplexity of a checkpoint over a shard directory (its `val/` when it has one).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Run directory (`runs/NAME`) or one of its `checkpoints/step-*` directories.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Shard directory (a directory with `val/` is evaluated on `val/`).
+    #[arg(long)]
+    shards: PathBuf,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    micro_batch: usize,
+    /// Evaluate at most this many rows. [default: all]
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+    /// `auto`, `fp32` or `bf16`.
+    #[arg(long, default_value = "auto")]
+    dtype: DtypeRequest,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eval: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let device = select(args.device)?;
+    let precision = Precision::resolve(args.dtype, device);
+    let loaded = load_model(&args.checkpoint, device)?;
+    let val = args.shards.join("val");
+    let dir = if val.is_dir() { val } else { args.shards.clone() };
+    let set = ShardSet::open(&[&dir])
+        .with_context(|| format!("cannot open shards in {}", dir.display()))?;
+    if set.seq_len() > loaded.model.config().n_ctx {
+        bail!(
+            "{}: rows of {} tokens do not fit the model's context of {}",
+            dir.display(),
+            set.seq_len(),
+            loaded.model.config().n_ctx
+        );
+    }
+    let result = evaluate(
+        &loaded.model,
+        &set,
+        args.micro_batch,
+        args.max_rows,
+        device,
+        precision,
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "checkpoint": loaded.path,
+                "step": loaded.state.step,
+                "shards": dir,
+                "rows": result.rows,
+                "tokens": result.tokens,
+                "loss": result.loss,
+                "perplexity": result.perplexity(),
+            })
+        );
+    } else {
+        println!(
+            "{} (step {}) on {}: loss {:.4} | perplexity {:.2} | {} rows, {} tokens",
+            loaded.path.display(),
+            loaded.state.step,
+            dir.display(),
+            result.loss,
+            result.perplexity(),
+            result.rows,
+            result.tokens
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `sample`: text from a trained model's checkpoint.
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use h5gpt_preprocess::tokenizer::Tokenizer;
+use h5gpt_train::checkpoint::load_model;
+use h5gpt_train::device::{select, DeviceRequest};
+use h5gpt_train::generate::{generate, SampleOptions};
+use h5gpt_train::precision::{DtypeRequest, Precision};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Generate text from a checkpoint (a run directory: its newest checkpoint).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Run directory (`runs/NAME`) or one of its `checkpoints/step-*` directories.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to continue. [default: start of a document]
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample among the k most likely tokens (1: greedy).
+    #[arg(long, default_value_t = 200)]
+    top_k: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Samples to draw (seeds seed, seed+1, …).
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+    /// `auto`, `fp32` or `bf16`.
+    #[arg(long, default_value = "auto")]
+    dtype: DtypeRequest,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sample: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let device = select(args.device)?;
+    let precision = Precision::resolve(args.dtype, device);
+    let loaded = load_model(&args.checkpoint, device)?;
+    let tokenizer = match loaded.state.tokenizer.as_str() {
+        "gpt2" => Tokenizer::gpt2(),
+        other => bail!(
+            "{}: trained on `{other}` tokens, which `sample` cannot encode or decode",
+            loaded.path.display()
+        ),
+    };
+    let mut prompt: Vec<i64> = tokenizer
+        .encode(&args.prompt)
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    if prompt.is_empty() {
+        prompt.push(i64::from(tokenizer.eos_id()));
+    }
+    if args.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    eprintln!(
+        "sample: {} (step {}) on {device:?}, {}",
+        loaded.path.display(),
+        loaded.state.step,
+        precision.name()
+    );
+    for i in 0..args.num_samples.max(1) {
+        let new = generate(
+            &loaded.model,
+            &prompt,
+            SampleOptions {
+                max_new_tokens: args.max_new_tokens,
+                temperature: args.temperature,
+                top_k: Some(args.top_k),
+                seed: args.seed + i as u64,
+            },
+            device,
+            precision,
+        )?;
+        let ids: Vec<u32> = new.iter().map(|&t| t as u32).collect();
+        if i > 0 {
+            println!("---------------");
+        }
+        println!("{}{}", args.prompt, tokenizer.decode_lossy(&ids));
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Picking the device, saying why CUDA cannot be used, and the peak FLOP/s MFU is measured
+//! against.
+
+use anyhow::{bail, Result};
+use std::path::Path;
+use tch::Device;
+
+/// What `--device` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// CUDA when usable, else CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA device; an error when unusable.
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" | "cuda:0" | "gpu" => Ok(DeviceRequest::Cuda),
+            other => Err(format!("`{other}`: expected auto, cpu or cuda")),
+        }
+    }
+}
+
+/// Why CUDA is not usable here, with how to fix it; `None` when it is.
+pub fn cuda_unusable_reason() -> Option<String> {
+    if tch::Cuda::is_available() {
+        return None;
+    }
+    if !crate::shim::cuda_backend_linked() {
+        return Some(
+            "this binary's libtorch has no CUDA backend (a CPU-only torch wheel, or libtorch_cuda.so was not linked)\n---> HINT: rebuild with the CUDA build of torch==2.11.0 in .venv (scripts/setup.sh installs it) so train/build.rs links libtorch_cuda"
+                .into(),
+        );
+    }
+    let driver = Path::new("/proc/driver/nvidia/version");
+    if !driver.exists() {
+        return Some(
+            "no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing)\n---> HINT: install the NVIDIA driver (CUDA 13 needs ≥ 580) and check `nvidia-smi`, or use --device cpu"
+                .into(),
+        );
+    }
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    Some(format!(
+        "the NVIDIA driver is loaded but libtorch sees no usable GPU (CUDA_VISIBLE_DEVICES={}); the driver may be older than CUDA 13 needs (≥ 580)\n---> HINT: check `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use --device cpu",
+        visible.as_deref().unwrap_or("unset")
+    ))
+}
+
+/// The device for `request`; asking for CUDA where it is unusable is an error that says why.
+pub fn select(request: DeviceRequest) -> Result<Device> {
+    Ok(match request {
+        DeviceRequest::Cpu => Device::Cpu,
+        DeviceRequest::Auto => Device::cuda_if_available(),
+        DeviceRequest::Cuda => match cuda_unusable_reason() {
+            None => Device::Cuda(0),
+            Some(reason) => bail!("--device cuda, but CUDA is not usable: {reason}"),
+        },
+    })
+}
+
+/// The GPU's marketing name (`nvidia-smi`), when there is one.
+pub fn gpu_name() -> Option<String> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", "0"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (output.status.success() && !name.is_empty()).then_some(name)
+}
+
+/// Dense bf16 peak FLOP/s of a GPU named `name` (datasheet figures, without sparsity).
+pub fn peak_bf16_flops(name: &str) -> Option<f64> {
+    let n = name.to_ascii_uppercase();
+    let table: &[(&str, f64)] = &[
+        ("GH200", 989e12),
+        ("H200", 989e12),
+        ("H100 PCIE", 756e12),
+        ("H100 NVL", 835e12),
+        ("H100", 989e12),
+        ("H800", 989e12),
+        ("B200", 2250e12),
+        ("A100", 312e12),
+        ("A800", 312e12),
+        ("L40S", 362e12),
+        ("L4", 121e12),
+        ("A10", 125e12),
+    ];
+    table
+        .iter()
+        .find(|(key, _)| n.contains(key))
+        .map(|&(_, flops)| flops)
+}

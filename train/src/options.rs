@@ -1,0 +1,377 @@
+//! The `train` command's options: flags, a `--config FILE.toml` with the same names, preset
+//! defaults, and their resolution into a [`TrainConfig`].
+//!
+//! Precedence: command-line flag > config file > the model preset's default > the built-in
+//! default. The resolved options are written to the run's `config.toml`, which `--config`
+//! reads back.
+
+use crate::config::{GptConfig, Preset, DEFAULT_PRESET};
+use crate::device::{select, DeviceRequest};
+use crate::precision::{DtypeRequest, Precision};
+use crate::trainer::TrainConfig;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Train a GPT-2/GPT-3 style model on a shard directory written by `preprocess`.
+///
+/// Every option can also be set in a TOML file given with --config (keys spelled like the
+/// flags, with `_` for `-`); flags override the file, the file overrides the preset.
+#[derive(Debug, Clone, Default, PartialEq, Parser, Serialize, Deserialize)]
+#[command(name = "train", version, about, long_about)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainOptions {
+    /// Shard directory, or one with `train/` (and `val/`) subdirectories.
+    #[arg(long)]
+    pub shards: Option<PathBuf>,
+    /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
+    /// resumes. [default: runs/YYYYMMDD-HHMMSS]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TOML file with any of these options.
+    #[arg(long, value_name = "FILE.toml")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Continue from the newest checkpoint of --out (default: the newest run under runs/);
+    /// an error when there is none.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: bool,
+    /// Model preset (see --list-models). [default: mini, context = the shards' seq_len]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// List the model presets and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub list_models: bool,
+    /// Override: transformer blocks.
+    #[arg(long)]
+    pub n_layer: Option<usize>,
+    /// Override: attention heads.
+    #[arg(long)]
+    pub n_head: Option<usize>,
+    /// Override: embedding width.
+    #[arg(long)]
+    pub n_embd: Option<usize>,
+    /// Override: context length. [default: the preset's, or the shards' seq_len]
+    #[arg(long)]
+    pub n_ctx: Option<usize>,
+    /// Dropout probability. [default: 0]
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Biases in linear layers and LayerNorms. [default: true]
+    #[arg(long)]
+    pub bias: Option<bool>,
+    /// Vocabulary size. [default: the shards' (data_params.json), else 50257]
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors); its shape
+    /// becomes the model's.
+    #[arg(long, value_name = "DIR")]
+    pub init_from_hf: Option<PathBuf>,
+    /// Rows per forward/backward pass. [default: the preset's]
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// Tokens per optimizer step; gradient accumulation makes up the difference.
+    /// [default: the preset's, e.g. 524288 for gpt2-small]
+    #[arg(long)]
+    pub total_batch_tokens: Option<usize>,
+    /// Peak learning rate. [default: the preset's, e.g. 6e-4 for gpt2-small]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Final learning rate as a fraction of the peak. [default: 0.1]
+    #[arg(long)]
+    pub min_lr_ratio: Option<f64>,
+    /// Linear warm-up steps. [default: 10]
+    #[arg(long, conflicts_with = "warmup_tokens")]
+    pub warmup_steps: Option<usize>,
+    /// Linear warm-up in tokens (GPT-3: 375e6), rounded up to whole steps.
+    #[arg(long)]
+    pub warmup_tokens: Option<f64>,
+    /// Optimizer steps. [default: --epochs worth]
+    #[arg(long, conflicts_with = "max_tokens")]
+    pub max_steps: Option<usize>,
+    /// Tokens to train on, rounded up to whole steps.
+    #[arg(long)]
+    pub max_tokens: Option<f64>,
+    /// Epochs when neither --max-steps nor --max-tokens is given. [default: 1]
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Seed of initialization, data order and dropout. [default: 1337]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Checkpoint every N steps (and at the end). [default: 100]
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Checkpoints kept. [default: 2]
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// Validation loss every N steps (and at the start and end); 0: never. [default: 50]
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Micro-batches per validation. [default: 20]
+    #[arg(long)]
+    pub eval_batches: Option<usize>,
+    /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32` or `bf16`. [default: auto]
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// `auto`, `cpu` or `cuda`. [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Peak FLOP/s of the device for MFU. [default: looked up from the GPU's name]
+    #[arg(long)]
+    pub peak_flops: Option<f64>,
+    /// CPU threads for libtorch. [default: libtorch's choice]
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+macro_rules! overlay {
+    ($dst:ident, $src:ident; $($field:ident),* $(,)?) => {
+        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
+    };
+}
+
+impl TrainOptions {
+    /// Fills what is unset here from `file` (a `--config` file's options).
+    pub fn overlay(&mut self, file: &TrainOptions) {
+        // A length or warm-up given one way here replaces the file's, given either way.
+        let mut file = file.clone();
+        if self.max_steps.is_some() || self.max_tokens.is_some() {
+            (file.max_steps, file.max_tokens) = (None, None);
+        }
+        if self.warmup_steps.is_some() || self.warmup_tokens.is_some() {
+            (file.warmup_steps, file.warmup_tokens) = (None, None);
+        }
+        overlay!(self, file; shards, out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
+            vocab_size, init_from_hf, micro_batch, total_batch_tokens, lr, min_lr_ratio,
+            warmup_steps, warmup_tokens, max_steps, max_tokens, epochs, seed, save_every,
+            keep_checkpoints, eval_every, eval_batches, dtype, device, peak_flops, threads);
+    }
+
+    /// Reads a `--config` file.
+    pub fn read_file(path: &Path) -> Result<TrainOptions> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The options as TOML (what `config.toml` holds).
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(format!(
+            "# Resolved options of this run; `train --config` reads this file.\n{}",
+            toml::to_string(self)?
+        ))
+    }
+}
+
+/// A default run directory: `runs/YYYYMMDD-HHMMSS` (UTC).
+pub fn timestamped_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    PathBuf::from("runs").join(format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+/// The newest run directory under `runs/` that has a checkpoint.
+fn newest_run(runs: &Path) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::checkpoint::latest_checkpoint(p).is_some())
+        .collect();
+    dirs.sort_by_key(|p| {
+        std::fs::metadata(crate::checkpoint::latest_checkpoint(p).unwrap_or_default())
+            .and_then(|m| m.modified())
+            .ok()
+    });
+    dirs.pop()
+}
+
+/// Options resolved: the trainer's configuration, and the options with every value filled
+/// in (for `config.toml`).
+pub struct Resolved {
+    /// What the trainer runs.
+    pub config: TrainConfig,
+    /// Every option, as used.
+    pub options: TrainOptions,
+    /// The preset the model came from.
+    pub preset: &'static Preset,
+}
+
+/// Resolves flags (with their `--config` file) into a training configuration.
+pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
+    if let Some(path) = cli.config.clone() {
+        let file = TrainOptions::read_file(&path)?;
+        cli.overlay(&file);
+    }
+    let out = match (&cli.out, cli.resume) {
+        (Some(out), _) => out.clone(),
+        (None, true) => newest_run(Path::new("runs")).context(
+            "--resume without --out: no run under runs/ has a checkpoint\n---> HINT: pass --out runs/NAME",
+        )?,
+        (None, false) => timestamped_run_dir(),
+    };
+    // Rerunning into a run directory reuses its options for what the flags leave unset.
+    let saved = out.join("config.toml");
+    if saved.is_file() {
+        let file = TrainOptions::read_file(&saved)?;
+        cli.overlay(&file);
+    }
+    let Some(shards) = cli.shards.clone() else {
+        bail!("--shards DIR is required (a directory written by `preprocess`)");
+    };
+    let params = h5gpt_formats::DataParams::read_from_dir(&shards.join("train"))
+        .ok()
+        .flatten()
+        .or_else(|| h5gpt_formats::DataParams::read_from_dir(&shards).ok().flatten());
+    let seq_len = params.as_ref().and_then(|p| p.seq_len());
+    let data_vocab = params
+        .as_ref()
+        .and_then(|p| p.post_process.vocab_size)
+        .map(|v| v as usize);
+
+    let preset_name = cli.model.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
+    let preset = Preset::find(&preset_name).ok_or_else(|| {
+        anyhow!(
+            "--model {preset_name}: unknown preset\n---> HINT: one of {}",
+            Preset::names()
+        )
+    })?;
+    let mut model = preset.config(seq_len);
+    if let Some(vocab) = data_vocab {
+        model.vocab_size = vocab;
+    }
+    if let Some(dir) = &cli.init_from_hf {
+        let (hf, _) = crate::hf::load(dir)?;
+        model = GptConfig {
+            pad_vocab: model.pad_vocab,
+            ..hf
+        };
+    }
+    model.n_layer = cli.n_layer.unwrap_or(model.n_layer);
+    model.n_head = cli.n_head.unwrap_or(model.n_head);
+    model.n_embd = cli.n_embd.unwrap_or(model.n_embd);
+    model.n_ctx = cli.n_ctx.unwrap_or(model.n_ctx);
+    model.dropout = cli.dropout.unwrap_or(model.dropout);
+    model.bias = cli.bias.unwrap_or(model.bias);
+    model.vocab_size = cli.vocab_size.unwrap_or(model.vocab_size);
+    model
+        .validate()
+        .map_err(|e| anyhow!("model configuration: {e}"))?;
+
+    let device_request: DeviceRequest = cli
+        .device
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e| anyhow!("--device {e}"))?;
+    let device = select(device_request)?;
+    let dtype: DtypeRequest = cli
+        .dtype
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e| anyhow!("--dtype {e}"))?;
+    let precision = Precision::resolve(dtype, device);
+
+    let mut config = TrainConfig::new(shards, out, model);
+    config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch);
+    config.total_batch_tokens = cli.total_batch_tokens.unwrap_or(preset.total_batch_tokens);
+    config.lr = cli.lr.unwrap_or(preset.lr);
+    config.min_lr_ratio = cli.min_lr_ratio.unwrap_or(config.min_lr_ratio);
+    config.warmup_tokens = cli.warmup_tokens.map(|t| t as u64);
+    config.warmup_steps = cli.warmup_steps.unwrap_or(config.warmup_steps);
+    config.max_steps = cli.max_steps;
+    config.max_tokens = cli.max_tokens.map(|t| t as u64);
+    config.epochs = cli.epochs.unwrap_or(config.epochs);
+    config.seed = cli.seed.unwrap_or(config.seed);
+    config.save_every = cli.save_every.unwrap_or(config.save_every);
+    config.keep_checkpoints = cli.keep_checkpoints.unwrap_or(config.keep_checkpoints);
+    config.eval_every = cli.eval_every.unwrap_or(50);
+    config.eval_batches = cli.eval_batches.unwrap_or(config.eval_batches);
+    config.precision = precision;
+    config.device = device;
+    config.init_from_hf = cli.init_from_hf.clone();
+    config.peak_flops = cli.peak_flops;
+    config.require_checkpoint = cli.resume;
+    if config.micro_batch == 0 {
+        bail!("--micro-batch must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&config.min_lr_ratio) {
+        bail!("--min-lr-ratio {} is not in [0, 1]", config.min_lr_ratio);
+    }
+
+    let options = TrainOptions {
+        shards: Some(config.shards.clone()),
+        out: Some(config.out.clone()),
+        config: None,
+        resume: false,
+        model: Some(preset.name.into()),
+        list_models: false,
+        n_layer: Some(model.n_layer),
+        n_head: Some(model.n_head),
+        n_embd: Some(model.n_embd),
+        n_ctx: Some(model.n_ctx),
+        dropout: Some(model.dropout),
+        bias: Some(model.bias),
+        vocab_size: Some(model.vocab_size),
+        init_from_hf: config.init_from_hf.clone(),
+        micro_batch: Some(config.micro_batch),
+        total_batch_tokens: Some(config.total_batch_tokens),
+        lr: Some(config.lr),
+        min_lr_ratio: Some(config.min_lr_ratio),
+        warmup_steps: config.warmup_tokens.is_none().then_some(config.warmup_steps),
+        warmup_tokens: config.warmup_tokens.map(|t| t as f64),
+        max_steps: config.max_steps,
+        max_tokens: config.max_tokens.map(|t| t as f64),
+        epochs: Some(config.epochs),
+        seed: Some(config.seed),
+        save_every: Some(config.save_every),
+        keep_checkpoints: Some(config.keep_checkpoints),
+        eval_every: Some(config.eval_every),
+        eval_batches: Some(config.eval_batches),
+        dtype: Some(dtype_name(dtype).into()),
+        device: Some(device_name(device_request).into()),
+        peak_flops: cli.peak_flops,
+        threads: cli.threads,
+    };
+    Ok(Resolved {
+        config,
+        options,
+        preset,
+    })
+}
+
+fn dtype_name(d: DtypeRequest) -> &'static str {
+    match d {
+        DtypeRequest::Auto => "auto",
+        DtypeRequest::Fp32 => "fp32",
+        DtypeRequest::Bf16 => "bf16",
+    }
+}
+
+fn device_name(d: DeviceRequest) -> &'static str {
+    match d {
+        DeviceRequest::Auto => "auto",
+        DeviceRequest::Cpu => "cpu",
+        DeviceRequest::Cuda => "cuda",
+    }
+}
