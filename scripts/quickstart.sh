@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults: set-up, build, preprocess a real corpus that is on every
-# machine without network, and inspect it. Idempotent; outputs go to out/ (git-ignored).
+# machine without network, inspect it, train a tiny model on it and sample from it. Idempotent
+# (a finished run is not redone); outputs go to out/ (git-ignored).
 #   corpus: ../shared/data/tinyshakespeare.txt when present, else the Python standard
 #   library's .py files (a Pile-"GitHub"-like code corpus).
 set -euo pipefail
@@ -19,3 +20,9 @@ echo "==> preprocess $corpus"
 ./target/release/preprocess --input "$corpus" "${glob[@]}" --out out/shards --seq-len 1024 --force
 echo "==> inspect out/shards --verify --show 1 --decode"
 ./target/release/inspect out/shards --verify --show 1 --decode
+echo "==> train a tiny model for 100 steps (out/run; CUDA when available, else CPU)"
+./target/release/train --shards out/shards --out out/run --model tiny --micro-batch 2 \
+  --total-batch-tokens 2048 --max-steps 100 --eval-every 25 --eval-batches 4 --lr 3e-3
+echo "==> sample from it"
+./target/release/sample --checkpoint out/run --prompt "${H5GPT_PROMPT:-First Citizen:}" --max-new-tokens 60
+./target/release/eval --checkpoint out/run --shards out/shards --max-rows 32

@@ -526,6 +526,12 @@ fn our_name(hf: &str) -> Option<String> {
     Some(name)
 }
 
+/// The model shape of a Hugging Face GPT-2 directory, from its `config.json` alone (checked
+/// as [`load`] checks it).
+pub fn read_model_config(dir: &Path) -> Result<GptConfig, HfError> {
+    Ok(read_config(&dir.join(CONFIG_FILE))?.0)
+}
+
 /// Reads a Hugging Face GPT-2 directory (`config.json` and `model.safetensors`) into our
 /// model shape and layout.
 ///

@@ -156,15 +156,20 @@ impl Gpt {
 
     /// Mean cross-entropy over positions whose `mask` is 1.
     pub fn loss(&self, idx: &Tensor, labels: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let logits = self.forward(idx, train);
-        let v = logits.size()[2];
+        let mut logits = self.forward(idx, train);
+        // The softmax runs over the real vocabulary: padding rows are never targets, and
+        // leaving them out makes the loss that of the unpadded model (what an export is).
+        let v = self.config.vocab_size as i64;
+        if logits.size()[2] != v {
+            logits = logits.narrow(2, 0, v);
+        }
         let targets = labels.where_self(
             &mask.ne(0),
             &Tensor::from(-100i64).to_device(labels.device()),
         );
         logits
-            .view([-1, v])
             .to_kind(Kind::Float)
+            .reshape([-1, v])
             .cross_entropy_loss(
                 &targets.view([-1]),
                 None::<Tensor>,

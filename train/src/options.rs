@@ -260,7 +260,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         model.vocab_size = vocab;
     }
     if let Some(dir) = &cli.init_from_hf {
-        let (hf, _) = crate::hf::load(dir)?;
+        let hf = crate::hf::read_model_config(dir)?;
         model = GptConfig {
             pad_vocab: model.pad_vocab,
             ..hf

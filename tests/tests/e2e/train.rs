@@ -238,6 +238,43 @@ fn preprocess_train_sample_eval() {
     assert!(loss < val_loss[0] - 1.0, "eval loss {loss} vs initial {val_loss:?}");
     let ppl = result["perplexity"].as_f64().unwrap();
     assert!((ppl - loss.exp()).abs() < 1e-6 * ppl);
+
+    // Export to Hugging Face's layout, then start a new run from it: its first validation
+    // (same held-out rows) sees the trained model's final validation loss.
+    let hf = dir.path().join("hf");
+    let o = run("h5gpt-export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let from_hf = dir.path().join("from-hf");
+    let o = run(
+        "train",
+        &[
+            "--shards",
+            &s(&shards),
+            "--out",
+            &s(&from_hf),
+            "--init-from-hf",
+            &s(&hf),
+            "--micro-batch",
+            "8",
+            "--total-batch-tokens",
+            "256",
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "1",
+            "--eval-batches",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let first = metric_rows(&from_hf)[0]["val_loss"].as_f64().unwrap();
+    assert!(
+        (first - val_loss[2]).abs() < 1e-4,
+        "{first} vs {}",
+        val_loss[2]
+    );
 }
 
 /// SIGTERM saves a checkpoint and exits cleanly; `--resume` continues from it.
