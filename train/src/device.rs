@@ -75,25 +75,5 @@ pub fn gpu_name() -> Option<String> {
     (output.status.success() && !name.is_empty()).then_some(name)
 }
 
-/// Dense bf16 peak FLOP/s of a GPU named `name` (datasheet figures, without sparsity).
-pub fn peak_bf16_flops(name: &str) -> Option<f64> {
-    let n = name.to_ascii_uppercase();
-    let table: &[(&str, f64)] = &[
-        ("GH200", 989e12),
-        ("H200", 989e12),
-        ("H100 PCIE", 756e12),
-        ("H100 NVL", 835e12),
-        ("H100", 989e12),
-        ("H800", 989e12),
-        ("B200", 2250e12),
-        ("A100", 312e12),
-        ("A800", 312e12),
-        ("L40S", 362e12),
-        ("L4", 121e12),
-        ("A10", 125e12),
-    ];
-    table
-        .iter()
-        .find(|(key, _)| n.contains(key))
-        .map(|&(_, flops)| flops)
-}
+/// Dense bf16 peak FLOP/s of a GPU named `name` (the table lives in [`crate::hardware`]).
+pub use crate::hardware::peak_bf16_flops;

@@ -5,9 +5,11 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod hardware;
 pub mod hf;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod schedule;
 pub mod shim;
 pub mod trainer;

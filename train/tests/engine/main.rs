@@ -3,5 +3,6 @@
 mod hf;
 mod model;
 mod optim;
+mod plan;
 mod shim;
 mod trainer;

@@ -1,0 +1,610 @@
+//! `plan`: parameters, FLOPs, predicted loss, compute-optimal sizes and training time, before a
+//! run starts. Pure Rust: this binary links no libtorch.
+
+// Here `crate` is this binary, so links that the library's documentation resolves may not.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+// The torch-free modules are compiled into this binary, not linked from `h5gpt_train`: linking
+// the library links libtorch, because its unused objects still name libtorch's symbols and the
+// linker keeps a library any linked object names (the engine test `plan_links_no_libtorch`).
+#[allow(dead_code)]
+#[path = "../config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../hardware.rs"]
+mod hardware;
+#[allow(dead_code)]
+#[path = "../plan/mod.rs"]
+mod plan;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use config::{GptConfig, Preset, GPT2_VOCAB};
+use h5gpt_formats::DataParams;
+use hardware::{peak_bf16_flops, GPU_NAMES};
+use plan::autosize::thousands;
+use plan::chinchilla::{table_a4, table_a9, TABLE_3};
+use plan::model::{ModelPlan, TrainingPlan};
+use plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
+use plan::{auto_size, AutoSize};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
+/// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
+///
+/// With no arguments: GPT-2 small trained on 20 tokens per parameter.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// A preset to plan (gpt2-small, gpt3-xl, …; see train --help). [default: gpt2-small when a
+    /// shape flag is given]
+    #[arg(long)]
+    model: Option<String>,
+    /// Override the preset's transformer blocks.
+    #[arg(long)]
+    n_layer: Option<usize>,
+    /// Override the preset's attention heads.
+    #[arg(long)]
+    n_head: Option<usize>,
+    /// Override the preset's width.
+    #[arg(long)]
+    n_embd: Option<usize>,
+    /// Override the context length (tokens per row). [default: the preset's, else the shards'
+    /// seq_len, else 1024]
+    #[arg(long)]
+    n_ctx: Option<usize>,
+    /// Vocabulary (padded to a multiple of 64 in the model). [default: 50257, GPT-2's]
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// Training tokens (9e9 and 9_000_000_000 both work). Without --model: the model size
+    /// these tokens call for. [default with --model: --ratio × its parameters]
+    #[arg(long, value_parser = parse_amount)]
+    tokens: Option<f64>,
+    /// Tokens per parameter for sizing from data (Chinchilla: 20; Kaplan/GPT-3: 1.7).
+    #[arg(long, default_value_t = 20.0)]
+    ratio: f64,
+    /// Shard directory: its data_params.json gives the tokens (and seq_len and vocabulary).
+    #[arg(long, conflicts_with = "tokens")]
+    shards: Option<PathBuf>,
+    /// Compute budget C = 6ND in FLOPs (5.76e23): the compute-optimal N and D.
+    #[arg(long, value_parser = parse_amount)]
+    flops: Option<f64>,
+    /// Loss fit: chinchilla (Hoffmann et al. 2022), epoch (Besiroglu et al. 2024), or both.
+    #[arg(long, value_enum, default_value_t = FitChoice::Both)]
+    fit: FitChoice,
+    /// List Chinchilla's Table A9 (its 50 models) with our parameter estimates.
+    #[arg(long)]
+    chinchilla_table: bool,
+    /// Reproduce Chinchilla's Table A4 (Appendix F FLOPs against 6ND), both conventions.
+    #[arg(long)]
+    flops_table: bool,
+    /// Model FLOPs utilization assumed for the time estimate.
+    #[arg(long, default_value_t = 0.4)]
+    mfu: f64,
+    /// GPU whose dense bf16 peak the time estimate uses (h100, a100, h200, or a name such as
+    /// "H100 PCIe").
+    #[arg(long, default_value = "h100")]
+    gpu: String,
+    /// Peak TFLOP/s for the time estimate, instead of --gpu's.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which loss fits to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FitChoice {
+    /// Hoffmann et al. 2022, Approach 3.
+    Chinchilla,
+    /// Besiroglu et al. 2024 refit.
+    Epoch,
+    /// Both.
+    Both,
+}
+
+impl FitChoice {
+    fn fits(self) -> Vec<LossFit> {
+        match self {
+            FitChoice::Chinchilla => vec![CHINCHILLA],
+            FitChoice::Epoch => vec![EPOCH],
+            FitChoice::Both => vec![CHINCHILLA, EPOCH],
+        }
+    }
+}
+
+/// A count written as `9e9`, `9000000000`, `9_000_000_000` or `9,000,000,000`.
+fn parse_amount(s: &str) -> Result<f64, String> {
+    let cleaned: String = s.chars().filter(|c| *c != '_' && *c != ',').collect();
+    match cleaned.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number (e.g. 9e9)")),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plan: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What a shard directory's manifest says about the data.
+struct Corpus {
+    path: PathBuf,
+    tokens: u64,
+    seq_len: Option<usize>,
+    vocab_size: Option<usize>,
+}
+
+/// Reads the token count (loss-counted tokens, else real, else stored positions) of `dir`'s
+/// data_params.json, or of `dir/train/`'s when `dir` holds a train/val split.
+fn read_corpus(dir: &Path) -> Result<Corpus> {
+    let read = |d: &Path| {
+        DataParams::read_from_dir(d)
+            .with_context(|| format!("cannot read {}", d.join("data_params.json").display()))
+    };
+    let (path, params) = match read(dir)? {
+        Some(p) => (dir.to_path_buf(), p),
+        None => match read(&dir.join("train"))? {
+            Some(p) => (dir.join("train"), p),
+            None => bail!(
+                "{}: no data_params.json here or in train/\n---> HINT: point --shards at a directory `preprocess --out` wrote",
+                dir.display()
+            ),
+        },
+    };
+    let stats = params.h5_dataset_stats;
+    let tokens = [
+        stats.loss_valid_tokens,
+        stats.non_pad_tokens,
+        stats.num_tokens,
+    ]
+    .into_iter()
+    .find(|&t| t > 0)
+    .with_context(|| {
+        format!(
+            "{}: h5_dataset_stats counts no tokens",
+            path.join("data_params.json").display()
+        )
+    })?;
+    Ok(Corpus {
+        tokens,
+        seq_len: params.seq_len(),
+        vocab_size: params.post_process.vocab_size.map(|v| v as usize),
+        path,
+    })
+}
+
+/// The model `--model` and the shape flags describe; `None` when none is given.
+fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig>> {
+    let overrides = [
+        args.n_layer,
+        args.n_head,
+        args.n_embd,
+        args.n_ctx,
+        args.vocab_size,
+    ];
+    if args.model.is_none() && overrides.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let name = args.model.as_deref().unwrap_or("gpt2-small");
+    let Some(preset) = Preset::find(name) else {
+        bail!("unknown --model `{name}`; presets: {}", Preset::names());
+    };
+    let mut cfg = preset.config(corpus.and_then(|c| c.seq_len));
+    cfg.n_layer = args.n_layer.unwrap_or(cfg.n_layer);
+    cfg.n_head = args.n_head.unwrap_or(cfg.n_head);
+    cfg.n_embd = args.n_embd.unwrap_or(cfg.n_embd);
+    cfg.n_ctx = args.n_ctx.unwrap_or(cfg.n_ctx);
+    cfg.vocab_size = args.vocab_size.unwrap_or(cfg.vocab_size);
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
+    Ok(Some(cfg))
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    if !(args.mfu > 0.0 && args.mfu <= 1.0) {
+        bail!("--mfu {} is not in (0, 1]", args.mfu);
+    }
+    if args.ratio.is_nan() || args.ratio <= 0.0 {
+        bail!("--ratio {} is not positive", args.ratio);
+    }
+    let peak = match args.peak_tflops {
+        Some(t) if t > 0.0 => t * 1e12,
+        Some(t) => bail!("--peak-tflops {t} is not positive"),
+        None => peak_bf16_flops(&args.gpu).with_context(|| {
+            format!(
+                "unknown --gpu `{}`; known: {} (or give --peak-tflops)",
+                args.gpu,
+                GPU_NAMES.join(", ")
+            )
+        })?,
+    };
+    let fits = args.fit.fits();
+    let corpus = args.shards.as_deref().map(read_corpus).transpose()?;
+    let tokens = args.tokens.or(corpus.as_ref().map(|c| c.tokens as f64));
+    let mut cfg = model_config(&args, corpus.as_ref())?;
+    let tables = args.chinchilla_table || args.flops_table;
+    let bare = cfg.is_none() && tokens.is_none() && args.flops.is_none() && !tables;
+    if bare {
+        cfg = Some(GptConfig::gpt2_small());
+    }
+
+    let mut doc = Map::new();
+    let mut text = String::new();
+    if let Some(cfg) = cfg {
+        let plan = ModelPlan::new(&cfg);
+        let (d, chosen) = match tokens {
+            Some(t) => (t, "given"),
+            None => (args.ratio * plan.params.chinchilla as f64, "--ratio × N"),
+        };
+        let training = plan.training(d, &fits, Some(peak), args.mfu);
+        text += &model_text(&plan, args.model.as_deref().unwrap_or("gpt2-small"));
+        text += &training_text(&training, chosen, &args.gpu, args.peak_tflops.is_some());
+        doc.insert("model".into(), to_value(&plan));
+        doc.insert("training".into(), to_value(&training));
+    } else if let Some(t) = tokens {
+        let seq_len = corpus.as_ref().and_then(|c| c.seq_len).unwrap_or(1024);
+        let vocab = args
+            .vocab_size
+            .or(corpus.as_ref().and_then(|c| c.vocab_size))
+            .unwrap_or(GPT2_VOCAB);
+        let params = params_for_tokens(t, args.ratio);
+        let auto = auto_size(t, args.ratio, seq_len, vocab);
+        text += &data_text(t, args.ratio, params, corpus.as_ref(), &auto);
+        let mut data = json!({
+            "tokens": t,
+            "ratio": args.ratio,
+            "params": params,
+            "auto_size": auto,
+        });
+        if let Some(c) = &corpus {
+            data["shards"] = json!(c.path);
+        }
+        doc.insert("data".into(), data);
+    }
+    if let Some(c) = args.flops {
+        text += &allocation_text(c, &fits);
+        let allocation: Vec<Value> = fits
+            .iter()
+            .map(|f| json!({"fit": f, "optimal": f.optimal(c)}))
+            .collect();
+        let table3: Vec<Value> = TABLE_3
+            .iter()
+            .map(|row| {
+                json!({
+                    "paper": row,
+                    "fits": fits.iter().map(|f| json!({"fit": f.name, "optimal": f.optimal(row.flops)})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        doc.insert(
+            "allocation".into(),
+            json!({"flops": c, "fits": allocation, "table_3": table3}),
+        );
+    }
+    if args.chinchilla_table {
+        text += &a9_text();
+        doc.insert("chinchilla_table".into(), to_value(&table_a9()));
+    }
+    if args.flops_table {
+        text += &a4_text();
+        doc.insert("flops_table".into(), to_value(&table_a4()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(doc))?);
+    } else {
+        print!("{text}");
+        if bare {
+            println!(
+                "\n(plan --help: --model and shape flags, --tokens/--shards for a model sized from \
+                 data, --flops for a compute-optimal split, --chinchilla-table, --flops-table)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("plan values serialize")
+}
+
+/// Rows under a header, columns aligned: the first to the left, the others to the right.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = " ".repeat(w - cell.chars().count());
+            if i == 0 {
+                out += &format!("{cell}{pad}");
+            } else {
+                out += &format!("  {pad}{cell}");
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn count(n: usize) -> String {
+    thousands(n as u64)
+}
+
+fn sci(x: f64) -> String {
+    format!("{x:.3e}")
+}
+
+/// `seconds` as the largest sensible unit.
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
+fn model_text(plan: &ModelPlan, name: &str) -> String {
+    let c = &plan.config;
+    let p = &plan.params;
+    let mut out = format!(
+        "model {name}: n_layer {}, n_head {}, n_embd {}, n_ctx {}, vocab {} (embedding rows {})\n\n",
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        c.n_ctx,
+        c.vocab_size,
+        c.embedding_rows()
+    );
+    let part = |name: &str, padded: usize, unpadded: usize| {
+        vec![name.to_string(), count(padded), count(unpadded)]
+    };
+    let (a, b) = (&p.padded, &p.unpadded);
+    let padded_header = format!("vocab {}", c.embedding_rows());
+    let unpadded_header = format!("vocab {}", c.vocab_size);
+    let rows = vec![
+        part("token embedding", a.token_embedding, b.token_embedding),
+        part(
+            "position embedding",
+            a.position_embedding,
+            b.position_embedding,
+        ),
+        part("attention", a.attention, b.attention),
+        part("MLP", a.mlp, b.mlp),
+        part("LayerNorm", a.layer_norm, b.layer_norm),
+        part("head (tied to the token embedding)", p.head, p.head),
+        part("total", a.total(), b.total()),
+        part("non-embedding", a.non_embedding(), b.non_embedding()),
+        part(
+            "total less position embedding",
+            a.total() - a.position_embedding,
+            b.total() - b.position_embedding,
+        ),
+    ];
+    out += &table(&["parameters", &padded_header, &unpadded_header], &rows);
+    let f = &plan.flops_per_token;
+    out += &format!("\nFLOPs per token (training, T = {}):\n", f.seq_len);
+    out += &table(
+        &["convention", "FLOPs"],
+        &[
+            vec![format!("6N (N = {})", count(p.flops)), sci(f.six_n)],
+            vec!["6N + 12·L·H·Q·T".into(), sci(f.six_n_attention)],
+            vec![
+                "Chinchilla App. F, embeddings and logits".into(),
+                sci(f.appendix_f_all),
+            ],
+            vec![
+                "Chinchilla App. F, blocks only".into(),
+                sci(f.appendix_f_blocks),
+            ],
+        ],
+    );
+    out
+}
+
+fn training_text(t: &TrainingPlan, chosen: &str, gpu: &str, custom_peak: bool) -> String {
+    let mut out = format!(
+        "\ntraining on D = {} tokens ({chosen}): {:.1} tokens per parameter\n",
+        sci(t.tokens),
+        t.tokens_per_param
+    );
+    out += &format!(
+        "FLOPs: {} at 6N + 12·L·H·Q·T per token; 6ND = {}\n",
+        sci(t.flops),
+        sci(t.flops_6nd)
+    );
+    for l in &t.losses {
+        out += &format!("predicted loss ({}): {:.3}\n", l.fit, l.loss);
+    }
+    if let Some(time) = &t.time {
+        let device = if custom_peak {
+            format!("{:.0} TFLOP/s", time.peak_flops / 1e12)
+        } else {
+            format!("{gpu} ({:.0} TFLOP/s bf16)", time.peak_flops / 1e12)
+        };
+        out += &format!(
+            "time on one {device} at {:.0}% MFU: {}\n",
+            time.mfu * 100.0,
+            duration(time.seconds)
+        );
+    }
+    out
+}
+
+fn data_text(
+    tokens: f64,
+    ratio: f64,
+    params: u64,
+    corpus: Option<&Corpus>,
+    auto: &AutoSize,
+) -> String {
+    let mut out = String::new();
+    if let Some(c) = corpus {
+        out += &format!(
+            "shards {}: {} tokens\n",
+            c.path.display(),
+            thousands(c.tokens)
+        );
+    }
+    out += &format!(
+        "{} tokens at {ratio} tokens per parameter: N = {} parameters\n",
+        thousands(tokens.round() as u64),
+        thousands(params)
+    );
+    out += &format!(
+        "\nthe model train picks without --model (seq_len {}):\n{auto}",
+        auto.config.n_ctx
+    );
+    out
+}
+
+fn allocation_text(c: f64, fits: &[LossFit]) -> String {
+    let mut out = format!(
+        "\ncompute-optimal allocation for C = {} FLOPs (C = 6ND):\n",
+        sci(c)
+    );
+    let rows: Vec<Vec<String>> = fits
+        .iter()
+        .map(|f| {
+            let a = f.optimal(c);
+            vec![
+                format!(
+                    "{} (E {}, A {}, B {}, α {}, β {})",
+                    f.name, f.e, f.a, f.b, f.alpha, f.beta
+                ),
+                sci(a.params),
+                sci(a.tokens),
+                format!("{:.3}", a.loss),
+                format!("{:.1}", a.tokens_per_param),
+            ]
+        })
+        .collect();
+    out += &table(&["fit", "N_opt", "D_opt", "loss", "D/N"], &rows);
+    out += "\nChinchilla Table 3 (Approach 1) beside the fits at its FLOPs:\n";
+    let mut header = vec!["params", "FLOPs", "tokens"];
+    let names: Vec<String> = fits
+        .iter()
+        .flat_map(|f| [format!("N_opt {}", f.name), format!("D_opt {}", f.name)])
+        .collect();
+    header.extend(names.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = TABLE_3
+        .iter()
+        .map(|row| {
+            let mut cells = vec![
+                row.label.to_string(),
+                format!("{:.2e}", row.flops),
+                format!("{:.3e}", row.tokens),
+            ];
+            for f in fits {
+                let a = f.optimal(row.flops);
+                cells.push(sci(a.params));
+                cells.push(sci(a.tokens));
+            }
+            cells
+        })
+        .collect();
+    out += &table(&header, &rows);
+    out
+}
+
+fn a9_text() -> String {
+    let rows = table_a9();
+    let mut out = String::from(
+        "\nChinchilla Table A9: paper's parameters (millions) beside ours (V = 32,000, relative-position \
+         d² + 2d per layer, output layer, no input embedding)\n",
+    );
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.paper_millions.to_string(),
+                r.shape.d_model.to_string(),
+                r.shape.ffw_size.to_string(),
+                r.shape.kv_size.to_string(),
+                r.shape.n_heads.to_string(),
+                r.shape.n_layers.to_string(),
+                format!("{:.3}", r.estimate as f64 / 1e6),
+                format!("{:+.3}%", 100.0 * r.relative_error),
+                if r.matches { "yes" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "paper M", "d_model", "ffw_size", "kv_size", "n_heads", "n_layers", "ours M", "error",
+            "match",
+        ],
+        &cells,
+    );
+    let misses: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.matches)
+        .map(|r| format!("{}M ({:+.2}%)", r.paper_millions, 100.0 * r.relative_error))
+        .collect();
+    out += &format!(
+        "{} of {} rows match; the others: {}\n",
+        rows.len() - misses.len(),
+        rows.len(),
+        misses.join(", ")
+    );
+    out
+}
+
+fn a4_text() -> String {
+    let rows = table_a4();
+    let mut out = String::from(
+        "\nChinchilla Table A4: Appendix F FLOPs per sequence / 6·S·N (S = 2048, V = 32,000, N as in \
+         Table A9)\n",
+    );
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.paper_params.to_string(),
+                r.shape.n_layers.to_string(),
+                r.shape.d_model.to_string(),
+                r.shape.n_heads.to_string(),
+                r.shape.kv_size.to_string(),
+                count(r.params as usize),
+                format!("{:.2}", r.ratio_blocks),
+                format!("{:.2}", r.ratio_all),
+                format!("{:.2}", r.paper_ratio),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "params",
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "kv_size",
+            "N",
+            "blocks only",
+            "with emb+logits",
+            "paper",
+        ],
+        &cells,
+    );
+    out += "blocks only (embeddings and logits left out, the authors' correction) reproduces the paper.\n";
+    out
+}
