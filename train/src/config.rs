@@ -32,6 +32,39 @@ pub struct GptConfig {
     pub bias: bool,
     /// Dropout probability (pretraining: 0).
     pub dropout: f64,
+    /// μP (Maximal Update Parameterization) settings; `None`: the standard parameterization.
+    /// Absent from files written before μP existed, and left out when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mup: Option<MupConfig>,
+}
+
+/// μP as Cerebras-GPT uses it (Yang et al. 2022, "Tensor Programs V"; Dey et al. 2023):
+/// hyperparameters tuned on a model of width `base_width` carry over to any width
+/// `n_embd = m · base_width`. [`crate::mup::mup_table`] lists what it does per tensor; the
+/// base learning rate is the run's (`--lr`, [`MUP_BASE_LR`] by default).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MupConfig {
+    /// Width D₀ the base hyperparameters were tuned at; m = `n_embd` / D₀ (default 256).
+    pub base_width: usize,
+    /// Multiplier of the embedding output (token + position; default 10).
+    pub embed_mult: f64,
+    /// σ_base: init std of the embeddings, divided by √m for hidden matrices (default 0.08).
+    pub init_std: f64,
+}
+
+/// Cerebras-GPT's μP base learning rate η_base (the default `--lr` under `--mup`).
+pub const MUP_BASE_LR: f64 = 6e-3;
+
+impl Default for MupConfig {
+    /// Cerebras-GPT's μP settings: D₀ = 256, embedding multiplier 10, σ_base = 0.08.
+    fn default() -> Self {
+        MupConfig {
+            base_width: 256,
+            embed_mult: 10.0,
+            init_std: 0.08,
+        }
+    }
 }
 
 /// `vocab` rounded up to a multiple of 64.
@@ -85,6 +118,7 @@ impl GptConfig {
             n_embd: 32,
             bias: true,
             dropout: 0.0,
+            mup: None,
         }
     }
 
@@ -100,6 +134,30 @@ impl GptConfig {
     /// Width of one attention head.
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head.max(1)
+    }
+
+    /// μP's width multiplier m = `n_embd` / D₀; 1 under the standard parameterization.
+    pub fn width_mult(&self) -> f64 {
+        self.mup
+            .map_or(1.0, |mup| self.n_embd as f64 / mup.base_width as f64)
+    }
+
+    /// What the embedding output (token + position) is multiplied by: μP's `embed_mult`;
+    /// `None` under the standard parameterization (no multiplication at all).
+    pub fn embedding_multiplier(&self) -> Option<f64> {
+        self.mup.map(|mup| mup.embed_mult)
+    }
+
+    /// What the logits are multiplied by: 1/m under μP; `None` under the standard
+    /// parameterization.
+    pub fn output_multiplier(&self) -> Option<f64> {
+        self.mup.map(|_| 1.0 / self.width_mult())
+    }
+
+    /// The attention-score scale: 1/d_head under μP; `None` (SDPA's default 1/√d_head)
+    /// under the standard parameterization.
+    pub fn attention_scale(&self) -> Option<f64> {
+        self.mup.map(|_| 1.0 / self.head_size() as f64)
     }
 
     /// Checks the shape is buildable.
@@ -121,6 +179,19 @@ impl GptConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if let Some(mup) = &self.mup {
+            if mup.base_width == 0 {
+                return Err("μP base width must be positive".into());
+            }
+            for (what, v) in [
+                ("embedding multiplier", mup.embed_mult),
+                ("init std", mup.init_std),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!("μP {what} {v} is not a positive number"));
+                }
+            }
         }
         Ok(())
     }
@@ -464,6 +535,7 @@ impl Preset {
             n_embd: self.n_embd,
             bias: true,
             dropout: 0.0,
+            mup: None,
         }
     }
 }

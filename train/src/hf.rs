@@ -252,7 +252,7 @@ fn config_json(config: &GptConfig) -> Value {
 /// The directory is written crash-safely: into a temporary sibling `.NAME.tmp`, every file
 /// fsynced, then renamed into place. An existing `dir` is replaced only when it is empty or an
 /// earlier export (has `config.json`); any other non-empty directory is refused. A model HF
-/// GPT-2 cannot express (no biases) is refused.
+/// GPT-2 cannot express (no biases, μP) is refused.
 pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), HfError> {
     config.validate().map_err(|what| HfError::Unsupported {
         path: dir.to_path_buf(),
@@ -267,8 +267,20 @@ pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), H
                 .into(),
         });
     }
-    // Hook: parametrizations HF GPT-2 cannot express (μP's output multiplier and 1/d
-    // attention scale) are refused here, once the config can carry them.
+    if let Some(mup) = &config.mup {
+        return Err(HfError::Unsupported {
+            path: dir.to_path_buf(),
+            what: format!(
+                "the model is in μP (base width {}): its embedding multiplier ({}), logit \
+                 multiplier (1/m = {}) and 1/d_head attention scale have no place in Hugging \
+                 Face GPT-2, which would compute other logits from the same weights\n---> \
+                 HINT: only models trained without --mup can be exported as GPT-2",
+                mup.base_width,
+                mup.embed_mult,
+                1.0 / config.width_mult()
+            ),
+        });
+    }
     let tensors = export_tensors(vs, config)?;
 
     let name = dir.file_name().ok_or_else(|| HfError::Unsupported {
@@ -467,6 +479,7 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
         n_embd,
         bias: true,
         dropout: r.f64("resid_pdrop", 0.1)?,
+        mup: None,
     };
     config
         .validate()

@@ -8,6 +8,7 @@ pub mod config;
 pub mod hardware;
 pub mod hf;
 pub mod model;
+pub mod mup;
 pub mod optim;
 pub mod plan;
 pub mod schedule;

@@ -2,10 +2,16 @@
 //! self-attention through `scaled_dot_product_attention`, a 4× MLP with tanh-GELU), a final
 //! LayerNorm and an LM head tied to the token embedding.
 //!
+//! Initialization follows [`mup_table`](crate::mup::mup_table): GPT-2's N(0, 0.02) with the
+//! residual projections at 0.02/√(2L), or μP's when the config has a
+//! [`MupConfig`](crate::config::MupConfig) — which also multiplies the embedding output by
+//! `embed_mult`, the logits by 1/m and scales attention scores by 1/d_head.
+//!
 //! Parameter names follow Hugging Face's GPT-2 (`transformer.wte.weight`,
 //! `transformer.h.{i}.attn.c_attn.weight`, …), so weights can move both ways; our linear
 //! weights are `[out, in]` (HF's Conv1D stores `[in, out]`).
 
+use crate::mup::TensorKind;
 use tch::nn;
 use tch::{Kind, Tensor};
 
@@ -59,14 +65,16 @@ struct Block {
     mlp_proj: nn::Linear,
     n_head: i64,
     dropout: f64,
+    /// Attention-score scale; `None`: SDPA's 1/√d_head.
+    attn_scale: Option<f64>,
 }
 
 impl Block {
     fn new(path: &nn::Path, cfg: &GptConfig) -> Block {
         let d = cfg.n_embd;
-        let std = 0.02;
-        // Residual projections: scaled by 1/√(2·n_layer) (GPT-2 paper).
-        let residual_std = 0.02 / (2.0 * cfg.n_layer as f64).sqrt();
+        let std = TensorKind::Hidden.init(cfg).std();
+        // Residual projections: scaled by 1/√(2·n_layer) (GPT-2 paper; μP: 1/√(2·m·n_layer)).
+        let residual_std = TensorKind::ResidualOutput.init(cfg).std();
         Block {
             ln_1: layer_norm(path / "ln_1", d, cfg.bias),
             c_attn: linear(path / "attn" / "c_attn", d, 3 * d, std, cfg.bias),
@@ -76,6 +84,7 @@ impl Block {
             mlp_proj: linear(path / "mlp" / "c_proj", 4 * d, d, residual_std, cfg.bias),
             n_head: cfg.n_head as i64,
             dropout: cfg.dropout,
+            attn_scale: cfg.attention_scale(),
         }
     }
 
@@ -88,8 +97,16 @@ impl Block {
         let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2);
         let (q, k, v) = (heads(&split[0]), heads(&split[1]), heads(&split[2]));
         let p = if train { self.dropout } else { 0.0 };
-        let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, true, None, false);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            p,
+            true,
+            self.attn_scale,
+            false,
+        );
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
         let x = x + y.apply(&self.attn_proj).dropout(p, train);
         let h = self.ln_2.forward(&x).apply(&self.c_fc).gelu("tanh"); // (B, T, 4C)
@@ -110,11 +127,12 @@ impl Gpt {
     /// Builds the model's parameters under `root` (named as in Hugging Face GPT-2).
     pub fn new(root: &nn::Path, config: GptConfig) -> Gpt {
         let tr = root / "transformer";
+        let embedding_std = TensorKind::Embedding.init(&config).std();
         let embedding = |path: nn::Path, n: usize| {
             let cfg = nn::EmbeddingConfig {
                 ws_init: nn::Init::Randn {
                     mean: 0.0,
-                    stdev: 0.02,
+                    stdev: embedding_std,
                 },
                 ..Default::default()
             };
@@ -138,6 +156,20 @@ impl Gpt {
 
     /// Logits `(B, T, vocab)` for token ids `(B, T)` (int64).
     pub fn forward(&self, idx: &Tensor, train: bool) -> Tensor {
+        self.run(idx, train, None)
+    }
+
+    /// Logits as [`forward`](Self::forward) computes them, and the residual stream `(B, T, C)`
+    /// after the embeddings and after every block: `n_layer + 1` tensors, the last block's
+    /// output last (before the final LayerNorm). For inspecting activations, such as μP's
+    /// coordinate check.
+    pub fn forward_with_activations(&self, idx: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let mut activations = Vec::with_capacity(self.blocks.len() + 1);
+        let logits = self.run(idx, train, Some(&mut activations));
+        (logits, activations)
+    }
+
+    fn run(&self, idx: &Tensor, train: bool, mut activations: Option<&mut Vec<Tensor>>) -> Tensor {
         let (_, t) = idx.size2().expect("(B, T)");
         assert!(
             t as usize <= self.config.n_ctx,
@@ -145,13 +177,26 @@ impl Gpt {
             self.config.n_ctx
         );
         let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let mut x =
-            (idx.apply(&self.wte) + pos.apply(&self.wpe)).dropout(self.config.dropout, train);
+        let mut x = idx.apply(&self.wte) + pos.apply(&self.wpe); // (B, T, C)
+        if let Some(mult) = self.config.embedding_multiplier() {
+            x *= mult;
+        }
+        let mut x = x.dropout(self.config.dropout, train);
         for block in &self.blocks {
+            if let Some(seen) = activations.as_deref_mut() {
+                seen.push(x.shallow_clone());
+            }
             x = block.forward(&x, train);
         }
-        // Tied head: logits = ln_f(x) · wteᵀ.
-        self.ln_f.forward(&x).matmul(&self.wte.ws.tr())
+        if let Some(seen) = activations {
+            seen.push(x.shallow_clone());
+        }
+        // Tied head: logits = ln_f(x) · wteᵀ (μP: × 1/m).
+        let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr()); // (B, T, rows)
+        match self.config.output_multiplier() {
+            Some(mult) => logits * mult,
+            None => logits,
+        }
     }
 
     /// Mean cross-entropy over positions whose `mask` is 1.

@@ -1,11 +1,17 @@
 //! AdamW (GPT-3 appendix B: β = (0.9, 0.95), ε = 1e-8, decoupled weight decay 0.1 on weights
 //! with ≥ 2 dimensions) whose moments are tensors we own, so they can be checkpointed, stepped
-//! by libtorch's fused kernel (one call per weight-decay group), with global-norm clipping.
+//! by libtorch's fused kernel (one call per parameter group), with global-norm clipping.
 //!
 //! Embeddings are matrices and are decayed, as in nanoGPT and Megatron-LM: the token embedding is
 //! also the (tied) output layer, whose weights decay is meant to keep small; biases and LayerNorm
 //! gains are not decayed.
+//!
+//! A group is a (learning-rate multiplier, decayed or not) pair: the standard parameterization
+//! has two (decayed, not decayed, both at the scheduled LR); μP adds groups at 1/m of it for
+//! the hidden matrices ([`AdamW::for_model`] reads them from [`mup_table`]).
 
+use crate::config::GptConfig;
+use crate::mup::mup_table;
 use crate::shim::{fused_adamw, AdamWHyper, ShimError};
 use tch::{nn, Kind, Tensor};
 
@@ -41,23 +47,69 @@ struct Slot {
     step: Tensor,
 }
 
+/// Parameters stepped together: one fused call.
+struct Group {
+    lr_mult: f64,
+    decay: bool,
+    slots: Vec<Slot>,
+}
+
+/// A parameter group as [`AdamW::param_groups`] describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGroup<'a> {
+    /// Learning rate / the scheduled one.
+    pub lr_mult: f64,
+    /// Weight decay applied (the config's, or 0).
+    pub weight_decay: f64,
+    /// Parameter names, sorted.
+    pub names: Vec<&'a str>,
+}
+
 /// The optimizer.
 pub struct AdamW {
     config: AdamWConfig,
-    decay: Vec<Slot>,
-    no_decay: Vec<Slot>,
+    groups: Vec<Group>,
 }
 
 impl AdamW {
-    /// Collects the trainable variables of `vs` into decay / no-decay groups.
+    /// Collects the trainable variables of `vs` into decay (≥ 2-D) / no-decay groups, all at
+    /// the scheduled learning rate.
     pub fn new(vs: &nn::VarStore, config: AdamWConfig) -> AdamW {
+        Self::grouped(vs, config, |_, param| (1.0, param.dim() >= 2))
+    }
+
+    /// Groups the trainable variables of a model with `model`'s config by the learning-rate
+    /// multiplier and decay [`mup_table`] gives them (two groups under the standard
+    /// parameterization, as [`new`](Self::new) makes). A variable no rule names is grouped as
+    /// `new` would.
+    pub fn for_model(vs: &nn::VarStore, config: AdamWConfig, model: &GptConfig) -> AdamW {
+        let rules = mup_table(model, 1.0);
+        Self::grouped(vs, config, |name, param| {
+            rules
+                .iter()
+                .find(|rule| rule.matches(name))
+                .map_or((1.0, param.dim() >= 2), |rule| {
+                    (rule.lr_mult, rule.weight_decay)
+                })
+        })
+    }
+
+    /// Groups the trainable variables of `vs` by `assign(name, param)` = (learning-rate
+    /// multiplier, decayed). Decayed groups come first, then higher multipliers; names are
+    /// sorted within a group.
+    pub fn grouped(
+        vs: &nn::VarStore,
+        config: AdamWConfig,
+        assign: impl Fn(&str, &Tensor) -> (f64, bool),
+    ) -> AdamW {
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
-        let (mut decay, mut no_decay) = (Vec::new(), Vec::new());
+        let mut groups: Vec<Group> = Vec::new();
         for (name, param) in variables {
             if !param.requires_grad() {
                 continue;
             }
+            let (lr_mult, decay) = assign(&name, &param);
             let slot = Slot {
                 exp_avg: param.zeros_like().detach(),
                 exp_avg_sq: param.zeros_like().detach(),
@@ -65,29 +117,56 @@ impl AdamW {
                 name,
                 param,
             };
-            if slot.param.dim() >= 2 {
-                decay.push(slot);
-            } else {
-                no_decay.push(slot);
+            match groups
+                .iter_mut()
+                .find(|g| g.lr_mult == lr_mult && g.decay == decay)
+            {
+                Some(group) => group.slots.push(slot),
+                None => groups.push(Group {
+                    lr_mult,
+                    decay,
+                    slots: vec![slot],
+                }),
             }
         }
-        AdamW {
-            config,
-            decay,
-            no_decay,
-        }
+        groups.sort_by(|a, b| b.decay.cmp(&a.decay).then(b.lr_mult.total_cmp(&a.lr_mult)));
+        AdamW { config, groups }
     }
 
-    /// Names of the parameters that are decayed and that are not.
+    /// Names of the parameters that are decayed and that are not (over all groups).
     pub fn groups(&self) -> (Vec<&str>, Vec<&str>) {
-        fn names(slots: &[Slot]) -> Vec<&str> {
-            slots.iter().map(|s| s.name.as_str()).collect()
+        let names = |decay: bool| {
+            self.groups
+                .iter()
+                .filter(|g| g.decay == decay)
+                .flat_map(|g| g.slots.iter().map(|s| s.name.as_str()))
+                .collect()
+        };
+        (names(true), names(false))
+    }
+
+    /// The groups in the order [`step`](Self::step) updates them.
+    pub fn param_groups(&self) -> Vec<ParamGroup<'_>> {
+        self.groups
+            .iter()
+            .map(|g| ParamGroup {
+                lr_mult: g.lr_mult,
+                weight_decay: self.weight_decay(g),
+                names: g.slots.iter().map(|s| s.name.as_str()).collect(),
+            })
+            .collect()
+    }
+
+    fn weight_decay(&self, group: &Group) -> f64 {
+        if group.decay {
+            self.config.weight_decay
+        } else {
+            0.0
         }
-        (names(&self.decay), names(&self.no_decay))
     }
 
     fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.decay.iter().chain(&self.no_decay)
+        self.groups.iter().flat_map(|g| &g.slots)
     }
 
     /// Sets every gradient to zero (or drops it).
@@ -131,20 +210,25 @@ impl AdamW {
         norm
     }
 
-    /// One step at learning rate `lr`: one fused call per weight-decay group.
+    /// One step at learning rate `lr` (each group at `lr` × its multiplier): one fused call
+    /// per group.
     pub fn step(&mut self, lr: f64) -> Result<(), ShimError> {
         let c = self.config;
-        for (slots, weight_decay) in [(&self.decay, c.weight_decay), (&self.no_decay, 0.0)] {
-            let live: Vec<&Slot> = slots.iter().filter(|s| s.param.grad().defined()).collect();
+        for group in &self.groups {
+            let live: Vec<&Slot> = group
+                .slots
+                .iter()
+                .filter(|s| s.param.grad().defined())
+                .collect();
             if live.is_empty() {
                 continue;
             }
             let grads: Vec<Tensor> = live.iter().map(|s| s.param.grad()).collect();
             let hyper = AdamWHyper {
-                lr,
+                lr: lr * group.lr_mult,
                 beta1: c.beta1,
                 beta2: c.beta2,
-                weight_decay,
+                weight_decay: self.weight_decay(group),
                 eps: c.eps,
             };
             tch::no_grad(|| {
@@ -182,7 +266,7 @@ impl AdamW {
     pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<(), String> {
         let lookup: std::collections::HashMap<&str, &Tensor> =
             state.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        for slot in self.decay.iter_mut().chain(self.no_decay.iter_mut()) {
+        for slot in self.groups.iter_mut().flat_map(|g| &mut g.slots) {
             for (suffix, target) in [
                 ("exp_avg", &mut slot.exp_avg),
                 ("exp_avg_sq", &mut slot.exp_avg_sq),

@@ -5,7 +5,7 @@
 //! default. The resolved options are written to the run's `config.toml`, which `--config`
 //! reads back.
 
-use crate::config::{GptConfig, Preset, DEFAULT_PRESET};
+use crate::config::{GptConfig, MupConfig, Preset, DEFAULT_PRESET, MUP_BASE_LR};
 use crate::device::{select, DeviceRequest};
 use crate::precision::{DtypeRequest, Precision};
 use crate::trainer::TrainConfig;
@@ -66,6 +66,20 @@ pub struct TrainOptions {
     /// Vocabulary size. [default: the shards' (data_params.json), else 50257]
     #[arg(long)]
     pub vocab_size: Option<usize>,
+    /// μP (Maximal Update Parameterization, as Cerebras-GPT): hyperparameters tuned at
+    /// --mup-base-width carry over to any width. Makes --lr the base LR (default 6e-3).
+    /// [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mup: Option<bool>,
+    /// μP: width D₀ of the base model; m = n_embd / D₀. [default: 256]
+    #[arg(long, value_name = "D0")]
+    pub mup_base_width: Option<usize>,
+    /// μP: multiplier of the embedding output. [default: 10]
+    #[arg(long, value_name = "X")]
+    pub mup_embed_mult: Option<f64>,
+    /// μP: σ_base, init std of the embeddings (hidden matrices: σ_base/√m). [default: 0.08]
+    #[arg(long, value_name = "STD")]
+    pub mup_init_std: Option<f64>,
     /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors); its shape
     /// becomes the model's.
     #[arg(long, value_name = "DIR")]
@@ -145,9 +159,10 @@ impl TrainOptions {
             (file.warmup_steps, file.warmup_tokens) = (None, None);
         }
         overlay!(self, file; shards, out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
-            vocab_size, init_from_hf, micro_batch, total_batch_tokens, lr, min_lr_ratio,
-            warmup_steps, warmup_tokens, max_steps, max_tokens, epochs, seed, save_every,
-            keep_checkpoints, eval_every, eval_batches, dtype, device, peak_flops, threads);
+            vocab_size, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
+            micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
+            max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
+            eval_batches, dtype, device, peak_flops, threads);
     }
 
     /// Reads a `--config` file.
@@ -222,6 +237,16 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         let file = TrainOptions::read_file(&path)?;
         cli.overlay(&file);
     }
+    // μP's settings are checked before the run directory's config.toml fills in: that file
+    // has them from an earlier μP run, which `--mup false` may mean to override.
+    let mup_on = cli.mup == Some(true);
+    if !mup_on
+        && (cli.mup_base_width.is_some()
+            || cli.mup_embed_mult.is_some()
+            || cli.mup_init_std.is_some())
+    {
+        bail!("--mup-base-width, --mup-embed-mult and --mup-init-std only apply with --mup");
+    }
     let out = match (&cli.out, cli.resume) {
         (Some(out), _) => out.clone(),
         (None, true) => newest_run(Path::new("runs")).context(
@@ -241,7 +266,11 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     let params = h5gpt_formats::DataParams::read_from_dir(&shards.join("train"))
         .ok()
         .flatten()
-        .or_else(|| h5gpt_formats::DataParams::read_from_dir(&shards).ok().flatten());
+        .or_else(|| {
+            h5gpt_formats::DataParams::read_from_dir(&shards)
+                .ok()
+                .flatten()
+        });
     let seq_len = params.as_ref().and_then(|p| p.seq_len());
     let data_vocab = params
         .as_ref()
@@ -273,6 +302,15 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     model.dropout = cli.dropout.unwrap_or(model.dropout);
     model.bias = cli.bias.unwrap_or(model.bias);
     model.vocab_size = cli.vocab_size.unwrap_or(model.vocab_size);
+    let mup_on = cli.mup.unwrap_or(false);
+    if mup_on {
+        let base = MupConfig::default();
+        model.mup = Some(MupConfig {
+            base_width: cli.mup_base_width.unwrap_or(base.base_width),
+            embed_mult: cli.mup_embed_mult.unwrap_or(base.embed_mult),
+            init_std: cli.mup_init_std.unwrap_or(base.init_std),
+        });
+    }
     model
         .validate()
         .map_err(|e| anyhow!("model configuration: {e}"))?;
@@ -295,7 +333,9 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     let mut config = TrainConfig::new(shards, out, model);
     config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch);
     config.total_batch_tokens = cli.total_batch_tokens.unwrap_or(preset.total_batch_tokens);
-    config.lr = cli.lr.unwrap_or(preset.lr);
+    config.lr = cli
+        .lr
+        .unwrap_or(if mup_on { MUP_BASE_LR } else { preset.lr });
     config.min_lr_ratio = cli.min_lr_ratio.unwrap_or(config.min_lr_ratio);
     config.warmup_tokens = cli.warmup_tokens.map(|t| t as u64);
     config.warmup_steps = cli.warmup_steps.unwrap_or(config.warmup_steps);
@@ -333,12 +373,19 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         dropout: Some(model.dropout),
         bias: Some(model.bias),
         vocab_size: Some(model.vocab_size),
+        mup: Some(mup_on),
+        mup_base_width: model.mup.map(|m| m.base_width),
+        mup_embed_mult: model.mup.map(|m| m.embed_mult),
+        mup_init_std: model.mup.map(|m| m.init_std),
         init_from_hf: config.init_from_hf.clone(),
         micro_batch: Some(config.micro_batch),
         total_batch_tokens: Some(config.total_batch_tokens),
         lr: Some(config.lr),
         min_lr_ratio: Some(config.min_lr_ratio),
-        warmup_steps: config.warmup_tokens.is_none().then_some(config.warmup_steps),
+        warmup_steps: config
+            .warmup_tokens
+            .is_none()
+            .then_some(config.warmup_steps),
         warmup_tokens: config.warmup_tokens.map(|t| t as f64),
         max_steps: config.max_steps,
         max_tokens: config.max_tokens.map(|t| t as f64),

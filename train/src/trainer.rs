@@ -424,7 +424,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     tch::manual_seed(config.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), model_cfg);
-    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &model_cfg);
     let (mut start_step, mut position, mut seed) = (0usize, 0u64, config.seed);
     if let (Some(ckpt), Some(state)) = (&resume_from, &resumed_state) {
         if state.model != model_cfg {
@@ -454,6 +454,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             ckpt.display()
         ));
     } else if let Some(dir) = &config.init_from_hf {
+        if model_cfg.mup.is_some() {
+            bail!(
+                "{}: cannot start a μP model from Hugging Face GPT-2 weights (they are in the standard parameterization)\n---> HINT: drop --mup, or --init-from-hf",
+                dir.display()
+            );
+        }
         let (hf_config, tensors) = crate::hf::load(dir)?;
         if hf_config.n_layer != model_cfg.n_layer
             || hf_config.n_head != model_cfg.n_head
@@ -498,6 +504,17 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     )?;
     let micro_steps = layout.micro_steps();
     let vocab_rows = model_cfg.embedding_rows();
+    if let Some(mup) = model_cfg.mup {
+        console.line(&format!(
+            "μP: on | m = {} / {} = {} | hidden LR {:.4e} (η/m) | embedding output × {} | logits × 1/m | attention 1/d_head | σ_base {}",
+            model_cfg.n_embd,
+            mup.base_width,
+            model_cfg.width_mult(),
+            config.lr / model_cfg.width_mult(),
+            mup.embed_mult,
+            mup.init_std
+        ));
+    }
     console.line(&format!(
         "plan: {total_steps} steps × {global} rows × {seq} tokens = {:.3e} tokens ({:.2} epochs of {} rows) | {micro_steps} micro-batches of {} per step | warm-up {warmup_steps} steps | {} | {:.3e} FLOPs",
         (total_steps as u64 * tokens_per_step) as f64,

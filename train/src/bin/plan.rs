@@ -14,12 +14,15 @@ mod config;
 #[path = "../hardware.rs"]
 mod hardware;
 #[allow(dead_code)]
+#[path = "../mup.rs"]
+mod mup;
+#[allow(dead_code)]
 #[path = "../plan/mod.rs"]
 mod plan;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use config::{GptConfig, Preset, GPT2_VOCAB};
+use config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
 use h5gpt_formats::DataParams;
 use hardware::{peak_bf16_flops, GPU_NAMES};
 use plan::autosize::thousands;
@@ -94,6 +97,10 @@ struct Args {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     json: bool,
+    /// μP (as `train --mup`, Cerebras-GPT's defaults: base width 256, embedding multiplier 10,
+    /// σ_base 0.08, η_base 6e-3): also print the model's per-tensor init std and learning rate.
+    #[arg(long)]
+    mup: bool,
 }
 
 /// Which loss fits to report.
@@ -252,6 +259,23 @@ fn run() -> Result<()> {
         text += &training_text(&training, chosen, &args.gpu, args.peak_tflops.is_some());
         doc.insert("model".into(), to_value(&plan));
         doc.insert("training".into(), to_value(&training));
+        if args.mup {
+            let cfg = GptConfig {
+                mup: Some(MupConfig::default()),
+                ..cfg
+            };
+            text += "\n";
+            text += &mup::format_table(&cfg, MUP_BASE_LR);
+            doc.insert(
+                "mup".into(),
+                json!({
+                    "config": cfg.mup,
+                    "width_mult": cfg.width_mult(),
+                    "base_lr": MUP_BASE_LR,
+                    "tensors": mup::mup_table(&cfg, MUP_BASE_LR),
+                }),
+            );
+        }
     } else if let Some(t) = tokens {
         let seq_len = corpus.as_ref().and_then(|c| c.seq_len).unwrap_or(1024);
         let vocab = args

@@ -2,6 +2,7 @@
 
 mod hf;
 mod model;
+mod mup;
 mod optim;
 mod plan;
 mod shim;
