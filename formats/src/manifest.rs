@@ -82,6 +82,15 @@ impl DatasetStats {
         self.loss_valid_tokens += other.loss_valid_tokens;
     }
 
+    /// The tokens a model trains on: loss-counted tokens when recorded, else real (non-pad)
+    /// tokens, else every stored position (foreign manifests may count only some of these).
+    pub fn training_tokens(&self) -> u64 {
+        [self.loss_valid_tokens, self.non_pad_tokens, self.num_tokens]
+            .into_iter()
+            .find(|&t| t > 0)
+            .unwrap_or(0)
+    }
+
     /// Counts one example given its attention mask.
     pub fn add_row(&mut self, attention_mask: &[i32]) {
         let valid = attention_mask.iter().filter(|&&m| m != 0).count() as u64;

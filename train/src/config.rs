@@ -505,9 +505,6 @@ pub const PRESETS: &[Preset] = &[
     ),
 ];
 
-/// The preset used when `--model` is not given: small, context = the shards' seq_len.
-pub const DEFAULT_PRESET: &str = "mini";
-
 impl Preset {
     /// The preset called `name`.
     pub fn find(name: &str) -> Option<&'static Preset> {

@@ -57,7 +57,16 @@ pub fn cuda_unusable_reason() -> Option<String> {
 pub fn select(request: DeviceRequest) -> Result<Device> {
     Ok(match request {
         DeviceRequest::Cpu => Device::Cpu,
-        DeviceRequest::Auto => Device::cuda_if_available(),
+        DeviceRequest::Auto => match cuda_unusable_reason() {
+            None => Device::Cuda(0),
+            Some(reason) => {
+                // Worth a word only where a GPU seems to be present.
+                if Path::new("/proc/driver/nvidia/version").exists() {
+                    eprintln!("note: using the CPU: CUDA is not usable: {reason}");
+                }
+                Device::Cpu
+            }
+        },
         DeviceRequest::Cuda => match cuda_unusable_reason() {
             None => Device::Cuda(0),
             Some(reason) => bail!("--device cuda, but CUDA is not usable: {reason}"),

@@ -5,7 +5,7 @@
 //! default. The resolved options are written to the run's `config.toml`, which `--config`
 //! reads back.
 
-use crate::config::{GptConfig, MupConfig, Preset, DEFAULT_PRESET, MUP_BASE_LR};
+use crate::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR, PRESETS};
 use crate::device::{select, DeviceRequest};
 use crate::precision::{DtypeRequest, Precision};
 use crate::trainer::TrainConfig;
@@ -38,9 +38,15 @@ pub struct TrainOptions {
     #[arg(long)]
     #[serde(skip)]
     pub resume: bool,
-    /// Model preset (see --list-models). [default: mini, context = the shards' seq_len]
+    /// Model preset (see --list-models), or `auto`: the shape sized to the tokens the run will
+    /// see (Chinchilla's 20 per parameter, see --ratio), context = the shards' seq_len.
+    /// [default: auto]
     #[arg(long)]
     pub model: Option<String>,
+    /// Tokens per parameter the auto-sized model aims at (Chinchilla: 20).
+    /// [default: 20]
+    #[arg(long)]
+    pub ratio: Option<f64>,
     /// List the model presets and exit.
     #[arg(long)]
     #[serde(skip)]
@@ -159,7 +165,7 @@ impl TrainOptions {
             (file.warmup_steps, file.warmup_tokens) = (None, None);
         }
         overlay!(self, file; shards, out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
-            vocab_size, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
+            vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
             eval_batches, dtype, device, peak_flops, threads);
@@ -227,8 +233,94 @@ pub struct Resolved {
     pub config: TrainConfig,
     /// Every option, as used.
     pub options: TrainOptions,
-    /// The preset the model came from.
+    /// The preset the model and its learning rate and batch came from (for `auto`: the
+    /// preset nearest in size, whose learning rate and batch the run takes).
     pub preset: &'static Preset,
+    /// `--model` as resolved: a preset's name or `auto`.
+    pub model_name: String,
+    /// Lines to print before training (the auto-sized model's plan).
+    pub notes: Vec<String>,
+}
+
+/// `--model auto` (the default): the model sized for the tokens the run will see.
+pub const AUTO_MODEL: &str = "auto";
+
+/// The auto-sized model (see [`crate::plan::auto_size`]) and the preset whose non-embedding
+/// size is nearest to it, which lends its learning rate and batch.
+fn auto_model(
+    cli: &TrainOptions,
+    shards: &Path,
+    params: Option<&h5gpt_formats::DataParams>,
+    notes: &mut Vec<String>,
+) -> Result<(&'static Preset, GptConfig)> {
+    let hint = "---> HINT: pick a model with --model (see --list-models)";
+    let params = params.with_context(|| {
+        format!(
+            "{}: no data_params.json, so the model cannot be sized to the data\n{hint}",
+            shards.display()
+        )
+    })?;
+    let seq_len = params.seq_len().with_context(|| {
+        format!(
+            "{}: data_params.json has no seq_len\n{hint}",
+            shards.display()
+        )
+    })?;
+    let corpus = params.h5_dataset_stats.training_tokens() as f64;
+    let (tokens, basis) = match (cli.max_tokens, cli.max_steps) {
+        (Some(tokens), _) => (tokens, "--max-tokens".to_string()),
+        (None, Some(steps)) => {
+            // The batch as the trainer will size it (the small presets' 65,536 tokens, shrunk
+            // for small data).
+            let rows = params.h5_dataset_stats.num_sequences as usize;
+            let (batch, _) = crate::trainer::global_batch(
+                cli.total_batch_tokens.unwrap_or(65_536),
+                seq_len,
+                cli.micro_batch.unwrap_or(8),
+                rows,
+            );
+            let batch = batch * seq_len;
+            (
+                (steps * batch) as f64,
+                format!("--max-steps {steps} × {batch} tokens per step"),
+            )
+        }
+        (None, None) => {
+            let epochs = cli.epochs.unwrap_or(1.0);
+            (
+                corpus * epochs,
+                format!("{corpus:.0} tokens × {epochs} epochs"),
+            )
+        }
+    };
+    if tokens < 1.0 {
+        bail!(
+            "{}: no tokens to size a model for\n{hint}",
+            shards.display()
+        );
+    }
+    let ratio = cli.ratio.unwrap_or(crate::plan::scaling::CHINCHILLA_RATIO);
+    let vocab = params
+        .post_process
+        .vocab_size
+        .map_or(crate::config::GPT2_VOCAB, |v| v as usize);
+    let sized = crate::plan::auto_size(tokens, ratio, seq_len, vocab);
+    let log_gap = |p: &Preset| {
+        let n = p.config(Some(seq_len)).breakdown().non_embedding() as f64;
+        (n.ln() - (sized.non_embedding_params as f64).ln()).abs()
+    };
+    let preset = PRESETS
+        .iter()
+        .min_by(|a, b| log_gap(a).total_cmp(&log_gap(b)))
+        .expect("presets exist");
+    notes.push(format!("model auto: sized for {basis}"));
+    notes.extend(sized.explanation.iter().cloned());
+    notes.push(format!(
+        "training FLOPs ≈ {:.3e}; learning rate and batch of `{}`, the preset nearest in non-embedding size",
+        sized.training_flops(),
+        preset.name
+    ));
+    Ok((preset, sized.config))
 }
 
 /// Resolves flags (with their `--config` file) into a training configuration.
@@ -277,14 +369,19 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .and_then(|p| p.post_process.vocab_size)
         .map(|v| v as usize);
 
-    let preset_name = cli.model.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
-    let preset = Preset::find(&preset_name).ok_or_else(|| {
-        anyhow!(
-            "--model {preset_name}: unknown preset\n---> HINT: one of {}",
-            Preset::names()
-        )
-    })?;
-    let mut model = preset.config(seq_len);
+    let model_name = cli.model.clone().unwrap_or_else(|| AUTO_MODEL.into());
+    let mut notes = Vec::new();
+    let (preset, mut model) = if model_name == AUTO_MODEL {
+        auto_model(&cli, &shards, params.as_ref(), &mut notes)?
+    } else {
+        let preset = Preset::find(&model_name).ok_or_else(|| {
+            anyhow!(
+                "--model {model_name}: unknown preset\n---> HINT: one of {AUTO_MODEL}, {}",
+                Preset::names()
+            )
+        })?;
+        (preset, preset.config(seq_len))
+    };
     if let Some(vocab) = data_vocab {
         model.vocab_size = vocab;
     }
@@ -364,7 +461,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         out: Some(config.out.clone()),
         config: None,
         resume: false,
-        model: Some(preset.name.into()),
+        model: Some(model_name.clone()),
+        ratio: cli.ratio,
         list_models: false,
         n_layer: Some(model.n_layer),
         n_head: Some(model.n_head),
@@ -404,6 +502,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         config,
         options,
         preset,
+        model_name,
+        notes,
     })
 }
 

@@ -292,10 +292,7 @@ fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let as_f64 = |v: &[(u64, f64)]| v.to_vec();
-    if let Err(e) =
-        crate::plot::write_loss_plot(&path, &as_f64(&curves.train), &as_f64(&curves.val), &title)
-    {
+    if let Err(e) = crate::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
         console.line(&format!("warning: cannot draw {}: {e}", path.display()));
     }
 }
@@ -599,6 +596,9 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         Ok(Some(row))
     };
 
+    if crate::plot::font_status().is_none() {
+        console.line(&format!("note: {}", crate::plot::NO_FONT_HINT));
+    }
     if start_step == 0 && config.eval_every > 0 {
         if let Some(row) = run_eval(0, &mut console, &mut metrics)? {
             curves.val.push((0, row.val_loss));

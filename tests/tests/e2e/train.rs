@@ -175,7 +175,11 @@ fn preprocess_train_sample_eval() {
     assert_eq!(train_loss.len(), 40);
     assert_eq!(val_loss.len(), 3, "at 0, 20 and 40 steps");
     assert!(val_loss[2] < val_loss[0] - 1.0, "{val_loss:?}");
-    for f in ["config.toml", "loss.png", "checkpoints/step-00000040/state.json"] {
+    for f in [
+        "config.toml",
+        "loss.png",
+        "checkpoints/step-00000040/state.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
 
@@ -235,7 +239,10 @@ fn preprocess_train_sample_eval() {
     assert!(o.status.success(), "{}", text(&o));
     let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let loss = result["loss"].as_f64().unwrap();
-    assert!(loss < val_loss[0] - 1.0, "eval loss {loss} vs initial {val_loss:?}");
+    assert!(
+        loss < val_loss[0] - 1.0,
+        "eval loss {loss} vs initial {val_loss:?}"
+    );
     let ppl = result["perplexity"].as_f64().unwrap();
     assert!((ppl - loss.exp()).abs() < 1e-6 * ppl);
 
@@ -345,7 +352,10 @@ fn sigterm_checkpoints_and_resume_continues() {
     assert!(step >= 3, "{state}");
 
     let target = (step + 2).to_string();
-    let o = run("train", &["--out", &s(&out), "--resume", "--max-steps", &target]);
+    let o = run(
+        "train",
+        &["--out", &s(&out), "--resume", "--max-steps", &target],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -375,12 +385,23 @@ fn config_files_flags_and_resolved_config() {
     let out = dir.path().join("run");
     let o = run(
         "train",
-        &["--config", &s(&config), "--out", &s(&out), "--max-steps", "2"],
+        &[
+            "--config",
+            &s(&config),
+            "--out",
+            &s(&out),
+            "--max-steps",
+            "2",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let rows = metric_rows(&out);
     assert_eq!(rows.len(), 2, "the flag beats the file");
-    assert_eq!(rows[1]["lr"].as_f64(), Some(0.002 * 2.0 / 10.0), "warm-up of 10");
+    assert_eq!(
+        rows[1]["lr"].as_f64(),
+        Some(0.002 * 2.0 / 10.0),
+        "warm-up of 10"
+    );
     let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
     for line in ["n_layer = 1", "lr = 0.002", "max_steps = 2", "n_ctx = 32"] {
         assert!(resolved.contains(line), "{line} in {resolved}");
@@ -389,7 +410,12 @@ fn config_files_flags_and_resolved_config() {
     let again = dir.path().join("again");
     let o = run(
         "train",
-        &["--config", &s(&out.join("config.toml")), "--out", &s(&again)],
+        &[
+            "--config",
+            &s(&out.join("config.toml")),
+            "--out",
+            &s(&again),
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let losses = |rows: Vec<serde_json::Value>| {
@@ -407,4 +433,47 @@ fn config_files_flags_and_resolved_config() {
         err.contains("run.toml") && err.contains("learning_rate"),
         "{err}"
     );
+}
+
+/// Without --model, the model is sized to the data (Chinchilla's 20 tokens per parameter): a
+/// small corpus gets the family's smallest shape, and the run records `model = "auto"`.
+#[test]
+fn the_default_model_is_sized_to_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = small_shards(dir.path(), 32);
+    let out = dir.path().join("run");
+    let o = run(
+        "train",
+        &[
+            "--shards",
+            &s(&shards),
+            "--out",
+            &s(&out),
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("model auto: sized for --max-steps 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("chose d_model 64, 1 layer, 1 head"),
+        "{stdout}"
+    );
+    let resolved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    for line in [
+        "model = \"auto\"",
+        "n_layer = 1",
+        "n_embd = 64",
+        "n_ctx = 32",
+    ] {
+        assert!(resolved.contains(line), "{line} in {resolved}");
+    }
 }

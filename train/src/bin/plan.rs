@@ -169,19 +169,14 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
         },
     };
     let stats = params.h5_dataset_stats;
-    let tokens = [
-        stats.loss_valid_tokens,
-        stats.non_pad_tokens,
-        stats.num_tokens,
-    ]
-    .into_iter()
-    .find(|&t| t > 0)
-    .with_context(|| {
-        format!(
-            "{}: h5_dataset_stats counts no tokens",
-            path.join("data_params.json").display()
-        )
-    })?;
+    let tokens = Some(stats.training_tokens())
+        .filter(|&t| t > 0)
+        .with_context(|| {
+            format!(
+                "{}: h5_dataset_stats counts no tokens",
+                path.join("data_params.json").display()
+            )
+        })?;
     Ok(Corpus {
         tokens,
         seq_len: params.seq_len(),

@@ -60,10 +60,13 @@ fn run() -> Result<()> {
         list_models();
         return Ok(());
     }
-    if let Some(threads) = cli.threads {
+    let resolved = resolve(cli)?;
+    if let Some(threads) = resolved.options.threads {
         tch::set_num_threads(threads as i32);
     }
-    let resolved = resolve(cli)?;
+    for note in &resolved.notes {
+        println!("{note}");
+    }
     let mut config = resolved.config;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -84,7 +87,7 @@ fn run() -> Result<()> {
         "train: {} -> {} | model {} L{} H{} E{} T{} | {:.2}M parameters ({:.2}M with the {}-token vocabulary unpadded, {:.2}M without embeddings) | {} on {:?} | micro-batch {} | total batch {} tokens | lr {:e}",
         config.shards.display(),
         config.out.display(),
-        resolved.preset.name,
+        resolved.model_name,
         model.n_layer,
         model.n_head,
         model.n_embd,
