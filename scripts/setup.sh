@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine that has only Rust and Python 3.
 # Installs what is missing and says what it does; takes seconds when all is there.
-#   - apt packages the build needs (C/C++ toolchain, pkg-config, fonts for plots)
+#   - apt packages the build needs (C/C++ toolchain, pkg-config, fonts for plots, the Gloo
+#     headers the data-parallel shim compiles against)
 #   - a venv at .venv/ with cmake >= 3.26 (static HDF5 build) and torch==2.11.0
 #     (the libtorch that tch 0.24 binds), and transformers (checks of the Hugging Face export)
 set -euo pipefail
@@ -12,7 +13,7 @@ TORCH_VERSION=2.11.0
 # Needs no torch of its own; installed with torch pinned so that pip never swaps it.
 TRANSFORMERS_VERSION=5.23.0
 CMAKE_MIN=3.26
-APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core)
+APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core libgloo-dev)
 
 say() { printf '[setup] %s\n' "$*"; }
 

@@ -1,5 +1,5 @@
-//! Compiles the C++ shim against the libtorch tch links (torch-sys exports its location as
-//! `DEP_TCH_LIBTORCH_LIB`), makes every target that runs libtorch keep `libtorch_cuda` (so CUDA
+//! Compiles the C++ shim (with c10d's Gloo process group) against the libtorch tch links
+//! (torch-sys exports its location as `DEP_TCH_LIBTORCH_LIB`), makes every target that runs libtorch keep `libtorch_cuda` (so CUDA
 //! is registered), and lets every target find libtorch at run time through an rpath.
 
 use std::path::PathBuf;
@@ -22,6 +22,8 @@ fn has_targets(dir: &str) -> bool {
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-env-changed=H5GPT_GLOO_INCLUDE");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("torch-sys exports DEP_TCH_LIBTORCH_LIB; build with scripts/env.sh sourced"),
@@ -30,9 +32,22 @@ fn main() {
         .parent()
         .expect("libtorch lib/ has a parent")
         .to_path_buf();
+    // c10d's Gloo process group: the wheel has the symbols but not the `gloo/` headers
+    // (Debian's libgloo-dev has them; scripts/setup.sh installs it).
+    let gloo = PathBuf::from(
+        std::env::var("H5GPT_GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".into()),
+    );
+    assert!(
+        gloo.join("gloo/config.h").is_file(),
+        "no Gloo headers in {}: run scripts/setup.sh (apt-get install libgloo-dev), or point H5GPT_GLOO_INCLUDE at a directory holding gloo/",
+        gloo.display()
+    );
     cc::Build::new()
         .cpp(true)
         .file("csrc/shim.cpp")
+        .file("csrc/dist.cpp")
+        .define("USE_C10D_GLOO", None)
+        .include(&gloo)
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -48,6 +48,11 @@ pub fn checkpoint_name(step: usize) -> String {
     format!("step-{step:08}")
 }
 
+/// Where run directory `out` keeps the checkpoint after `step` steps.
+pub fn checkpoint_path(out: &Path, step: usize) -> PathBuf {
+    out.join(CHECKPOINTS).join(checkpoint_name(step))
+}
+
 /// Checkpoint directories (`step-NNNNNNNN`) in `dir`, oldest first; complete or not.
 fn checkpoint_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)

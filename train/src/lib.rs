@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dist;
 pub mod hardware;
 pub mod hf;
 pub mod model;

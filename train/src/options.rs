@@ -145,6 +145,10 @@ pub struct TrainOptions {
     /// CPU threads for libtorch. [default: libtorch's choice]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Seconds a data-parallel rank waits for the others (rendezvous, each collective) before
+    /// it gives up with an error: a dead rank stops the run instead of hanging it. [default: 600]
+    #[arg(long)]
+    pub dist_timeout: Option<f64>,
 }
 
 macro_rules! overlay {
@@ -168,7 +172,7 @@ impl TrainOptions {
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads);
+            eval_batches, dtype, device, peak_flops, threads, dist_timeout);
     }
 
     /// Reads a `--config` file.
@@ -449,6 +453,12 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.init_from_hf = cli.init_from_hf.clone();
     config.peak_flops = cli.peak_flops;
     config.require_checkpoint = cli.resume;
+    if let Some(seconds) = cli.dist_timeout {
+        if !(seconds > 0.0 && seconds.is_finite()) {
+            bail!("--dist-timeout {seconds} must be a positive number of seconds");
+        }
+        config.dist_timeout = std::time::Duration::from_secs_f64(seconds);
+    }
     if config.micro_batch == 0 {
         bail!("--micro-batch must be at least 1");
     }
@@ -497,6 +507,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         device: Some(device_name(device_request).into()),
         peak_flops: cli.peak_flops,
         threads: cli.threads,
+        dist_timeout: Some(config.dist_timeout.as_secs_f64()),
     };
     Ok(Resolved {
         config,

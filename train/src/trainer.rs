@@ -1,11 +1,14 @@
 //! The training loop: data from the sample-stream loader, gradient accumulation to the global
 //! batch, bf16 autocast or fp32, global-norm clipping, fused AdamW on the GPT-3 schedule, one
 //! log line and one `metrics.jsonl` row per step, periodic validation with `loss.png`, and
-//! crash-safe checkpoints that resume exactly (also after Ctrl-C / SIGTERM).
+//! crash-safe checkpoints that resume exactly (also after Ctrl-C / SIGTERM). Launched as
+//! several ranks ([`crate::dist`]), each rank trains on its slice of every global batch and
+//! the gradients are averaged once per step; rank 0 alone logs and writes.
 
 use crate::checkpoint::{self, latest_checkpoint, CheckpointState};
 use crate::data::{held_out_rows, open_split, BatchTensors, DataSplit, EvalSource};
 use crate::device::{gpu_name, peak_bf16_flops};
+use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
@@ -20,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Everything a run needs.
@@ -74,6 +77,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Set by a signal handler: save a checkpoint and stop after the current step.
     pub stop: Option<Arc<AtomicBool>>,
+    /// This process's rank among several ([`Launch::from_env`]); `None`: a single process.
+    pub launch: Option<Launch>,
+    /// How long a rank waits for the others (rendezvous, each collective).
+    pub dist_timeout: Duration,
 }
 
 impl TrainConfig {
@@ -105,6 +112,8 @@ impl TrainConfig {
             require_checkpoint: false,
             progress: false,
             stop: None,
+            launch: None,
+            dist_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -236,10 +245,15 @@ fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> 
 struct Console<'a> {
     bar: ProgressBar,
     log: &'a mut dyn FnMut(&str),
+    /// Ranks other than 0 print nothing.
+    quiet: bool,
 }
 
 impl Console<'_> {
     fn line(&mut self, line: &str) {
+        if self.quiet {
+            return;
+        }
         let log = &mut self.log;
         self.bar.suspend(|| log(line));
     }
@@ -285,6 +299,83 @@ fn reopen_metrics(path: &Path, start_step: usize) -> Result<(std::fs::File, Curv
     Ok((file, curves))
 }
 
+/// Appends `row` to `metrics.jsonl` (rank 0's; other ranks have none).
+fn append_row(metrics: &mut Option<std::fs::File>, row: &impl Serialize) -> Result<()> {
+    if let Some(file) = metrics {
+        writeln!(file, "{}", serde_json::to_string(row)?)?;
+    }
+    Ok(())
+}
+
+/// The largest divisor of `rows` that is at most `micro_batch`: a rank's micro-batch.
+fn rank_micro_batch(rows: usize, micro_batch: usize) -> usize {
+    (1..=micro_batch.min(rows))
+        .rev()
+        .find(|m| rows % m == 0)
+        .unwrap_or(1)
+}
+
+/// Joins the process group `launch` describes: Gloo on CPU, NCCL on CUDA.
+fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<ProcessGroup> {
+    let backend = if device.is_cuda() {
+        Backend::Nccl
+    } else {
+        Backend::Gloo
+    };
+    if !backend.available() {
+        bail!(
+            "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (README, Many GPUs and machines), or train data-parallel on CPU with --device cpu (Gloo)"
+        );
+    }
+    Ok(ProcessGroup::connect(launch, backend, timeout)?)
+}
+
+/// The checkpoint every rank resumes from: rank 0 picks its newest and tells the others,
+/// who must see the same directory (`--out` on a shared filesystem).
+fn agree_on_checkpoint(out: &Path, group: &ProcessGroup) -> Result<Option<PathBuf>> {
+    let mine = if group.rank() == 0 {
+        match latest_checkpoint(out) {
+            Some(path) => checkpoint::read_state(&path)?.step as i64,
+            None => -1,
+        }
+    } else {
+        -1
+    };
+    let step = Tensor::from_slice(&[mine]);
+    group.broadcast(&step, 0)?;
+    let step = step.int64_value(&[0]);
+    if step < 0 {
+        return Ok(None);
+    }
+    let path = checkpoint::checkpoint_path(out, step as usize);
+    if !path.join("state.json").is_file() {
+        bail!(
+            "rank {}: rank 0 resumes from {}, which this rank cannot read\n---> HINT: --out must be a directory every rank sees (a shared filesystem)",
+            group.rank(),
+            path.display()
+        );
+    }
+    Ok(Some(path))
+}
+
+/// Whether `flag` is set on any rank.
+fn any_rank(group: &ProcessGroup, flag: bool, device: Device) -> Result<bool> {
+    let t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(device);
+    group.all_reduce_sum(&t)?;
+    Ok(t.double_value(&[0]) > 0.0)
+}
+
+/// The trainable variables sorted by name: the same order on every rank.
+fn sorted_parameters(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    variables
+        .into_iter()
+        .map(|(_, t)| t)
+        .filter(Tensor::requires_grad)
+        .collect()
+}
+
 /// Draws `loss.png`; a failure is reported, not fatal.
 fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
     let path = out.join("loss.png");
@@ -303,10 +394,24 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     model_cfg
         .validate()
         .map_err(|e| anyhow!("model configuration: {e}"))?;
-    let device = config.device;
+    // Ranks: none for a single process. Each rank of a CUDA run takes its LOCAL_RANK's GPU.
+    let device = match (config.device, &config.launch) {
+        (Device::Cuda(_), Some(launch)) => Device::Cuda(launch.local_rank),
+        (device, _) => device,
+    };
+    let group = match &config.launch {
+        Some(launch) => Some(join_group(launch, device, config.dist_timeout)?),
+        None => None,
+    };
+    let (rank, world) = group
+        .as_ref()
+        .map_or((0, 1), |g| (g.rank(), g.world_size()));
 
     // Resume state first: it fixes the rows held out for evaluation.
-    let resume_from = latest_checkpoint(&config.out);
+    let resume_from = match &group {
+        Some(group) => agree_on_checkpoint(&config.out, group)?,
+        None => latest_checkpoint(&config.out),
+    };
     let resumed_state = match &resume_from {
         Some(ckpt) => Some(checkpoint::read_state(ckpt)?),
         None if config.require_checkpoint => bail!(
@@ -359,6 +464,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let mut console = Console {
         bar: ProgressBar::hidden(),
         log,
+        quiet: rank != 0,
     };
     match &source {
         EvalSource::ValDir => console.line(&format!(
@@ -472,9 +578,23 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         crate::hf::copy_into(&vs, &tensors)?;
         console.line(&format!("initialized from {}", dir.display()));
     }
+    let params = sorted_parameters(&vs);
+    let mut buckets = match &group {
+        Some(group) => {
+            // Every rank starts from rank 0's weights.
+            tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
+            Some(GradBuckets::new(&params, BUCKET_BYTES))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
-    let (mut metrics, mut curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
+    let (mut metrics, mut curves) = if rank == 0 {
+        let (file, curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
+        (Some(file), curves)
+    } else {
+        (None, Curves::default())
+    };
 
     let flops_per_token = model_cfg.flops_per_token(seq);
     let peak_flops = config.peak_flops.or_else(|| {
@@ -484,12 +604,25 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             .flatten()
             .and_then(|name| peak_bf16_flops(&name))
     });
+    if global % world != 0 {
+        bail!(
+            "a global batch of {global} rows does not split over {world} ranks\n---> HINT: pick --total-batch-tokens and --micro-batch so that the rows per step are a multiple of the ranks"
+        );
+    }
     let layout = BatchLayout {
         global_batch: global,
-        micro_batch: config.micro_batch.min(global),
-        world_size: 1,
-        rank: 0,
+        micro_batch: rank_micro_batch(global / world, config.micro_batch),
+        world_size: world,
+        rank,
     };
+    if world > 1 && layout.micro_batch != config.micro_batch {
+        console.line(&format!(
+            "note: {} rows per rank per step: micro-batch {} instead of {}",
+            layout.per_rank(),
+            layout.micro_batch,
+            config.micro_batch
+        ));
+    }
     let mut loader = Loader::new(
         set.clone(),
         LoaderConfig {
@@ -510,6 +643,16 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             config.lr / model_cfg.width_mult(),
             mup.embed_mult,
             mup.init_std
+        ));
+    }
+    if let Some(buckets) = &buckets {
+        console.line(&format!(
+            "data parallel: {world} ranks ({}) | {} rows per rank per step | {} gradient buckets of at most {} MB | timeout {}s",
+            if device.is_cuda() { "nccl" } else { "gloo" },
+            layout.per_rank(),
+            buckets.len(),
+            BUCKET_BYTES >> 20,
+            config.dist_timeout.as_secs_f64()
         ));
     }
     console.line(&format!(
@@ -547,6 +690,9 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let mut saves = 0usize;
     let mut save =
         |done: usize, loader: &Loader, opt: &AdamW, console: &mut Console<'_>| -> Result<PathBuf> {
+            if rank != 0 {
+                return Ok(checkpoint::checkpoint_path(&config.out, done));
+            }
             saves += 1;
             let state = CheckpointState {
                 step: done,
@@ -569,8 +715,8 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             console.line(&format!("saved {}", path.display()));
             Ok(path)
         };
-    let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut std::fs::File| {
-        let Some(val) = &val else {
+    let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut Option<std::fs::File>| {
+        let (Some(val), 0) = (&val, rank) else {
             return Ok::<_, anyhow::Error>(None);
         };
         let result = guarded("evaluation", config.micro_batch, || {
@@ -592,7 +738,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             "step {:>5} | val loss {:.6} | {} rows",
             done, result.loss, result.rows
         ));
-        writeln!(metrics, "{}", serde_json::to_string(&row)?)?;
+        append_row(metrics, &row)?;
         Ok(Some(row))
     };
 
@@ -606,17 +752,22 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         }
     }
     for step in start_step..total_steps {
-        if config
+        let stop = config
             .stop
             .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst))
-        {
+            .is_some_and(|s| s.load(Ordering::SeqCst));
+        // A signal on any rank stops them all after the same step.
+        let stop = match &group {
+            Some(group) => any_rank(group, stop, device)?,
+            None => stop,
+        };
+        if stop {
             summary.interrupted = true;
             break;
         }
         let started = Instant::now();
         let lr = schedule.lr(step);
-        tch::manual_seed(step_seed(seed, step, 0));
+        tch::manual_seed(step_seed(seed, step, rank));
         let (loss, norm) = guarded(&format!("step {step}"), config.micro_batch, || {
             opt.zero_grad();
             let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
@@ -639,6 +790,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 };
                 loss.backward();
                 loss_sum += loss.detach();
+            }
+            if let (Some(group), Some(buckets)) = (&group, &mut buckets) {
+                // Gradients and loss averaged over the ranks before clipping.
+                buckets.all_reduce_mean(group)?;
+                group.all_reduce_sum(&loss_sum)?;
+                loss_sum /= world as f64;
             }
             let norm = opt.clip_grad_norm(1.0);
             opt.step(lr)?;
@@ -666,7 +823,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         ));
         console.bar.set_message(format!("loss {:.4}", m.loss));
         console.bar.inc(1);
-        writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
+        append_row(&mut metrics, &m)?;
         curves.train.push((m.tokens, m.loss as f64));
         summary.steps.push(m);
         let done = step + 1;
@@ -677,8 +834,10 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 curves.val.push((row.tokens, row.val_loss));
                 summary.evals.push(row);
             }
-            metrics.flush()?;
-            plot(&config.out, &curves, &mut console);
+            if let Some(file) = &mut metrics {
+                file.flush()?;
+                plot(&config.out, &curves, &mut console);
+            }
         }
         if done % config.save_every.max(1) == 0 || last {
             summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
@@ -698,7 +857,13 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         ));
     }
     console.bar.finish_and_clear();
-    metrics.sync_all()?;
-    plot(&config.out, &curves, &mut console);
+    if let Some(file) = &metrics {
+        file.sync_all()?;
+        plot(&config.out, &curves, &mut console);
+    }
+    if let Some(group) = &group {
+        // No rank leaves before rank 0 has written the last checkpoint.
+        group.barrier()?;
+    }
     Ok(summary)
 }

@@ -3,3 +3,4 @@
 mod inspect;
 mod preprocess;
 mod train;
+mod train_dist;

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use h5gpt_train::config::PRESETS;
+use h5gpt_train::dist::Launch;
 use h5gpt_train::options::{resolve, TrainOptions};
 use h5gpt_train::trainer::train;
 use std::io::IsTerminal;
@@ -64,10 +65,15 @@ fn run() -> Result<()> {
     if let Some(threads) = resolved.options.threads {
         tch::set_num_threads(threads as i32);
     }
-    for note in &resolved.notes {
-        println!("{note}");
-    }
     let mut config = resolved.config;
+    // Under torchrun or srun: this process is one rank; only rank 0 prints and writes.
+    config.launch = Launch::from_env()?;
+    let rank0 = config.launch.as_ref().is_none_or(|l| l.rank == 0);
+    if rank0 {
+        for note in &resolved.notes {
+            println!("{note}");
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while the first is being handled kills the process.
@@ -75,7 +81,11 @@ fn run() -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     config.stop = Some(stop);
-    config.progress = std::io::stderr().is_terminal();
+    config.progress = rank0 && std::io::stderr().is_terminal();
+    if !rank0 {
+        train(&config, &mut |_| {})?;
+        return Ok(());
+    }
     std::fs::create_dir_all(&config.out)?;
     h5gpt_formats::fsio::write_atomic(
         &config.out.join("config.toml"),
@@ -102,6 +112,12 @@ fn run() -> Result<()> {
         config.total_batch_tokens,
         config.lr,
     );
+    if let Some(launch) = &config.launch {
+        eprintln!(
+            "train: rank 0 of {} | store {}:{} ({:?})",
+            launch.world_size, launch.master_addr, launch.master_port, launch.launcher
+        );
+    }
     let summary = train(&config, &mut |line| println!("{line}"))?;
     if summary.interrupted {
         println!(
