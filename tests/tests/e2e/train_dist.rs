@@ -5,6 +5,7 @@
 
 use h5gpt_tests::{bin, run, text};
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -157,6 +158,30 @@ fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// Reads `child`'s stdout until its first step line (the ranks are training), then returns
+/// the lines read and a thread that collects the rest.
+fn wait_for_a_step(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "rank 0 ended before a step: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("step ") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        rest
+    });
+    (seen, rest)
+}
+
 fn checkpoint(out: &Path, step: usize) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step:08}"))
 }
@@ -246,16 +271,17 @@ fn train_dead_rank_stops_the_other_within_the_timeout() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let survivor = rank_command(&a, 0, 2, port)
+    let mut survivor = rank_command(&a, 0, 2, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let (_, rest) = wait_for_a_step(&mut survivor);
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     let killed = Instant::now();
     let o = survivor.wait_with_output().unwrap();
+    rest.join().unwrap();
     let waited = killed.elapsed();
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
@@ -278,12 +304,12 @@ fn train_sigterm_on_one_rank_checkpoints_and_stops_all() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let rank0 = rank_command(&a, 0, 2, port)
+    let mut rank0 = rank_command(&a, 0, 2, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let (seen, rest) = wait_for_a_step(&mut rank0);
     let status = Command::new("kill")
         .args(["-TERM", &signalled.id().to_string()])
         .status()
@@ -295,7 +321,7 @@ fn train_sigterm_on_one_rank_checkpoints_and_stops_all() {
     );
     assert!(o0.status.success(), "rank 0: {}", text(&o0));
     assert!(o1.status.success(), "rank 1: {}", text(&o1));
-    let stdout = String::from_utf8_lossy(&o0.stdout);
+    let stdout = seen + &rest.join().unwrap();
     assert!(
         stdout.contains("stopped by a signal after step"),
         "{stdout}"
