@@ -24,6 +24,10 @@ template <typename F> static int guard(F f) {
   try {
     f();
     return 0;
+  } catch (const c10::Error &e) {
+    // The message without the C++ stack trace c10 appends.
+    dist_last_error = e.what_without_backtrace();
+    return 1;
   } catch (const std::exception &e) {
     dist_last_error = e.what();
     return 1;

@@ -224,3 +224,22 @@ fn grad_buckets_average_gradients_over_ranks() {
         }
     }
 }
+
+#[test]
+fn a_rank_that_never_comes_fails_the_rendezvous_within_the_timeout() {
+    let launch = Launch::from_vars(vars(&[
+        ("RANK", "0"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_PORT", &free_port().to_string()),
+    ]))
+    .unwrap()
+    .unwrap();
+    let started = std::time::Instant::now();
+    let e = match ProcessGroup::connect(&launch, Backend::Gloo, Duration::from_secs(1)) {
+        Ok(_) => panic!("rank 1 never started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(started.elapsed() < Duration::from_secs(20), "{e}");
+    assert!(e.contains("rank 0 of 2") && e.contains("timeout"), "{e}");
+    assert!(!e.contains("frame #"), "no C++ stack trace: {e}");
+}
