@@ -12,6 +12,7 @@ pub mod model;
 pub mod mup;
 pub mod optim;
 pub mod plan;
+pub mod plot;
 pub mod schedule;
 pub mod shim;
 pub mod trainer;

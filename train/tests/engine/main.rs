@@ -6,5 +6,6 @@ mod model;
 mod mup;
 mod optim;
 mod plan;
+mod plot;
 mod shim;
 mod trainer;
