@@ -4,7 +4,8 @@
 #   - apt packages the build needs (C/C++ toolchain, pkg-config, fonts for plots, the Gloo
 #     headers the data-parallel shim compiles against)
 #   - a venv at .venv/ with cmake >= 3.26 (static HDF5 build) and torch==2.11.0
-#     (the libtorch that tch 0.24 binds), and transformers (checks of the Hugging Face export)
+#     (the libtorch that tch 0.24 binds), transformers (checks of the Hugging Face export), and
+#     cuda-toolkit[cccl,crt] (headers for the NCCL process group)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$H5GPT_ROOT"
@@ -13,6 +14,8 @@ TORCH_VERSION=2.11.0
 # Needs no torch of its own; installed with torch pinned so that pip never swaps it.
 TRANSFORMERS_VERSION=5.23.0
 CMAKE_MIN=3.26
+# CUDA headers (crt/, nv/) that ProcessGroupNCCL.hpp needs beyond the wheel's nvidia/cu13.
+CUDA_TOOLKIT_VERSION=13.0.2
 APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core libgloo-dev)
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -89,6 +92,13 @@ if have_pkg transformers "$TRANSFORMERS_VERSION"; then
 else
   say "installing transformers==$TRANSFORMERS_VERSION into the venv (tests compare the HF export with it)"
   "$py" -m pip install -q "transformers==$TRANSFORMERS_VERSION" "torch==$TORCH_VERSION"
+fi
+# torch's own dependencies bring cuda-toolkit without these extras.
+if have_pkg nvidia-cuda-crt "" && have_pkg nvidia-cuda-cccl ""; then
+  say "cuda-toolkit $CUDA_TOOLKIT_VERSION headers present"
+else
+  say "installing cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION into the venv (CUDA headers, about 20 MB: the shim builds c10d's NCCL process group with them)"
+  "$py" -m pip install -q "cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION" "torch==$TORCH_VERSION"
 fi
 for extra in numpy tiktoken h5py; do
   if have_pkg "$extra" ""; then :; else

@@ -20,6 +20,38 @@ fn has_targets(dir: &str) -> bool {
     })
 }
 
+/// The include directories c10d's NCCL process group needs, when this libtorch has CUDA and
+/// the venv has them: NCCL's headers (`nvidia/nccl`, from the torch wheel's dependencies) and
+/// the CUDA runtime's with `crt/` (`nvidia/cu13`, completed by `cuda-toolkit[cccl,crt]`).
+/// `H5GPT_NCCL=0` leaves NCCL out; `H5GPT_NCCL=1` fails the build when they are missing.
+fn nccl_includes(torch_root: &std::path::Path, lib: &std::path::Path) -> Option<Vec<PathBuf>> {
+    println!("cargo:rerun-if-env-changed=H5GPT_NCCL");
+    let wanted = std::env::var("H5GPT_NCCL").ok();
+    if wanted.as_deref() == Some("0") {
+        return None;
+    }
+    let site = torch_root.parent()?;
+    let (nccl, cuda) = (
+        site.join("nvidia/nccl/include"),
+        site.join("nvidia/cu13/include"),
+    );
+    if cuda.is_dir() {
+        println!("cargo:rerun-if-changed={}", cuda.display());
+    }
+    let found = lib.join("libtorch_cuda.so").exists()
+        && nccl.join("nccl.h").is_file()
+        && cuda.join("cuda_runtime.h").is_file()
+        && cuda.join("crt/host_defines.h").is_file();
+    if !found && wanted.as_deref() == Some("1") {
+        panic!(
+            "H5GPT_NCCL=1 but the NCCL build headers are missing: need libtorch_cuda, {}/nccl.h and {}/crt/ (pip install 'cuda-toolkit[cccl,crt]==13.0.2' into the venv)",
+            nccl.display(),
+            cuda.display()
+        );
+    }
+    found.then(|| vec![nccl, cuda])
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
@@ -42,7 +74,8 @@ fn main() {
         "no Gloo headers in {}: run scripts/setup.sh (apt-get install libgloo-dev), or point H5GPT_GLOO_INCLUDE at a directory holding gloo/",
         gloo.display()
     );
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .file("csrc/shim.cpp")
         .file("csrc/dist.cpp")
@@ -52,8 +85,23 @@ fn main() {
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-w")
-        .compile("h5gpt_shim");
+        .flag("-w");
+    let nccl = nccl_includes(&root, &lib);
+    if let Some(dirs) = &nccl {
+        build
+            .define("USE_C10D_NCCL", None)
+            .define("H5GPT_NCCL", None);
+        for dir in dirs {
+            build.include(dir);
+        }
+    }
+    build.compile("h5gpt_shim");
+    if nccl.is_some() {
+        // ProcessGroupNCCL lives in libtorch_cuda and uses libc10_cuda; targets that never
+        // reach the process group drop both (--as-needed).
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    }
     println!("cargo:rustc-link-search=native={}", lib.display());
     // Rust links with --as-needed, which drops libtorch_cuda (nothing references it by name)
     // and with it CUDA's registration; keep it, when this libtorch has it, in every target that

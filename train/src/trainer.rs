@@ -332,7 +332,11 @@ fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<Proc
 
 /// The checkpoint every rank resumes from: rank 0 picks its newest and tells the others,
 /// who must see the same directory (`--out` on a shared filesystem).
-fn agree_on_checkpoint(out: &Path, group: &ProcessGroup) -> Result<Option<PathBuf>> {
+fn agree_on_checkpoint(
+    out: &Path,
+    group: &ProcessGroup,
+    device: Device,
+) -> Result<Option<PathBuf>> {
     let mine = if group.rank() == 0 {
         match latest_checkpoint(out) {
             Some(path) => checkpoint::read_state(&path)?.step as i64,
@@ -341,7 +345,7 @@ fn agree_on_checkpoint(out: &Path, group: &ProcessGroup) -> Result<Option<PathBu
     } else {
         -1
     };
-    let step = Tensor::from_slice(&[mine]);
+    let step = Tensor::from_slice(&[mine]).to_device(device);
     group.broadcast(&step, 0)?;
     let step = step.int64_value(&[0]);
     if step < 0 {
@@ -409,7 +413,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
 
     // Resume state first: it fixes the rows held out for evaluation.
     let resume_from = match &group {
-        Some(group) => agree_on_checkpoint(&config.out, group)?,
+        Some(group) => agree_on_checkpoint(&config.out, group, device)?,
         None => latest_checkpoint(&config.out),
     };
     let resumed_state = match &resume_from {
