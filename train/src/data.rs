@@ -29,7 +29,8 @@ pub struct DataSplit {
 }
 
 fn open(dir: &Path, what: &str) -> Result<ShardSet> {
-    ShardSet::open(&[dir]).with_context(|| format!("cannot open {what} shards in {}", dir.display()))
+    ShardSet::open(&[dir])
+        .with_context(|| format!("cannot open {what} shards in {}", dir.display()))
 }
 
 /// Opens `shards`: a directory with `train/` (and optionally `val/`) subdirectories, or a

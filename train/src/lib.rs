@@ -1,18 +1,25 @@
 //! # h5gpt-train
 //!
-//! The trainer's engine room (work in progress for the trainer issue): the libtorch shim that
-//! gives tch fused AdamW and bf16 autocast, and the GPT-2 model.
+//! The trainer: the GPT-2 model in tch, the libtorch shim that gives tch fused AdamW, bf16
+//! autocast and TF32, the GPT-3 optimisation recipe, the training loop with its checkpoints,
+//! evaluation, sampling, and Hugging Face export/import.
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
+pub mod device;
 pub mod dist;
+pub mod evaluate;
+pub mod generate;
 pub mod hardware;
 pub mod hf;
 pub mod model;
 pub mod mup;
 pub mod optim;
+pub mod options;
 pub mod plan;
 pub mod plot;
+pub mod precision;
 pub mod schedule;
 pub mod shim;
 pub mod trainer;

@@ -201,12 +201,21 @@ impl Gpt {
 
     /// Mean cross-entropy over positions whose `mask` is 1.
     pub fn loss(&self, idx: &Tensor, labels: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let mut logits = self.forward(idx, train);
-        // The softmax runs over the real vocabulary: padding rows are never targets, and
-        // leaving them out makes the loss that of the unpadded model (what an export is).
-        let v = self.config.vocab_size as i64;
-        if logits.size()[2] != v {
-            logits = logits.narrow(2, 0, v);
+        let logits = self.forward(idx, train); // (B, T, rows)
+
+        // The softmax runs over the real vocabulary: padding rows are never targets, and leaving
+        // them out makes the loss that of the unpadded model (what an export is). Their logits
+        // are set to −∞ outside autograd rather than sliced off: a slice costs a copy of the
+        // logits (the softmax wants them contiguous) and, in backward, a padded-size zero tensor
+        // to scatter the gradient into. Loss and gradients are the same: a −∞ logit has
+        // probability 0, so it adds nothing to the softmax, and the softmax's backward gives it
+        // gradient 0, as the slice would. (Nothing saved for backward holds the logits yet: the
+        // head's matmul saves only its inputs.)
+        let (rows, v) = (logits.size()[2], self.config.vocab_size as i64);
+        if rows > v {
+            tch::no_grad(|| {
+                let _ = logits.narrow(2, v, rows - v).fill_(f64::NEG_INFINITY);
+            });
         }
         let targets = labels.where_self(
             &mask.ne(0),
@@ -214,7 +223,7 @@ impl Gpt {
         );
         logits
             .to_kind(Kind::Float)
-            .reshape([-1, v])
+            .reshape([-1, rows])
             .cross_entropy_loss(
                 &targets.view([-1]),
                 None::<Tensor>,

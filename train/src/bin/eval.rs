@@ -53,7 +53,11 @@ fn run() -> Result<()> {
     let precision = Precision::resolve(args.dtype, device);
     let loaded = load_model(&args.checkpoint, device)?;
     let val = args.shards.join("val");
-    let dir = if val.is_dir() { val } else { args.shards.clone() };
+    let dir = if val.is_dir() {
+        val
+    } else {
+        args.shards.clone()
+    };
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;
     if set.seq_len() > loaded.model.config().n_ctx {

@@ -94,6 +94,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn export_matches_transformers_logits() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hf");
     let (vs, model) = random_model(tiny(), 3);
@@ -131,6 +132,7 @@ fn export_matches_transformers_logits() {
 
 #[test]
 fn round_trip_gives_identical_logits() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hf");
     let (vs, model) = random_model(tiny(), 4);
@@ -164,6 +166,7 @@ fn round_trip_gives_identical_logits() {
 
 #[test]
 fn load_accepts_hub_names_buffers_and_a_tied_head() {
+    let _rng = crate::torch_rng();
     // The original `gpt2` hub checkpoint: no `transformer.` prefix, causal-mask buffers, and
     // (in some exports) an lm_head equal to wte.
     let tmp = tempfile::tempdir().unwrap();
@@ -225,6 +228,7 @@ fn formula_model(config: GptConfig) -> (nn::VarStore, Gpt) {
 
 #[test]
 fn golden_logits() {
+    let _rng = crate::torch_rng();
     let (vs, model) = formula_model(tiny());
     let logits = our_logits(&model);
     // (batch, position, token, logit), printed by this test (`{got:.7}`) and cross-checked
@@ -258,6 +262,7 @@ fn golden_logits() {
 
 #[test]
 fn refuses_a_model_without_biases() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let config = GptConfig {
         bias: false,
@@ -273,6 +278,7 @@ fn refuses_a_model_without_biases() {
 
 #[test]
 fn refuses_another_activation_and_a_foreign_directory() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hf");
     let (vs, _model) = random_model(tiny(), 6);
@@ -302,6 +308,7 @@ fn refuses_another_activation_and_a_foreign_directory() {
 
 #[test]
 fn copy_into_names_a_missing_or_mismatched_tensor() {
+    let _rng = crate::torch_rng();
     let (vs, _model) = random_model(tiny(), 7);
     let dir = tempfile::tempdir().unwrap();
     hf::export(&vs, &tiny(), &dir.path().join("hf")).unwrap();
@@ -352,6 +359,7 @@ fn fake_run(dir: &Path, vs: &nn::VarStore, model: GptConfig) -> PathBuf {
 
 #[test]
 fn export_binaries_write_a_loadable_directory() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let (vs, model) = random_model(tiny(), 8);
     let run = fake_run(&tmp.path().join("run"), &vs, tiny());

@@ -9,3 +9,11 @@ mod plan;
 mod plot;
 mod shim;
 mod trainer;
+
+/// libtorch has one global random generator. Tests that seed it or draw from it (model init,
+/// dropout, sampling) hold this lock, so parallel tests cannot interleave their draws and make a
+/// bit-exact comparison fail.
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -5,6 +5,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 #[test]
 fn parameter_count_matches_what_is_allocated() {
+    let _rng = crate::torch_rng();
     for cfg in [
         GptConfig::tiny(96, 16),
         GptConfig {
@@ -27,6 +28,7 @@ fn parameter_count_matches_what_is_allocated() {
 
 #[test]
 fn hugging_face_parameter_names() {
+    let _rng = crate::torch_rng();
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
     let names: Vec<String> = vs.variables().into_keys().collect();
@@ -46,6 +48,7 @@ fn hugging_face_parameter_names() {
 
 #[test]
 fn overfits_a_fixed_batch_and_ignores_masked_positions() {
+    let _rng = crate::torch_rng();
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 16));
@@ -71,4 +74,46 @@ fn overfits_a_fixed_batch_and_ignores_masked_positions() {
     let a = model.loss(&idx, &labels, &mask, false).double_value(&[]);
     let b = model.loss(&idx, &garbage, &mask, false).double_value(&[]);
     assert_eq!(a, b);
+}
+
+/// The loss masks the padding logits to −∞ instead of slicing them off (cheaper): it must stay
+/// the real-vocabulary loss, with the sliced version's gradients (none into the padding rows).
+#[test]
+fn padded_vocabulary_loss_equals_the_sliced_real_vocabulary_loss() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(3);
+    let cfg = GptConfig {
+        pad_vocab: true,
+        ..GptConfig::tiny(100, 8)
+    };
+    assert_eq!(cfg.embedding_rows(), 128);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), cfg);
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let wte = named
+        .iter()
+        .position(|(name, _)| name == "transformer.wte.weight")
+        .unwrap();
+    let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+    let idx = Tensor::randint(100, [3, 8], (Kind::Int64, Device::Cpu));
+    let labels = idx.roll([-1], [1]);
+    let mask = Tensor::ones([3, 8], (Kind::Int64, Device::Cpu));
+
+    let loss = model.loss(&idx, &labels, &mask, true);
+    let sliced = model
+        .forward(&idx, true)
+        .narrow(2, 0, 100)
+        .reshape([-1, 100])
+        .cross_entropy_for_logits(&labels.view([-1]));
+    let (a, b) = (loss.double_value(&[]), sliced.double_value(&[]));
+    assert!((a - b).abs() < 1e-6, "masked {a} vs sliced {b}");
+
+    let ours = Tensor::run_backward(&[&loss], &params, false, false);
+    let reference = Tensor::run_backward(&[&sliced], &params, false, false);
+    for (g, r) in ours.iter().zip(&reference) {
+        assert!(g.allclose(r, 1e-5, 1e-7, false), "{g:?} vs {r:?}");
+    }
+    let padding_rows = ours[wte].narrow(0, 100, 28);
+    assert_eq!(padding_rows.abs().max().double_value(&[]), 0.0);
 }

@@ -54,6 +54,7 @@ fn last_block_activation(width: usize, mup: bool, lr: f64) -> f64 {
 /// 64 → 256 → 1024, 180×), μP stays put (5.7 → 4.3 → 4.1, 0.72×).
 #[test]
 fn coordinate_check_mup_is_width_stable_and_sp_blows_up() {
+    let _rng = crate::torch_rng();
     let lr = MUP_BASE_LR;
     let widths = [64, 256, 1024];
     let mut ratios = [0.0; 2];
@@ -92,6 +93,7 @@ fn mup_512() -> GptConfig {
 
 #[test]
 fn every_parameter_has_exactly_one_rule() {
+    let _rng = crate::torch_rng();
     for cfg in [
         mup_512(),
         GptConfig::tiny(64, 8),
@@ -114,6 +116,7 @@ fn every_parameter_has_exactly_one_rule() {
 /// residual-output matrices at η/m, all decayed; LayerNorm and biases at η, not decayed.
 #[test]
 fn optimizer_groups_follow_the_table() {
+    let _rng = crate::torch_rng();
     let cfg = mup_512();
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = Gpt::new(&vs.root(), cfg);
@@ -161,6 +164,7 @@ fn optimizer_groups_follow_the_table() {
 /// tensors have ≥ 32k entries: within 2%); LayerNorm gains are ones, biases zeros.
 #[test]
 fn initialization_follows_the_table() {
+    let _rng = crate::torch_rng();
     for cfg in [mup_512(), GptConfig::tiny(64, 8)] {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -196,6 +200,7 @@ fn initialization_follows_the_table() {
 /// `plan --mup --model cerebras-gpt-1.3b`'s numbers: m = 2048 / 256 = 8, L = 24.
 #[test]
 fn cerebras_1_3b_table() {
+    let _rng = crate::torch_rng();
     let cfg = GptConfig {
         mup: Some(MupConfig::default()),
         ..Preset::find("cerebras-gpt-1.3b").unwrap().config(None)
@@ -234,6 +239,7 @@ fn cerebras_1_3b_table() {
 /// the comparison sees the attention scale.
 #[test]
 fn forward_applies_the_mup_multipliers() {
+    let _rng = crate::torch_rng();
     let cfg = GptConfig {
         n_layer: 1,
         n_head: 2,
@@ -301,6 +307,7 @@ fn forward_applies_the_mup_multipliers() {
 
 #[test]
 fn export_refuses_a_mup_model() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = GptConfig {
         mup: Some(MupConfig::default()),
@@ -319,6 +326,7 @@ fn export_refuses_a_mup_model() {
 /// none, and a μP model's settings round-trip.
 #[test]
 fn config_files_without_mup_still_load() {
+    let _rng = crate::torch_rng();
     let sp = GptConfig::tiny(64, 8);
     let json = serde_json::to_string(&sp).unwrap();
     assert!(!json.contains("mup"), "{json}");
@@ -343,6 +351,7 @@ fn shards(dir: &Path) {
 /// as a standard-parameterization model is refused by the model check.
 #[test]
 fn mup_checkpoints_resume_only_as_mup() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data);
@@ -382,6 +391,7 @@ fn mup_checkpoints_resume_only_as_mup() {
 
 #[test]
 fn options_turn_mup_on_with_its_defaults() {
+    let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let shards = tmp.path().join("shards");
     let out = tmp.path().join("run");
@@ -394,6 +404,8 @@ fn options_turn_mup_on_with_its_defaults() {
             out.to_str().unwrap(),
             "--device",
             "cpu",
+            "--model",
+            "tiny",
             "--n-embd",
             "512",
         ];

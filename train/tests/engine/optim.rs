@@ -6,6 +6,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 #[test]
 fn matrices_decay_and_vectors_do_not() {
+    let _rng = crate::torch_rng();
     let vs = nn::VarStore::new(Device::Cpu);
     let _m = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
     let opt = AdamW::new(&vs, AdamWConfig::default());
@@ -19,6 +20,7 @@ fn matrices_decay_and_vectors_do_not() {
 
 #[test]
 fn clipping_reports_the_pre_clip_norm_and_bounds_it() {
+    let _rng = crate::torch_rng();
     let vs = nn::VarStore::new(Device::Cpu);
     let w = vs.root().randn("w", &[3, 4], 0.0, 1.0);
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
@@ -32,6 +34,7 @@ fn clipping_reports_the_pre_clip_norm_and_bounds_it() {
 /// k micro-batches of loss/k accumulate the same gradient as one k× larger batch.
 #[test]
 fn accumulated_micro_batches_equal_one_large_batch() {
+    let _rng = crate::torch_rng();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
     let mut opt = AdamW::new(&vs, AdamWConfig::default());

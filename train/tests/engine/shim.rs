@@ -32,11 +32,13 @@ fn reference_adamw(
 
 #[test]
 fn links_the_expected_libtorch() {
+    let _rng = crate::torch_rng();
     assert!(torch_version().starts_with("2.11"), "{}", torch_version());
 }
 
 #[test]
 fn fused_adamw_equals_the_reference_for_five_steps() {
+    let _rng = crate::torch_rng();
     tch::manual_seed(0);
     let h = AdamWHyper {
         lr: 1e-2,
@@ -88,6 +90,7 @@ fn fused_adamw_equals_the_reference_for_five_steps() {
 
 #[test]
 fn autocast_casts_matmuls_to_bf16_and_sees_updated_weights() {
+    let _rng = crate::torch_rng();
     cpu_bf16_safe();
     let x = Tensor::ones([2, 4], (Kind::Float, Device::Cpu));
     let mut w = Tensor::ones([4, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);

@@ -2,9 +2,9 @@
 
 use h5gpt_formats::{Compression, ShardSetWriter};
 use h5gpt_train::model::GptConfig;
+use h5gpt_train::precision::Precision;
 use h5gpt_train::trainer::{global_batch, train, StepMetrics, TrainConfig};
 use std::path::Path;
-use h5gpt_train::precision::Precision;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -49,6 +49,7 @@ fn losses(steps: &[StepMetrics]) -> Vec<u32> {
 /// resumed from its step-3 checkpoint gives the uninterrupted run's losses, bit for bit.
 #[test]
 fn resumed_run_reproduces_losses_bit_for_bit() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 1000, 16);
@@ -87,6 +88,7 @@ fn resumed_run_reproduces_losses_bit_for_bit() {
 /// checkpoint there; rerunning finishes it with the uninterrupted run's losses.
 #[test]
 fn a_stop_request_checkpoints_and_the_rerun_continues_exactly() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 1000, 16);
@@ -116,6 +118,7 @@ fn a_stop_request_checkpoints_and_the_rerun_continues_exactly() {
 /// --max-tokens and --warmup-tokens round up to whole steps; the loss curve lands in loss.png.
 #[test]
 fn token_budgets_round_up_to_steps_and_evaluation_is_plotted() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 1000, 16);
@@ -131,10 +134,7 @@ fn token_budgets_round_up_to_steps_and_evaluation_is_plotted() {
     let mut log = Vec::new();
     let summary = train(&cfg, &mut |l| log.push(l.to_string())).unwrap();
     assert_eq!(summary.total_steps, 5, "{log:?}");
-    assert!(
-        log.iter().any(|l| l.contains("warm-up 2 steps")),
-        "{log:?}"
-    );
+    assert!(log.iter().any(|l| l.contains("warm-up 2 steps")), "{log:?}");
     // Step 1 is still warming up (lr = 2/2 · peak at step 1 only once warm-up ends).
     assert!(summary.steps[0].lr < summary.steps[2].lr);
     assert!(
@@ -156,6 +156,7 @@ fn token_budgets_round_up_to_steps_and_evaluation_is_plotted() {
 /// bf16 autocast trains on CPU too, close to fp32.
 #[test]
 fn bf16_autocast_tracks_fp32() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 400, 16);
@@ -182,6 +183,7 @@ fn bf16_autocast_tracks_fp32() {
 /// Token ids the model's vocabulary cannot hold are refused, naming the example.
 #[test]
 fn ids_beyond_the_vocabulary_are_refused() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 100, 16);
@@ -198,6 +200,7 @@ fn ids_beyond_the_vocabulary_are_refused() {
 
 #[test]
 fn a_checkpoint_of_another_model_is_refused() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 200, 16);
@@ -211,6 +214,7 @@ fn a_checkpoint_of_another_model_is_refused() {
 
 #[test]
 fn rows_longer_than_the_context_are_refused() {
+    let _rng = crate::torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 50, 32);
@@ -223,6 +227,7 @@ fn rows_longer_than_the_context_are_refused() {
 
 #[test]
 fn small_epochs_shrink_the_global_batch() {
+    let _rng = crate::torch_rng();
     // 524288 tokens of 1024 = 512 rows; 10_000 rows would give 19 steps: shrink to 64 rows.
     let (batch, notes) = global_batch(524_288, 1024, 8, 10_000);
     assert_eq!(batch, 64);
