@@ -19,6 +19,17 @@ CUDA_TOOLKIT_VERSION=13.0.2
 APT_PACKAGES=(build-essential pkg-config python3-venv fonts-dejavu-core libgloo-dev)
 
 say() { printf '[setup] %s\n' "$*"; }
+# pip keeps no second copy of the multi-GB wheels in ~/.cache: disk, not time, is what runs out.
+export PIP_NO_CACHE_DIR=1
+
+# Fails early, naming the folder and the shortfall, instead of pip's "No space left on device".
+need_disk_gb() { # gigabytes folder what
+  local avail_kb; avail_kb="$(df -Pk "$2" | awk 'NR==2 {print $4}')"
+  if [ "$avail_kb" -lt $(($1 * 1024 * 1024)) ]; then
+    say "error: $3 needs about $1 GB free under $2, but only $((avail_kb / 1024 / 1024)) GB is free; free some space (an old target/ or .venv/) and run again"
+    exit 1
+  fi
+}
 
 # --- apt ---------------------------------------------------------------------------------------
 missing=()
@@ -84,6 +95,7 @@ fi
 if have_pkg torch "$TORCH_VERSION"; then
   say "torch $TORCH_VERSION present"
 else
+  need_disk_gb 6 "$(dirname "$H5GPT_VENV")" "torch==$TORCH_VERSION with its CUDA wheels"
   say "installing torch==$TORCH_VERSION into the venv (about 4.6 GB with its CUDA wheels; a few minutes)"
   "$py" -m pip install -q "torch==$TORCH_VERSION"
 fi
