@@ -4,6 +4,7 @@
 //! tokenization, packing into rows, and the resumable sharding pipeline.
 
 pub mod gpt2_bpe;
+pub mod hf_files;
 pub mod input;
 pub mod inspect;
 pub mod packer;
