@@ -20,6 +20,11 @@ pub fn file_xxh3_64(path: &Path) -> Result<String> {
     Ok(format_xxh3_64(hasher.digest()))
 }
 
+/// The xxh3-64 of `bytes`, as the manifest records it.
+pub fn bytes_xxh3_64(bytes: &[u8]) -> String {
+    format_xxh3_64(xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
 /// Formats a 64-bit digest the way the manifest records it.
 pub fn format_xxh3_64(digest: u64) -> String {
     format!("{digest:016x}")

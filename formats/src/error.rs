@@ -52,6 +52,18 @@ pub enum FormatError {
         /// The first shard.
         first: PathBuf,
     },
+    /// Shard directories written with different tokenizers.
+    #[error("{path}: tokenized with {found}, but {first} with {expected}\n---> HINT: token ids of different tokenizers mean different things; preprocess every corpus with one tokenizer (the same --tokenizer, or --tokenizer FIRST_DIR/tokenizer.json)")]
+    TokenizerMismatch {
+        /// The disagreeing directory.
+        path: PathBuf,
+        /// Its tokenizer.
+        found: String,
+        /// The first directory's tokenizer.
+        expected: String,
+        /// The first directory.
+        first: PathBuf,
+    },
     /// The `n_examples` attribute disagrees with the dataset.
     #[error("{path}: attribute n_examples = {attr} but dataset has {rows} examples")]
     NExamplesMismatch {

@@ -106,8 +106,12 @@ impl DatasetStats {
 pub struct H5gptSection {
     /// [`crate::spec::FORMAT_VERSION`] of the writer.
     pub format_version: u32,
-    /// Tokenizer name (`gpt2`, …, or `synthetic` for generated test data).
+    /// Tokenizer name (`gpt2`, `cl100k_base`, `o200k_base`, `trained-bpe`,
+    /// `trained-wordlevel`, `tokenizer.json`, or `synthetic` for generated test data).
     pub tokenizer: String,
+    /// The `tokenizer.json` kept beside the shards, for tokenizers that are not tiktoken's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_file: Option<TokenizerFile>,
     /// How rows were cut from the token stream.
     pub packing: Packing,
     /// Tokens per row.
@@ -116,6 +120,68 @@ pub struct H5gptSection {
     pub compression: Compression,
     /// Every shard, in order.
     pub shards: Vec<ShardEntry>,
+}
+
+/// A tokenizer file kept beside the shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerFile {
+    /// File name, relative to the manifest's directory.
+    pub file: String,
+    /// xxh3-64 of the file, 16 hex digits.
+    pub xxh3_64: String,
+}
+
+/// Which tokenizer wrote a shard directory: two directories can be read together only when
+/// these are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizerIdentity {
+    /// Tokenizer name.
+    pub name: String,
+    /// Vocabulary size.
+    pub vocab_size: Option<u32>,
+    /// End-of-document id.
+    pub eos_id: Option<u32>,
+    /// Checksum of its `tokenizer.json`, if it has one.
+    pub file_xxh3_64: Option<String>,
+}
+
+impl std::fmt::Display for TokenizerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.name)?;
+        if let Some(v) = self.vocab_size {
+            write!(f, " ({v} tokens")?;
+            if let Some(sum) = &self.file_xxh3_64 {
+                write!(f, ", tokenizer.json {sum}")?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that shard directories (each with its manifest, when it has one) were written with
+/// one tokenizer; directories without a manifest say nothing and pass.
+pub fn check_same_tokenizer<'a>(
+    dirs: impl IntoIterator<Item = (&'a Path, Option<&'a DataParams>)>,
+) -> Result<()> {
+    let mut first: Option<(&Path, TokenizerIdentity)> = None;
+    for (dir, params) in dirs {
+        let Some(params) = params else { continue };
+        let found = params.tokenizer_identity();
+        match &first {
+            None => first = Some((dir, found)),
+            Some((first_dir, expected)) if *expected != found => {
+                return Err(FormatError::TokenizerMismatch {
+                    path: dir.into(),
+                    found: found.to_string(),
+                    expected: expected.to_string(),
+                    first: first_dir.to_path_buf(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// One shard as recorded in the manifest.
@@ -173,6 +239,32 @@ impl DataParams {
         })
     }
 
+    /// The tokenizer the manifest names: ours say so; foreign (Cerebras) manifests are GPT-2's
+    /// unless they record another vocabulary size.
+    /// Generated test data (`synthetic`) has no tokenizer: its sets all match.
+    pub fn tokenizer_identity(&self) -> TokenizerIdentity {
+        match &self.h5gpt {
+            Some(s) if s.tokenizer == crate::synthetic::SYNTHETIC_TOKENIZER => TokenizerIdentity {
+                name: s.tokenizer.clone(),
+                vocab_size: None,
+                eos_id: None,
+                file_xxh3_64: None,
+            },
+            Some(s) => TokenizerIdentity {
+                name: s.tokenizer.clone(),
+                vocab_size: self.post_process.vocab_size,
+                eos_id: self.post_process.eos_id,
+                file_xxh3_64: s.tokenizer_file.as_ref().map(|f| f.xxh3_64.clone()),
+            },
+            None => TokenizerIdentity {
+                name: "gpt2".into(),
+                vocab_size: self.post_process.vocab_size,
+                eos_id: self.post_process.eos_id,
+                file_xxh3_64: None,
+            },
+        }
+    }
+
     /// The packing the manifest declares; foreign manifests say nothing, which means the row
     /// invariants only.
     pub fn packing(&self) -> Option<Packing> {
@@ -185,6 +277,8 @@ impl DataParams {
 pub struct ManifestCore {
     /// Tokenizer name.
     pub tokenizer: String,
+    /// Its `tokenizer.json` beside the shards, if it has one.
+    pub tokenizer_file: Option<TokenizerFile>,
     /// Packing of the rows.
     pub packing: Packing,
     /// Tokens per row.
@@ -237,6 +331,7 @@ impl DataParams {
             h5gpt: Some(H5gptSection {
                 format_version: crate::spec::FORMAT_VERSION,
                 tokenizer: core.tokenizer,
+                tokenizer_file: core.tokenizer_file,
                 packing: core.packing,
                 seq_len: core.seq_len,
                 compression: core.compression,

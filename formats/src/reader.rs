@@ -333,6 +333,15 @@ impl ShardSet {
                 if let Some(params) = &params {
                     check_manifest_shards(input, params, &opened)?;
                 }
+                if let (Some(first), Some(params)) = (&data_params, &params) {
+                    crate::manifest::check_same_tokenizer([
+                        (
+                            manifest_dir.as_deref().unwrap_or(Path::new("")),
+                            Some(first),
+                        ),
+                        (input, Some(params)),
+                    ])?;
+                }
                 if data_params.is_none() {
                     data_params = params;
                     manifest_dir = Some(input.to_path_buf());

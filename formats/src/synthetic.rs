@@ -12,6 +12,9 @@ use crate::spec::{Compression, Packing};
 use crate::writer::ShardSetWriter;
 use std::path::Path;
 
+/// The tokenizer name of generated test data.
+pub const SYNTHETIC_TOKENIZER: &str = "synthetic";
+
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticSpec {
@@ -74,7 +77,8 @@ pub fn write_synthetic(dir: &Path, spec: SyntheticSpec) -> Result<DataParams> {
     }
     let (shards, stats) = writer.finish()?;
     let params = DataParams::from_core(ManifestCore {
-        tokenizer: "synthetic".into(),
+        tokenizer: SYNTHETIC_TOKENIZER.into(),
+        tokenizer_file: None,
         packing: Packing::Stream,
         seq_len: seq,
         compression: spec.compression,

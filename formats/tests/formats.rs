@@ -635,3 +635,29 @@ fn loader_rejects_layouts_that_do_not_divide() {
         assert!(matches!(err, Some(FormatError::Config(_))), "{l:?}");
     }
 }
+
+#[test]
+fn directories_of_different_tokenizers_are_refused() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (dir, vocab) in [(d1.path(), None), (d2.path(), Some(303))] {
+        let mut params = write_synthetic(dir, spec(4, 8, 4)).unwrap();
+        let ours = params.h5gpt.as_mut().unwrap();
+        ours.tokenizer = "trained-wordlevel".into();
+        if let Some(vocab) = vocab {
+            params.post_process.vocab_size = Some(vocab);
+        }
+        params.write_to_dir(dir).unwrap();
+    }
+    // Same tokenizer: one set.
+    assert!(ShardSet::open(&[d1.path(), d1.path()]).is_ok());
+    let err = ShardSet::open(&[d1.path(), d2.path()]).err().unwrap();
+    assert!(
+        matches!(&err, FormatError::TokenizerMismatch { path, .. } if path == d2.path()),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("trained-wordlevel") && msg.contains("303"),
+        "{msg}"
+    );
+}

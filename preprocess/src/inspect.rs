@@ -1,13 +1,13 @@
 //! `inspect`: summary, decoded samples and invariant checks of shard sets.
 
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use anyhow::{Context, Result};
 use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What `inspect` was asked to do.
 #[derive(Debug, Clone)]
@@ -154,7 +154,13 @@ fn count_stats(set: &ShardSet, progress: bool) -> Result<DatasetStats> {
 /// The first `n` rows.
 pub fn show_rows(set: &ShardSet, n: usize, decode: bool) -> Result<Vec<ShownRow>> {
     let tokenizer = if decode {
-        Tokenizer::for_data_params(set.data_params())
+        let dir = set.manifest_dir().unwrap_or(Path::new("."));
+        match Tokenizer::for_shard_dir(dir, set.data_params()) {
+            Ok(t) => Some(t),
+            // Synthetic test data: shown as ids.
+            Err(TokenizerError::Unknown { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };

@@ -1,7 +1,8 @@
 //! # h5gpt-preprocess
 //!
-//! The library behind the `preprocess` and `inspect` binaries: input reading, GPT-2
-//! tokenization, packing into rows, and the resumable sharding pipeline.
+//! The library behind the `preprocess` and `inspect` binaries: input reading, tokenization
+//! (the tiktoken family and Hugging Face tokenizers, trained or given), packing into rows,
+//! and the resumable sharding pipeline.
 
 pub mod gpt2_bpe;
 pub mod hf_files;
@@ -12,3 +13,4 @@ pub mod parquet_input;
 pub mod pipeline;
 pub mod split;
 pub mod tokenizer;
+pub mod tokenizer_train;

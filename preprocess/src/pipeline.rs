@@ -5,7 +5,8 @@
 use crate::input::{discover, open_records, InputError, InputFile};
 use crate::packer::{Packer, Row};
 use crate::split::split_for_tokenization;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{resolve_tokenizer_arg, Tokenizer, TOKENIZER_FILE};
+use crate::tokenizer_train::{train_tokenizer, CorpusSettings, TrainSpec};
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
@@ -28,6 +29,30 @@ pub const PROGRESS_FILE: &str = ".preprocess-progress.json";
 const BATCH_BYTES: usize = 4 << 20;
 /// Target bytes of one tokenization unit when a long document is split.
 const SPLIT_BYTES: usize = 64 << 10;
+
+/// Which tokenizer a run uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TokenizerChoice {
+    /// `--tokenizer NAME|FILE`: a tiktoken encoding or a `tokenizer.json` (with an optional
+    /// `--eos-token`).
+    Given {
+        /// Name or path, as given.
+        name: String,
+        /// End-of-document token of a `tokenizer.json`.
+        eos_token: Option<String>,
+    },
+    /// `--train-tokenizer`: trained on the training documents first.
+    Train(TrainSpec),
+}
+
+impl Default for TokenizerChoice {
+    fn default() -> Self {
+        TokenizerChoice::Given {
+            name: "gpt2".into(),
+            eos_token: None,
+        }
+    }
+}
 
 /// Everything that shapes the output (`threads` and `progress` do not).
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +82,8 @@ pub struct PreprocessConfig {
     pub seed: u64,
     /// Skip bad records instead of failing.
     pub skip_bad_records: bool,
+    /// The tokenizer.
+    pub tokenizer: TokenizerChoice,
     /// Tokenizer threads.
     #[serde(skip)]
     pub threads: usize,
@@ -73,6 +100,9 @@ pub struct PreprocessConfig {
 struct OutputCounts {
     documents: u64,
     tokens: u64,
+    /// Tokens that are the tokenizer's unknown-word id (word-level tokenizers).
+    #[serde(default)]
+    unknown: u64,
 }
 
 /// State of one output directory at a shard boundary.
@@ -129,6 +159,12 @@ pub struct RunSummary {
     pub resumed: bool,
     /// The first skipped bad records.
     pub bad_examples: Vec<String>,
+    /// Tokenizer name, as recorded in `data_params.json`.
+    pub tokenizer: String,
+    /// Its vocabulary size.
+    pub vocab_size: u32,
+    /// Tokens that are the unknown-word id, over all outputs (`None`: the tokenizer has none).
+    pub unknown_tokens: Option<u64>,
 }
 
 struct Doc {
@@ -165,9 +201,15 @@ fn files_json(files: &[InputFile]) -> Value {
         .collect()
 }
 
-fn fingerprint(config: &PreprocessConfig, files: &[InputFile]) -> String {
+/// `tokenizer_file` is the checksum of a given `tokenizer.json` (a trained one follows from
+/// the settings in `config`).
+fn fingerprint(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    tokenizer_file: Option<&str>,
+) -> String {
     let files = files_json(files);
-    let text = json!({"config": config, "files": files, "tokenizer": "gpt2", "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
+    let text = json!({"config": config, "files": files, "tokenizer_file": tokenizer_file, "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
@@ -187,7 +229,11 @@ fn is_temporary(name: &str) -> bool {
 
 /// Files a preprocess run writes into an output directory.
 fn is_ours(name: &str) -> bool {
-    name.ends_with(".h5") || name == DATA_PARAMS_FILE || name == PROGRESS_FILE || is_temporary(name)
+    name.ends_with(".h5")
+        || name == DATA_PARAMS_FILE
+        || name == PROGRESS_FILE
+        || name == TOKENIZER_FILE
+        || is_temporary(name)
 }
 
 /// Removes the files in `dir` whose names match `which` (a missing `dir` has none).
@@ -230,7 +276,21 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         );
     }
     let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
-    let fingerprint = fingerprint(config, &files);
+    let given = match &config.tokenizer {
+        TokenizerChoice::Given { name, eos_token } => {
+            Some(resolve_tokenizer_arg(name, eos_token.as_deref())?)
+        }
+        TokenizerChoice::Train(spec) => {
+            spec.validate()?;
+            None
+        }
+    };
+    let given_file = given.as_ref().and_then(Tokenizer::file_entry);
+    let fingerprint = fingerprint(
+        config,
+        &files,
+        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
+    );
     let dirs = output_dirs(config);
     let progress_path = config.out.join(PROGRESS_FILE);
 
@@ -273,6 +333,9 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                 already_complete: true,
                 resumed: false,
                 bad_examples: Vec::new(),
+                tokenizer: given.as_ref().map_or_else(String::new, |t| t.name().into()),
+                vocab_size: given.as_ref().map_or(0, Tokenizer::vocab_size),
+                unknown_tokens: None,
             });
         }
         bail!(
@@ -299,8 +362,33 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         write_atomic(&progress_path, &serde_json::to_vec(&state)?)?;
     }
 
-    let tokenizer = Tokenizer::gpt2();
+    let tokenizer = Arc::new(match (given, &config.tokenizer) {
+        (Some(t), _) => t,
+        (None, TokenizerChoice::Train(spec)) => {
+            if config.progress {
+                eprintln!(
+                    "preprocess: training a {} tokenizer ({} tokens) on the training documents",
+                    spec.kind.tokenizer_name(),
+                    spec.vocab_size
+                );
+            }
+            let keep = |file: usize, record: u64| !is_val(config, file, record);
+            train_tokenizer(
+                spec,
+                &files,
+                &CorpusSettings {
+                    text_key: &config.text_key,
+                    skip_bad: config.skip_bad_records,
+                    nfc: config.normalize_nfc,
+                    keep: &keep,
+                    threads: config.threads,
+                },
+            )?
+        }
+        (None, TokenizerChoice::Given { .. }) => unreachable!("given tokenizers resolve above"),
+    });
     let eos = tokenizer.eos_id();
+    let unk = tokenizer.unk_id().map(|u| u as i32);
     let packing = if config.pack {
         Packing::Stream
     } else {
@@ -350,19 +438,21 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         .build()
         .context("cannot start tokenizer threads")?;
     let nfc = config.normalize_nfc;
-    let tokenize = std::thread::spawn(move || {
-        let tokenizer = Tokenizer::gpt2();
-        for item in read_rx {
-            let message = item.map(|item| match item {
-                ReadItem::Docs(docs) => (
-                    pool.install(|| tokenize_batch(&tokenizer, docs, nfc)),
-                    Vec::new(),
-                ),
-                ReadItem::Bad(what) => (Vec::new(), vec![what]),
-            });
-            let failed = message.is_err();
-            if tok_tx.send(message).is_err() || failed {
-                return;
+    let tokenize = std::thread::spawn({
+        let tokenizer = tokenizer.clone();
+        move || {
+            for item in read_rx {
+                let message = item.map(|item| match item {
+                    ReadItem::Docs(docs) => (
+                        pool.install(|| tokenize_batch(&tokenizer, docs, nfc)),
+                        Vec::new(),
+                    ),
+                    ReadItem::Bad(what) => (Vec::new(), vec![what]),
+                });
+                let failed = message.is_err();
+                if tok_tx.send(message).is_err() || failed {
+                    return;
+                }
             }
         }
     });
@@ -424,6 +514,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                 state.counts.records += 1;
                 state.outputs[which].counts.documents += 1;
                 state.outputs[which].counts.tokens += tokens.len() as u64;
+                if let Some(unk) = unk {
+                    state.outputs[which].counts.unknown +=
+                        tokens.iter().filter(|&&t| t == unk).count() as u64;
+                }
                 tokens_this_run += tokens.len() as u64;
             }
             let mut pos = offset;
@@ -488,8 +582,12 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
             stats.num_sequences,
             shards.len(),
         ));
+        if let Some(json) = tokenizer.json() {
+            write_atomic(&dir.join(TOKENIZER_FILE), json)?;
+        }
         let params = manifest(
             config,
+            &tokenizer,
             &files,
             &fingerprint,
             &state.counts,
@@ -512,7 +610,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         seconds: started.elapsed().as_secs_f64(),
         already_complete: false,
         resumed,
+        unknown_tokens: unk.map(|_| state.outputs.iter().map(|o| o.counts.unknown).sum()),
         bad_examples: state.bad_examples,
+        tokenizer: tokenizer.name().into(),
+        vocab_size: tokenizer.vocab_size(),
     })
 }
 
@@ -546,6 +647,7 @@ fn save_progress(
 #[allow(clippy::too_many_arguments)]
 fn manifest(
     config: &PreprocessConfig,
+    tokenizer: &Tokenizer,
     files: &[InputFile],
     fingerprint: &str,
     run: &RunCounts,
@@ -556,7 +658,8 @@ fn manifest(
     outputs: usize,
 ) -> DataParams {
     let mut params = DataParams::from_core(ManifestCore {
-        tokenizer: "gpt2".into(),
+        tokenizer: tokenizer.name().into(),
+        tokenizer_file: tokenizer.file_entry(),
         packing: if config.pack {
             Packing::Stream
         } else {
@@ -564,9 +667,9 @@ fn manifest(
         },
         seq_len: config.seq_len,
         compression: config.compression,
-        eos_id: h5gpt_formats::spec::GPT2_EOS_ID,
-        pad_id: h5gpt_formats::spec::GPT2_EOS_ID,
-        vocab_size: h5gpt_formats::spec::GPT2_VOCAB_SIZE,
+        eos_id: tokenizer.eos_id(),
+        pad_id: tokenizer.eos_id(),
+        vocab_size: tokenizer.vocab_size(),
         shards,
         stats,
     });
@@ -593,8 +696,28 @@ fn manifest(
         .into(),
     );
     let p = &mut params.processing;
-    p.insert("tokenizer_type".into(), "GPT2Tokenizer".into());
-    p.insert("encoding".into(), "r50k_base".into());
+    match (tokenizer.name(), tokenizer.json()) {
+        ("gpt2", _) => {
+            p.insert("tokenizer_type".into(), "GPT2Tokenizer".into());
+            p.insert("encoding".into(), "r50k_base".into());
+        }
+        (name, None) => {
+            p.insert("tokenizer_type".into(), "tiktoken".into());
+            p.insert("encoding".into(), name.into());
+        }
+        (_, Some(_)) => {
+            p.insert("tokenizer_type".into(), "HuggingFaceTokenizer".into());
+            p.insert("huggingface_tokenizer".into(), TOKENIZER_FILE.into());
+        }
+    }
+    match &config.tokenizer {
+        TokenizerChoice::Given { name, .. } => {
+            p.insert("tokenizer".into(), name.clone().into());
+        }
+        TokenizerChoice::Train(spec) => {
+            p.insert("tokenizer_training".into(), json!(spec));
+        }
+    }
     p.insert("use_ftfy".into(), false.into());
     p.insert(
         "normalize".into(),
@@ -609,6 +732,9 @@ fn manifest(
     p.insert("skip_bad_records".into(), config.skip_bad_records.into());
     let extra = &mut params.post_process.extra;
     extra.insert("n_docs".into(), counts.documents.into());
+    if tokenizer.unk_id().is_some() {
+        extra.insert("unknown_tokens".into(), counts.unknown.into());
+    }
     extra.insert("num_stream_tokens".into(), counts.tokens.into());
     extra.insert("records_read".into(), run.records.into());
     extra.insert("empty_documents_skipped".into(), run.empty_skipped.into());
@@ -711,9 +837,12 @@ fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<Token
         .enumerate()
         .filter_map(|(i, t)| t.as_deref().map(|t| (i, t)))
         .flat_map(|(i, t)| {
-            split_for_tokenization(t, SPLIT_BYTES)
-                .into_iter()
-                .map(move |r| (i, &t[r]))
+            let pieces = if tokenizer.splits_documents() {
+                split_for_tokenization(t, SPLIT_BYTES)
+            } else {
+                std::iter::once(0..t.len()).collect()
+            };
+            pieces.into_iter().map(move |r| (i, &t[r]))
         })
         .collect();
     let encoded: Vec<(usize, Vec<u32>)> = units

@@ -46,3 +46,105 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// A generated "small language" corpus, deterministic in `seed`: a lexicon of a few hundred
+/// Toki-Pona-like words (consonant–vowel syllables), and sentences in which each word is
+/// followed, 90% of the time, by one of its own four successor words (Zipf-weighted
+/// otherwise), so a model can learn far more than the unigram distribution.
+pub mod small_language {
+    /// Deterministic splitmix64 stream.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// The lexicon: `n` distinct words, most frequent first.
+    pub fn lexicon(n: usize, seed: u64) -> Vec<String> {
+        const CONSONANTS: &[u8] = b"ptkmnslwj";
+        const VOWELS: &[u8] = b"aeiou";
+        let mut rng = Rng(seed ^ 0x5EED);
+        let mut words = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while words.len() < n {
+            let syllables = 1 + rng.below(3);
+            let mut w = String::new();
+            for _ in 0..syllables {
+                w.push(CONSONANTS[rng.below(CONSONANTS.len())] as char);
+                w.push(VOWELS[rng.below(VOWELS.len())] as char);
+            }
+            if seen.insert(w.clone()) {
+                words.push(w);
+            }
+        }
+        words
+    }
+
+    /// `documents` documents of 3–8 sentences over a lexicon of `words` words.
+    pub fn corpus(documents: usize, words: usize, seed: u64) -> Vec<String> {
+        let lexicon = lexicon(words, seed);
+        let mut rng = Rng(seed);
+        // Zipf weights, as a cumulative table.
+        let mut cumulative = Vec::with_capacity(words);
+        let mut total = 0.0;
+        for rank in 1..=words {
+            total += 1.0 / rank as f64;
+            cumulative.push(total);
+        }
+        let zipf = |rng: &mut Rng| {
+            let x = rng.unit() * total;
+            cumulative.partition_point(|&c| c < x).min(words - 1)
+        };
+        let successors: Vec<[usize; 4]> = (0..words)
+            .map(|_| std::array::from_fn(|_| zipf(&mut rng)))
+            .collect();
+        (0..documents)
+            .map(|_| {
+                let sentences = 3 + rng.below(6);
+                let mut doc = String::new();
+                for s in 0..sentences {
+                    if s > 0 {
+                        doc.push(' ');
+                    }
+                    let length = 4 + rng.below(7);
+                    let mut word = zipf(&mut rng);
+                    for i in 0..length {
+                        if i > 0 {
+                            doc.push(' ');
+                        }
+                        doc.push_str(&lexicon[word]);
+                        word = if rng.unit() < 0.9 {
+                            successors[word][rng.below(4)]
+                        } else {
+                            zipf(&mut rng)
+                        };
+                    }
+                    doc.push('.');
+                }
+                doc
+            })
+            .collect()
+    }
+
+    /// The corpus as JSON lines (`{"text": …}`), one document per line.
+    pub fn jsonl(documents: usize, words: usize, seed: u64) -> String {
+        corpus(documents, words, seed)
+            .into_iter()
+            .map(|d| format!("{{\"text\": \"{d}\"}}\n"))
+            .collect()
+    }
+}

@@ -1,5 +1,7 @@
 //! Checkpoints: `RUN/checkpoints/step-NNNNNNNN/` holding `model.safetensors` (Hugging Face
-//! GPT-2 names, our `[out, in]` linear layout), `optimizer.safetensors` and `state.json`.
+//! GPT-2 names, our `[out, in]` linear layout), `optimizer.safetensors`, `state.json`, and the
+//! training data's `tokenizer.json` when its tokenizer is not a tiktoken one, so `sample`
+//! and `export` need nothing but the checkpoint.
 //!
 //! A checkpoint is written to a temporary directory, every file fsynced, then renamed into
 //! place; a directory without `state.json` is incomplete and never loaded.
@@ -9,6 +11,7 @@ use crate::model::Gpt;
 use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
+use h5gpt_preprocess::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
@@ -37,6 +40,89 @@ pub struct CheckpointState {
     /// Tokenizer of the training data, as `data_params.json` names it.
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
+    /// Its end-of-document id (`None` in checkpoints of older versions: GPT-2's).
+    #[serde(default)]
+    pub eos_id: Option<u32>,
+}
+
+/// The training data's tokenizer, as a checkpoint keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedTokenizer {
+    /// Name (`gpt2`, `cl100k_base`, `trained-wordlevel`, `synthetic`, …).
+    pub name: String,
+    /// Its `tokenizer.json`, for tokenizers that are not tiktoken's.
+    pub json: Option<Vec<u8>>,
+    /// End-of-document id.
+    pub eos_id: Option<u32>,
+}
+
+impl SavedTokenizer {
+    /// The tokenizer of a training set: its manifest's name and EOS, and the
+    /// `tokenizer.json` beside its shards (checked against the manifest's checksum).
+    pub fn of_set(set: &h5gpt_formats::ShardSet) -> Result<SavedTokenizer> {
+        let Some(params) = set.data_params() else {
+            return Ok(SavedTokenizer {
+                name: default_tokenizer(),
+                json: None,
+                eos_id: None,
+            });
+        };
+        let identity = params.tokenizer_identity();
+        let json = match params
+            .h5gpt
+            .as_ref()
+            .and_then(|s| s.tokenizer_file.as_ref())
+        {
+            Some(_) => {
+                let dir = set.manifest_dir().unwrap_or(Path::new("."));
+                let tokenizer = Tokenizer::for_shard_dir(dir, Some(params))?;
+                tokenizer.json().map(<[u8]>::to_vec)
+            }
+            None => None,
+        };
+        Ok(SavedTokenizer {
+            name: identity.name,
+            json,
+            eos_id: identity.eos_id,
+        })
+    }
+}
+
+/// Refuses data `set` when its tokenizer is not the one the checkpoint's model was trained
+/// with (its ids would mean other tokens).
+pub fn check_data_tokenizer(
+    checkpoint: &Path,
+    state: &CheckpointState,
+    set: &h5gpt_formats::ShardSet,
+) -> Result<()> {
+    let data = SavedTokenizer::of_set(set)?;
+    let saved = std::fs::read(checkpoint.join(TOKENIZER_FILE)).ok();
+    if data.name != state.tokenizer || data.json != saved {
+        bail!(
+            "{}: tokenized with `{}`, but {} was trained on `{}` tokens{}\n---> HINT: evaluate on shards preprocessed with the run's tokenizer (preprocess --tokenizer {}/{TOKENIZER_FILE} for a tokenizer.json one)",
+            set.manifest_dir().unwrap_or(Path::new("the shards")).display(),
+            data.name,
+            checkpoint.display(),
+            state.tokenizer,
+            if data.name == state.tokenizer { " (another tokenizer.json)" } else { "" },
+            checkpoint.display()
+        );
+    }
+    Ok(())
+}
+
+/// The tokenizer a checkpoint's model was trained with: a tiktoken one by name, or the
+/// checkpoint's `tokenizer.json`.
+pub fn load_tokenizer(checkpoint: &Path, state: &CheckpointState) -> Result<Tokenizer> {
+    let file = checkpoint.join(TOKENIZER_FILE);
+    let json = file.is_file().then_some(file.as_path());
+    Tokenizer::load(&state.tokenizer, json, state.eos_id).with_context(|| {
+        format!(
+            "{}: trained on `{}` tokens, which cannot be encoded or decoded here",
+            checkpoint.display(),
+            state.tokenizer
+        )
+    })
 }
 
 fn default_tokenizer() -> String {
@@ -103,13 +189,15 @@ pub fn read_state(checkpoint: &Path) -> Result<CheckpointState> {
     serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
 }
 
-/// Writes a checkpoint (model, optimizer, state) crash-safely, then keeps the newest `keep`.
-/// `save_index` counts this run's saves (for the fault-injection hook).
+/// Writes a checkpoint (model, optimizer, state, and `tokenizer_json` when given)
+/// crash-safely, then keeps the newest `keep`. `save_index` counts this run's saves (for the
+/// fault-injection hook).
 pub fn save(
     out: &Path,
     vs: &nn::VarStore,
     opt: &AdamW,
     state: &CheckpointState,
+    tokenizer_json: Option<&[u8]>,
     save_index: usize,
     keep: usize,
 ) -> Result<PathBuf> {
@@ -131,6 +219,9 @@ pub fn save(
     }
     Tensor::write_safetensors(&opt.state(), tmp.join("optimizer.safetensors"))?;
     fsync_file(&tmp.join("optimizer.safetensors"))?;
+    if let Some(json) = tokenizer_json {
+        write_atomic(&tmp.join(TOKENIZER_FILE), json)?;
+    }
     write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
     fsync_dir(&tmp)?;
     let target = dir.join(&name);

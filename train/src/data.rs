@@ -1,9 +1,10 @@
-//! The trainer's data: the training and evaluation shard sets, and batches turned into
+//! The trainer's data: the training and evaluation shard sets (of one or more shard
+//! directories, one tokenizer), and batches turned into
 //! tensors on the device.
 
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::ShardSet;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
@@ -28,46 +29,87 @@ pub struct DataSplit {
     pub source: EvalSource,
 }
 
-fn open(dir: &Path, what: &str) -> Result<ShardSet> {
-    ShardSet::open(&[dir])
-        .with_context(|| format!("cannot open {what} shards in {}", dir.display()))
+fn open(dirs: &[PathBuf], what: &str) -> Result<ShardSet> {
+    ShardSet::open(dirs).with_context(|| format!("cannot open {what} shards in {}", describe(dirs)))
 }
 
-/// Opens `shards`: a directory with `train/` (and optionally `val/`) subdirectories, or a
-/// plain shard directory. For a plain one, `held_out` rows at its end are kept for
-/// evaluation (0: none).
-pub fn open_split(shards: &Path, held_out: usize) -> Result<DataSplit> {
-    let train_dir = shards.join("train");
-    if train_dir.is_dir() {
-        let train = open(&train_dir, "training")?;
-        let val_dir = shards.join("val");
-        let val = if val_dir.is_dir() {
-            let val = open(&val_dir, "validation")?;
-            if val.seq_len() != train.seq_len() {
-                bail!(
-                    "{}: rows of {} tokens, but {} has rows of {}",
-                    val_dir.display(),
-                    val.seq_len(),
-                    train_dir.display(),
-                    train.seq_len()
-                );
+/// The shard directories, as messages name them.
+pub fn describe(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The training and validation directories of `shards`: each is a directory with `train/`
+/// (and optionally `val/`) subdirectories, or a plain shard directory.
+pub fn split_dirs(shards: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for dir in shards {
+        if dir.join("train").is_dir() {
+            train.push(dir.join("train"));
+            if dir.join("val").is_dir() {
+                val.push(dir.join("val"));
             }
-            Some(Arc::new(val))
         } else {
-            None
-        };
-        let source = if val.is_some() {
-            EvalSource::ValDir
-        } else {
-            EvalSource::None
-        };
+            train.push(dir.clone());
+        }
+    }
+    (train, val)
+}
+
+/// The manifest of the training directories of `shards` taken together: the first one's,
+/// with the token counts of all; `None` when the first has none. Directories written with
+/// different tokenizers are refused.
+pub fn training_params(shards: &[PathBuf]) -> Result<Option<h5gpt_formats::DataParams>> {
+    let (train_dirs, _) = split_dirs(shards);
+    let mut all = Vec::new();
+    for dir in &train_dirs {
+        all.push(h5gpt_formats::DataParams::read_from_dir(dir)?);
+    }
+    h5gpt_formats::manifest::check_same_tokenizer(
+        train_dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(all.iter().map(Option::as_ref)),
+    )?;
+    let mut iter = all.into_iter();
+    let Some(Some(mut first)) = iter.next() else {
+        return Ok(None);
+    };
+    for params in iter.flatten() {
+        first.h5_dataset_stats.add(&params.h5_dataset_stats);
+    }
+    Ok(Some(first))
+}
+
+/// Opens `shards` (see [`split_dirs`]) as one training set, and the `val/` directories as one
+/// evaluation set. Without any `val/`, `held_out` rows at the end of the training set are kept
+/// for evaluation (0: none). Directories written with different tokenizers are refused.
+pub fn open_split(shards: &[PathBuf], held_out: usize) -> Result<DataSplit> {
+    let (train_dirs, val_dirs) = split_dirs(shards);
+    let all = open(&train_dirs, "training")?;
+    if !val_dirs.is_empty() {
+        let val = open(&val_dirs, "validation")?;
+        if val.seq_len() != all.seq_len() {
+            bail!(
+                "{}: rows of {} tokens, but {} has rows of {}",
+                describe(&val_dirs),
+                val.seq_len(),
+                describe(&train_dirs),
+                all.seq_len()
+            );
+        }
+        h5gpt_formats::manifest::check_same_tokenizer([
+            (train_dirs[0].as_path(), all.data_params()),
+            (val_dirs[0].as_path(), val.data_params()),
+        ])?;
         return Ok(DataSplit {
-            train: Arc::new(train),
-            val,
-            source,
+            train: Arc::new(all),
+            val: Some(Arc::new(val)),
+            source: EvalSource::ValDir,
         });
     }
-    let all = open(shards, "training")?;
     if held_out == 0 {
         return Ok(DataSplit {
             train: Arc::new(all),
@@ -79,7 +121,7 @@ pub fn open_split(shards: &Path, held_out: usize) -> Result<DataSplit> {
     if held_out >= n {
         bail!(
             "{}: cannot hold out {held_out} of {n} rows for evaluation",
-            shards.display()
+            describe(&train_dirs)
         );
     }
     Ok(DataSplit {

@@ -214,11 +214,12 @@ fn parameters(config: &GptConfig) -> Vec<Parameter> {
 
 /// The `config.json` of an export: a `GPT2Config` with our shape.
 ///
-/// `bos_token_id`/`eos_token_id` are GPT-2's end-of-text token (50256) when the vocabulary is
-/// GPT-2's; any other vocabulary (test and synthetic data) has no known end-of-text token, so
-/// they are `null` rather than an id that may be out of range or mean something else.
-fn config_json(config: &GptConfig) -> Value {
-    let eos = (config.vocab_size == GPT2_VOCAB).then_some(GPT2_EOS);
+/// `bos_token_id`/`eos_token_id` are the tokenizer's end-of-text id when it is known (`eos`),
+/// else GPT-2's (50256) when the vocabulary is GPT-2's; any other vocabulary (test and
+/// synthetic data) has no known end-of-text token, so they are `null` rather than an id that
+/// may be out of range or mean something else.
+fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
+    let eos = eos.or((config.vocab_size == GPT2_VOCAB).then_some(GPT2_EOS));
     json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -254,6 +255,30 @@ fn config_json(config: &GptConfig) -> Value {
 /// earlier export (has `config.json`); any other non-empty directory is refused. A model HF
 /// GPT-2 cannot express (no biases, μP) is refused.
 pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), HfError> {
+    export_with_tokenizer(vs, config, dir, None)
+}
+
+/// The tokenizer an export writes files for (see
+/// [`write_hf_tokenizer_files`](h5gpt_preprocess::hf_files::write_hf_tokenizer_files)).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportTokenizer<'a> {
+    /// Tokenizer name, as the checkpoint records it.
+    pub name: &'a str,
+    /// Its `tokenizer.json`, for tokenizers that are not tiktoken's.
+    pub json: Option<&'a [u8]>,
+    /// End-of-document id (`config.json`'s `bos_token_id`/`eos_token_id`).
+    pub eos_id: u32,
+}
+
+/// [`export`], plus the tokenizer files `transformers` loads with
+/// `AutoTokenizer.from_pretrained(dir)`, written into the same temporary directory before it
+/// is renamed into place.
+pub fn export_with_tokenizer(
+    vs: &nn::VarStore,
+    config: &GptConfig,
+    dir: &Path,
+    tokenizer: Option<ExportTokenizer<'_>>,
+) -> Result<(), HfError> {
     config.validate().map_err(|what| HfError::Unsupported {
         path: dir.to_path_buf(),
         what: format!("invalid model shape: {what}"),
@@ -303,8 +328,17 @@ pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), H
     let weights = tmp.join(WEIGHTS_FILE);
     Tensor::write_safetensors(&tensors, &weights).map_err(tch_error(&weights))?;
     fsync_file(&weights)?;
-    let json = serde_json::to_vec_pretty(&config_json(config)).expect("a JSON value serializes");
+    let eos = tokenizer.map(|t| t.eos_id as usize);
+    let json =
+        serde_json::to_vec_pretty(&config_json(config, eos)).expect("a JSON value serializes");
     write_atomic(&tmp.join(CONFIG_FILE), &json)?;
+    if let Some(t) = tokenizer {
+        h5gpt_preprocess::hf_files::write_hf_tokenizer_files(t.name, t.json, t.eos_id, &tmp)
+            .map_err(|e| HfError::Unsupported {
+                path: dir.to_path_buf(),
+                what: format!("cannot write the tokenizer files: {e}"),
+            })?;
+    }
     fsync_dir(&tmp)?;
 
     // Replace an earlier export by moving it aside first: a crash in between leaves both
@@ -680,9 +714,10 @@ pub fn copy_into(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<(), 
 
 /// Command line of `export` / `h5gpt-export`.
 mod cli {
+    use super::ExportTokenizer;
     use super::{CONFIG_FILE, WEIGHTS_FILE};
     use crate::checkpoint::load_model;
-    use crate::config::GPT2_VOCAB;
+    use crate::checkpoint::load_tokenizer;
     use anyhow::{Context, Result};
     use clap::{CommandFactory, FromArgMatches, Parser};
     use std::path::PathBuf;
@@ -725,7 +760,18 @@ mod cli {
             loaded.state.step
         );
         println!("{bin}: model {config:?}");
-        super::export(&loaded.vs, &config, &args.hf)
+        // Tokenizer files only for the tokenizer whose vocabulary the model has.
+        let loaded_tokenizer = load_tokenizer(&loaded.path, &loaded.state);
+        let usable = loaded_tokenizer
+            .as_ref()
+            .ok()
+            .filter(|t| t.vocab_size() as usize == config.vocab_size);
+        let tokenizer = usable.map(|t| ExportTokenizer {
+            name: t.name(),
+            json: t.json(),
+            eos_id: t.eos_id(),
+        });
+        super::export_with_tokenizer(&loaded.vs, &config, &args.hf, tokenizer)
             .with_context(|| format!("cannot export to {}", args.hf.display()))?;
         let params = config.breakdown_unpadded().total();
         println!(
@@ -743,12 +789,24 @@ mod cli {
             config.n_head,
             config.n_embd
         );
-        if config.vocab_size == GPT2_VOCAB {
-            println!(
-                "{bin}: load with GPT2LMHeadModel.from_pretrained({:?}) and the `gpt2` tokenizer \
-                 (GPT2TokenizerFast.from_pretrained(\"gpt2\")); no tokenizer files are written",
-                args.hf.display().to_string()
-            );
+        match (&tokenizer, &loaded_tokenizer) {
+            (Some(t), _) => println!(
+                "{bin}: tokenizer `{}` written beside it: load both with \
+                 AutoModelForCausalLM.from_pretrained({dir:?}) and AutoTokenizer.from_pretrained({dir:?})",
+                t.name,
+                dir = args.hf.display().to_string()
+            ),
+            (None, Ok(t)) => println!(
+                "{bin}: no tokenizer files written: the checkpoint's tokenizer `{}` has {} tokens, \
+                 the model's vocabulary {}",
+                t.name(),
+                t.vocab_size(),
+                config.vocab_size
+            ),
+            (None, Err(_)) => println!(
+                "{bin}: no tokenizer files written: the model was trained on `{}` tokens",
+                loaded.state.tokenizer
+            ),
         }
         Ok(())
     }

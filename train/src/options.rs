@@ -22,9 +22,14 @@ use std::path::{Path, PathBuf};
 #[command(name = "train", version, about, long_about)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainOptions {
-    /// Shard directory, or one with `train/` (and `val/`) subdirectories.
-    #[arg(long)]
-    pub shards: Option<PathBuf>,
+    /// Shard directory, or one with `train/` (and `val/`) subdirectories; several are read as
+    /// one set (they must share one tokenizer).
+    #[arg(long, num_args = 1..)]
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub shards: Vec<PathBuf>,
     /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
     /// resumes. [default: runs/YYYYMMDD-HHMMSS]
     #[arg(long)]
@@ -168,7 +173,10 @@ impl TrainOptions {
         if self.warmup_steps.is_some() || self.warmup_tokens.is_some() {
             (file.warmup_steps, file.warmup_tokens) = (None, None);
         }
-        overlay!(self, file; shards, out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
+        if self.shards.is_empty() {
+            self.shards = file.shards.clone();
+        }
+        overlay!(self, file; out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
@@ -189,6 +197,20 @@ impl TrainOptions {
             toml::to_string(self)?
         ))
     }
+}
+
+/// `shards = "DIR"` (as earlier versions wrote it) or `shards = ["DIR", …]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// A default run directory: `runs/YYYYMMDD-HHMMSS` (UTC).
@@ -253,7 +275,7 @@ pub const AUTO_MODEL: &str = "auto";
 /// size is nearest to it, which lends its learning rate and batch.
 fn auto_model(
     cli: &TrainOptions,
-    shards: &Path,
+    shards: &str,
     params: Option<&h5gpt_formats::DataParams>,
     notes: &mut Vec<String>,
 ) -> Result<(&'static Preset, GptConfig)> {
@@ -261,15 +283,12 @@ fn auto_model(
     let params = params.with_context(|| {
         format!(
             "{}: no data_params.json, so the model cannot be sized to the data\n{hint}",
-            shards.display()
+            shards
         )
     })?;
-    let seq_len = params.seq_len().with_context(|| {
-        format!(
-            "{}: data_params.json has no seq_len\n{hint}",
-            shards.display()
-        )
-    })?;
+    let seq_len = params
+        .seq_len()
+        .with_context(|| format!("{}: data_params.json has no seq_len\n{hint}", shards))?;
     let corpus = params.h5_dataset_stats.training_tokens() as f64;
     let (tokens, basis) = match (cli.max_tokens, cli.max_steps) {
         (Some(tokens), _) => (tokens, "--max-tokens".to_string()),
@@ -298,10 +317,7 @@ fn auto_model(
         }
     };
     if tokens < 1.0 {
-        bail!(
-            "{}: no tokens to size a model for\n{hint}",
-            shards.display()
-        );
+        bail!("{}: no tokens to size a model for\n{hint}", shards);
     }
     let ratio = cli.ratio.unwrap_or(crate::plan::scaling::CHINCHILLA_RATIO);
     let vocab = params
@@ -356,17 +372,11 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         let file = TrainOptions::read_file(&saved)?;
         cli.overlay(&file);
     }
-    let Some(shards) = cli.shards.clone() else {
+    if cli.shards.is_empty() {
         bail!("--shards DIR is required (a directory written by `preprocess`)");
-    };
-    let params = h5gpt_formats::DataParams::read_from_dir(&shards.join("train"))
-        .ok()
-        .flatten()
-        .or_else(|| {
-            h5gpt_formats::DataParams::read_from_dir(&shards)
-                .ok()
-                .flatten()
-        });
+    }
+    let shards = cli.shards.clone();
+    let params = crate::data::training_params(&shards)?;
     let seq_len = params.as_ref().and_then(|p| p.seq_len());
     let data_vocab = params
         .as_ref()
@@ -376,7 +386,12 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     let model_name = cli.model.clone().unwrap_or_else(|| AUTO_MODEL.into());
     let mut notes = Vec::new();
     let (preset, mut model) = if model_name == AUTO_MODEL {
-        auto_model(&cli, &shards, params.as_ref(), &mut notes)?
+        auto_model(
+            &cli,
+            &crate::data::describe(&shards),
+            params.as_ref(),
+            &mut notes,
+        )?
     } else {
         let preset = Preset::find(&model_name).ok_or_else(|| {
             anyhow!(
@@ -431,7 +446,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .map_err(|e| anyhow!("--dtype {e}"))?;
     let precision = Precision::resolve(dtype, device);
 
-    let mut config = TrainConfig::new(shards, out, model);
+    let mut config = TrainConfig::new(PathBuf::new(), out, model);
+    config.shards = shards;
     config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch);
     config.total_batch_tokens = cli.total_batch_tokens.unwrap_or(preset.total_batch_tokens);
     config.lr = cli
@@ -467,7 +483,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     }
 
     let options = TrainOptions {
-        shards: Some(config.shards.clone()),
+        shards: config.shards.clone(),
         out: Some(config.out.clone()),
         config: None,
         resume: false,

@@ -5,8 +5,10 @@
 //! several ranks ([`crate::dist`]), each rank trains on its slice of every global batch and
 //! the gradients are averaged once per step; rank 0 alone logs and writes.
 
-use crate::checkpoint::{self, latest_checkpoint, CheckpointState};
-use crate::data::{held_out_rows, open_split, BatchTensors, DataSplit, EvalSource};
+use crate::checkpoint::{self, latest_checkpoint, CheckpointState, SavedTokenizer};
+use crate::data::{
+    describe, held_out_rows, open_split, split_dirs, BatchTensors, DataSplit, EvalSource,
+};
 use crate::device::{gpu_name, peak_bf16_flops};
 use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::evaluate::evaluate;
@@ -29,8 +31,8 @@ use tch::{nn, Device, Kind, Tensor};
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    /// Shard directory (or one with `train/` and `val/`).
-    pub shards: PathBuf,
+    /// Shard directories (each plain, or with `train/` and `val/`), read as one set.
+    pub shards: Vec<PathBuf>,
     /// Run directory.
     pub out: PathBuf,
     /// Model shape (`n_ctx` ≥ the shards' seq_len).
@@ -88,7 +90,7 @@ impl TrainConfig {
     /// the run directory and the model.
     pub fn new(shards: impl Into<PathBuf>, out: impl Into<PathBuf>, model: GptConfig) -> Self {
         TrainConfig {
-            shards: shards.into(),
+            shards: vec![shards.into()],
             out: out.into(),
             model,
             micro_batch: 8,
@@ -428,10 +430,11 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     // Data.
     let held_out = match &resumed_state {
         Some(state) => state.held_out,
-        None if config.eval_every > 0 && !config.shards.join("train").is_dir() => {
-            let rows = h5gpt_formats::ShardSet::open(&[&config.shards])
+        None if config.eval_every > 0 && split_dirs(&config.shards).1.is_empty() => {
+            let train_dirs = split_dirs(&config.shards).0;
+            let rows = h5gpt_formats::ShardSet::open(&train_dirs)
                 .with_context(|| {
-                    format!("cannot open training shards in {}", config.shards.display())
+                    format!("cannot open training shards in {}", describe(&train_dirs))
                 })?
                 .len();
             held_out_rows(rows, config.eval_batches * config.micro_batch)
@@ -447,7 +450,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     if seq > model_cfg.n_ctx {
         bail!(
             "{}: rows of {seq} tokens do not fit the model's context of {}\n---> HINT: re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx {seq})",
-            config.shards.display(),
+            describe(&config.shards),
             model_cfg.n_ctx,
             model_cfg.n_ctx
         );
@@ -456,15 +459,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         if vocab as usize > model_cfg.embedding_rows() {
             bail!(
                 "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({})\n---> HINT: set vocab_size to at least {vocab}, or re-run preprocess with the model's tokenizer",
-                config.shards.display(),
+                describe(&config.shards),
                 model_cfg.embedding_rows()
             );
         }
     }
-    let tokenizer = set
-        .data_params()
-        .and_then(|p| p.h5gpt.as_ref())
-        .map_or_else(|| "gpt2".to_string(), |s| s.tokenizer.clone());
+    let tokenizer = SavedTokenizer::of_set(&set)?;
     let mut console = Console {
         bar: ProgressBar::hidden(),
         log,
@@ -474,11 +474,11 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         EvalSource::ValDir => console.line(&format!(
             "eval: {} rows of {}",
             val.as_ref().map_or(0, |v| v.len()),
-            config.shards.join("val").display()
+            describe(&split_dirs(&config.shards).1)
         )),
         EvalSource::HeldOut(rows) => console.line(&format!(
             "eval: the last {rows} rows of {} are held out (training never sees them)",
-            config.shards.display()
+            describe(&config.shards)
         )),
         EvalSource::None if config.eval_every > 0 => {
             console.line("eval: off (no val/ directory and too few rows to hold any out)")
@@ -706,13 +706,15 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 seq_len: seq,
                 held_out,
                 model: model_cfg,
-                tokenizer: tokenizer.clone(),
+                tokenizer: tokenizer.name.clone(),
+                eos_id: tokenizer.eos_id,
             };
             let path = checkpoint::save(
                 &config.out,
                 &vs,
                 opt,
                 &state,
+                tokenizer.json.as_deref(),
                 saves,
                 config.keep_checkpoints,
             )?;

@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use h5gpt_formats::Compression;
 use h5gpt_preprocess::inspect::{human_bytes, thousands};
-use h5gpt_preprocess::pipeline::{run, PreprocessConfig};
+use h5gpt_preprocess::pipeline::{run, PreprocessConfig, TokenizerChoice};
+use h5gpt_preprocess::tokenizer_train::{TrainKind, TrainSpec};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,8 +26,9 @@ enum Normalize {
     Nfc,
 }
 
-/// Tokenize raw text (txt, jsonl, jsonl.zst, jsonl.gz, parquet) with GPT-2 BPE, pack it into
-/// fixed-length rows and write HDF5 shards in the Cerebras Model Zoo layout.
+/// Tokenize raw text (txt, jsonl, jsonl.zst, jsonl.gz, parquet) with GPT-2 BPE (or another
+/// tokenizer, given or trained on the corpus), pack it into fixed-length rows and write HDF5
+/// shards in the Cerebras Model Zoo layout.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -68,6 +70,24 @@ struct Args {
     /// instead of stopping at the first.
     #[arg(long)]
     skip_bad_records: bool,
+    /// Tokenizer: `gpt2` (r50k_base), `cl100k_base`, `o200k_base`, or a Hugging Face
+    /// tokenizer.json file (copied beside the shards).
+    #[arg(long, default_value = "gpt2", conflicts_with = "train_tokenizer")]
+    tokenizer: String,
+    /// End-of-document token of a --tokenizer FILE [default: the first of `<|endoftext|>`,
+    /// `</s>`, `<|end_of_text|>`, `<eos>`, `[EOS]`, `<|im_end|>` it knows].
+    #[arg(long)]
+    eos_token: Option<String>,
+    /// Train a tokenizer on the training documents first: byte-level `bpe`, or `wordlevel`
+    /// (one id per word, `[UNK]` for the rest). Written beside the shards as tokenizer.json.
+    #[arg(long, value_enum, requires = "vocab_size")]
+    train_tokenizer: Option<TrainKind>,
+    /// Vocabulary size of --train-tokenizer, special tokens included.
+    #[arg(long)]
+    vocab_size: Option<u32>,
+    /// Minimum count of a word (wordlevel) or of a pair to merge (bpe) with --train-tokenizer.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
     /// Tokenizer threads (default: all cores). Does not change the output.
     #[arg(long)]
     threads: Option<usize>,
@@ -91,6 +111,34 @@ fn real_main() -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.vocab_size.is_some() && args.train_tokenizer.is_none() {
+        anyhow::bail!("--vocab-size applies to --train-tokenizer only");
+    }
+    let tokenizer = match (args.train_tokenizer, args.vocab_size) {
+        (Some(kind), Some(vocab_size)) => {
+            if args.eos_token.is_some() {
+                anyhow::bail!("--eos-token applies to --tokenizer FILE only (trained tokenizers use <|endoftext|>)");
+            }
+            TokenizerChoice::Train(TrainSpec {
+                kind,
+                vocab_size,
+                min_frequency: args.min_frequency,
+            })
+        }
+        _ => TokenizerChoice::Given {
+            name: args.tokenizer,
+            eos_token: args.eos_token,
+        },
+    };
+    let tokenizer_label = match &tokenizer {
+        TokenizerChoice::Given { name, .. } => name.clone(),
+        TokenizerChoice::Train(spec) => format!(
+            "train {} {} (min frequency {})",
+            spec.kind.tokenizer_name().trim_start_matches("trained-"),
+            spec.vocab_size,
+            spec.min_frequency
+        ),
+    };
     let config = PreprocessConfig {
         inputs: args.input,
         out: args.out,
@@ -107,14 +155,16 @@ fn real_main() -> Result<()> {
         val_fraction: args.val_fraction,
         seed: args.seed,
         skip_bad_records: args.skip_bad_records,
+        tokenizer,
         threads,
         force: args.force,
         progress: std::io::stderr().is_terminal(),
     };
     eprintln!(
-        "preprocess: {} -> {} | seq_len {} | {} | examples/shard {} | compression {} | normalize {} | val {} (seed {}) | threads {}",
+        "preprocess: {} -> {} | tokenizer {} | seq_len {} | {} | examples/shard {} | compression {} | normalize {} | val {} (seed {}) | threads {}",
         config.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
         config.out.display(),
+        tokenizer_label,
         config.seq_len,
         if config.pack { "packing stream" } else { "packing document" },
         config.examples_per_shard,
@@ -136,6 +186,11 @@ fn real_main() -> Result<()> {
         println!("continued an interrupted run");
     }
     let tokens: u64 = summary.outputs.iter().map(|o| o.2).sum();
+    println!(
+        "tokenizer          {} ({} tokens)",
+        summary.tokenizer,
+        thousands(u64::from(summary.vocab_size))
+    );
     println!("input files        {}", summary.files);
     println!("input size         {}", human_bytes(summary.input_bytes));
     println!("records read       {}", thousands(summary.counts.records));
@@ -163,6 +218,13 @@ fn real_main() -> Result<()> {
         summary.input_bytes as f64 / 1e6 / summary.seconds,
         tokens as f64 / 1e3 / summary.seconds
     );
+    if let Some(unknown) = summary.unknown_tokens {
+        println!(
+            "unknown words      {} ([UNK], {:.3}% of tokens)",
+            thousands(unknown),
+            100.0 * unknown as f64 / tokens.max(1) as f64
+        );
+    }
     for bad in &summary.bad_examples {
         println!("skipped: {bad}");
     }

@@ -2,5 +2,6 @@
 
 mod inspect;
 mod preprocess;
+mod tokenizers;
 mod train;
 mod train_dist;

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -57,7 +57,7 @@ fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn assert_same_files(a: &Path, b: &Path) {
+pub(crate) fn assert_same_files(a: &Path, b: &Path) {
     let (fa, fb) = (files_of(a), files_of(b));
     let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&fa), names(&fb));
@@ -66,14 +66,30 @@ fn assert_same_files(a: &Path, b: &Path) {
     }
 }
 
-fn verify_ok(dir: &Path) -> ShardSet {
+pub(crate) fn verify_ok(dir: &Path) -> ShardSet {
     let set = ShardSet::open(&[dir]).unwrap();
     let report = verify(&set, VerifyOptions::for_set(&set), &mut |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.violations);
     set
 }
 
-fn all_rows(set: &ShardSet) -> Vec<Vec<i32>> {
+/// The packed token stream of a stream-packed set: the first input id, then every label
+/// under mask 1 (rows overlap by one token).
+pub(crate) fn token_stream(set: &ShardSet) -> Vec<u32> {
+    let seq = set.seq_len();
+    let rows = all_rows(set);
+    let mut stream: Vec<u32> = vec![rows[0][0] as u32];
+    for row in &rows {
+        for j in 0..seq {
+            if row[seq + j] == 1 {
+                stream.push(row[2 * seq + j] as u32);
+            }
+        }
+    }
+    stream
+}
+
+pub(crate) fn all_rows(set: &ShardSet) -> Vec<Vec<i32>> {
     let seq = set.seq_len();
     set.shards()
         .iter()
@@ -419,15 +435,7 @@ fn all_input_kinds_in_path_order_with_a_val_split() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let set = verify_ok(&out);
-    let rows = all_rows(&set);
-    let mut stream: Vec<u32> = vec![rows[0][0] as u32];
-    for row in &rows {
-        for j in 0..8 {
-            if row[8 + j] == 1 {
-                stream.push(row[16 + j] as u32);
-            }
-        }
-    }
+    let stream = token_stream(&set);
     let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
     let expected: Vec<u32> = (0..10)
         .flat_map(|i| {

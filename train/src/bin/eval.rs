@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use h5gpt_formats::ShardSet;
-use h5gpt_train::checkpoint::load_model;
+use h5gpt_train::checkpoint::{check_data_tokenizer, load_model};
 use h5gpt_train::device::{select, DeviceRequest};
 use h5gpt_train::evaluate::evaluate;
 use h5gpt_train::precision::{DtypeRequest, Precision};
@@ -60,6 +60,7 @@ fn run() -> Result<()> {
     };
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;
+    check_data_tokenizer(&loaded.path, &loaded.state, &set)?;
     if set.seq_len() > loaded.model.config().n_ctx {
         bail!(
             "{}: rows of {} tokens do not fit the model's context of {}",

@@ -2,8 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use h5gpt_preprocess::tokenizer::Tokenizer;
-use h5gpt_train::checkpoint::load_model;
+use h5gpt_train::checkpoint::{load_model, load_tokenizer};
 use h5gpt_train::device::{select, DeviceRequest};
 use h5gpt_train::generate::{generate, SampleOptions};
 use h5gpt_train::precision::{DtypeRequest, Precision};
@@ -58,13 +57,7 @@ fn run() -> Result<()> {
     let device = select(args.device)?;
     let precision = Precision::resolve(args.dtype, device);
     let loaded = load_model(&args.checkpoint, device)?;
-    let tokenizer = match loaded.state.tokenizer.as_str() {
-        "gpt2" => Tokenizer::gpt2(),
-        other => bail!(
-            "{}: trained on `{other}` tokens, which `sample` cannot encode or decode",
-            loaded.path.display()
-        ),
-    };
+    let tokenizer = load_tokenizer(&loaded.path, &loaded.state)?;
     let mut prompt: Vec<i64> = tokenizer
         .encode(&args.prompt)
         .into_iter()
@@ -95,11 +88,18 @@ fn run() -> Result<()> {
             device,
             precision,
         )?;
-        let ids: Vec<u32> = new.iter().map(|&t| t as u32).collect();
+        // The prompt is decoded with the continuation: word-level tokenizers put their spaces
+        // between tokens, and byte-level ones give the prompt back exactly.
+        let skip = usize::from(args.prompt.is_empty());
+        let ids: Vec<u32> = prompt[skip..]
+            .iter()
+            .chain(&new)
+            .map(|&t| t as u32)
+            .collect();
         if i > 0 {
             println!("---------------");
         }
-        println!("{}{}", args.prompt, tokenizer.decode_lossy(&ids));
+        println!("{}", tokenizer.decode_lossy(&ids));
     }
     Ok(())
 }

@@ -95,7 +95,7 @@ fn run() -> Result<()> {
     let counted = model.breakdown();
     eprintln!(
         "train: {} -> {} | model {} L{} H{} E{} T{} | {:.2}M parameters ({:.2}M with the {}-token vocabulary unpadded, {:.2}M without embeddings) | {} on {:?} | micro-batch {} | total batch {} tokens | lr {:e}",
-        config.shards.display(),
+        h5gpt_train::data::describe(&config.shards),
         config.out.display(),
         resolved.model_name,
         model.n_layer,

@@ -84,9 +84,9 @@ fn padded_vocabulary_loss_equals_the_sliced_real_vocabulary_loss() {
     tch::manual_seed(3);
     let cfg = GptConfig {
         pad_vocab: true,
-        ..GptConfig::tiny(100, 8)
+        ..GptConfig::tiny(6350, 8)
     };
-    assert_eq!(cfg.embedding_rows(), 128);
+    assert_eq!(cfg.embedding_rows(), 6400);
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs.root(), cfg);
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -96,15 +96,15 @@ fn padded_vocabulary_loss_equals_the_sliced_real_vocabulary_loss() {
         .position(|(name, _)| name == "transformer.wte.weight")
         .unwrap();
     let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
-    let idx = Tensor::randint(100, [3, 8], (Kind::Int64, Device::Cpu));
+    let idx = Tensor::randint(6350, [3, 8], (Kind::Int64, Device::Cpu));
     let labels = idx.roll([-1], [1]);
     let mask = Tensor::ones([3, 8], (Kind::Int64, Device::Cpu));
 
     let loss = model.loss(&idx, &labels, &mask, true);
     let sliced = model
         .forward(&idx, true)
-        .narrow(2, 0, 100)
-        .reshape([-1, 100])
+        .narrow(2, 0, 6350)
+        .reshape([-1, 6350])
         .cross_entropy_for_logits(&labels.view([-1]));
     let (a, b) = (loss.double_value(&[]), sliced.double_value(&[]));
     assert!((a - b).abs() < 1e-6, "masked {a} vs sliced {b}");
@@ -114,6 +114,18 @@ fn padded_vocabulary_loss_equals_the_sliced_real_vocabulary_loss() {
     for (g, r) in ours.iter().zip(&reference) {
         assert!(g.allclose(r, 1e-5, 1e-7, false), "{g:?} vs {r:?}");
     }
-    let padding_rows = ours[wte].narrow(0, 100, 28);
+    let padding_rows = ours[wte].narrow(0, 6350, 50);
     assert_eq!(padding_rows.abs().max().double_value(&[]), 0.0);
+}
+
+#[test]
+fn vocabulary_is_padded_only_when_that_costs_at_most_one_percent_more_rows() {
+    use h5gpt_train::config::padded_vocab;
+    assert_eq!(padded_vocab(50257), 50304);
+    assert_eq!(padded_vocab(100_277), 100_288);
+    assert_eq!(padded_vocab(6300), 6336);
+    assert_eq!(padded_vocab(512), 512);
+    // 17 padding rows would be 5.6% of a 303-token trained vocabulary.
+    assert_eq!(padded_vocab(303), 303);
+    assert_eq!(padded_vocab(1000), 1000);
 }
