@@ -5,8 +5,9 @@
 # 1. preprocess the corpus twice: --tokenizer gpt2 and --train-tokenizer wordlevel --vocab-size 512
 #    (--val-fraction 0.05, the same documents in val/ both times);
 # 2. train on the word-level shards with the auto-sized model (one epoch);
-# 3. train on the GPT-2 shards with the same model body, learning rate, batch rows and steps,
-#    so both runs do the same transformer work per step (GPT-2's LM head is bigger);
+# 3. train on the GPT-2 shards with the same model body, learning rate and rows per step: for
+#    the same number of steps (the same transformer work; GPT-2's LM head costs far more), and
+#    for the steps the word-level run's FLOPs buy;
 # 4. print parameters, training FLOPs, final validation loss per token and per byte of text
 #    (loss per token is not comparable across tokenizers; per byte is).
 #
@@ -25,23 +26,32 @@ bin=target/release
 "$bin/preprocess" --input "$work/corpus.jsonl" --out "$work/words" --seq-len 64 --val-fraction 0.05 --force \
   --train-tokenizer wordlevel --vocab-size 512 >"$work/pre-words.txt"
 
-rm -rf "$work/run-words" "$work/run-gpt2"
+rm -rf "$work/run-words" "$work/run-gpt2" "$work/run-gpt2-same-flops"
 "$bin/train" --shards "$work/words" --out "$work/run-words" --device cpu --epochs 1 --eval-every 25 \
   --eval-batches 50 --seed 1 >"$work/train-words.txt" 2>&1
 
-# The word-level run's resolved shape and batch, and its number of steps.
-read -r layers heads width lr micro batch_tokens steps < <(python3 - "$work/run-words" <<'PY'
-import json, sys, tomllib, pathlib
-run = pathlib.Path(sys.argv[1])
-c = tomllib.loads((run / "config.toml").read_text())
-steps = max(json.loads(l).get("step", 0) for l in (run / "metrics.jsonl").read_text().splitlines())
-print(c["n_layer"], c["n_head"], c["n_embd"], c["lr"], c["micro_batch"], c["total_batch_tokens"], steps)
+# The word-level run's resolved shape, learning rate and micro-batch (config.toml), and the
+# steps, rows per step and FLOPs it ran (its plan line).
+read -r layers heads width lr micro < <(python3 - "$work/run-words" <<'PY'
+import sys, tomllib, pathlib
+c = tomllib.loads((pathlib.Path(sys.argv[1]) / "config.toml").read_text())
+print(c["n_layer"], c["n_head"], c["n_embd"], c["lr"], c["micro_batch"])
 PY
 )
-"$bin/train" --shards "$work/gpt2" --out "$work/run-gpt2" --device cpu --model tiny \
-  --n-layer "$layers" --n-head "$heads" --n-embd "$width" --lr "$lr" --micro-batch "$micro" \
-  --total-batch-tokens "$batch_tokens" --max-steps "$steps" --eval-every 25 --eval-batches 50 \
-  --seed 1 >"$work/train-gpt2.txt" 2>&1
+plan_of() { sed -n 's/^plan: \([0-9]*\) steps × \([0-9]*\) rows × \([0-9]*\) tokens.*| \([0-9.e+]*\) FLOPs$/\1 \2 \3 \4/p' "$1"; }
+read -r steps rows seq flops_words < <(plan_of "$work/train-words.txt")
+gpt2_run() { # NAME STEPS WARMUP
+  "$bin/train" --shards "$work/gpt2" --out "$work/run-$1" --device cpu --model tiny \
+    --n-layer "$layers" --n-head "$heads" --n-embd "$width" --lr "$lr" --micro-batch "$micro" \
+    --total-batch-tokens $((rows * seq)) --max-steps "$2" --warmup-steps "$3" --eval-every 25 \
+    --eval-batches 50 --seed 1 >"$work/train-$1.txt" 2>&1
+}
+# Same model body, rows per step and steps: the same transformer work, more FLOPs in the head.
+gpt2_run gpt2 "$steps" 10
+# The same FLOPs as the word-level run: as many steps as that budget buys.
+read -r _ _ _ flops_gpt2 < <(plan_of "$work/train-gpt2.txt")
+steps_same_flops=$(python3 -c "print(max(1, int($steps * $flops_words / $flops_gpt2)))")
+gpt2_run gpt2-same-flops "$steps_same_flops" 1
 
 python3 - "$work" <<'PY'
 import json, sys, pathlib, re
@@ -65,12 +75,17 @@ gpt2 = tiktoken.get_encoding("gpt2")
 stream = val_stream("gpt2")
 val_bytes = len(gpt2.decode_bytes([t for t in stream if t != 50256])) + stream.count(50256)
 
-print(f"{'vocabulary':<22}{'params':>10}{'train FLOPs':>13}{'val loss/token':>16}{'val tokens':>12}{'bits/byte':>11}")
-for name, label in [("gpt2", "GPT-2 (50,257)"), ("words", "trained word-level")]:
-    log = (work / f"train-{name}.txt").read_text()
+print(f"{'run':<22}{'params':>10}{'train FLOPs':>13}{'val loss/token':>16}{'val tokens':>12}{'bits/byte':>11}")
+for run, data, label in [
+    ("words", "words", "trained word-level"),
+    ("gpt2", "gpt2", "GPT-2, same steps"),
+    ("gpt2-same-flops", "gpt2", "GPT-2, same FLOPs"),
+]:
+    name = data
+    log = (work / f"train-{run}.txt").read_text()
     params = float(re.search(r"\| ([0-9.]+)M parameters", log).group(1))
     flops = float(re.search(r"\| ([0-9.e+]+) FLOPs", log).group(1))
-    metrics = [json.loads(l) for l in (work / f"run-{name}" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(l) for l in (work / f"run-{run}" / "metrics.jsonl").read_text().splitlines()]
     loss = [m["val_loss"] for m in metrics if "val_loss" in m][-1]
     vocab = json.loads((work / name / "val" / "data_params.json").read_text())["post-process"]["vocab_size"]
     predicted = len(val_stream(name)) - 1

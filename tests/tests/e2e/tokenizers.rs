@@ -136,6 +136,16 @@ fn wordlevel_small_language_trains_an_auto_sized_model_that_beats_the_unigram_en
         "{shown}"
     );
 
+    // plan counts parameters with the shards' vocabulary.
+    let o = run("plan", &["--shards", s(&shards)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let planned = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        planned.contains("tokenizer `trained-wordlevel`")
+            && planned.contains(&format!("with the {vocab}-row embedding")),
+        "{planned}"
+    );
+
     // train: the model is auto-sized for the trained vocabulary.
     let run_dir = dir.path().join("run");
     let o = run(

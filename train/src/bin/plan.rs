@@ -149,6 +149,7 @@ struct Corpus {
     tokens: u64,
     seq_len: Option<usize>,
     vocab_size: Option<usize>,
+    tokenizer: String,
 }
 
 /// Reads the token count (loss-counted tokens, else real, else stored positions) of `dir`'s
@@ -181,6 +182,7 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
         tokens,
         seq_len: params.seq_len(),
         vocab_size: params.post_process.vocab_size.map(|v| v as usize),
+        tokenizer: params.tokenizer_identity().name,
         path,
     })
 }
@@ -479,9 +481,13 @@ fn data_text(
     let mut out = String::new();
     if let Some(c) = corpus {
         out += &format!(
-            "shards {}: {} tokens\n",
+            "shards {}: {} tokens of tokenizer `{}`{}\n",
             c.path.display(),
-            thousands(c.tokens)
+            thousands(c.tokens),
+            c.tokenizer,
+            c.vocab_size
+                .map(|v| format!(" ({} ids)", thousands(v as u64)))
+                .unwrap_or_default()
         );
     }
     out += &format!(
