@@ -310,7 +310,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
             );
         }
         progress = Some(saved);
-    } else if dir_has_files(&config.out) {
+    } else if !config.force && dir_has_files(&config.out) {
         let complete = dirs.iter().all(|d| {
             DataParams::read_from_dir(d)
                 .ok()

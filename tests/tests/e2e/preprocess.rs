@@ -281,6 +281,18 @@ fn other_settings_into_a_full_out_are_refused_and_force_starts_over() {
     let o = run_preprocess(&corpus, &out, &["--seq-len", "32", "--force"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(verify_ok(&out).seq_len(), 32);
+    // With a val split the output holds train/ and val/: --force starts over there too, and
+    // rerunning the very same command with --force redoes it.
+    let split = dir.path().join("split");
+    for seq in ["16", "32", "32"] {
+        let o = run_preprocess(
+            &corpus,
+            &split,
+            &["--seq-len", seq, "--val-fraction", "0.3", "--force"],
+        );
+        assert!(o.status.success(), "--seq-len {seq}: {}", text(&o));
+        assert_eq!(verify_ok(&split.join("train")).seq_len().to_string(), seq);
+    }
 }
 
 fn bad_case(name: &str, bytes: &[u8], expect: &str) {
