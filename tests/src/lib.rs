@@ -37,6 +37,14 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
 }
 
+/// A TCP port on 127.0.0.1 that is free now (for a rendezvous store).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
 /// stdout and stderr of an output as text, for assertion messages.
 pub fn text(output: &Output) -> String {
     format!(

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod hardware;
 pub mod hf;
+pub mod inference;
 pub mod model;
 pub mod mup;
 pub mod optim;

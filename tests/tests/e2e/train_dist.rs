@@ -3,7 +3,7 @@
 //! reproduce one rank's losses and weights, checkpoints move between world sizes, a dead rank
 //! stops the others, a signal on one rank checkpoints them all.
 
-use h5gpt_tests::{bin, run, text};
+use h5gpt_tests::{bin, free_port, run, text};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -11,14 +11,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn p(path: &Path) -> String {
     path.to_str().unwrap().to_string()
 }

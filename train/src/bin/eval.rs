@@ -3,10 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use h5gpt_formats::ShardSet;
-use h5gpt_train::checkpoint::{check_data_tokenizer, load_model};
-use h5gpt_train::device::{select, DeviceRequest};
+use h5gpt_train::checkpoint::check_data_tokenizer;
 use h5gpt_train::evaluate::evaluate;
-use h5gpt_train::precision::{DtypeRequest, Precision};
+use h5gpt_train::inference::{Inference, InferenceArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,9 +13,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Run directory (`runs/NAME`) or one of its `checkpoints/step-*` directories.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: InferenceArgs,
     /// Shard directory (a directory with `val/` is evaluated on `val/`).
     #[arg(long)]
     shards: PathBuf,
@@ -26,12 +24,6 @@ struct Args {
     /// Evaluate at most this many rows. [default: all]
     #[arg(long)]
     max_rows: Option<usize>,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long, default_value = "auto")]
-    device: DeviceRequest,
-    /// `auto`, `fp32` or `bf16`.
-    #[arg(long, default_value = "auto")]
-    dtype: DtypeRequest,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -49,9 +41,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let device = select(args.device)?;
-    let precision = Precision::resolve(args.dtype, device);
-    let loaded = load_model(&args.checkpoint, device)?;
+    let Inference {
+        loaded,
+        device,
+        precision,
+    } = args.model.load()?;
     let val = args.shards.join("val");
     let dir = if val.is_dir() {
         val

@@ -2,20 +2,17 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use h5gpt_train::checkpoint::{load_model, load_tokenizer};
-use h5gpt_train::device::{select, DeviceRequest};
+use h5gpt_train::checkpoint::load_tokenizer;
 use h5gpt_train::generate::{generate, SampleOptions};
-use h5gpt_train::precision::{DtypeRequest, Precision};
-use std::path::PathBuf;
+use h5gpt_train::inference::{Inference, InferenceArgs};
 use std::process::ExitCode;
 
 /// Generate text from a checkpoint (a run directory: its newest checkpoint).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Run directory (`runs/NAME`) or one of its `checkpoints/step-*` directories.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: InferenceArgs,
     /// Text to continue. [default: start of a document]
     #[arg(long, default_value = "")]
     prompt: String,
@@ -34,12 +31,6 @@ struct Args {
     /// Samples to draw (seeds seed, seed+1, …).
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long, default_value = "auto")]
-    device: DeviceRequest,
-    /// `auto`, `fp32` or `bf16`.
-    #[arg(long, default_value = "auto")]
-    dtype: DtypeRequest,
 }
 
 fn main() -> ExitCode {
@@ -54,9 +45,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let device = select(args.device)?;
-    let precision = Precision::resolve(args.dtype, device);
-    let loaded = load_model(&args.checkpoint, device)?;
+    let Inference {
+        loaded,
+        device,
+        precision,
+    } = args.model.load()?;
     let tokenizer = load_tokenizer(&loaded.path, &loaded.state)?;
     let mut prompt: Vec<i64> = tokenizer
         .encode(&args.prompt)

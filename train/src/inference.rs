@@ -1,0 +1,48 @@
+//! The front end `sample` and `eval` share: which checkpoint, on which device, in which
+//! precision, and loading it.
+
+use crate::checkpoint::{load_model, LoadedModel};
+use crate::device::{select, DeviceRequest};
+use crate::precision::{DtypeRequest, Precision};
+use anyhow::Result;
+use std::path::PathBuf;
+use tch::Device;
+
+/// `--checkpoint`, `--device` and `--dtype` (flattened into a binary's arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InferenceArgs {
+    /// Run directory (`runs/NAME`: its newest complete checkpoint) or one of its
+    /// `checkpoints/step-*` directories.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// `auto`, `fp32` or `bf16`.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeRequest,
+}
+
+/// A checkpoint's model, loaded for inference.
+pub struct Inference {
+    /// The model and its checkpoint.
+    pub loaded: LoadedModel,
+    /// Where it runs.
+    pub device: Device,
+    /// In which precision.
+    pub precision: Precision,
+}
+
+impl InferenceArgs {
+    /// Picks the device and precision and loads the checkpoint's model onto the device.
+    pub fn load(&self) -> Result<Inference> {
+        let device = select(self.device)?;
+        let precision = Precision::resolve(self.dtype, device);
+        let loaded = load_model(&self.checkpoint, device)?;
+        Ok(Inference {
+            loaded,
+            device,
+            precision,
+        })
+    }
+}
