@@ -15,19 +15,16 @@
 //! parts, the merge `a b` (the reverse of tiktoken's `data_gym` conversion). Applied in rank
 //! order, these merges give tiktoken's ids; the tests compare `transformers` with tiktoken-rs.
 
+use crate::tokenizer::{tiktoken_encoding, TiktokenEncoding, EOS_TOKEN, TOKENIZER_FILE};
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::FormatError;
 use rustc_hash::FxHashMap;
 use std::path::Path;
-use tiktoken_rs::CoreBPE;
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
-
-/// The end-of-text token of the tiktoken encodings.
-const ENDOFTEXT: &str = "<|endoftext|>";
 
 /// What can go wrong writing the tokenizer files.
 #[derive(Debug, thiserror::Error)]
@@ -100,52 +97,6 @@ pub enum HfFilesError {
     Write(#[from] FormatError),
 }
 
-/// A tiktoken encoding h5gpt ships.
-struct Builtin {
-    /// Name recorded in `data_params.json`.
-    name: &'static str,
-    /// tiktoken-rs' encoder.
-    bpe: fn() -> &'static CoreBPE,
-    /// Ordinary tokens are the ids `0..ordinary`.
-    ordinary: u32,
-    /// `<|endoftext|>`.
-    eos: u32,
-    /// tiktoken's pre-tokenizer regex, as the Oniguruma of Python `tokenizers` reads it.
-    pattern: &'static str,
-}
-
-/// The tiktoken encodings: ordinary counts are the line counts of tiktoken-rs' `.tiktoken`
-/// files (ranks contiguous from 0), `<|endoftext|>` from its `openai_public.rs`.
-const BUILTINS: [Builtin; 3] = [
-    Builtin {
-        name: "gpt2",
-        bpe: tiktoken_rs::r50k_base_singleton,
-        ordinary: 50256,
-        eos: 50256,
-        // tiktoken's r50k_base pattern, verbatim.
-        pattern: r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",
-    },
-    Builtin {
-        name: "cl100k_base",
-        bpe: tiktoken_rs::cl100k_base_singleton,
-        ordinary: 100256,
-        eos: 100257,
-        // tiktoken's cl100k_base pattern, except `\p{N}{1,3}+` → `\p{N}{1,3}`: Oniguruma (Ruby
-        // syntax) reads `{1,3}+` as "one or more runs of 1 to 3", i.e. `\p{N}+`, not as
-        // possessive; with nothing after it in its branch, possessive and greedy `{1,3}`
-        // match the same.
-        pattern: r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s",
-    },
-    Builtin {
-        name: "o200k_base",
-        bpe: tiktoken_rs::o200k_base_singleton,
-        ordinary: 199998,
-        eos: 199999,
-        // tiktoken's o200k_base pattern, verbatim (no possessive quantifiers).
-        pattern: tiktoken_rs::O200K_BASE_PAT_STR,
-    },
-];
-
 /// Writes the tokenizer files `transformers` loads (`AutoTokenizer.from_pretrained(dir)`) into
 /// `dir` and returns the file names written.
 ///
@@ -159,7 +110,7 @@ pub fn write_hf_tokenizer_files(
     eos_id: u32,
     dir: &Path,
 ) -> Result<Vec<String>, HfFilesError> {
-    let files = match BUILTINS.iter().find(|b| b.name == name) {
+    let files = match tiktoken_encoding(name) {
         Some(builtin) => {
             if eos_id != builtin.eos {
                 return Err(HfFilesError::EosMismatch {
@@ -218,7 +169,7 @@ struct Vocab {
 
 /// The vocabulary of `builtin`, with merges reconstructed from the ranks (see the module doc).
 /// Ids below `ordinary` that do not decode are skipped (none do in tiktoken-rs 0.12).
-fn vocab(builtin: &Builtin) -> Result<Vocab, HfFilesError> {
+fn vocab(builtin: &TiktokenEncoding) -> Result<Vocab, HfFilesError> {
     let bpe = (builtin.bpe)();
     let bytes: Vec<(u32, Vec<u8>)> = (0..builtin.ordinary)
         .filter_map(|id| bpe.decode_bytes(&[id]).ok().map(|b| (id, b)))
@@ -281,33 +232,33 @@ fn merge_parts<'a>(
 }
 
 /// The files for a tiktoken encoding.
-fn builtin_files(builtin: &Builtin) -> Result<Vec<(&'static str, Vec<u8>)>, HfFilesError> {
+fn builtin_files(builtin: &TiktokenEncoding) -> Result<Vec<(&'static str, Vec<u8>)>, HfFilesError> {
     let vocab = vocab(builtin)?;
     let mut files = Vec::new();
     if builtin.name == "gpt2" {
         files.push(("vocab.json", vocab_json(&vocab, builtin.eos)));
         files.push(("merges.txt", merges_txt(&vocab)));
     }
-    files.push(("tokenizer.json", tokenizer_json(builtin, vocab)?));
+    files.push((TOKENIZER_FILE, tokenizer_json(builtin, vocab)?));
     let config = if builtin.name == "gpt2" {
         serde_json::json!({
             "tokenizer_class": "GPT2Tokenizer",
-            "bos_token": ENDOFTEXT,
-            "eos_token": ENDOFTEXT,
-            "unk_token": ENDOFTEXT,
+            "bos_token": EOS_TOKEN,
+            "eos_token": EOS_TOKEN,
+            "unk_token": EOS_TOKEN,
             "model_max_length": 1024,
             "add_prefix_space": false,
             "clean_up_tokenization_spaces": false,
         })
     } else {
-        fast_config(ENDOFTEXT)
+        fast_config(EOS_TOKEN)
     };
     files.push(("tokenizer_config.json", pretty(&config)));
     if builtin.name == "gpt2" {
         let special = serde_json::json!({
-            "bos_token": ENDOFTEXT,
-            "eos_token": ENDOFTEXT,
-            "unk_token": ENDOFTEXT,
+            "bos_token": EOS_TOKEN,
+            "eos_token": EOS_TOKEN,
+            "unk_token": EOS_TOKEN,
         });
         files.push(("special_tokens_map.json", pretty(&special)));
     }
@@ -321,7 +272,7 @@ fn vocab_json(vocab: &Vocab, eos: u32) -> Vec<u8> {
         .tokens
         .iter()
         .map(|(id, token)| (id, token.as_str()))
-        .chain([(&eos, ENDOFTEXT)])
+        .chain([(&eos, EOS_TOKEN)])
         .map(|(id, token)| format!("{}:{id}", quoted(token)))
         .collect();
     format!("{{{}}}", entries.join(",")).into_bytes()
@@ -342,7 +293,7 @@ fn merges_txt(vocab: &Vocab) -> Vec<u8> {
 /// A fast-tokenizer `tokenizer.json`: byte-level BPE over the pieces of tiktoken's regex, with
 /// `<|endoftext|>` an added special token. `ignore_merges` makes a piece that is a token one id
 /// without merging, as tiktoken does.
-fn tokenizer_json(builtin: &Builtin, vocab: Vocab) -> Result<Vec<u8>, HfFilesError> {
+fn tokenizer_json(builtin: &TiktokenEncoding, vocab: Vocab) -> Result<Vec<u8>, HfFilesError> {
     let build = |e: tokenizers::Error| HfFilesError::Build {
         name: builtin.name.into(),
         message: e.to_string(),
@@ -353,7 +304,7 @@ fn tokenizer_json(builtin: &Builtin, vocab: Vocab) -> Result<Vec<u8>, HfFilesErr
         .tokens
         .into_iter()
         .map(|(id, token)| (token, id))
-        .chain([(ENDOFTEXT.to_string(), builtin.eos)])
+        .chain([(EOS_TOKEN.to_string(), builtin.eos)])
         .collect();
     let model = BPE::builder()
         .vocab_and_merges(ids, vocab.merges)
@@ -373,13 +324,13 @@ fn tokenizer_json(builtin: &Builtin, vocab: Vocab) -> Result<Vec<u8>, HfFilesErr
         .with_pre_tokenizer(Some(Sequence::new(vec![split.into(), bytes.into()])))
         .with_decoder(Some(ByteLevel::default()));
     tokenizer
-        .add_special_tokens([AddedToken::from(ENDOFTEXT, true)])
+        .add_special_tokens([AddedToken::from(EOS_TOKEN, true)])
         .map_err(build)?;
-    let added = tokenizer.token_to_id(ENDOFTEXT);
+    let added = tokenizer.token_to_id(EOS_TOKEN);
     if added != Some(builtin.eos) {
         return Err(HfFilesError::Build {
             name: builtin.name.into(),
-            message: format!("{ENDOFTEXT} got id {added:?}, not {}", builtin.eos),
+            message: format!("{EOS_TOKEN} got id {added:?}, not {}", builtin.eos),
         });
     }
     Ok(tokenizer.to_string(false).map_err(build)?.into_bytes())
@@ -417,7 +368,7 @@ fn foreign_files(
         eos_id,
     })?;
     Ok(vec![
-        ("tokenizer.json", json.to_vec()),
+        (TOKENIZER_FILE, json.to_vec()),
         ("tokenizer_config.json", pretty(&fast_config(&eos))),
     ])
 }
@@ -453,8 +404,8 @@ mod tests {
     use super::*;
     use xxhash_rust::xxh3::xxh3_64;
 
-    fn builtin(name: &str) -> &'static Builtin {
-        BUILTINS.iter().find(|b| b.name == name).unwrap()
+    fn builtin(name: &str) -> &'static TiktokenEncoding {
+        tiktoken_encoding(name).unwrap()
     }
 
     #[test]

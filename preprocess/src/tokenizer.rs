@@ -29,8 +29,64 @@ const EOS_CANDIDATES: [&str; 6] = [
     "<|im_end|>",
 ];
 
+/// A tiktoken encoding h5gpt ships (tiktoken-rs' bundled vocabularies).
+pub struct TiktokenEncoding {
+    /// Name `--tokenizer` accepts and `data_params.json` records.
+    pub name: &'static str,
+    /// tiktoken-rs' encoder.
+    pub bpe: fn() -> &'static CoreBPE,
+    /// Ordinary tokens are the ids `0..ordinary` (the line count of tiktoken-rs' `.tiktoken`
+    /// file; ranks are contiguous from 0).
+    pub ordinary: u32,
+    /// `<|endoftext|>` (from tiktoken-rs' `openai_public.rs`).
+    pub eos: u32,
+    /// Vocabulary size: one past the last special token.
+    pub vocab_size: u32,
+    /// tiktoken's pre-tokenizer regex, as the Oniguruma of Python `tokenizers` reads it (for
+    /// the `tokenizer.json` an export writes; our encoding uses tiktoken-rs itself).
+    pub pattern: &'static str,
+}
+
 /// The tiktoken encodings `--tokenizer` accepts by name.
-pub const TIKTOKEN_NAMES: [&str; 3] = ["gpt2", "cl100k_base", "o200k_base"];
+pub const TIKTOKEN_ENCODINGS: [TiktokenEncoding; 3] = [
+    TiktokenEncoding {
+        name: "gpt2",
+        bpe: tiktoken_rs::r50k_base_singleton,
+        ordinary: 50256,
+        eos: GPT2_EOS_ID,
+        vocab_size: GPT2_VOCAB_SIZE,
+        // tiktoken's r50k_base pattern, verbatim.
+        pattern: r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s",
+    },
+    TiktokenEncoding {
+        name: "cl100k_base",
+        bpe: tiktoken_rs::cl100k_base_singleton,
+        ordinary: 100_256,
+        eos: 100_257,
+        // Specials up to <|endofprompt|> = 100276.
+        vocab_size: 100_277,
+        // tiktoken's cl100k_base pattern, except `\p{N}{1,3}+` → `\p{N}{1,3}`: Oniguruma (Ruby
+        // syntax) reads `{1,3}+` as "one or more runs of 1 to 3", i.e. `\p{N}+`, not as
+        // possessive; with nothing after it in its branch, possessive and greedy `{1,3}`
+        // match the same.
+        pattern: r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s",
+    },
+    TiktokenEncoding {
+        name: "o200k_base",
+        bpe: tiktoken_rs::o200k_base_singleton,
+        ordinary: 199_998,
+        eos: 199_999,
+        // <|endofprompt|> = 200018 is the last id.
+        vocab_size: 200_019,
+        // tiktoken's o200k_base pattern, verbatim (no possessive quantifiers).
+        pattern: tiktoken_rs::O200K_BASE_PAT_STR,
+    },
+];
+
+/// The shipped tiktoken encoding called `name`.
+pub fn tiktoken_encoding(name: &str) -> Option<&'static TiktokenEncoding> {
+    TIKTOKEN_ENCODINGS.iter().find(|e| e.name == name)
+}
 
 /// Why a tokenizer cannot be had.
 #[derive(Debug, Error)]
@@ -118,30 +174,24 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// GPT-2's BPE (`r50k_base`), EOS = `<|endoftext|>` = 50256.
     pub fn gpt2() -> Tokenizer {
-        Tokenizer {
-            name: "gpt2".into(),
-            backend: Backend::Gpt2(tiktoken_rs::r50k_base_singleton()),
-            eos_id: GPT2_EOS_ID,
-            vocab_size: GPT2_VOCAB_SIZE,
-            unk_id: None,
-        }
+        Tokenizer::tiktoken("gpt2").expect("gpt2 is a shipped encoding")
     }
 
-    /// A tiktoken encoding by name (one of [`TIKTOKEN_NAMES`]); `None` for other names.
+    /// A tiktoken encoding by name (one of [`TIKTOKEN_ENCODINGS`], or `r50k_base` for
+    /// `gpt2`); `None` for other names.
     pub fn tiktoken(name: &str) -> Option<Tokenizer> {
-        let (bpe, eos_id, vocab_size) = match name {
-            "gpt2" | "r50k_base" => return Some(Tokenizer::gpt2()),
-            // <|endoftext|> = 100257; specials up to <|endofprompt|> = 100276.
-            "cl100k_base" => (tiktoken_rs::cl100k_base_singleton(), 100_257, 100_277),
-            // <|endoftext|> = 199999; <|endofprompt|> = 200018 is the last id.
-            "o200k_base" => (tiktoken_rs::o200k_base_singleton(), 199_999, 200_019),
-            _ => return None,
-        };
+        let encoding = tiktoken_encoding(if name == "r50k_base" { "gpt2" } else { name })?;
+        let bpe = (encoding.bpe)();
         Some(Tokenizer {
-            name: name.into(),
-            backend: Backend::Tiktoken(bpe),
-            eos_id,
-            vocab_size,
+            name: encoding.name.into(),
+            // GPT-2 has its faster encoder.
+            backend: if encoding.name == "gpt2" {
+                Backend::Gpt2(bpe)
+            } else {
+                Backend::Tiktoken(bpe)
+            },
+            eos_id: encoding.eos,
+            vocab_size: encoding.vocab_size,
             unk_id: None,
         })
     }
@@ -194,10 +244,7 @@ impl Tokenizer {
 
     /// A Hugging Face `tokenizer.json` file (`--tokenizer FILE`).
     pub fn from_file(path: &Path, eos_token: Option<&str>) -> Result<Tokenizer, TokenizerError> {
-        let json = std::fs::read(path).map_err(|e| TokenizerError::File {
-            path: path.into(),
-            what: format!("cannot read: {e}"),
-        })?;
+        let json = read_file(path)?;
         let eos = eos_token.map_or(Eos::Detect, Eos::Token);
         Tokenizer::from_json(FILE_TOKENIZER, json, eos, path)
     }
@@ -251,10 +298,7 @@ impl Tokenizer {
         eos_id: Option<u32>,
     ) -> Result<Tokenizer, TokenizerError> {
         if let Some(path) = json_path {
-            let json = std::fs::read(path).map_err(|e| TokenizerError::File {
-                path: path.into(),
-                what: format!("cannot read: {e}"),
-            })?;
+            let json = read_file(path)?;
             let eos = eos_id.map_or(Eos::Detect, Eos::Id);
             return Tokenizer::from_json(name, json, eos, path);
         }
@@ -369,6 +413,14 @@ impl Tokenizer {
     }
 }
 
+/// The bytes of a `tokenizer.json` file.
+fn read_file(path: &Path) -> Result<Vec<u8>, TokenizerError> {
+    std::fs::read(path).map_err(|e| TokenizerError::File {
+        path: path.into(),
+        what: format!("cannot read: {e}"),
+    })
+}
+
 /// The name a `--tokenizer FILE` tokenizer is recorded under.
 pub const FILE_TOKENIZER: &str = "tokenizer.json";
 
@@ -392,7 +444,7 @@ pub fn resolve_tokenizer_arg(
             path: path.into(),
             what: format!(
                 "no such file, and not a built-in tokenizer (one of {})",
-                TIKTOKEN_NAMES.join(", ")
+                TIKTOKEN_ENCODINGS.map(|e| e.name).join(", ")
             ),
         });
     }
