@@ -20,6 +20,7 @@
 use crate::config::{GptConfig, GPT2_VOCAB};
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
 use h5gpt_formats::FormatError;
+use h5gpt_preprocess::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -258,26 +259,16 @@ pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), H
     export_with_tokenizer(vs, config, dir, None)
 }
 
-/// The tokenizer an export writes files for (see
-/// [`write_hf_tokenizer_files`](h5gpt_preprocess::hf_files::write_hf_tokenizer_files)).
-#[derive(Debug, Clone, Copy)]
-pub struct ExportTokenizer<'a> {
-    /// Tokenizer name, as the checkpoint records it.
-    pub name: &'a str,
-    /// Its `tokenizer.json`, for tokenizers that are not tiktoken's.
-    pub json: Option<&'a [u8]>,
-    /// End-of-document id (`config.json`'s `bos_token_id`/`eos_token_id`).
-    pub eos_id: u32,
-}
-
 /// [`export`], plus the tokenizer files `transformers` loads with
-/// `AutoTokenizer.from_pretrained(dir)`, written into the same temporary directory before it
-/// is renamed into place.
+/// `AutoTokenizer.from_pretrained(dir)` (see
+/// [`write_hf_tokenizer_files`](h5gpt_preprocess::hf_files::write_hf_tokenizer_files)), written
+/// into the same temporary directory before it is renamed into place; its end-of-document id
+/// becomes `config.json`'s `bos_token_id`/`eos_token_id`.
 pub fn export_with_tokenizer(
     vs: &nn::VarStore,
     config: &GptConfig,
     dir: &Path,
-    tokenizer: Option<ExportTokenizer<'_>>,
+    tokenizer: Option<&Tokenizer>,
 ) -> Result<(), HfError> {
     config.validate().map_err(|what| HfError::Unsupported {
         path: dir.to_path_buf(),
@@ -328,12 +319,12 @@ pub fn export_with_tokenizer(
     let weights = tmp.join(WEIGHTS_FILE);
     Tensor::write_safetensors(&tensors, &weights).map_err(tch_error(&weights))?;
     fsync_file(&weights)?;
-    let eos = tokenizer.map(|t| t.eos_id as usize);
+    let eos = tokenizer.map(|t| t.eos_id() as usize);
     let json =
         serde_json::to_vec_pretty(&config_json(config, eos)).expect("a JSON value serializes");
     write_atomic(&tmp.join(CONFIG_FILE), &json)?;
     if let Some(t) = tokenizer {
-        h5gpt_preprocess::hf_files::write_hf_tokenizer_files(t.name, t.json, t.eos_id, &tmp)
+        h5gpt_preprocess::hf_files::write_hf_tokenizer_files(t.name(), t.json(), t.eos_id(), &tmp)
             .map_err(|e| HfError::Unsupported {
                 path: dir.to_path_buf(),
                 what: format!("cannot write the tokenizer files: {e}"),
@@ -714,7 +705,6 @@ pub fn copy_into(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<(), 
 
 /// Command line of `export` / `h5gpt-export`.
 mod cli {
-    use super::ExportTokenizer;
     use super::{CONFIG_FILE, WEIGHTS_FILE};
     use crate::checkpoint::load_model;
     use crate::checkpoint::load_tokenizer;
@@ -766,12 +756,7 @@ mod cli {
             .as_ref()
             .ok()
             .filter(|t| t.vocab_size() as usize == config.vocab_size);
-        let tokenizer = usable.map(|t| ExportTokenizer {
-            name: t.name(),
-            json: t.json(),
-            eos_id: t.eos_id(),
-        });
-        super::export_with_tokenizer(&loaded.vs, &config, &args.hf, tokenizer)
+        super::export_with_tokenizer(&loaded.vs, &config, &args.hf, usable)
             .with_context(|| format!("cannot export to {}", args.hf.display()))?;
         let params = config.breakdown_unpadded().total();
         println!(
@@ -789,11 +774,11 @@ mod cli {
             config.n_head,
             config.n_embd
         );
-        match (&tokenizer, &loaded_tokenizer) {
+        match (usable, &loaded_tokenizer) {
             (Some(t), _) => println!(
                 "{bin}: tokenizer `{}` written beside it: load both with \
                  AutoModelForCausalLM.from_pretrained({dir:?}) and AutoTokenizer.from_pretrained({dir:?})",
-                t.name,
+                t.name(),
                 dir = args.hf.display().to_string()
             ),
             (None, Ok(t)) => println!(
