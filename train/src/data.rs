@@ -84,9 +84,9 @@ pub fn training_params(shards: &[PathBuf]) -> Result<Option<h5gpt_formats::DataP
 }
 
 /// Opens `shards` (see [`split_dirs`]) as one training set, and the `val/` directories as one
-/// evaluation set. Without any `val/`, `held_out` rows at the end of the training set are kept
-/// for evaluation (0: none). Directories written with different tokenizers are refused.
-pub fn open_split(shards: &[PathBuf], held_out: usize) -> Result<DataSplit> {
+/// evaluation set. Without any `val/`, `held_out(rows of the training set)` rows at its end are
+/// kept for evaluation (0: none). Directories written with different tokenizers are refused.
+pub fn open_split(shards: &[PathBuf], held_out: impl FnOnce(usize) -> usize) -> Result<DataSplit> {
     let (train_dirs, val_dirs) = split_dirs(shards);
     let all = open(&train_dirs, "training")?;
     if !val_dirs.is_empty() {
@@ -110,6 +110,8 @@ pub fn open_split(shards: &[PathBuf], held_out: usize) -> Result<DataSplit> {
             source: EvalSource::ValDir,
         });
     }
+    let n = all.len();
+    let held_out = held_out(n);
     if held_out == 0 {
         return Ok(DataSplit {
             train: Arc::new(all),
@@ -117,7 +119,6 @@ pub fn open_split(shards: &[PathBuf], held_out: usize) -> Result<DataSplit> {
             source: EvalSource::None,
         });
     }
-    let n = all.len();
     if held_out >= n {
         bail!(
             "{}: cannot hold out {held_out} of {n} rows for evaluation",

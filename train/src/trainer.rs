@@ -427,25 +427,22 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         None => None,
     };
 
-    // Data.
-    let held_out = match &resumed_state {
-        Some(state) => state.held_out,
-        None if config.eval_every > 0 && split_dirs(&config.shards).1.is_empty() => {
-            let train_dirs = split_dirs(&config.shards).0;
-            let rows = h5gpt_formats::ShardSet::open(&train_dirs)
-                .with_context(|| {
-                    format!("cannot open training shards in {}", describe(&train_dirs))
-                })?
-                .len();
-            held_out_rows(rows, config.eval_batches * config.micro_batch)
-        }
-        None => 0,
-    };
+    // Data. A resumed run holds out what it held out before.
     let DataSplit {
         train: set,
         val,
         source,
-    } = open_split(&config.shards, held_out)?;
+    } = open_split(&config.shards, |rows| match &resumed_state {
+        Some(state) => state.held_out,
+        None if config.eval_every > 0 => {
+            held_out_rows(rows, config.eval_batches * config.micro_batch)
+        }
+        None => 0,
+    })?;
+    let held_out = match source {
+        EvalSource::HeldOut(rows) => rows,
+        EvalSource::ValDir | EvalSource::None => 0,
+    };
     let seq = set.seq_len();
     if seq > model_cfg.n_ctx {
         bail!(
