@@ -7,10 +7,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from golden_packing import offline_r50k  # noqa: E402
 work = pathlib.Path(sys.argv[1])
 
-def val_stream(name):
-    """The val split's token stream (first input id, then every label under mask 1)."""
+def val_stream(name, split="val"):
+    """A split's token stream (first input id, then every label under mask 1)."""
     out = []
-    for shard in sorted((work / name / "val").glob("*.h5")):
+    for shard in sorted((work / name / split).glob("*.h5")):
         data = h5py.File(shard, "r")["data"][:]
         for row in data:
             if not out:
@@ -41,3 +41,8 @@ for run, data, label in [
     bits_per_byte = loss * predicted / val_bytes / np.log(2)
     print(f"{label:<22}{params:>9.3f}M{flops:>13.3e}{loss:>16.4f}{predicted:>12,}{bits_per_byte:>11.4f}   (vocab {vocab})")
 print(f"val text: {val_bytes:,} bytes")
+# What a model that knows only token frequencies would score: the unigram entropy of the
+# predicted tokens of the word-level training stream.
+counts = np.unique(np.array(val_stream("words", "train")[1:]), return_counts=True)[1]
+p = counts / counts.sum()
+print(f"unigram entropy of the word-level training stream: {-(p * np.log(p)).sum():.4f} nats/token")
