@@ -9,13 +9,17 @@
 //! - [`stream`], [`permutation`]: the epoch-shuffled sample stream.
 //! - [`loader`]: the prefetching batch loader.
 //! - [`verify`]: full invariant and checksum checks.
+//! - [`lock`]: exclusive locks on run and output folders.
+//! - [`exit`]: exit codes and the usage error.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
 
 pub mod checksum;
 pub mod error;
+pub mod exit;
 pub mod fault;
 pub mod fsio;
 pub mod loader;
+pub mod lock;
 pub mod manifest;
 pub mod permutation;
 pub mod reader;

@@ -13,7 +13,7 @@ use crate::checksum::file_xxh3_64;
 use crate::error::Result;
 use crate::reader::ShardSet;
 use crate::spec::{Packing, GPT2_EOS_ID, GPT2_VOCAB_SIZE, ROWS_PER_EXAMPLE};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to check against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,4 +259,125 @@ pub fn verify(
         }
     }
     Ok(checker.report)
+}
+
+/// Name of the cache of verified shards kept beside them (or, where their directory is
+/// read-only, in the run folder).
+pub const VERIFIED_CACHE: &str = ".h5gpt-verified.json";
+
+/// One shard whose checksum was found right, keyed by what changes when the file does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct VerifiedShard {
+    size: u64,
+    mtime_ns: u64,
+    inode: u64,
+    xxh3_64: String,
+}
+
+/// The cache file: shard path → its verified identity.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct VerifiedCache {
+    #[serde(default)]
+    version: u32,
+    #[serde(default)]
+    shards: std::collections::BTreeMap<String, VerifiedShard>,
+}
+
+impl VerifiedCache {
+    fn read(path: &Path) -> VerifiedCache {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// What [`verify_checksums`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChecksumOutcome {
+    /// Shards the manifest lists with a checksum.
+    pub shards: usize,
+    /// Of those, shards the cache vouched for (same path, size, mtime and inode).
+    pub cached: usize,
+    /// Bytes read and hashed.
+    pub bytes_hashed: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Where the cache was written (`None`: nothing new to record, or no writable place).
+    pub cache: Option<PathBuf>,
+}
+
+fn identity(path: &Path, xxh3_64: &str) -> Result<VerifiedShard> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| crate::FormatError::io(path, e))?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    Ok(VerifiedShard {
+        size: meta.len(),
+        mtime_ns,
+        inode: meta.ino(),
+        xxh3_64: xxh3_64.into(),
+    })
+}
+
+/// Checks the xxh3-64 of every shard `params` (the manifest of `dir`) lists. Shards are
+/// immutable once written, so a shard verified before, with the same path, size, mtime and
+/// inode (recorded in [`VERIFIED_CACHE`] in `dir`, or in `fallback_dir` when `dir` is
+/// read-only), is not read again unless `full`. A mismatch is a
+/// [`crate::FormatError::ChecksumMismatch`] naming the shard.
+pub fn verify_checksums(
+    dir: &Path,
+    params: &crate::DataParams,
+    fallback_dir: &Path,
+    full: bool,
+) -> Result<ChecksumOutcome> {
+    let started = std::time::Instant::now();
+    let (own, fallback) = (dir.join(VERIFIED_CACHE), fallback_dir.join(VERIFIED_CACHE));
+    let mut cache = VerifiedCache::read(&own);
+    if !full {
+        cache.shards.extend(VerifiedCache::read(&fallback).shards);
+    }
+    let mut outcome = ChecksumOutcome::default();
+    let mut added = false;
+    for entry in params.h5gpt.iter().flat_map(|s| &s.shards) {
+        let path = dir.join(&entry.file);
+        let key = std::fs::canonicalize(&path)
+            .unwrap_or_else(|_| path.clone())
+            .to_string_lossy()
+            .into_owned();
+        outcome.shards += 1;
+        let now = identity(&path, &entry.xxh3_64)?;
+        if !full && cache.shards.get(&key) == Some(&now) {
+            outcome.cached += 1;
+            continue;
+        }
+        let found = file_xxh3_64(&path)?;
+        outcome.bytes_hashed += now.size;
+        if found != entry.xxh3_64 {
+            return Err(crate::FormatError::ChecksumMismatch {
+                path,
+                expected: entry.xxh3_64.clone(),
+                found,
+            });
+        }
+        cache.shards.insert(key, now);
+        added = true;
+    }
+    if added {
+        cache.version = 1;
+        let bytes = serde_json::to_vec_pretty(&cache).expect("the cache serializes");
+        outcome.cache = if crate::fsio::write_atomic(&own, &bytes).is_ok() {
+            Some(own)
+        } else {
+            std::fs::create_dir_all(fallback_dir)
+                .ok()
+                .and_then(|()| crate::fsio::write_atomic(&fallback, &bytes).ok())
+                .map(|()| fallback)
+        };
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
 }
