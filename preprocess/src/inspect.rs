@@ -224,6 +224,45 @@ pub struct VerifyJson {
     pub violation_count: u64,
     /// The first violations, as text.
     pub violations: Vec<String>,
+    /// What could not be checked, and why that is fine (a Cerebras manifest has no checksums).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Checks that every directory among `inputs` has a shard manifest to verify against.
+/// Returns the problems (verification fails) and the notes (a Cerebras-written manifest
+/// carries no checksums: nothing to check, and that is said).
+pub fn manifest_problems(inputs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    for dir in inputs.iter().filter(|p| p.is_dir()) {
+        let path = dir.join(h5gpt_formats::spec::DATA_PARAMS_FILE);
+        match h5gpt_formats::DataParams::read_from_dir(dir) {
+            Ok(None) => problems.push(format!(
+                "{}: missing, so the shards' checksums cannot be verified (restore it, or re-run preprocess)",
+                path.display()
+            )),
+            Err(e) => problems.push(e.to_string()),
+            Ok(Some(params)) if params.h5gpt.is_some() => {}
+            Ok(Some(params)) => {
+                let cerebras = params.seq_len().is_some()
+                    && !(params.setup.is_empty()
+                        && params.processing.is_empty()
+                        && params.dataset.is_empty());
+                if cerebras {
+                    notes.push(format!(
+                        "{}: written by another tool (Cerebras sections, no h5gpt section): no checksums to check",
+                        path.display()
+                    ));
+                } else {
+                    problems.push(format!(
+                        "{}: not a shard manifest: no `h5gpt` section (with the shards' checksums) and no Cerebras sections (`setup`, `processing`, `dataset` with `max_seq_length`) (restore it, or re-run preprocess)",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    (problems, notes)
 }
 
 /// Runs `inspect`.
@@ -243,12 +282,17 @@ pub fn run(options: &InspectOptions) -> Result<InspectOutput> {
     let rows = show_rows(&set, options.show, options.decode)?;
     let verify = if options.verify {
         let report = verify_set(&set, options.max_violations, options.progress)?;
+        let (problems, notes) = manifest_problems(&options.inputs);
         Some(VerifyJson {
-            ok: report.is_ok(),
+            ok: report.is_ok() && problems.is_empty(),
             rows_checked: report.rows_checked,
             checksums_checked: report.checksums_checked,
-            violation_count: report.violation_count,
-            violations: report.violations.iter().map(ToString::to_string).collect(),
+            violation_count: report.violation_count + problems.len() as u64,
+            violations: problems
+                .into_iter()
+                .chain(report.violations.iter().map(ToString::to_string))
+                .collect(),
+            notes,
         })
     } else {
         None
@@ -334,6 +378,9 @@ pub fn print_human(out: &InspectOutput, decode: bool) {
     }
     if let Some(v) = &out.verify {
         println!();
+        for note in &v.notes {
+            println!("verify: note: {note}");
+        }
         if v.ok {
             println!(
                 "verify: OK ({} rows, {} checksums)",

@@ -8,7 +8,9 @@ use crate::split::split_for_tokenization;
 use crate::tokenizer::{resolve_tokenizer_arg, Tokenizer, TOKENIZER_FILE};
 use crate::tokenizer_train::{train_tokenizer, CorpusSettings, TrainSpec};
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::fsio::write_atomic;
+use h5gpt_formats::lock::{RunLock, LOCK_FILE};
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
 use h5gpt_formats::permutation::mix64;
 use h5gpt_formats::spec::DATA_PARAMS_FILE;
@@ -138,6 +140,129 @@ struct Progress {
     outputs: Vec<OutputState>,
     /// The first bad records seen (reported at the end).
     bad_examples: Vec<String>,
+    /// The input bytes read so far, per file (the files before the current one whole): what a
+    /// resume proves unchanged before it continues. Absent from older progress files.
+    #[serde(default)]
+    inputs: Vec<InputPrefix>,
+}
+
+/// The first `offset` bytes of an input file and their xxh3-64.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct InputPrefix {
+    offset: u64,
+    xxh3_64: String,
+}
+
+/// Running xxh3-64 of the input files' bytes, file after file, extended as the run reads on.
+/// Streamed files are hashed up to the offset the reader reached; a Parquet file, read by
+/// random access, counts as read whole once it is opened, so it is hashed whole.
+struct PrefixHasher {
+    done: Vec<InputPrefix>,
+    file: usize,
+    offset: u64,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    reader: Option<std::fs::File>,
+}
+
+impl PrefixHasher {
+    fn new() -> PrefixHasher {
+        PrefixHasher {
+            done: Vec::new(),
+            file: 0,
+            offset: 0,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            reader: None,
+        }
+    }
+
+    /// Extends the hashes to byte `offset` of file `index` (the files before it whole).
+    fn advance(&mut self, files: &[InputFile], index: usize, offset: u64) -> Result<()> {
+        while self.file < index.min(files.len()) {
+            self.extend_to(files, files[self.file].bytes)?;
+            self.done.push(self.current());
+            (self.file, self.offset, self.reader) = (self.file + 1, 0, None);
+            self.hasher = xxhash_rust::xxh3::Xxh3::new();
+        }
+        if let Some(file) = files.get(index) {
+            self.extend_to(files, offset.min(file.bytes))?;
+        }
+        Ok(())
+    }
+
+    fn extend_to(&mut self, files: &[InputFile], target: u64) -> Result<()> {
+        use std::io::Read;
+        if target <= self.offset {
+            return Ok(());
+        }
+        let path = &files[self.file].path;
+        if self.reader.is_none() {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            file.seek(std::io::SeekFrom::Start(self.offset))
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            self.reader = Some(file);
+        }
+        let reader = self.reader.as_mut().expect("opened above");
+        let mut buf = vec![0u8; (1 << 20).min((target - self.offset) as usize)];
+        while self.offset < target {
+            let want = buf.len().min((target - self.offset) as usize);
+            let n = reader
+                .read(&mut buf[..want])
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                // Shorter than before: hash what there is; the comparison tells.
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            self.offset += n as u64;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> InputPrefix {
+        InputPrefix {
+            offset: self.offset,
+            xxh3_64: h5gpt_formats::checksum::format_xxh3_64(self.hasher.digest()),
+        }
+    }
+
+    /// Every file's prefix so far.
+    fn prefixes(&self) -> Vec<InputPrefix> {
+        let mut all = self.done.clone();
+        all.push(self.current());
+        all
+    }
+}
+
+/// Where the reader is: the current file and the offset reached in it, from the count of
+/// bytes read over all files (the reader runs ahead of the writer, so this covers every
+/// document already packed).
+fn read_position(files: &[InputFile], file_index: usize, bytes_read: u64) -> (usize, u64) {
+    let before: u64 = files[..file_index].iter().map(|f| f.bytes).sum();
+    (file_index, bytes_read.saturating_sub(before))
+}
+
+/// Proves that the inputs an unfinished run read are unchanged: their recorded prefixes hash
+/// the same now. Returns the hasher, advanced to where the run stopped.
+fn check_inputs(files: &[InputFile], recorded: &[InputPrefix]) -> Result<PrefixHasher> {
+    let mut hasher = PrefixHasher::new();
+    let Some(last) = recorded.len().checked_sub(1) else {
+        return Ok(hasher);
+    };
+    hasher.advance(files, last, recorded[last].offset)?;
+    for (i, (now, then)) in hasher.prefixes().iter().zip(recorded).enumerate() {
+        if now != then {
+            bail!(
+                "{}: changed since the unfinished run in --out began (its first {} bytes hash to {} now, {} then): continuing would splice shards of the old and the new text\n---> HINT: rerun with --force to start over from the inputs as they are now, or restore the file",
+                files[i].path.display(),
+                then.offset,
+                now.xxh3_64,
+                then.xxh3_64
+            );
+        }
+    }
+    Ok(hasher)
 }
 
 /// What a run did, for the summary.
@@ -202,13 +327,18 @@ fn files_json(files: &[InputFile]) -> Value {
 }
 
 /// `tokenizer_file` is the checksum of a given `tokenizer.json` (a trained one follows from
-/// the settings in `config`).
+/// the settings in `config`). `--skip-bad-records` is left out: it changes no row of a run
+/// that has met no bad record, so a run stopped by one continues with it.
 fn fingerprint(
     config: &PreprocessConfig,
     files: &[InputFile],
     tokenizer_file: Option<&str>,
 ) -> String {
     let files = files_json(files);
+    let config = PreprocessConfig {
+        skip_bad_records: false,
+        ..config.clone()
+    };
     let text = json!({"config": config, "files": files, "tokenizer_file": tokenizer_file, "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
@@ -233,6 +363,7 @@ fn is_ours(name: &str) -> bool {
         || name == DATA_PARAMS_FILE
         || name == PROGRESS_FILE
         || name == TOKENIZER_FILE
+        || name == h5gpt_formats::verify::VERIFIED_CACHE
         || is_temporary(name)
 }
 
@@ -252,22 +383,57 @@ fn remove_files(dir: &Path, which: fn(&str) -> bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir` holds anything but our own lock file.
 fn dir_has_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some())
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name() != LOCK_FILE)
+    })
 }
+
+impl PreprocessConfig {
+    /// Checks every numeric setting before anything uses it (a [`UsageError`]: exit code 2).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        for (flag, value) in [
+            ("seq-len", self.seq_len),
+            ("examples-per-shard", self.examples_per_shard),
+            ("threads", self.threads),
+        ] {
+            if value == 0 {
+                return Err(UsageError::new(format!("--{flag} 0: must be at least 1")));
+            }
+        }
+        if self.seq_len > MAX_SEQ_LEN {
+            return Err(UsageError::new(format!(
+                "--seq-len {}: at most {MAX_SEQ_LEN} tokens per row",
+                self.seq_len
+            )));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(UsageError::new(format!(
+                "--val-fraction {}: must be in [0, 1) (the fraction of documents written to val/)",
+                self.val_fraction
+            )));
+        }
+        if let TokenizerChoice::Train(spec) = &self.tokenizer {
+            if spec.min_frequency == 0 {
+                return Err(UsageError::new(
+                    "--min-frequency 0: must be at least 1 (a count of occurrences)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest row `--seq-len` accepts (a row's three int32 arrays must stay far below a shard).
+pub const MAX_SEQ_LEN: usize = 1 << 20;
 
 /// Runs `preprocess`.
 pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let started = Instant::now();
-    if config.seq_len < 1 || config.examples_per_shard < 1 {
-        bail!("--seq-len and --examples-per-shard must be at least 1");
-    }
-    if !(0.0..1.0).contains(&config.val_fraction) {
-        bail!(
-            "--val-fraction must be in [0, 1), got {}",
-            config.val_fraction
-        );
-    }
+    config.validate()?;
     let files = discover(&config.inputs, config.glob.as_deref())?;
     if files.is_empty() {
         bail!(
@@ -293,10 +459,27 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     );
     let dirs = output_dirs(config);
     let progress_path = config.out.join(PROGRESS_FILE);
+    // One writer per output folder: a second `preprocess --out` into it stops here.
+    let lock = RunLock::acquire(&config.out, "preprocess", "--out")?;
+    if let Some(stale) = lock.took_over() {
+        eprintln!(
+            "preprocess: took over the lock of {stale}, which is no longer running ({})",
+            lock.path().display()
+        );
+    }
 
     if config.force {
-        for dir in std::iter::once(&config.out).chain(dirs.iter()) {
+        let split = [config.out.join("train"), config.out.join("val")];
+        for dir in std::iter::once(&config.out)
+            .chain(dirs.iter())
+            .chain(split.iter())
+        {
             remove_files(dir, is_ours)?;
+        }
+        for dir in split.iter().filter(|d| !dirs.contains(d)) {
+            // A split of an earlier run that this one does not write: gone once empty, so
+            // that `train --shards OUT` does not look inside it.
+            let _ = std::fs::remove_dir(dir);
         }
     }
     let mut progress: Option<Progress> = None;
@@ -344,6 +527,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         );
     }
     let resumed = progress.is_some();
+    let mut hasher = match &progress {
+        Some(saved) => check_inputs(&files, &saved.inputs)?,
+        None => PrefixHasher::new(),
+    };
     let mut state = progress.unwrap_or(Progress {
         fingerprint: fingerprint.clone(),
         file_index: 0,
@@ -352,6 +539,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         counts: RunCounts::default(),
         outputs: vec![OutputState::default(); dirs.len()],
         bad_examples: Vec::new(),
+        inputs: Vec::new(),
     });
     for dir in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -537,6 +725,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                         std::process::abort();
                     }
                     state.token_offset = pos;
+                    let (file, offset) =
+                        read_position(&files, state.file_index, bytes_read.load(Ordering::Relaxed));
+                    hasher.advance(&files, file, offset)?;
+                    state.inputs = hasher.prefixes();
                     save_progress(&progress_path, &mut state, &writers, &packers)?;
                 }
             }
@@ -545,6 +737,13 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                     if push_row(&mut writers[which], row)? {
                         shards_this_run += 1;
                         state.token_offset = tokens.len();
+                        let (file, offset) = read_position(
+                            &files,
+                            state.file_index,
+                            bytes_read.load(Ordering::Relaxed),
+                        );
+                        hasher.advance(&files, file, offset)?;
+                        state.inputs = hasher.prefixes();
                         save_progress(&progress_path, &mut state, &writers, &packers)?;
                     }
                 }
@@ -567,6 +766,15 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         let (shards, stats) = writer.finish()?;
         let dir = &dirs[i];
         let counts = &state.outputs[i].counts;
+        if shards.is_empty() && state.counts.bad_skipped > 0 && counts.documents == 0 {
+            bail!(
+                "{}: no rows to write: all {} records read were bad and skipped (--skip-bad-records), {} of them empty\n---> HINT: the input holds no valid document; the first bad records: {}",
+                dir.display(),
+                state.counts.records,
+                state.counts.empty_skipped,
+                state.bad_examples.join("; ")
+            );
+        }
         if shards.is_empty() {
             bail!(
                 "{}: no rows to write ({} documents, {} tokens)\n---> HINT: the input is empty or shorter than 2 tokens; check --input, --glob and --text-key",

@@ -66,11 +66,11 @@ impl TrainSpec {
             TrainKind::Wordlevel => 3,
         };
         if self.vocab_size < least {
-            bail!(
+            bail!(h5gpt_formats::exit::UsageError::new(format!(
                 "--vocab-size {} is too small for --train-tokenizer {}: at least {least}",
                 self.vocab_size,
                 self.kind.tokenizer_name().trim_start_matches("trained-")
-            );
+            )));
         }
         Ok(())
     }

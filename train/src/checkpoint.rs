@@ -10,9 +10,12 @@ use crate::config::GptConfig;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::checksum::file_xxh3_64;
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
 use h5gpt_preprocess::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
@@ -43,7 +46,24 @@ pub struct CheckpointState {
     /// Its end-of-document id (`None` in checkpoints of older versions: GPT-2's).
     #[serde(default)]
     pub eos_id: Option<u32>,
+    /// [`STATE_VERSION`] of the writer; 0 in checkpoints written before versions existed.
+    #[serde(default)]
+    pub version: u32,
+    /// xxh3-64 of the checkpoint's other files, by name, checked before resuming from it
+    /// ([`check_checkpoint`]). Empty in version-0 checkpoints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
+
+/// Version of the `state.json` this build writes. 1: `version` and the per-file checksums
+/// `files` (a file without them is version 0 and still loads).
+pub const STATE_VERSION: u32 = 1;
+
+/// The model's weights in a checkpoint.
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// The optimizer's state in a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The training data's tokenizer, as a checkpoint keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +209,86 @@ pub fn read_state(checkpoint: &Path) -> Result<CheckpointState> {
     serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
 }
 
+/// Checks that a safetensors file is whole: its header parses and the file is exactly as long
+/// as the header's tensors need (a copy or a write cut short is not).
+fn safetensors_complete(path: &Path) -> std::result::Result<(), String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut size = [0u8; 8];
+    file.read_exact(&mut size)
+        .map_err(|_| format!("{len} bytes, too short for a header"))?;
+    let header_len = u64::from_le_bytes(size);
+    if header_len > len.saturating_sub(8) || header_len > 100 << 20 {
+        return Err(format!(
+            "the header claims {header_len} bytes, the file has {len}: cut short or corrupt"
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("unreadable header: {e}"))?;
+    let end = header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, t)| t["data_offsets"][1].as_u64())
+        .max()
+        .unwrap_or(0);
+    let expected = 8 + header_len + end;
+    if len != expected {
+        return Err(format!(
+            "{len} bytes, but its header describes {expected}: cut short or corrupt"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a complete checkpoint before a resume loads it: its `state.json` reads, every file
+/// it has a checksum of still has that checksum, and its safetensors files are whole.
+/// Returns its state, or why it cannot be used.
+pub fn check_checkpoint(dir: &Path) -> std::result::Result<CheckpointState, String> {
+    let state = read_state(dir).map_err(|e| format!("{e:#}"))?;
+    for (name, expected) in &state.files {
+        let found = file_xxh3_64(&dir.join(name)).map_err(|e| e.to_string())?;
+        if &found != expected {
+            return Err(format!(
+                "{name}: checksum xxh3-64 {found}, but state.json records {expected} (corrupted since it was saved)"
+            ));
+        }
+    }
+    for name in [MODEL_FILE, OPTIMIZER_FILE] {
+        safetensors_complete(&dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(state)
+}
+
+/// The checkpoint a resume of run directory `out` starts from: the newest complete one that
+/// passes [`check_checkpoint`], with its state, and a line for each newer one skipped (and
+/// why). `Ok((None, _))`: no checkpoint at all; an error when there are some and none passes.
+pub fn newest_usable_checkpoint(
+    out: &Path,
+) -> Result<(Option<(PathBuf, CheckpointState)>, Vec<String>)> {
+    let mut skipped = Vec::new();
+    let complete = checkpoint_dirs(&out.join(CHECKPOINTS))
+        .into_iter()
+        .rev()
+        .filter(|p| p.join("state.json").is_file());
+    for dir in complete {
+        match check_checkpoint(&dir) {
+            Ok(state) => return Ok((Some((dir, state)), skipped)),
+            Err(why) => skipped.push(format!("skipped checkpoint {}: {why}", dir.display())),
+        }
+    }
+    if !skipped.is_empty() {
+        bail!(
+            "{}: no checkpoint loads and verifies:\n  {}\n---> HINT: restore a checkpoint from a copy, or move {} away to start the run over",
+            out.display(),
+            skipped.join("\n  "),
+            out.join(CHECKPOINTS).display()
+        );
+    }
+    Ok((None, skipped))
+}
+
 /// Writes a checkpoint (model, optimizer, state, and `tokenizer_json` when given)
 /// crash-safely, then keeps the newest `keep`. `save_index` counts this run's saves (for the
 /// fault-injection hook).
@@ -222,7 +322,16 @@ pub fn save(
     if let Some(json) = tokenizer_json {
         write_atomic(&tmp.join(TOKENIZER_FILE), json)?;
     }
-    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
+    // Checksums of what was written, so a resume can tell a checkpoint corrupted since.
+    let mut state = state.clone();
+    state.version = STATE_VERSION;
+    for name in [MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE] {
+        let path = tmp.join(name);
+        if path.is_file() {
+            state.files.insert(name.into(), file_xxh3_64(&path)?);
+        }
+    }
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(&state)?)?;
     fsync_dir(&tmp)?;
     let target = dir.join(&name);
     if target.exists() {
@@ -263,4 +372,20 @@ pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
         state,
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `state.json` as checkpoints were written before `version` and `files` existed.
+    #[test]
+    fn a_state_written_before_versions_loads() {
+        let state: CheckpointState =
+            serde_json::from_str(include_str!("../tests/fixtures/state-v0.json")).unwrap();
+        assert_eq!(state.version, 0);
+        assert!(state.files.is_empty());
+        assert_eq!(state.step, 2);
+        assert_eq!(state.model.n_embd, 64);
+    }
 }

@@ -151,7 +151,8 @@ pub struct BatchTensors {
 }
 
 impl BatchTensors {
-    /// Builds the tensors from row-major buffers, after checking every id fits `vocab`.
+    /// Builds the tensors from row-major buffers, after checking every id is below `vocab`
+    /// (the tokenizer's vocabulary size).
     /// `row_name` names a row in errors.
     pub fn new(
         input_ids: &[i32],
@@ -166,7 +167,7 @@ impl BatchTensors {
         for (buffer, what) in [(input_ids, "input_ids"), (labels, "labels")] {
             if let Some(at) = buffer.iter().position(|&t| t < 0 || t as usize >= vocab) {
                 bail!(
-                    "{}: {what}[{}] = {} does not fit the model's vocabulary of {vocab}\n---> HINT: the shards were tokenized with a larger vocabulary than the model has: train with the shards' tokenizer (vocab_size in data_params.json) or re-run preprocess",
+                    "{}: {what}[{}] = {} is outside the vocabulary of {vocab} tokens\n---> HINT: no tokenizer of this vocabulary writes that id: the shard is corrupt or was tokenized with a larger vocabulary (vocab_size in data_params.json); `inspect --verify` lists every such row; re-run preprocess",
                     row_name(at / seq),
                     at % seq,
                     buffer[at]

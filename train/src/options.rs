@@ -8,9 +8,10 @@
 use crate::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR, PRESETS};
 use crate::device::{select, DeviceRequest};
 use crate::precision::{DtypeRequest, Precision};
-use crate::trainer::TrainConfig;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::trainer::{TrainConfig, VerifyMode};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use h5gpt_formats::exit::UsageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -150,6 +151,15 @@ pub struct TrainOptions {
     /// CPU threads for libtorch. [default: libtorch's choice]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Shard checksums before step 0: `cached` (hash the shards not verified before; a cache
+    /// beside them, keyed by path, size, mtime and inode, remembers the rest) or `full` (hash
+    /// every shard). [default: cached]
+    #[arg(long, value_name = "MODE")]
+    pub verify: Option<String>,
+    /// Do not check the shards' checksums before step 0 (the log says so).
+    #[arg(long, conflicts_with = "verify")]
+    #[serde(skip)]
+    pub no_verify: bool,
     /// Seconds a data-parallel rank waits for the others (rendezvous, each collective) before
     /// it gives up with an error: a dead rank stops the run instead of hanging it. [default: 600]
     #[arg(long)]
@@ -180,14 +190,119 @@ impl TrainOptions {
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads, dist_timeout);
+            eval_batches, dtype, device, peak_flops, threads, dist_timeout, verify);
+    }
+
+    /// Checks every numeric option's range before anything uses it. A value from a `--config`
+    /// file (or the run's `config.toml`) gets the same message as one from its flag.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        fn at_least_one(flag: &str, value: Option<usize>, what: &str) -> Result<(), UsageError> {
+            match value {
+                Some(0) => Err(UsageError::new(format!(
+                    "--{flag} 0: {what} must be at least 1"
+                ))),
+                _ => Ok(()),
+            }
+        }
+        fn positive(flag: &str, value: Option<f64>, what: &str) -> Result<(), UsageError> {
+            match value {
+                Some(v) if !(v.is_finite() && v > 0.0) => Err(UsageError::new(format!(
+                    "--{flag} {v}: {what} must be a positive, finite number"
+                ))),
+                _ => Ok(()),
+            }
+        }
+        fn within(
+            flag: &str,
+            value: Option<f64>,
+            range: std::ops::RangeInclusive<f64>,
+            open_end: bool,
+            what: &str,
+        ) -> Result<(), UsageError> {
+            match value {
+                Some(v) if !range.contains(&v) || (open_end && v == *range.end()) => {
+                    Err(UsageError::new(format!(
+                        "--{flag} {v}: {what} must be in [{}, {}{}",
+                        range.start(),
+                        range.end(),
+                        if open_end { ")" } else { "]" }
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+        at_least_one("n-layer", self.n_layer, "the number of transformer blocks")?;
+        at_least_one("n-head", self.n_head, "the number of attention heads")?;
+        at_least_one("n-embd", self.n_embd, "the embedding width")?;
+        at_least_one("n-ctx", self.n_ctx, "the context length")?;
+        at_least_one("vocab-size", self.vocab_size, "the vocabulary size")?;
+        at_least_one("mup-base-width", self.mup_base_width, "the μP base width")?;
+        at_least_one("micro-batch", self.micro_batch, "the rows per micro-batch")?;
+        at_least_one(
+            "total-batch-tokens",
+            self.total_batch_tokens,
+            "the tokens per optimizer step",
+        )?;
+        at_least_one("max-steps", self.max_steps, "the number of optimizer steps")?;
+        at_least_one("save-every", self.save_every, "the checkpoint interval")?;
+        at_least_one(
+            "keep-checkpoints",
+            self.keep_checkpoints,
+            "the number of checkpoints kept",
+        )?;
+        at_least_one(
+            "eval-batches",
+            self.eval_batches,
+            "the micro-batches per validation",
+        )?;
+        at_least_one("threads", self.threads, "the number of CPU threads")?;
+        positive("ratio", self.ratio, "the tokens per parameter")?;
+        positive(
+            "mup-embed-mult",
+            self.mup_embed_mult,
+            "the μP embedding multiplier",
+        )?;
+        positive("mup-init-std", self.mup_init_std, "the μP init std")?;
+        positive("lr", self.lr, "the learning rate")?;
+        positive("max-tokens", self.max_tokens, "the tokens to train on")?;
+        positive("epochs", self.epochs, "the number of epochs")?;
+        positive("peak-flops", self.peak_flops, "the device's peak FLOP/s")?;
+        positive("dist-timeout", self.dist_timeout, "the timeout in seconds")?;
+        within(
+            "dropout",
+            self.dropout,
+            0.0..=1.0,
+            true,
+            "the dropout probability",
+        )?;
+        within(
+            "min-lr-ratio",
+            self.min_lr_ratio,
+            0.0..=1.0,
+            false,
+            "the final learning rate as a fraction of the peak",
+        )?;
+        if let Some(v) = self.warmup_tokens.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(UsageError::new(format!(
+                "--warmup-tokens {v}: the warm-up in tokens must be a finite number, at least 0"
+            )));
+        }
+        if let (Some(n_embd), Some(n_head)) = (self.n_embd, self.n_head) {
+            if n_embd % n_head != 0 {
+                return Err(UsageError::new(format!(
+                    "--n-embd {n_embd} is not divisible by --n-head {n_head}: every head must have the same width"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Reads a `--config` file.
     pub fn read_file(path: &Path) -> Result<TrainOptions> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        toml::from_str(&text)
+            .map_err(|e| UsageError::new(format!("{}: {e}", path.display())).into())
     }
 
     /// The options as TOML (what `config.toml` holds).
@@ -357,7 +472,10 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
             || cli.mup_embed_mult.is_some()
             || cli.mup_init_std.is_some())
     {
-        bail!("--mup-base-width, --mup-embed-mult and --mup-init-std only apply with --mup");
+        return Err(UsageError::new(
+            "--mup-base-width, --mup-embed-mult and --mup-init-std only apply with --mup",
+        )
+        .into());
     }
     let out = match (&cli.out, cli.resume) {
         (Some(out), _) => out.clone(),
@@ -372,8 +490,26 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         let file = TrainOptions::read_file(&saved)?;
         cli.overlay(&file);
     }
+    cli.validate()?;
     if cli.shards.is_empty() {
-        bail!("--shards DIR is required (a directory written by `preprocess`)");
+        return Err(UsageError::new(
+            "--shards DIR is required (a directory written by `preprocess`)",
+        )
+        .into());
+    }
+    for dir in &cli.shards {
+        if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "no such directory"
+            };
+            return Err(UsageError::new(format!(
+                "--shards {}: {what}\n---> HINT: pass a directory written by `preprocess --out`",
+                dir.display()
+            ))
+            .into());
+        }
     }
     let shards = cli.shards.clone();
     let params = crate::data::training_params(&shards)?;
@@ -394,10 +530,10 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         )?
     } else {
         let preset = Preset::find(&model_name).ok_or_else(|| {
-            anyhow!(
+            UsageError::new(format!(
                 "--model {model_name}: unknown preset\n---> HINT: one of {AUTO_MODEL}, {}",
                 Preset::names()
-            )
+            ))
         })?;
         (preset, preset.config(seq_len))
     };
@@ -429,21 +565,21 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     }
     model
         .validate()
-        .map_err(|e| anyhow!("model configuration: {e}"))?;
+        .map_err(|e| UsageError::new(format!("model configuration: {e}")))?;
 
     let device_request: DeviceRequest = cli
         .device
         .as_deref()
         .unwrap_or("auto")
         .parse()
-        .map_err(|e| anyhow!("--device {e}"))?;
+        .map_err(|e| UsageError::new(format!("--device {e}")))?;
     let device = select(device_request)?;
     let dtype: DtypeRequest = cli
         .dtype
         .as_deref()
         .unwrap_or("auto")
         .parse()
-        .map_err(|e| anyhow!("--dtype {e}"))?;
+        .map_err(|e| UsageError::new(format!("--dtype {e}")))?;
     let precision = Precision::resolve(dtype, device);
 
     let mut config = TrainConfig::new(PathBuf::new(), out, model);
@@ -469,17 +605,19 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.init_from_hf = cli.init_from_hf.clone();
     config.peak_flops = cli.peak_flops;
     config.require_checkpoint = cli.resume;
-    if let Some(seconds) = cli.dist_timeout {
-        if !(seconds > 0.0 && seconds.is_finite()) {
-            bail!("--dist-timeout {seconds} must be a positive number of seconds");
+    config.verify = match (cli.no_verify, cli.verify.as_deref().unwrap_or("cached")) {
+        (true, _) => VerifyMode::Off,
+        (false, "cached") => VerifyMode::Cached,
+        (false, "full") => VerifyMode::Full,
+        (false, other) => {
+            return Err(UsageError::new(format!(
+                "--verify {other}: one of `cached` or `full` (or --no-verify)"
+            ))
+            .into())
         }
+    };
+    if let Some(seconds) = cli.dist_timeout {
         config.dist_timeout = std::time::Duration::from_secs_f64(seconds);
-    }
-    if config.micro_batch == 0 {
-        bail!("--micro-batch must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&config.min_lr_ratio) {
-        bail!("--min-lr-ratio {} is not in [0, 1]", config.min_lr_ratio);
     }
 
     let options = TrainOptions {
@@ -524,6 +662,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         peak_flops: cli.peak_flops,
         threads: cli.threads,
         dist_timeout: Some(config.dist_timeout.as_secs_f64()),
+        verify: cli.verify.clone(),
+        no_verify: false,
     };
     Ok(Resolved {
         config,

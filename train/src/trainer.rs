@@ -5,7 +5,7 @@
 //! several ranks ([`crate::dist`]), each rank trains on its slice of every global batch and
 //! the gradients are averaged once per step; rank 0 alone logs and writes.
 
-use crate::checkpoint::{self, latest_checkpoint, CheckpointState, SavedTokenizer};
+use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::{
     describe, held_out_rows, open_split, split_dirs, BatchTensors, DataSplit, EvalSource,
 };
@@ -83,6 +83,11 @@ pub struct TrainConfig {
     pub launch: Option<Launch>,
     /// How long a rank waits for the others (rendezvous, each collective).
     pub dist_timeout: Duration,
+    /// Shard checksums before step 0.
+    pub verify: VerifyMode,
+    /// The run's resolved options, written to `config.toml` by rank 0 once the run has
+    /// started (a run that fails to start leaves no `config.toml` behind).
+    pub config_toml: Option<String>,
 }
 
 impl TrainConfig {
@@ -116,8 +121,21 @@ impl TrainConfig {
             stop: None,
             launch: None,
             dist_timeout: Duration::from_secs(600),
+            config_toml: None,
+            verify: VerifyMode::Cached,
         }
     }
+}
+
+/// How the shards' checksums are checked before step 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Hash the shards the verification cache does not vouch for (the default).
+    Cached,
+    /// Hash every shard (`--verify full`).
+    Full,
+    /// No check (`--no-verify`).
+    Off,
 }
 
 /// One step's figures (a `metrics.jsonl` row).
@@ -282,7 +300,9 @@ fn reopen_metrics(path: &Path, start_step: usize) -> Result<(std::fs::File, Curv
         };
         let step = step as usize;
         if let Some(val) = v["val_loss"].as_f64() {
-            if step <= start_step {
+            // A resumed run keeps the validation at its checkpoint's step; a run that starts
+            // over from step 0 runs the step-0 validation again.
+            if step < start_step || (step == start_step && start_step > 0) {
                 curves.val.push((tokens, val));
                 kept.push(line.to_owned());
             }
@@ -332,26 +352,40 @@ fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<Proc
     Ok(ProcessGroup::connect(launch, backend, timeout)?)
 }
 
-/// The checkpoint every rank resumes from: rank 0 picks its newest and tells the others,
-/// who must see the same directory (`--out` on a shared filesystem).
-fn agree_on_checkpoint(
-    out: &Path,
-    group: &ProcessGroup,
-    device: Device,
-) -> Result<Option<PathBuf>> {
-    let mine = if group.rank() == 0 {
-        match latest_checkpoint(out) {
-            Some(path) => checkpoint::read_state(&path)?.step as i64,
-            None => -1,
+/// A checkpoint to resume from and its state, with the newer checkpoints skipped (and why).
+type Resume = (Option<(PathBuf, CheckpointState)>, Vec<String>);
+
+/// The checkpoint every rank resumes from: rank 0 picks its newest that loads and verifies
+/// ([`checkpoint::newest_usable_checkpoint`]) and tells the others, who must see the same
+/// directory (`--out` on a shared filesystem).
+fn agree_on_checkpoint(out: &Path, group: &ProcessGroup, device: Device) -> Result<Resume> {
+    const NONE_USABLE: i64 = -2;
+    let (mine, skipped, failure) = if group.rank() == 0 {
+        match checkpoint::newest_usable_checkpoint(out) {
+            Ok((found, skipped)) => (
+                found.as_ref().map_or(-1, |(_, state)| state.step as i64),
+                skipped,
+                None,
+            ),
+            Err(e) => (NONE_USABLE, Vec::new(), Some(e)),
         }
     } else {
-        -1
+        (-1, Vec::new(), None)
     };
     let step = Tensor::from_slice(&[mine]).to_device(device);
     group.broadcast(&step, 0)?;
     let step = step.int64_value(&[0]);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if step == NONE_USABLE {
+        bail!(
+            "rank {}: rank 0 found no checkpoint that loads (see its log)",
+            group.rank()
+        );
+    }
     if step < 0 {
-        return Ok(None);
+        return Ok((None, skipped));
     }
     let path = checkpoint::checkpoint_path(out, step as usize);
     if !path.join("state.json").is_file() {
@@ -361,7 +395,66 @@ fn agree_on_checkpoint(
             path.display()
         );
     }
-    Ok(Some(path))
+    let state = checkpoint::read_state(&path)?;
+    Ok((Some((path, state)), skipped))
+}
+
+/// Checks every shard's checksum against its manifest before step 0. Local rank 0 of each
+/// node checks (shards may be node-local); the other ranks wait for it, and every rank stops
+/// when a check failed anywhere.
+fn verify_shards(
+    config: &TrainConfig,
+    group: Option<&ProcessGroup>,
+    device: Device,
+    console: &mut Console<'_>,
+) -> Result<()> {
+    if config.verify == VerifyMode::Off {
+        console.line("verify: off (--no-verify): shard checksums are not checked");
+        return Ok(());
+    }
+    let local_rank0 = config.launch.as_ref().is_none_or(|l| l.local_rank == 0);
+    let result = if local_rank0 {
+        check_checksums(config, console)
+    } else {
+        Ok(())
+    };
+    if let Some(group) = group {
+        let failed = any_rank(group, result.is_err(), device)?;
+        if failed && result.is_ok() {
+            bail!(
+                "rank {}: the shards failed verification on another rank (see its log)",
+                group.rank()
+            );
+        }
+    }
+    result
+}
+
+fn check_checksums(config: &TrainConfig, console: &mut Console<'_>) -> Result<()> {
+    let (train_dirs, val_dirs) = split_dirs(&config.shards);
+    for dir in train_dirs.iter().chain(&val_dirs) {
+        let params = h5gpt_formats::DataParams::read_from_dir(dir)?;
+        let Some(params) = params.filter(|p| p.h5gpt.is_some()) else {
+            console.line(&format!(
+                "verify: {}: no h5gpt manifest, so no checksums to check",
+                dir.display()
+            ));
+            continue;
+        };
+        let full = config.verify == VerifyMode::Full;
+        let o = h5gpt_formats::verify::verify_checksums(dir, &params, &config.out, full)
+            .with_context(|| format!("{}: shard verification before step 0", dir.display()))?;
+        console.line(&format!(
+            "verify: {} | {} shards, checksums OK | {} unchanged since verified, {:.1} MB hashed in {:.2} s{}",
+            dir.display(),
+            o.shards,
+            o.cached,
+            o.bytes_hashed as f64 / 1e6,
+            o.seconds,
+            if full { " (--verify full)" } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `flag` is set on any rank.
@@ -414,17 +507,19 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         .map_or((0, 1), |g| (g.rank(), g.world_size()));
 
     // Resume state first: it fixes the rows held out for evaluation.
-    let resume_from = match &group {
+    // The newest checkpoint that loads and verifies: a corrupt or truncated newer one is
+    // skipped, and the log says which and why.
+    let (resume, skipped_checkpoints) = match &group {
         Some(group) => agree_on_checkpoint(&config.out, group, device)?,
-        None => latest_checkpoint(&config.out),
+        None => checkpoint::newest_usable_checkpoint(&config.out)?,
     };
-    let resumed_state = match &resume_from {
-        Some(ckpt) => Some(checkpoint::read_state(ckpt)?),
+    let (resume_from, resumed_state) = match resume {
+        Some((path, state)) => (Some(path), Some(state)),
         None if config.require_checkpoint => bail!(
             "--resume: {} has no complete checkpoint to resume from",
             config.out.display()
         ),
-        None => None,
+        None => (None, None),
     };
 
     // Data. A resumed run holds out what it held out before.
@@ -482,6 +577,10 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         }
         EvalSource::None => {}
     }
+    for line in &skipped_checkpoints {
+        console.line(&format!("warning: {line}"));
+    }
+    verify_shards(config, group.as_ref(), device, &mut console)?;
 
     // Batch and schedule.
     let (global, notes) = global_batch(
@@ -590,6 +689,9 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     };
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
+    if let (Some(toml), 0) = (&config.config_toml, rank) {
+        h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
+    }
     let (mut metrics, mut curves) = if rank == 0 {
         let (file, curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
         (Some(file), curves)
@@ -634,7 +736,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         },
     )?;
     let micro_steps = layout.micro_steps();
-    let vocab_rows = model_cfg.embedding_rows();
+    // Ids are checked against the tokenizer's vocabulary, not the padded embedding: ids in
+    // the padding rows are no tokens at all (a corrupt shard), and would train on garbage.
+    let vocab_limit = set
+        .data_params()
+        .and_then(|p| p.post_process.vocab_size)
+        .map_or(model_cfg.vocab_size, |v| v as usize);
     if let Some(mup) = model_cfg.mup {
         console.line(&format!(
             "μP: on | m = {} / {} = {} | hidden LR {:.4e} (η/m) | embedding output × {} | logits × 1/m | attention 1/d_head | σ_base {}",
@@ -705,6 +812,8 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 model: model_cfg,
                 tokenizer: tokenizer.name.clone(),
                 eos_id: tokenizer.eos_id,
+                version: checkpoint::STATE_VERSION,
+                files: Default::default(),
             };
             let path = checkpoint::save(
                 &config.out,
@@ -781,7 +890,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                     &batch.labels,
                     &batch.attention_mask,
                     batch.rows,
-                    vocab_rows,
+                    vocab_limit,
                     device,
                     &|r| format!("training example {}", batch.sample_ids[r]),
                 )?;

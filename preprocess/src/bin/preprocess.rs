@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
+use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::Compression;
 use h5gpt_preprocess::inspect::{human_bytes, thousands};
 use h5gpt_preprocess::pipeline::{run, PreprocessConfig, TokenizerChoice};
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("preprocess: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
         }
     }
 }
@@ -112,12 +113,14 @@ fn real_main() -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if args.vocab_size.is_some() && args.train_tokenizer.is_none() {
-        anyhow::bail!("--vocab-size applies to --train-tokenizer only");
+        anyhow::bail!(UsageError::new(
+            "--vocab-size applies to --train-tokenizer only"
+        ));
     }
     let tokenizer = match (args.train_tokenizer, args.vocab_size) {
         (Some(kind), Some(vocab_size)) => {
             if args.eos_token.is_some() {
-                anyhow::bail!("--eos-token applies to --tokenizer FILE only (trained tokenizers use <|endoftext|>)");
+                anyhow::bail!(UsageError::new("--eos-token applies to --tokenizer FILE only (trained tokenizers use <|endoftext|>)"));
             }
             TokenizerChoice::Train(TrainSpec {
                 kind,

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
+use h5gpt_formats::exit::{exit_code, RUNTIME};
+use h5gpt_formats::lock::RunLock;
 use h5gpt_train::config::PRESETS;
 use h5gpt_train::dist::Launch;
 use h5gpt_train::options::{resolve, TrainOptions};
@@ -19,7 +21,7 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("train: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(e.as_ref()))
         }
         Err(payload) => {
             let message = payload
@@ -27,8 +29,8 @@ fn main() -> ExitCode {
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            eprintln!("train: internal error: {message}");
-            ExitCode::from(101)
+            eprintln!("train: internal error (a bug; please report it): {message}");
+            ExitCode::from(RUNTIME)
         }
     }
 }
@@ -86,11 +88,16 @@ fn run() -> Result<()> {
         train(&config, &mut |_| {})?;
         return Ok(());
     }
-    std::fs::create_dir_all(&config.out)?;
-    h5gpt_formats::fsio::write_atomic(
-        &config.out.join("config.toml"),
-        resolved.options.to_toml()?.as_bytes(),
-    )?;
+    // One writer per run folder: a second `train --out` into it stops here.
+    let lock = RunLock::acquire(&config.out, "train", "--out")?;
+    if let Some(stale) = lock.took_over() {
+        println!(
+            "note: took over the lock of {stale}, which is no longer running ({})",
+            lock.path().display()
+        );
+    }
+    // Written by the trainer once the run has started, so a failed start leaves nothing.
+    config.config_toml = Some(resolved.options.to_toml()?);
     let model = config.model;
     let counted = model.breakdown();
     eprintln!(
