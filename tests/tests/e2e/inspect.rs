@@ -67,7 +67,9 @@ fn inspect_verify_fails_naming_file_row_and_column() {
     let out = run("inspect", &[dir.path().to_str().unwrap(), "--verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("verify: FAILED, 1 violations"), "{stdout}");
+    // The broken row, and the manifest this bare directory lacks.
+    assert!(stdout.contains("verify: FAILED, 2 violations"), "{stdout}");
+    assert!(stdout.contains("data_params.json: missing"), "{stdout}");
     assert!(
         stdout.contains("shard-000000.h5: row 1, column 2"),
         "{stdout}"

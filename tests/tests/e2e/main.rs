@@ -2,6 +2,7 @@
 
 mod inspect;
 mod preprocess;
+mod reliability;
 mod tokenizers;
 mod train;
 mod train_dist;
