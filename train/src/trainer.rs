@@ -944,7 +944,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                     if rank == 0 {
                         eprintln!("H5GPT_FAULT: a NaN loss at step {step} (testing aid)");
                     }
-                    loss = loss * f64::NAN;
+                    loss *= f64::NAN;
                 }
                 loss.backward();
                 // bf16-pure: into the fp32 main gradients.
