@@ -261,12 +261,14 @@ pub fn check_checkpoint(dir: &Path) -> std::result::Result<CheckpointState, Stri
     Ok(state)
 }
 
+/// A checkpoint to resume from with its state (`None`: there is none), and a line for each
+/// newer checkpoint skipped, saying why.
+pub type Resume = (Option<(PathBuf, CheckpointState)>, Vec<String>);
+
 /// The checkpoint a resume of run directory `out` starts from: the newest complete one that
 /// passes [`check_checkpoint`], with its state, and a line for each newer one skipped (and
 /// why). `Ok((None, _))`: no checkpoint at all; an error when there are some and none passes.
-pub fn newest_usable_checkpoint(
-    out: &Path,
-) -> Result<(Option<(PathBuf, CheckpointState)>, Vec<String>)> {
+pub fn newest_usable_checkpoint(out: &Path) -> Result<Resume> {
     let mut skipped = Vec::new();
     let complete = checkpoint_dirs(&out.join(CHECKPOINTS))
         .into_iter()

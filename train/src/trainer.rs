@@ -365,13 +365,14 @@ fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<Proc
     Ok(ProcessGroup::connect(launch, backend, timeout)?)
 }
 
-/// A checkpoint to resume from and its state, with the newer checkpoints skipped (and why).
-type Resume = (Option<(PathBuf, CheckpointState)>, Vec<String>);
-
 /// The checkpoint every rank resumes from: rank 0 picks its newest that loads and verifies
 /// ([`checkpoint::newest_usable_checkpoint`]) and tells the others, who must see the same
 /// directory (`--out` on a shared filesystem).
-fn agree_on_checkpoint(out: &Path, group: &ProcessGroup, device: Device) -> Result<Resume> {
+fn agree_on_checkpoint(
+    out: &Path,
+    group: &ProcessGroup,
+    device: Device,
+) -> Result<checkpoint::Resume> {
     const NONE_USABLE: i64 = -2;
     let (mine, skipped, failure) = if group.rank() == 0 {
         match checkpoint::newest_usable_checkpoint(out) {
