@@ -6,7 +6,8 @@
 2. words: of the sampled words (runs of letters; the prompt and a word the token budget may have
    cut off at the end of a sample left out), the share that occur as words in the training text.
 
-The validation tokens are those the run was evaluated on: SHARDS/val/ when there is one, else the
+The validation tokens are those the run was evaluated on: the first rows of SHARDS/val/ that each
+evaluation reads (RUN/config.toml: eval_batches × micro_batch) when there is a val/, else the
 last rows of SHARDS that train held out (the checkpoint's state.json says how many). Both
 measures warn when missed and never fail: a slower machine, a shorter run or another seed may
 land below them. Exit status 1 only when a file is missing or unreadable.
@@ -54,10 +55,22 @@ def held_out_rows(run):
     return int(json.loads(states[-1].read_text()).get("held_out", 0))
 
 
+def evaluated_rows(run):
+    """How many validation rows each evaluation of the run reads (its config.toml's
+    eval_batches × micro_batch), or None when the run has no config.toml."""
+    path = run / "config.toml"
+    if not path.is_file():
+        return None
+    # Two integer keys at the top level: no TOML parser needed (tomllib is Python ≥ 3.11).
+    config = dict(re.findall(r"^(\w+) = (\d+)$", path.read_text(), re.MULTILINE))
+    return int(config["eval_batches"]) * int(config["micro_batch"])
+
+
 def split(shards, run):
-    """(training rows, validation rows, the directory holding tokenizer.json)."""
+    """(training rows, validation rows the run evaluated, the directory with tokenizer.json)."""
     if (shards / "val").is_dir():
-        return shard_rows(shards / "train"), shard_rows(shards / "val"), shards / "train"
+        val = shard_rows(shards / "val")[: evaluated_rows(run)]
+        return shard_rows(shards / "train"), val, shards / "train"
     rows = shard_rows(shards)
     held = held_out_rows(run)
     if held <= 0 or held >= len(rows):

@@ -134,6 +134,19 @@ fn check_main_job_measures_val_loss_against_the_unigram_entropy_and_sampled_word
     assert!((printed_margin(&out) - 0.3).abs() < 1e-3, "{out}");
     assert!(out.contains("NOT REACHED"), "{out}");
     assert!(out.contains("WARNING"), "{out}");
+
+    // A run that evaluates only the first rows of val/ (eval_batches × micro_batch) is
+    // measured on those rows.
+    let first = unigram_entropy(&all_rows(&val)[..2], val.seq_len());
+    assert!((first - entropy).abs() > 0.05, "{first} {entropy}");
+    std::fs::write(
+        run_dir.join("config.toml"),
+        "micro_batch = 2\neval_batches = 1\n",
+    )
+    .unwrap();
+    write_metrics(&run_dir, first - 0.6);
+    let out = check(&shards, &run_dir, &sample, prompt);
+    assert!((printed_margin(&out) - 0.6).abs() < 1e-3, "{out}");
 }
 
 #[test]
