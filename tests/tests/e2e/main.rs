@@ -2,6 +2,7 @@
 
 mod inspect;
 mod main_job;
+mod nonfinite;
 mod preprocess;
 mod tokenizers;
 mod train;
