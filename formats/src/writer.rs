@@ -287,7 +287,7 @@ impl Drop for StagedShard {
 /// A contiguous shard written by position: HDF5 lays out the file's metadata (a few KB, under
 /// its global lock), and the examples go straight to their place in the file with positional
 /// writes, from any thread and in any order. Its bytes are exactly those [`ShardWriter`]
-/// writes for the same examples, since both create the file with [`create_shard_file`]: the
+/// writes for the same examples, since both create the file the same way: the
 /// dataset is contiguous and allocated at creation, so writing its data changes no metadata.
 ///
 /// Dropping it unfinished removes its temporary files.

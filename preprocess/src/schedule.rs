@@ -356,13 +356,16 @@ struct Output {
     next_commit: usize,
 }
 
+/// Writes a progress snapshot, given the entries of every output's shards in place.
+pub type WriteSnapshot = Box<dyn FnOnce(&[Vec<ShardEntry>]) -> Result<()> + Send>;
+
 /// A progress snapshot: written by the committer once `shards[i]` shards of every output `i`
 /// are in place, by `write` (given the entries of all shards in place).
 pub struct Snapshot {
     /// Shards of each output the snapshot lists.
     pub shards: Vec<usize>,
     /// Writes it.
-    pub write: Box<dyn FnOnce(&[Vec<ShardEntry>]) -> Result<()> + Send>,
+    pub write: WriteSnapshot,
 }
 
 enum CommitMsg {
