@@ -11,6 +11,8 @@ pub mod inspect;
 pub mod packer;
 pub mod parquet_input;
 pub mod pipeline;
+pub mod profile;
+pub mod schedule;
 pub mod split;
 pub mod tokenizer;
 pub mod tokenizer_train;

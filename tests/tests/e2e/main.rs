@@ -1,6 +1,7 @@
 //! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
 
 mod inspect;
+mod main_job;
 mod nonfinite;
 mod preprocess;
 mod reliability;
