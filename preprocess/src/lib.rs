@@ -11,6 +11,8 @@ pub mod inspect;
 pub mod packer;
 pub mod parquet_input;
 pub mod pipeline;
+pub mod run_inspect;
 pub mod split;
 pub mod tokenizer;
 pub mod tokenizer_train;
+pub mod val_split;

@@ -1,7 +1,10 @@
 //! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
 
+mod audit;
+mod blend;
 mod inspect;
 mod preprocess;
 mod tokenizers;
 mod train;
 mod train_dist;
+mod val_split;
