@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""The PyTorch eager baseline of `scripts/bench-train.sh`: the twin of
-`train/examples/bench_step.rs` (same model, step, shapes, flags and JSON line).
+"""The PyTorch baseline of `scripts/bench-train.sh` and `scripts/gpu-bench.sh`: the twin of
+`train/examples/bench_step.rs` and of `train`'s step (same model, step, shapes, flags and JSON
+line), eager or under `torch.compile`, on the CPU or a GPU.
 
 A nanoGPT-style GPT-2, written here: learned position embedding, pre-LayerNorm blocks (eps 1e-5,
 with bias), causal `F.scaled_dot_product_attention`, tanh-GELU MLP 4x, LM head tied to the token
 embedding; init N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 L)). One step: forward +
 cross-entropy + backward + clip_grad_norm_(1.0) + fused AdamW (betas (0.9, 0.95), eps 1e-8,
-weight decay 0.1 on >= 2-D parameters), fp32 on CPU.
+weight decay 0.1 on >= 2-D parameters). fp32 by default; `--dtype bf16` runs forward and loss
+under bf16 autocast (nanoGPT's setting); on CUDA, fp32 matmuls use TF32 as `train` does.
+`--compile` wraps the model in `torch.compile` (its compilation happens in the warm-up steps).
+On CUDA only the whole step is timed (ending with a synchronize); the phases are CPU-only.
 
 Usage: python scripts/bench_train_torch.py --threads 2 --warmup 3 --steps 10
+       python scripts/bench_train_torch.py --device cuda --dtype bf16 --batch 16 --seq 1024 \
+           --layers 12 --heads 12 --embd 768 [--compile]
 """
 
 import argparse
@@ -85,13 +91,23 @@ def main():
     p.add_argument("--heads", type=int, default=6, help="attention heads (default 6)")
     p.add_argument("--embd", type=int, default=384, help="embedding width (default 384)")
     p.add_argument("--seed", type=int, default=1337, help="seed of weights and batches (default 1337)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default cpu)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="fp32, or bf16 autocast over fp32 weights (default fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32, as train does on CUDA
     vocab, padded = 50257, 50304  # GPT-2's vocabulary; embedding rows padded to a multiple of 64
-    model = Gpt(padded, args.seq, args.layers, args.heads, args.embd)
+    model = Gpt(padded, args.seq, args.layers, args.heads, args.embd).to(device)
     model.train()
+    step_model = torch.compile(model) if args.compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
@@ -101,7 +117,8 @@ def main():
     n_params = sum(p.numel() for p in params)
     print(
         f"torch {torch.__version__}: L{args.layers} H{args.heads} E{args.embd} T{args.seq} "
-        f"B{args.batch} vocab {padded} ({n_params} parameters), fp32, CPU, "
+        f"B{args.batch} vocab {padded} ({n_params} parameters), {args.dtype}, {args.device}"
+        f"{', compiled' if args.compile else ''}, "
         f"{torch.get_num_threads()} threads, {args.warmup} warm-up + {args.steps} timed steps",
         file=sys.stderr,
     )
@@ -111,16 +128,22 @@ def main():
     for step in range(args.warmup + args.steps):
         tokens = torch.randint(vocab, (args.batch, args.seq + 1))
         idx, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # (B, T) each
-        # CPU kernels are synchronous: a clock read between phases times them.
+        idx = idx.pin_memory().to(device, non_blocking=True) if cuda else idx
+        targets = targets.pin_memory().to(device, non_blocking=True) if cuda else targets
+        # CPU kernels are synchronous: a clock read between phases times them. On CUDA the
+        # phases overlap the host; only the whole step (to a synchronize) is timed.
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)  # nanoGPT; PyTorch's default
-        l = model(idx, targets)
+        with autocast:
+            l = step_model(idx, targets)
         t1 = time.perf_counter()
         l.backward()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         t3 = time.perf_counter()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
         loss = l.item()
         t4 = time.perf_counter()
         phases = [(b - a) * 1e3 for a, b in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)]]
@@ -137,8 +160,13 @@ def main():
 
     median = statistics.median(times_ms) if times_ms else float("nan")
     mean = statistics.fmean(times_ms) if times_ms else float("nan")
+    phase = (lambda i: statistics.median(phase_ms[i])) if times_ms and not cuda else (lambda i: float("nan"))
     report = {
-        "impl": "torch",
+        "impl": "torch-compile" if args.compile else "torch",
+        "device": args.device,
+        "dtype": args.dtype,
+        "parameters": n_params,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
         "threads": torch.get_num_threads(),
         "warmup": args.warmup,
         "steps": args.steps,
@@ -149,10 +177,10 @@ def main():
         "min_ms": min(times_ms) if times_ms else float("nan"),
         "tok_per_s": args.batch * args.seq / (median / 1e3),
         "final_loss": loss,
-        "forward_ms": statistics.median(phase_ms[0]) if times_ms else float("nan"),
-        "backward_ms": statistics.median(phase_ms[1]) if times_ms else float("nan"),
-        "clip_ms": statistics.median(phase_ms[2]) if times_ms else float("nan"),
-        "adamw_ms": statistics.median(phase_ms[3]) if times_ms else float("nan"),
+        "forward_ms": phase(0),
+        "backward_ms": phase(1),
+        "clip_ms": phase(2),
+        "adamw_ms": phase(3),
     }
     print(json.dumps(report))
 

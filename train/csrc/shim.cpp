@@ -2,7 +2,14 @@
 // which is an `at::Tensor*`.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_copy.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <c10/core/CachingDeviceAllocator.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
 #include <string>
 #include <vector>
@@ -13,23 +20,151 @@ extern "C" {
 
 const char *h5gpt_last_error() { return last_error.c_str(); }
 
+static std::vector<at::Tensor> tensors(at::Tensor **ts, int n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int i = 0; i < n; i++) out.push_back(*ts[i]);
+  return out;
+}
+
 // One fused AdamW step (PyTorch semantics, decoupled weight decay) over n tensors that share
-// one lr and weight decay. `steps` are float scalar tensors, incremented in place.
+// one lr and weight decay. `steps` are float scalar tensors, incremented in place by one
+// foreach kernel. `found_inf` (may be null) is a float scalar tensor on the parameters'
+// device: where it is 1, the kernel changes nothing and the step counters stay, as PyTorch's
+// AdamW does under a GradScaler, so a non-finite step needs no host sync to be skipped.
 int h5gpt_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
                       at::Tensor **exp_avg_sqs, at::Tensor **steps, int n, double lr,
-                      double beta1, double beta2, double weight_decay, double eps) {
+                      double beta1, double beta2, double weight_decay, double eps,
+                      at::Tensor *found_inf) {
   try {
-    std::vector<at::Tensor> p, g, m, v, s;
-    for (int i = 0; i < n; i++) {
-      p.push_back(*params[i]);
-      g.push_back(*grads[i]);
-      m.push_back(*exp_avgs[i]);
-      v.push_back(*exp_avg_sqs[i]);
-      s.push_back(*steps[i]);
+    auto p = tensors(params, n), g = tensors(grads, n), m = tensors(exp_avgs, n),
+         v = tensors(exp_avg_sqs, n), s = tensors(steps, n);
+    std::optional<at::Tensor> inf;
+    if (found_inf != nullptr) {
+      inf = *found_inf;
+      // 1 − found_inf: the counters advance only on a step that is applied.
+      at::_foreach_add_(s, at::rsub(*found_inf, 1));
+    } else {
+      at::_foreach_add_(s, 1);
     }
-    for (auto &t : s) t.add_(1);
     at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, s, lr, beta1, beta2, weight_decay,
-                      eps, /*amsgrad=*/false, /*maximize=*/false);
+                      eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                      inf);
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// A pinned copy of a CPU tensor (Tensor.pin_memory() without the deprecated device argument,
+// which tch always passes and PyTorch warns about on every call).
+int h5gpt_pin_memory(at::Tensor *t, at::Tensor **out) {
+  try {
+    *out = new at::Tensor(t->pin_memory());
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// Drops the gradients of n tensors (`optimizer.zero_grad(set_to_none=True)`): backward then
+// writes them once instead of adding into zeros.
+int h5gpt_grads_to_none(at::Tensor **params, int n) {
+  try {
+    for (int i = 0; i < n; i++) params[i]->mutable_grad().reset();
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// Makes `grad` the gradient of `param` (a view into a flat buffer, for the all-reduce);
+// backward then accumulates into it in place.
+int h5gpt_set_grad(at::Tensor *param, at::Tensor *grad) {
+  try {
+    param->mutable_grad() = *grad;
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// dst[i] = src[i] (add == 0) or dst[i] += src[i] (add != 0) over n pairs, converting dtypes
+// (bf16 gradients into fp32 main gradients, fp32 masters into bf16 weights).
+int h5gpt_foreach_copy_or_add(at::Tensor **dst, at::Tensor **src, int n, int add) {
+  try {
+    auto d = tensors(dst, n), s = tensors(src, n);
+    if (add) {
+      at::_foreach_add_(d, s);
+    } else {
+      at::_foreach_copy_(d, s);
+    }
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// torch.nn.utils.clip_grad_norm_ with foreach kernels and no host sync: the global L2 norm of
+// n gradients (fp32, a new 0-d tensor on their device, written to *out_norm), then every
+// gradient × min(1, max_norm / (norm + 1e-6)).
+int h5gpt_clip_grad_norm(at::Tensor **grads, int n, double max_norm, at::Tensor **out_norm) {
+  try {
+    auto g = tensors(grads, n);
+    auto norms = at::_foreach_norm(g, 2, at::kFloat);
+    auto total = at::linalg_vector_norm(at::stack(norms), 2);
+    auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+    at::_foreach_mul_(g, coef);
+    *out_norm = new at::Tensor(total);
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+// A marker recorded on the current stream of CUDA device `index`: synchronizing on it waits
+// for the work queued before it, not for what was queued after (as a device sync would).
+void *h5gpt_cuda_event_record(int index) {
+  try {
+    c10::Device device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
+    auto *event = new c10::Event(c10::DeviceType::CUDA);
+    event->record(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(device));
+    return event;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return nullptr;
+  }
+}
+
+int h5gpt_cuda_event_synchronize(void *event) {
+  try {
+    static_cast<c10::Event *>(event)->synchronize();
+    return 0;
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+void h5gpt_cuda_event_free(void *event) { delete static_cast<c10::Event *>(event); }
+
+// Peak bytes allocated and reserved by the caching allocator of CUDA device `index` since
+// the last reset (torch.cuda.max_memory_allocated / max_memory_reserved); reset != 0 then
+// resets the peaks.
+int h5gpt_cuda_peak_memory(int index, int64_t *allocated, int64_t *reserved, int reset) {
+  try {
+    auto *alloc = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    auto stats = alloc->getDeviceStats(static_cast<c10::DeviceIndex>(index));
+    auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    *allocated = stats.allocated_bytes[all].peak;
+    *reserved = stats.reserved_bytes[all].peak;
+    if (reset) alloc->resetPeakStats(static_cast<c10::DeviceIndex>(index));
     return 0;
   } catch (const std::exception &e) {
     last_error = e.what();

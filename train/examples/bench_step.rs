@@ -95,14 +95,14 @@ fn main() {
         let mask = Tensor::ones([b, t], (Kind::Int64, Device::Cpu));
         // CPU kernels are synchronous: a clock read between phases times them.
         let start = Instant::now();
-        optimizer.zero_grad();
+        optimizer.zero_grad().expect("zero_grad");
         let l = model.loss(&idx, &labels, &mask, true);
         let forward = Instant::now();
         l.backward();
         let backward = Instant::now();
-        optimizer.clip_grad_norm(1.0);
+        let _norm = optimizer.clip_grad_norm(1.0).expect("clip");
         let clip = Instant::now();
-        optimizer.step(6e-4).expect("AdamW step");
+        optimizer.step(6e-4, None).expect("AdamW step");
         loss = l.double_value(&[]);
         let end = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;

@@ -196,7 +196,8 @@ pub fn read_state(checkpoint: &Path) -> Result<CheckpointState> {
     Ok(CheckpointState::read(checkpoint)?)
 }
 
-/// Writes a checkpoint (model, optimizer, state, and `tokenizer_json` when given)
+/// Writes a checkpoint (model — the optimizer's fp32 masters where it keeps them —, optimizer,
+/// state, and `tokenizer_json` when given)
 /// crash-safely, then keeps the newest `keep`. `save_index` counts this run's saves (for the
 /// fault-injection hook).
 pub fn save(
@@ -216,7 +217,11 @@ pub fn save(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp)?;
-    vs.save(tmp.join("model.safetensors"))?;
+    // bf16-pure: the fp32 masters, so that resume and export stay exact.
+    match opt.master_weights() {
+        Some(masters) => Tensor::write_safetensors(&masters, tmp.join("model.safetensors"))?,
+        None => vs.save(tmp.join("model.safetensors"))?,
+    }
     fsync_file(&tmp.join("model.safetensors"))?;
     if h5gpt_formats::fault::armed("abort-during-save") == Some(save_index) {
         eprintln!(

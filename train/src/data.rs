@@ -222,20 +222,20 @@ impl BatchTensors {
             }
         }
         let shape = [rows as i64, seq as i64];
-        let to_device = |v: &[i32]| {
+        let to_device = |v: &[i32]| -> Result<Tensor> {
             let host = Tensor::from_slice(v).view(shape);
-            if device.is_cuda() {
-                host.pin_memory(device)
+            Ok(if device.is_cuda() {
+                crate::shim::pin_memory(&host)?
                     .to_device_(device, Kind::Int, true, false)
                     .to_kind(Kind::Int64)
             } else {
                 host.to_kind(Kind::Int64)
-            }
+            })
         };
         Ok(BatchTensors {
-            input_ids: to_device(input_ids),
-            labels: to_device(labels),
-            mask: to_device(mask),
+            input_ids: to_device(input_ids)?,
+            labels: to_device(labels)?,
+            mask: to_device(mask)?,
         })
     }
 }

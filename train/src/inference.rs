@@ -37,7 +37,11 @@ impl InferenceArgs {
     /// Picks the device and precision and loads the checkpoint's model onto the device.
     pub fn load(&self) -> Result<Inference> {
         let device = select(self.device)?;
-        let precision = Precision::resolve(self.dtype, device);
+        // Inference keeps the checkpoint's fp32 weights: bf16-pure runs as autocast here.
+        let precision = match Precision::resolve(self.dtype, device) {
+            Precision::Bf16Pure => Precision::Bf16,
+            p => p,
+        };
         let loaded = load_model(&self.checkpoint, device)?;
         Ok(Inference {
             loaded,

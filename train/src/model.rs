@@ -221,15 +221,26 @@ impl Gpt {
             &mask.ne(0),
             &Tensor::from(-100i64).to_device(labels.device()),
         );
-        logits
-            .to_kind(Kind::Float)
-            .reshape([-1, rows])
-            .cross_entropy_loss(
-                &targets.view([-1]),
-                None::<Tensor>,
-                tch::Reduction::Mean,
-                -100,
-                0.0,
-            )
+        cross_entropy(&logits.reshape([-1, rows]), &targets.view([-1]))
     }
+}
+
+/// Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)`, over targets that are not
+/// −100, as a 0-d f32 tensor.
+///
+/// The log-softmax runs in the logits' own dtype, accumulating in fp32 (for bf16 logits,
+/// PyTorch's `SoftMaxForward<bf16, float, bf16>` under autocast): bf16 logits are never
+/// copied to fp32, which would double the traffic of the largest activation in forward and
+/// backward. Only the N picked log-probabilities are summed in fp32. (In fp32 it is the loss
+/// of `cross_entropy_loss` with `ignore_index = -100`.)
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let valid = targets.ne(-100); // (N,)
+                                  // The dtype named explicitly: autocast would otherwise run log_softmax in fp32.
+    let log_probs = logits.log_softmax(-1, logits.kind()); // (N, V), logits' dtype
+    let picked = log_probs
+        .gather(-1, &targets.clamp_min(0).unsqueeze(-1), false)
+        .squeeze_dim(-1)
+        .to_kind(Kind::Float); // (N,)
+    let count = valid.sum(Kind::Float);
+    -(picked * valid.to_kind(Kind::Float)).sum(Kind::Float) / count
 }

@@ -9,10 +9,17 @@
 //! A group is a (learning-rate multiplier, decayed or not) pair: the standard parameterization
 //! has two (decayed, not decayed, both at the scheduled LR); μP adds groups at 1/m of it for
 //! the hidden matrices ([`AdamW::for_model`] reads them from [`mup_table`]).
+//!
+//! With fp32 master weights ([`AdamW::keep_fp32_masters`], for `--dtype bf16-pure`) the model's
+//! weights are bf16 and AdamW steps fp32 copies of them with fp32 gradients (the masters'
+//! `.grad`, Megatron's `main_grad`), then copies the masters into the bf16 weights.
 
 use crate::config::GptConfig;
 use crate::mup::mup_table;
-use crate::shim::{fused_adamw, AdamWHyper, ShimError};
+use crate::shim::{
+    clip_grad_norm, foreach_copy_or_add, fused_adamw, grads_to_none, set_grad, AdamWHyper,
+    ShimError,
+};
 use tch::{nn, Kind, Tensor};
 
 /// AdamW settings (learning rate aside: it comes from the schedule at every step).
@@ -41,10 +48,20 @@ impl Default for AdamWConfig {
 
 struct Slot {
     name: String,
+    /// The model's variable.
     param: Tensor,
+    /// fp32 master weight (bf16-pure), whose `.grad` accumulates the fp32 gradient.
+    master: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: Tensor,
+}
+
+impl Slot {
+    /// What AdamW steps and whose `.grad` it reads: the master weight, or the variable.
+    fn weight(&self) -> &Tensor {
+        self.master.as_ref().unwrap_or(&self.param)
+    }
 }
 
 /// Parameters stepped together: one fused call.
@@ -116,6 +133,7 @@ impl AdamW {
                 step: Tensor::zeros([], (Kind::Float, param.device())),
                 name,
                 param,
+                master: None,
             };
             match groups
                 .iter_mut()
@@ -169,61 +187,110 @@ impl AdamW {
         self.groups.iter().flat_map(|g| &g.slots)
     }
 
-    /// Sets every gradient to zero (or drops it).
-    pub fn zero_grad(&mut self) {
-        for slot in self.slots() {
-            let mut grad = slot.param.grad();
-            if grad.defined() {
-                let _ = grad.zero_();
-            }
+    /// Keeps an fp32 master copy of every weight, with an fp32 gradient buffer as its `.grad`,
+    /// before the caller casts the model's variables to bf16 (`VarStore::bfloat16`). From then
+    /// on [`accumulate_main_grads`](Self::accumulate_main_grads) moves each micro-batch's bf16
+    /// gradients into the buffers, [`step`](Self::step) updates the masters and copies them into
+    /// the variables, and [`master_weights`](Self::master_weights) is what a checkpoint saves.
+    pub fn keep_fp32_masters(&mut self) -> Result<(), ShimError> {
+        for slot in self.groups.iter_mut().flat_map(|g| &mut g.slots) {
+            let master = tch::no_grad(|| slot.param.to_kind(Kind::Float).copy())
+                .detach()
+                .set_requires_grad(true);
+            set_grad(&master, &master.zeros_like())?;
+            slot.master = Some(master);
         }
+        Ok(())
     }
 
-    /// The global L2 norm of all gradients, then scales them so it is at most `max_norm`.
-    /// Returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+    /// Whether the optimizer steps fp32 masters ([`keep_fp32_masters`](Self::keep_fp32_masters)).
+    pub fn has_masters(&self) -> bool {
+        self.slots().any(|s| s.master.is_some())
+    }
+
+    /// The fp32 master weights by variable name (what a checkpoint saves), when there are.
+    pub fn master_weights(&self) -> Option<Vec<(String, Tensor)>> {
+        self.has_masters().then(|| {
+            self.slots()
+                .map(|s| (s.name.clone(), s.weight().shallow_clone()))
+                .collect()
+        })
+    }
+
+    /// The tensors whose `.grad` the step reads (masters, or the variables), sorted by name:
+    /// what the gradient buckets of data parallelism reduce.
+    pub fn gradient_holders(&self) -> Vec<Tensor> {
+        let mut all: Vec<(&str, Tensor)> = self
+            .slots()
+            .map(|s| (s.name.as_str(), s.weight().shallow_clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// With masters: moves the bf16 gradients of the micro-batch just back-propagated into the
+    /// fp32 buffers (a foreach copy on the first micro-batch of a step, a foreach add after),
+    /// then drops them. Without: nothing (backward accumulated into the variables' `.grad`).
+    pub fn accumulate_main_grads(&mut self, first: bool) -> Result<(), ShimError> {
+        if !self.has_masters() {
+            return Ok(());
+        }
+        let (mut main, mut grads, mut params) = (Vec::new(), Vec::new(), Vec::new());
+        for slot in self.slots() {
+            let grad = slot.param.grad();
+            if grad.defined() {
+                main.push(slot.weight().grad());
+                grads.push(grad);
+                params.push(&slot.param);
+            }
+        }
+        tch::no_grad(|| {
+            foreach_copy_or_add(
+                &main.iter().collect::<Vec<_>>(),
+                &grads.iter().collect::<Vec<_>>(),
+                !first,
+            )
+        })?;
+        grads_to_none(&params)
+    }
+
+    /// Drops every gradient of the variables (`zero_grad(set_to_none=True)`): the next backward
+    /// writes each once, instead of a fill with zeros and an add into them. (Masters' fp32
+    /// buffers are overwritten by the first micro-batch of the next step.)
+    pub fn zero_grad(&mut self) -> Result<(), ShimError> {
+        grads_to_none(&self.slots().map(|s| &s.param).collect::<Vec<_>>())
+    }
+
+    /// The global L2 norm of all gradients as a 0-d f32 tensor on their device, after scaling
+    /// them so it is at most `max_norm` (`clip_grad_norm_` with foreach kernels: no per-parameter
+    /// kernels, no host sync). `None` when no parameter has a gradient.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Option<Tensor>, ShimError> {
         let grads: Vec<Tensor> = self
             .slots()
-            .map(|s| s.param.grad())
+            .map(|s| s.weight().grad())
             .filter(Tensor::defined)
             .collect();
         if grads.is_empty() {
-            return 0.0;
+            return Ok(None);
         }
-        let norm = Tensor::stack(
-            &grads
-                .iter()
-                .map(|g| g.to_kind(Kind::Float).norm())
-                .collect::<Vec<_>>(),
-            0,
-        )
-        .norm()
-        .double_value(&[]);
-        if norm > max_norm {
-            let scale = max_norm / (norm + 1e-6);
-            tch::no_grad(|| {
-                for mut g in grads {
-                    let _ = g.g_mul_scalar_(scale);
-                }
-            });
-        }
-        norm
+        tch::no_grad(|| clip_grad_norm(&grads.iter().collect::<Vec<_>>(), max_norm)).map(Some)
     }
 
     /// One step at learning rate `lr` (each group at `lr` × its multiplier): one fused call
-    /// per group.
-    pub fn step(&mut self, lr: f64) -> Result<(), ShimError> {
+    /// per group. Where `found_inf` (a 0-d f32 tensor on the parameters' device) is 1, nothing
+    /// changes: neither weights, moments nor step counters.
+    pub fn step(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<(), ShimError> {
         let c = self.config;
         for group in &self.groups {
             let live: Vec<&Slot> = group
                 .slots
                 .iter()
-                .filter(|s| s.param.grad().defined())
+                .filter(|s| s.weight().grad().defined())
                 .collect();
             if live.is_empty() {
                 continue;
             }
-            let grads: Vec<Tensor> = live.iter().map(|s| s.param.grad()).collect();
+            let grads: Vec<Tensor> = live.iter().map(|s| s.weight().grad()).collect();
             let hyper = AdamWHyper {
                 lr: lr * group.lr_mult,
                 beta1: c.beta1,
@@ -233,14 +300,21 @@ impl AdamW {
             };
             tch::no_grad(|| {
                 fused_adamw(
-                    &live.iter().map(|s| &s.param).collect::<Vec<_>>(),
+                    &live.iter().map(|s| s.weight()).collect::<Vec<_>>(),
                     &grads.iter().collect::<Vec<_>>(),
                     &live.iter().map(|s| &s.exp_avg).collect::<Vec<_>>(),
                     &live.iter().map(|s| &s.exp_avg_sq).collect::<Vec<_>>(),
                     &live.iter().map(|s| &s.step).collect::<Vec<_>>(),
                     hyper,
+                    found_inf,
                 )
             })?;
+        }
+        if self.has_masters() {
+            // The bf16 weights from the masters (unchanged where found_inf skipped the step).
+            let (params, masters): (Vec<&Tensor>, Vec<&Tensor>) =
+                self.slots().map(|s| (&s.param, s.weight())).unzip();
+            tch::no_grad(|| foreach_copy_or_add(&params, &masters, false))?;
         }
         Ok(())
     }

@@ -155,7 +155,9 @@ pub struct TrainOptions {
     /// Micro-batches per validation. [default: 20]
     #[arg(long)]
     pub eval_batches: Option<usize>,
-    /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32` or `bf16`. [default: auto]
+    /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
+    /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
+    /// accumulation; checkpoints keep the fp32 masters). [default: auto]
     #[arg(long)]
     pub dtype: Option<String>,
     /// `auto`, `cpu` or `cuda`. [default: auto]
@@ -171,6 +173,11 @@ pub struct TrainOptions {
     /// it gives up with an error: a dead rank stops the run instead of hanging it. [default: 600]
     #[arg(long)]
     pub dist_timeout: Option<f64>,
+    /// Steps with a non-finite loss or gradient norm to skip (not applied, counted and logged)
+    /// before the run stops; 0: the first one stops it with an error naming the step. Large
+    /// runs allow a few for rare spikes. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub skip_nonfinite: Option<usize>,
 }
 
 /// One set of a `[[blend]]` in a config file.
@@ -211,7 +218,7 @@ impl TrainOptions {
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads, dist_timeout);
+            eval_batches, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite);
     }
 
     /// Reads a `--config` file.
@@ -524,6 +531,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.require_checkpoint = cli.resume;
     config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
     config.reweight = cli.reweight;
+    config.skip_nonfinite = cli.skip_nonfinite.unwrap_or(0);
     if let Some(seconds) = cli.dist_timeout {
         if !(seconds > 0.0 && seconds.is_finite()) {
             bail!("--dist-timeout {seconds} must be a positive number of seconds");
@@ -582,6 +590,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         peak_flops: cli.peak_flops,
         threads: cli.threads,
         dist_timeout: Some(config.dist_timeout.as_secs_f64()),
+        skip_nonfinite: Some(config.skip_nonfinite),
     };
     Ok(Resolved {
         config,
@@ -597,6 +606,7 @@ fn dtype_name(d: DtypeRequest) -> &'static str {
         DtypeRequest::Auto => "auto",
         DtypeRequest::Fp32 => "fp32",
         DtypeRequest::Bf16 => "bf16",
+        DtypeRequest::Bf16Pure => "bf16-pure",
     }
 }
 

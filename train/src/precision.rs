@@ -1,4 +1,5 @@
-//! `--dtype`: fp32 everywhere, or bf16 autocast over fp32 master weights.
+//! `--dtype`: fp32 everywhere, bf16 autocast over fp32 weights, or bf16 weights and
+//! activations with fp32 master weights (`bf16-pure`, as Megatron-LM and llm.c train).
 
 use crate::shim::{AutocastDevice, AutocastGuard};
 use anyhow::Result;
@@ -15,6 +16,9 @@ pub enum DtypeRequest {
     Fp32,
     /// bf16 autocast.
     Bf16,
+    /// bf16 weights and activations, fp32 masters and gradient accumulation.
+    #[serde(rename = "bf16-pure")]
+    Bf16Pure,
 }
 
 impl std::str::FromStr for DtypeRequest {
@@ -24,7 +28,8 @@ impl std::str::FromStr for DtypeRequest {
             "auto" => Ok(DtypeRequest::Auto),
             "fp32" | "float32" => Ok(DtypeRequest::Fp32),
             "bf16" | "bfloat16" => Ok(DtypeRequest::Bf16),
-            other => Err(format!("`{other}`: expected auto, fp32 or bf16")),
+            "bf16-pure" => Ok(DtypeRequest::Bf16Pure),
+            other => Err(format!("`{other}`: expected auto, fp32, bf16 or bf16-pure")),
         }
     }
 }
@@ -37,6 +42,12 @@ pub enum Precision {
     Fp32,
     /// Forward and loss under bf16 autocast; weights, gradients and optimizer state in fp32.
     Bf16,
+    /// The model's weights, activations and gradients in bf16 (no cast kernels in forward,
+    /// half the LayerNorm and residual traffic); fp32 master weights stepped by AdamW with fp32
+    /// gradients accumulated across micro-batches (Megatron's `main_grad`), copied into the
+    /// bf16 weights after each step. Checkpoints hold the fp32 masters.
+    #[serde(rename = "bf16-pure")]
+    Bf16Pure,
 }
 
 impl Precision {
@@ -45,6 +56,7 @@ impl Precision {
         match request {
             DtypeRequest::Fp32 => Precision::Fp32,
             DtypeRequest::Bf16 => Precision::Bf16,
+            DtypeRequest::Bf16Pure => Precision::Bf16Pure,
             DtypeRequest::Auto if device.is_cuda() => Precision::Bf16,
             DtypeRequest::Auto => Precision::Fp32,
         }
@@ -55,6 +67,7 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
+            Precision::Bf16Pure => "bf16-pure",
         }
     }
 
@@ -62,7 +75,8 @@ impl Precision {
     /// leaves it and clears the cast cache.
     pub fn autocast(self, device: Device) -> Result<Option<AutocastGuard>> {
         Ok(match self {
-            Precision::Fp32 => None,
+            // bf16-pure's weights are bf16 already: nothing to cast.
+            Precision::Fp32 | Precision::Bf16Pure => None,
             Precision::Bf16 => Some(AutocastGuard::bf16(if device.is_cuda() {
                 AutocastDevice::Cuda
             } else {

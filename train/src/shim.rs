@@ -1,4 +1,5 @@
-//! Safe wrappers over the C++ shim (`csrc/shim.cpp`): fused AdamW and autocast.
+//! Safe wrappers over the C++ shim (`csrc/shim.cpp`): fused AdamW, foreach gradient clipping,
+//! gradient handles, autocast and the CUDA allocator's statistics.
 
 use std::ffi::CStr;
 use tch::Tensor;
@@ -20,7 +21,32 @@ extern "C" {
         beta2: f64,
         weight_decay: f64,
         eps: f64,
+        found_inf: *mut C_tensor,
     ) -> i32;
+    fn h5gpt_pin_memory(t: *mut C_tensor, out: *mut *mut C_tensor) -> i32;
+    fn h5gpt_grads_to_none(params: *const *mut C_tensor, n: i32) -> i32;
+    fn h5gpt_set_grad(param: *mut C_tensor, grad: *mut C_tensor) -> i32;
+    fn h5gpt_foreach_copy_or_add(
+        dst: *const *mut C_tensor,
+        src: *const *mut C_tensor,
+        n: i32,
+        add: i32,
+    ) -> i32;
+    fn h5gpt_clip_grad_norm(
+        grads: *const *mut C_tensor,
+        n: i32,
+        max_norm: f64,
+        out_norm: *mut *mut C_tensor,
+    ) -> i32;
+    fn h5gpt_cuda_peak_memory(
+        index: i32,
+        allocated: *mut i64,
+        reserved: *mut i64,
+        reset: i32,
+    ) -> i32;
+    fn h5gpt_cuda_event_record(index: i32) -> *mut std::ffi::c_void;
+    fn h5gpt_cuda_event_synchronize(event: *mut std::ffi::c_void) -> i32;
+    fn h5gpt_cuda_event_free(event: *mut std::ffi::c_void);
     fn h5gpt_autocast_enter(device: i32, dtype: i32) -> i32;
     fn h5gpt_autocast_exit(device: i32) -> i32;
     fn h5gpt_torch_version() -> *const std::ffi::c_char;
@@ -81,8 +107,15 @@ pub struct AdamWHyper {
     pub eps: f64,
 }
 
+fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
+    ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
 /// One fused AdamW step (`at::_fused_adamw_`) over parameters that share `hyper`.
-/// `steps` are scalar f32 tensors (one per parameter), incremented here.
+/// `steps` are scalar f32 tensors (one per parameter), incremented here by one foreach kernel.
+/// `found_inf`, a scalar f32 tensor on the parameters' device, skips the step on the device
+/// where it is 1 (nothing changes, the counters stay): a non-finite step is dropped without a
+/// host sync.
 pub fn fused_adamw(
     params: &[&Tensor],
     grads: &[&Tensor],
@@ -90,6 +123,7 @@ pub fn fused_adamw(
     exp_avg_sqs: &[&Tensor],
     steps: &[&Tensor],
     hyper: AdamWHyper,
+    found_inf: Option<&Tensor>,
 ) -> Result<(), ShimError> {
     let n = params.len();
     assert!(
@@ -98,9 +132,6 @@ pub fn fused_adamw(
             .all(|&l| l == n),
         "one gradient, moment pair and step per parameter"
     );
-    let ptrs = |ts: &[&Tensor]| -> Vec<*mut C_tensor> {
-        ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
-    };
     let (p, g, m, v, s) = (
         ptrs(params),
         ptrs(grads),
@@ -108,8 +139,9 @@ pub fn fused_adamw(
         ptrs(exp_avg_sqs),
         ptrs(steps),
     );
+    let inf = found_inf.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut C_tensor);
     // SAFETY: every pointer is a live `at::Tensor*` owned by a tch Tensor borrowed for the
-    // duration of the call; the arrays hold `n` entries each.
+    // duration of the call (or null for no `found_inf`); the arrays hold `n` entries each.
     check(unsafe {
         h5gpt_fused_adamw(
             p.as_ptr(),
@@ -123,7 +155,119 @@ pub fn fused_adamw(
             hyper.beta2,
             hyper.weight_decay,
             hyper.eps,
+            inf,
         )
+    })
+}
+
+/// A copy of CPU tensor `t` in pinned (page-locked) memory, for non-blocking copies to the GPU:
+/// `Tensor.pin_memory()` without the deprecated device argument tch's binding always passes.
+pub fn pin_memory(t: &Tensor) -> Result<Tensor, ShimError> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: a live `at::Tensor*` borrowed for the call; on success `out` is a new, owned one.
+    check(unsafe { h5gpt_pin_memory(t.as_ptr() as *mut _, &mut out) })?;
+    // SAFETY: `out` is a fresh, owned `at::Tensor*`.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Drops the gradients of `params` (`zero_grad(set_to_none=True)`): the next backward writes
+/// them instead of adding into zeros.
+pub fn grads_to_none(params: &[&Tensor]) -> Result<(), ShimError> {
+    let p = ptrs(params);
+    // SAFETY: live `at::Tensor*`s borrowed for the call; the array holds `p.len()` entries.
+    check(unsafe { h5gpt_grads_to_none(p.as_ptr(), p.len() as i32) })
+}
+
+/// Makes `grad` (same shape, dtype and device) the `.grad` of `param`: backward accumulates
+/// into it in place, so it may be a view into a larger buffer.
+pub fn set_grad(param: &Tensor, grad: &Tensor) -> Result<(), ShimError> {
+    assert_eq!(
+        param.size(),
+        grad.size(),
+        "a gradient has its parameter's shape"
+    );
+    // SAFETY: both are live `at::Tensor*`s borrowed for the call; the shim copies the handle.
+    check(unsafe { h5gpt_set_grad(param.as_ptr() as *mut _, grad.as_ptr() as *mut _) })
+}
+
+/// `dst[i].copy_(src[i])` for every pair in foreach kernels (`_foreach_copy_`), converting
+/// dtypes; with `add`, `dst[i] += src[i]` (`_foreach_add_`) instead.
+pub fn foreach_copy_or_add(dst: &[&Tensor], src: &[&Tensor], add: bool) -> Result<(), ShimError> {
+    assert_eq!(dst.len(), src.len(), "one source per destination");
+    let (d, s) = (ptrs(dst), ptrs(src));
+    // SAFETY: live `at::Tensor*`s borrowed for the call; both arrays hold `d.len()` entries.
+    check(unsafe {
+        h5gpt_foreach_copy_or_add(d.as_ptr(), s.as_ptr(), d.len() as i32, i32::from(add))
+    })
+}
+
+/// `torch.nn.utils.clip_grad_norm_(foreach=True)`: the global L2 norm of `grads` as a 0-d f32
+/// tensor on their device, after which every gradient is scaled by
+/// min(1, `max_norm` / (norm + 1e-6)) — two foreach kernels and no host sync.
+pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor, ShimError> {
+    let g = ptrs(grads);
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: live `at::Tensor*`s borrowed for the call; on success the shim stores a new
+    // heap `at::Tensor*` in `out`, which `from_ptr` takes ownership of.
+    check(unsafe { h5gpt_clip_grad_norm(g.as_ptr(), g.len() as i32, max_norm, &mut out) })?;
+    // SAFETY: `out` is a fresh, owned `at::Tensor*`.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// A point in the work queued on a CUDA device's current stream (a `c10::Event`).
+pub struct CudaEvent(*mut std::ffi::c_void);
+
+impl CudaEvent {
+    /// Records the point after everything queued so far on CUDA device `index`.
+    pub fn record(index: usize) -> Result<CudaEvent, ShimError> {
+        // SAFETY: a plain call; null means failure, with the message in last_error.
+        let event = unsafe { h5gpt_cuda_event_record(index as i32) };
+        if event.is_null() {
+            check(1)?;
+        }
+        Ok(CudaEvent(event))
+    }
+
+    /// Blocks until the device has done the work queued before the event (and nothing more).
+    pub fn synchronize(&self) -> Result<(), ShimError> {
+        // SAFETY: `self.0` is a live event made by `record`.
+        check(unsafe { h5gpt_cuda_event_synchronize(self.0) })
+    }
+}
+
+impl Drop for CudaEvent {
+    fn drop(&mut self) {
+        // SAFETY: made by `record`, freed once here.
+        unsafe { h5gpt_cuda_event_free(self.0) }
+    }
+}
+
+/// Peak memory of CUDA device `index` as its caching allocator counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeakMemory {
+    /// Bytes held by tensors at the peak (`torch.cuda.max_memory_allocated`).
+    pub allocated: u64,
+    /// Bytes the allocator reserved from the driver at the peak
+    /// (`torch.cuda.max_memory_reserved`).
+    pub reserved: u64,
+}
+
+/// The peaks of CUDA device `index` since the start or the last reset; `reset` starts a new
+/// period. An error on a build or machine without CUDA.
+pub fn cuda_peak_memory(index: usize, reset: bool) -> Result<PeakMemory, ShimError> {
+    let (mut allocated, mut reserved) = (0i64, 0i64);
+    // SAFETY: plain outputs written by the shim.
+    check(unsafe {
+        h5gpt_cuda_peak_memory(
+            index as i32,
+            &mut allocated,
+            &mut reserved,
+            i32::from(reset),
+        )
+    })?;
+    Ok(PeakMemory {
+        allocated: allocated.max(0) as u64,
+        reserved: reserved.max(0) as u64,
     })
 }
 

@@ -22,6 +22,7 @@ use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,9 @@ pub struct TrainConfig {
     pub weights: Option<Vec<f64>>,
     /// Resume with other weights than the checkpoint's (`--reweight`).
     pub reweight: bool,
+    /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
+    /// one stops it.
+    pub skip_nonfinite: usize,
 }
 
 impl TrainConfig {
@@ -124,6 +128,7 @@ impl TrainConfig {
             dist_timeout: Duration::from_secs(600),
             weights: None,
             reweight: false,
+            skip_nonfinite: 0,
         }
     }
 }
@@ -148,6 +153,14 @@ pub struct StepMetrics {
     /// Model FLOPs utilization (fraction of the device's peak), when the peak is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
+    /// Peak GPU memory held by tensors so far, in GiB (the CUDA caching allocator's
+    /// `max_memory_allocated`); CUDA only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_mem_gib: Option<f64>,
+    /// The loss or gradient norm was not finite: the step was not applied
+    /// (`--skip-nonfinite`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// One validation (a `metrics.jsonl` row).
@@ -375,11 +388,121 @@ fn agree_on_checkpoint(
     Ok(Some(path))
 }
 
-/// Whether `flag` is set on any rank.
-fn any_rank(group: &ProcessGroup, flag: bool, device: Device) -> Result<bool> {
-    let t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to_device(device);
-    group.all_reduce_sum(&t)?;
-    Ok(t.double_value(&[0]) > 0.0)
+/// A step queued on the device whose figures the host has not read yet.
+struct Queued {
+    step: usize,
+    lr: f64,
+    /// `[loss, norm, found_inf, stop votes]`, f32 on the host (pinned on CUDA, filled by a
+    /// non-blocking copy).
+    stats: Tensor,
+    /// Recorded after that copy was queued (CUDA only).
+    event: Option<crate::shim::CudaEvent>,
+    /// When the host finished queuing it.
+    queued: Instant,
+}
+
+/// What reading the queued steps carries from one to the next.
+struct StepTally {
+    /// When the last step read was done (on CUDA: seen done; on CPU: computed).
+    last_done: Instant,
+    /// The ranks' summed stop votes of the last step read were non-zero.
+    stop_voted: bool,
+    /// Non-finite steps skipped so far in this process.
+    nonfinite: usize,
+}
+
+/// The run's constants a step's figures need.
+struct StepContext {
+    tokens_per_step: u64,
+    flops_per_token: f64,
+    peak_flops: Option<f64>,
+    device: Device,
+    skip_nonfinite: usize,
+}
+
+/// Reads a queued step's figures (waiting for that step only), logs its line, and stops the
+/// run on a non-finite step unless `--skip-nonfinite` still allows one. Its time is the time
+/// between this step's completion and the previous one's, so it stays true when steps run
+/// ahead of the host.
+fn resolve(
+    queued: Queued,
+    tally: &mut StepTally,
+    console: &mut Console<'_>,
+    ctx: &StepContext,
+    summary: &TrainSummary,
+) -> Result<StepMetrics> {
+    if let Some(event) = &queued.event {
+        event.synchronize()?;
+    }
+    let figures = Vec::<f32>::try_from(&queued.stats)?;
+    let [loss, norm, found_inf, stop_votes] = figures[..] else {
+        bail!("step {}: expected 4 figures, got {figures:?}", queued.step);
+    };
+    let done_at = if ctx.device.is_cuda() {
+        Instant::now()
+    } else {
+        queued.queued
+    };
+    let dt = done_at
+        .saturating_duration_since(tally.last_done)
+        .as_secs_f64()
+        .max(1e-9);
+    tally.last_done = done_at.max(tally.last_done);
+    tally.stop_voted = stop_votes > 0.0;
+    let step = queued.step;
+    let nonfinite = found_inf > 0.0;
+    if nonfinite {
+        tally.nonfinite += 1;
+        let newest = summary.checkpoint.as_ref().map_or_else(
+            || "none was written yet".to_owned(),
+            |c| format!("the newest is {}", c.display()),
+        );
+        if tally.nonfinite > ctx.skip_nonfinite {
+            bail!(
+                "step {step}: non-finite loss ({loss}) or gradient norm ({norm}); the step was not applied and the run stops without saving it (checkpoints are of earlier steps: {newest})\n---> HINT: lower --lr or raise --warmup-steps, check the data and the checkpoint the run resumed from; --skip-nonfinite N skips up to N such steps"
+            );
+        }
+        console.line(&format!(
+            "step {step:>5} | loss {loss} | norm {norm} | non-finite: skipped, not applied ({} of at most {} with --skip-nonfinite)",
+            tally.nonfinite, ctx.skip_nonfinite
+        ));
+    }
+    let tok_per_s = ctx.tokens_per_step as f64 / dt;
+    let peak_memory = match ctx.device {
+        Device::Cuda(index) => crate::shim::cuda_peak_memory(index, false).ok(),
+        _ => None,
+    };
+    let m = StepMetrics {
+        step,
+        tokens: (step as u64 + 1) * ctx.tokens_per_step,
+        loss,
+        lr: queued.lr,
+        norm: norm as f64,
+        dt_ms: dt * 1e3,
+        tok_per_s,
+        mfu: ctx
+            .peak_flops
+            .map(|peak| tok_per_s * ctx.flops_per_token / peak),
+        peak_mem_gib: peak_memory.map(|p| p.allocated as f64 / (1u64 << 30) as f64),
+        skipped: nonfinite,
+    };
+    if !nonfinite {
+        let mfu = m
+            .mfu
+            .map(|f| format!(" | mfu {:.1}%", f * 100.0))
+            .unwrap_or_default();
+        let mem = m
+            .peak_mem_gib
+            .map(|g| format!(" | mem {g:.2}GiB"))
+            .unwrap_or_default();
+        console.line(&format!(
+            "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}{mfu}{mem}",
+            m.step, m.loss, m.lr, m.norm, m.dt_ms, m.tok_per_s
+        ));
+    }
+    console.bar.set_message(format!("loss {:.4}", m.loss));
+    console.bar.inc(1);
+    Ok(m)
 }
 
 /// The trainable variables sorted by name: the same order on every rank.
@@ -810,15 +933,20 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         crate::hf::copy_into(&vs, &tensors)?;
         console.line(&format!("initialized from {}", dir.display()));
     }
-    let params = sorted_parameters(&vs);
-    let mut buckets = match &group {
-        Some(group) => {
-            // Every rank starts from rank 0's weights.
-            tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
-            Some(GradBuckets::new(&params, BUCKET_BYTES))
-        }
-        None => None,
-    };
+    if let Some(group) = &group {
+        // Every rank starts from rank 0's weights.
+        let params = sorted_parameters(&vs);
+        tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
+    }
+    if config.precision == Precision::Bf16Pure {
+        // fp32 masters of the weights as they are now (initialized, loaded or resumed), then
+        // the model in bf16.
+        opt.keep_fp32_masters()?;
+        vs.bfloat16();
+    }
+    let mut buckets = group
+        .as_ref()
+        .map(|_| GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES));
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let (mut metrics, mut curves) = if rank == 0 {
@@ -1013,6 +1141,13 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         Ok(Some(row))
     };
 
+    let ctx = StepContext {
+        tokens_per_step,
+        flops_per_token,
+        peak_flops,
+        device,
+        skip_nonfinite: config.skip_nonfinite,
+    };
     if crate::plot::font_status().is_none() {
         console.line(&format!("note: {}", crate::plot::NO_FONT_HINT));
     }
@@ -1022,27 +1157,41 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             summary.evals.push(row);
         }
     }
+    // Steps are queued on the device without waiting: each one's figures (loss, norm, whether
+    // it was skipped, the ranks' stop votes) come back through one non-blocking copy, read after
+    // the next step is queued; all of them are read before a validation or a checkpoint.
+    let nan_at = h5gpt_formats::fault::armed("nan-at-step");
+    let mut pending: VecDeque<Queued> = VecDeque::new();
+    let mut tally = StepTally {
+        last_done: Instant::now(),
+        stop_voted: false,
+        nonfinite: 0,
+    };
     for step in start_step..total_steps {
-        let stop = config
+        let stop_here = config
             .stop
             .as_ref()
             .is_some_and(|s| s.load(Ordering::SeqCst));
-        // A signal on any rank stops them all after the same step.
+        // A signal on any rank stops them all after the same step: every rank reads the same
+        // summed votes at the same step.
         let stop = match &group {
-            Some(group) => any_rank(group, stop, device)?,
-            None => stop,
+            Some(_) => tally.stop_voted,
+            None => stop_here,
         };
         if stop {
             summary.interrupted = true;
             break;
         }
-        let started = Instant::now();
         let lr = schedule.lr(step);
         tch::manual_seed(step_seed(seed, step, rank));
-        let (loss, norm) = guarded(&format!("step {step}"), config.micro_batch, || {
-            opt.zero_grad();
+        let stats = guarded(&format!("step {step}"), config.micro_batch, || {
+            match &mut buckets {
+                // Gradients are views into the buckets: zeroed there, one fill per bucket.
+                Some(buckets) => buckets.zero_grad(),
+                None => opt.zero_grad()?,
+            }
             let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-            for _ in 0..micro_steps {
+            for micro in 0..micro_steps {
                 let batch = loader.next_batch()?;
                 let tensors = BatchTensors::new(
                     &batch.input_ids,
@@ -1054,53 +1203,78 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                     &|r| format!("training example {}", batch.sample_ids[r]),
                 )?;
                 loader.recycle(batch);
-                let loss = {
+                let mut loss = {
                     let _autocast = config.precision.autocast(device)?;
                     model.loss(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
                         / micro_steps as f64
                 };
+                if nan_at == Some(step) && micro == 0 {
+                    if rank == 0 {
+                        eprintln!("H5GPT_FAULT: a NaN loss at step {step} (testing aid)");
+                    }
+                    loss *= f64::NAN;
+                }
                 loss.backward();
+                // bf16-pure: into the fp32 main gradients.
+                opt.accumulate_main_grads(micro == 0)?;
                 loss_sum += loss.detach();
             }
+            // The loss and this rank's stop vote travel together: one all-reduce, one read.
+            let shared = Tensor::stack(
+                &[
+                    loss_sum,
+                    Tensor::full([], f64::from(u8::from(stop_here)), (Kind::Float, device)),
+                ],
+                0,
+            );
             if let (Some(group), Some(buckets)) = (&group, &mut buckets) {
                 // Gradients and loss averaged over the ranks before clipping.
                 buckets.all_reduce_mean(group)?;
-                group.all_reduce_sum(&loss_sum)?;
-                loss_sum /= world as f64;
+                group.all_reduce_sum(&shared)?;
             }
-            let norm = opt.clip_grad_norm(1.0);
-            opt.step(lr)?;
-            Ok((loss_sum.double_value(&[]) as f32, norm))
+            let loss = shared.get(0) / world as f64;
+            let norm = opt
+                .clip_grad_norm(1.0)?
+                .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
+            // A non-finite loss or norm skips the update on the device (no host sync).
+            let found_inf = (&loss + &norm)
+                .isfinite()
+                .logical_not()
+                .to_kind(Kind::Float);
+            opt.step(lr, Some(&found_inf))?;
+            let stats = Tensor::stack(&[loss, norm, found_inf, shared.get(1)], 0);
+            // To pinned host memory without blocking (a CUDA event marks when it has landed).
+            let host = stats.to_device_(Device::Cpu, Kind::Float, true, false);
+            let event = match device {
+                Device::Cuda(index) => Some(crate::shim::CudaEvent::record(index)?),
+                _ => None,
+            };
+            Ok((host, event))
         })?;
-        let dt = started.elapsed().as_secs_f64();
-        let tok_per_s = tokens_per_step as f64 / dt;
-        let m = StepMetrics {
+        pending.push_back(Queued {
             step,
-            tokens: (step as u64 + 1) * tokens_per_step,
-            loss,
             lr,
-            norm,
-            dt_ms: dt * 1e3,
-            tok_per_s,
-            mfu: peak_flops.map(|peak| tok_per_s * flops_per_token / peak),
-        };
-        let mfu = m
-            .mfu
-            .map(|f| format!(" | mfu {:.1}%", f * 100.0))
-            .unwrap_or_default();
-        console.line(&format!(
-            "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}{mfu}",
-            m.step, m.loss, m.lr, m.norm, m.dt_ms, m.tok_per_s
-        ));
-        console.bar.set_message(format!("loss {:.4}", m.loss));
-        console.bar.inc(1);
-        append_row(&mut metrics, &m)?;
-        curves.train.push((m.tokens, m.loss as f64));
-        summary.steps.push(m);
+            stats: stats.0,
+            event: stats.1,
+            queued: Instant::now(),
+        });
         let done = step + 1;
         summary.end_step = done;
         let last = done == total_steps;
-        if config.eval_every > 0 && (done % config.eval_every == 0 || last) {
+        let eval_due = config.eval_every > 0 && (done % config.eval_every == 0 || last);
+        let save_due = done % config.save_every.max(1) == 0 || last;
+        // Read every step but the newest; at a validation or checkpoint, all of them.
+        let keep = if eval_due || save_due { 0 } else { 1 };
+        while pending.len() > keep {
+            let queued = pending.pop_front().expect("a queued step");
+            let m = resolve(queued, &mut tally, &mut console, &ctx, &summary)?;
+            append_row(&mut metrics, &m)?;
+            if m.loss.is_finite() {
+                curves.train.push((m.tokens, m.loss as f64));
+            }
+            summary.steps.push(m);
+        }
+        if eval_due {
             if let Some(row) = run_eval(done, &mut console, &mut metrics)? {
                 curves.val.push((row.tokens, row.val_loss));
                 summary.evals.push(row);
@@ -1110,9 +1284,22 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 plot(&config.out, &curves, &mut console);
             }
         }
-        if done % config.save_every.max(1) == 0 || last {
+        if save_due {
             summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
         }
+        if eval_due || save_due {
+            // The next step's time starts now, not when the last one finished.
+            tally.last_done = Instant::now();
+        }
+    }
+    // The steps still queued are read before anything is saved.
+    while let Some(queued) = pending.pop_front() {
+        let m = resolve(queued, &mut tally, &mut console, &ctx, &summary)?;
+        append_row(&mut metrics, &m)?;
+        if m.loss.is_finite() {
+            curves.train.push((m.tokens, m.loss as f64));
+        }
+        summary.steps.push(m);
     }
     if summary.interrupted {
         let done = summary.end_step;

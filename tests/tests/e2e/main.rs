@@ -3,6 +3,7 @@
 mod audit;
 mod blend;
 mod inspect;
+mod nonfinite;
 mod preprocess;
 mod tokenizers;
 mod train;

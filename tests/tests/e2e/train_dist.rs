@@ -229,6 +229,35 @@ fn train_two_ranks_match_one_rank_on_the_same_global_batch() {
     }
 }
 
+/// `--dtype bf16-pure` under data parallelism: the fp32 main gradients are the views into the
+/// buckets that are all-reduced; two ranks give one rank's losses (bf16 rounding allows 1e-3
+/// relative here) and fp32 master checkpoints.
+#[test]
+fn train_bf16_pure_two_ranks_match_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path());
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let pure = |out: &Path| {
+        let mut a = args(&data, out, 4);
+        a.extend(["--dtype".to_string(), "bf16-pure".to_string()]);
+        a
+    };
+    run_ranks(&pure(&one), 1);
+    run_ranks(&pure(&two), 2);
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 4, "{a:?}");
+    for (step, loss) in &a {
+        let rel = (loss - b[step]).abs() / loss;
+        assert!(rel < 1e-3, "step {step}: {loss} vs {}", b[step]);
+    }
+    // read_safetensors asserts every tensor is F32: the masters, not bf16 weights.
+    let (wa, wb) = (
+        read_safetensors(&checkpoint(&one, 4).join("model.safetensors")),
+        read_safetensors(&checkpoint(&two, 4).join("model.safetensors")),
+    );
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+}
+
 /// Checkpoints at `first` ranks, resumes at `second` from the step-4 checkpoint.
 fn resume_across_world_sizes(first: usize, second: usize) {
     let dir = tempfile::tempdir().unwrap();

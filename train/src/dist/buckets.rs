@@ -1,15 +1,17 @@
 //! Gradients packed into a few flat buffers and averaged over the ranks with one all-reduce
-//! per buffer, once per optimizer step (as PyTorch DDP's buckets, without the overlap).
+//! per buffer, once per optimizer step (as PyTorch DDP's buckets, without the overlap). The
+//! gradients are views into the buffers (DDP's `gradient_as_bucket_view=True`): backward
+//! accumulates straight into them, so the all-reduce needs no copies in or out.
 
 use super::{DistError, ProcessGroup};
+use crate::shim::set_grad;
 use tch::Tensor;
 
 /// Bytes per bucket (DDP's default `bucket_cap_mb`).
 pub const BUCKET_BYTES: usize = 25 << 20;
 
-/// Parameters of one dtype and device and the flat buffer their gradients travel in.
+/// The flat buffer the gradients of parameters of one dtype and device live in.
 struct Bucket {
-    params: Vec<Tensor>,
     flat: Tensor,
 }
 
@@ -45,10 +47,25 @@ impl GradBuckets {
             .map(|params| {
                 let numel: usize = params.iter().map(Tensor::numel).sum();
                 let flat = Tensor::zeros([numel as i64], (params[0].kind(), params[0].device()));
-                Bucket { params, flat }
+                let mut offset = 0i64;
+                for p in &params {
+                    let n = p.numel() as i64;
+                    let view = flat.narrow(0, offset, n).view(p.size().as_slice());
+                    set_grad(p, &view).expect("a gradient view of the parameter's shape");
+                    offset += n;
+                }
+                Bucket { flat }
             })
             .collect();
         GradBuckets { buckets }
+    }
+
+    /// Zeroes every gradient: one fill per bucket. (The gradients stay defined: they are the
+    /// buckets' views, which backward adds into.)
+    pub fn zero_grad(&mut self) {
+        for bucket in &mut self.buckets {
+            let _ = bucket.flat.zero_();
+        }
     }
 
     /// Number of buckets (all-reduces per step).
@@ -61,34 +78,14 @@ impl GradBuckets {
         self.buckets.is_empty()
     }
 
-    /// Replaces every gradient by its mean over the ranks. A missing gradient counts as zeros
-    /// (and stays missing).
+    /// Replaces every gradient by its mean over the ranks: an all-reduce and a scale per
+    /// bucket, in place. A parameter backward did not reach contributes zeros.
     pub fn all_reduce_mean(&mut self, group: &ProcessGroup) -> Result<(), DistError> {
         let scale = 1.0 / group.world_size() as f64;
         tch::no_grad(|| {
             for bucket in &mut self.buckets {
-                let mut offset = 0i64;
-                let mut grads = Vec::with_capacity(bucket.params.len());
-                for p in &bucket.params {
-                    let n = p.numel() as i64;
-                    let mut slot = bucket.flat.narrow(0, offset, n);
-                    let grad = p.grad();
-                    if grad.defined() {
-                        slot.copy_(&grad.reshape([-1]));
-                    } else {
-                        let _ = slot.zero_();
-                    }
-                    grads.push((grad, offset, n));
-                    offset += n;
-                }
                 group.all_reduce_sum(&bucket.flat)?;
                 let _ = bucket.flat.g_mul_scalar_(scale);
-                for (mut grad, offset, n) in grads {
-                    if grad.defined() {
-                        let reduced = bucket.flat.narrow(0, offset, n);
-                        grad.copy_(&reduced.view_as(&grad));
-                    }
-                }
             }
             Ok(())
         })

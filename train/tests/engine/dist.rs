@@ -188,8 +188,10 @@ fn a_group_of_one_rank_works() {
     assert_eq!(results, vec![4.0]);
 }
 
+/// The gradients are views into the buckets (built before backward, as DDP does), so the
+/// all-reduce works in place: averaged over the ranks, twice in a row after a zero_grad.
 #[test]
-fn grad_buckets_average_gradients_over_ranks() {
+fn grad_buckets_average_gradients_over_ranks_in_place() {
     let results = on_ranks(2, |group| {
         let rank = group.rank() as f64;
         // Three parameters; 64-byte buckets split them into two buckets.
@@ -199,28 +201,49 @@ fn grad_buckets_average_gradients_over_ranks() {
                 Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu)).set_requires_grad(true)
             })
             .collect();
-        let loss = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p * (rank + 1.0) * (i as f64 + 1.0)).sum(Kind::Float))
-            .fold(
-                Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
-                |a, b| a + b,
-            );
-        loss.backward();
         let mut buckets = GradBuckets::new(&params, 64);
         assert_eq!(buckets.len(), 2);
-        buckets.all_reduce_mean(group).unwrap();
-        params
-            .iter()
-            .map(|p| Vec::<f32>::try_from(p.grad().reshape([-1])).unwrap())
-            .collect::<Vec<_>>()
+        // Parameters 0 and 1 share the first bucket: their gradients are adjacent in it.
+        let (g0, g1) = (params[0].grad(), params[1].grad());
+        assert_eq!(
+            g1.data_ptr() as usize,
+            g0.data_ptr() as usize + 6 * 4,
+            "gradients are views into one flat buffer"
+        );
+        let mut rounds = Vec::new();
+        for round in 0..2 {
+            buckets.zero_grad();
+            let loss = params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p * (rank + 1.0) * (i as f64 + 1.0)).sum(Kind::Float))
+                .fold(
+                    Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+                    |a, b| a + b,
+                );
+            loss.backward();
+            assert_eq!(
+                params[0].grad().data_ptr(),
+                g0.data_ptr(),
+                "round {round}: backward wrote into the bucket, not a new tensor"
+            );
+            buckets.all_reduce_mean(group).unwrap();
+            rounds.push(
+                params
+                    .iter()
+                    .map(|p| Vec::<f32>::try_from(p.grad().reshape([-1])).unwrap())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        rounds
     });
-    for grads in results {
-        for (i, g) in grads.iter().enumerate() {
-            // mean over ranks of (rank + 1) * (i + 1) = 1.5 * (i + 1)
-            let want = 1.5 * (i as f32 + 1.0);
-            assert!(g.iter().all(|&x| x == want), "parameter {i}: {g:?}");
+    for rounds in results {
+        for grads in rounds {
+            for (i, g) in grads.iter().enumerate() {
+                // mean over ranks of (rank + 1) * (i + 1) = 1.5 * (i + 1)
+                let want = 1.5 * (i as f32 + 1.0);
+                assert!(g.iter().all(|&x| x == want), "parameter {i}: {g:?}");
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The GPT-2 model on CPU.
 
-use h5gpt_train::model::{Gpt, GptConfig};
+use h5gpt_train::model::{cross_entropy, Gpt, GptConfig};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 #[test]
@@ -128,4 +128,44 @@ fn vocabulary_is_padded_only_when_that_costs_at_most_one_percent_more_rows() {
     // 17 padding rows would be 5.6% of a 303-token trained vocabulary.
     assert_eq!(padded_vocab(303), 303);
     assert_eq!(padded_vocab(1000), 1000);
+}
+
+/// In fp32 the loss is `cross_entropy_loss` with `ignore_index = -100`.
+#[test]
+fn cross_entropy_in_fp32_is_torchs() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(11);
+    let logits = Tensor::randn([64, 50], (Kind::Float, Device::Cpu)) * 3.0;
+    let targets = Tensor::randint(50, [64], (Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(0, 0, 5).fill_(-100);
+    let ours = cross_entropy(&logits, &targets).double_value(&[]);
+    let torch = logits
+        .cross_entropy_loss(&targets, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)
+        .double_value(&[]);
+    assert!((ours - torch).abs() < 1e-6 * torch, "{ours} vs {torch}");
+}
+
+/// bf16 logits (what autocast's head matmul gives) go through a bf16 log-softmax that
+/// accumulates in fp32, as PyTorch's autocast path does, instead of an fp32 copy of the
+/// logits: the loss is an fp32 scalar within bf16 tolerance (1e-2 relative, stated: one bf16
+/// rounding of each log-probability) of the fp32 loss of the same values, and the gradient
+/// reaching the logits is bf16. (It is not bit-identical to the fp32 loss: an fp32 softmax of
+/// the same logits would be, since bf16 → fp32 is exact — that is what this test tells apart.)
+#[test]
+fn the_loss_runs_log_softmax_on_bf16_logits() {
+    let _rng = crate::torch_rng();
+    std::env::set_var("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16");
+    tch::manual_seed(12);
+    let logits = (Tensor::randn([256, 64], (Kind::Float, Device::Cpu)) * 2.0)
+        .to_kind(Kind::BFloat16)
+        .set_requires_grad(true);
+    let targets = Tensor::randint(64, [256], (Kind::Int64, Device::Cpu));
+    let loss = cross_entropy(&logits, &targets);
+    assert_eq!(loss.kind(), Kind::Float);
+    let fp32 = cross_entropy(&logits.to_kind(Kind::Float), &targets).double_value(&[]);
+    let bf16 = loss.double_value(&[]);
+    assert!((bf16 - fp32).abs() < 1e-2 * fp32, "{bf16} vs {fp32}");
+    assert_ne!(bf16, fp32, "the softmax ran on an fp32 copy of the logits");
+    loss.backward();
+    assert_eq!(logits.grad().kind(), Kind::BFloat16);
 }

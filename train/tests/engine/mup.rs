@@ -37,9 +37,9 @@ fn last_block_activation(width: usize, mup: bool, lr: f64) -> f64 {
     let model = Gpt::new(&vs.root(), cfg);
     let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &cfg);
     for _ in 0..5 {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         model.loss(&idx, &labels, &mask, true).backward();
-        opt.step(lr).unwrap();
+        opt.step(lr, None).unwrap();
     }
     let (_, activations) = tch::no_grad(|| model.forward_with_activations(&idx, false));
     assert_eq!(activations.len(), cfg.n_layer + 1);

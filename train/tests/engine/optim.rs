@@ -25,7 +25,13 @@ fn clipping_reports_the_pre_clip_norm_and_bounds_it() {
     let w = vs.root().randn("w", &[3, 4], 0.0, 1.0);
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
     (&w * 100.0).sum(Kind::Float).backward();
-    let norm = opt.clip_grad_norm(1.0);
+    let norm = opt.clip_grad_norm(1.0).unwrap().unwrap();
+    assert_eq!(
+        norm.size(),
+        Vec::<i64>::new(),
+        "a 0-d tensor, read when the caller wants"
+    );
+    let norm = norm.double_value(&[]);
     assert!((norm - (12f64).sqrt() * 100.0).abs() < 1e-3, "{norm}");
     let after = w.grad().norm().double_value(&[]);
     assert!((after - 1.0).abs() < 1e-4, "{after}");
@@ -44,7 +50,7 @@ fn accumulated_micro_batches_equal_one_large_batch() {
     let mut names: Vec<String> = vs.variables().into_keys().collect();
     names.sort();
     let mut grads = |k: i64| {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         for i in 0..k {
             let rows = 8 / k;
             let sl = |t: &Tensor| t.narrow(0, i * rows, rows);
@@ -62,4 +68,126 @@ fn accumulated_micro_batches_equal_one_large_batch() {
         let rel = ((a - b).abs().max() / (a.abs().max() + 1e-12)).double_value(&[]);
         assert!(rel < 1e-5, "relative difference {rel}");
     }
+}
+
+/// A tiny model's gradients after one backward of its loss × `scale`.
+fn model_with_grads(scale: f64) -> (nn::VarStore, Gpt, Vec<String>) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
+    let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
+    let mask = Tensor::ones([4, 8], (Kind::Int64, Device::Cpu));
+    (model.loss(&idx, &idx.roll([-1], [1]), &mask, true) * scale).backward();
+    let mut names: Vec<String> = vs.variables().into_keys().collect();
+    names.sort();
+    (vs, model, names)
+}
+
+/// zero_grad drops the gradients (`set_to_none`): none is defined afterwards (no fill with
+/// zeros), and one backward writes the same gradients as before.
+#[test]
+fn zero_grad_drops_gradients_and_one_backward_writes_them_again() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
+    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
+    let mask = Tensor::ones([4, 8], (Kind::Int64, Device::Cpu));
+    let backward = || {
+        model
+            .loss(&idx, &idx.roll([-1], [1]), &mask, false)
+            .backward()
+    };
+    backward();
+    let vars = vs.variables();
+    let before: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.grad().copy()))
+        .collect();
+    opt.zero_grad().unwrap();
+    for (name, var) in &vars {
+        assert!(
+            !var.grad().defined(),
+            "{name}: gradient still defined after zero_grad"
+        );
+    }
+    backward();
+    for (name, old) in &before {
+        assert!(
+            vars[name].grad().equal(old),
+            "{name}: another gradient after one backward"
+        );
+    }
+}
+
+/// The foreach clip gives the per-parameter clip's norm and gradients (within 1e-6 relative),
+/// both when it scales and when the norm is already below the bound.
+#[test]
+fn foreach_clip_equals_the_per_parameter_clip() {
+    let _rng = crate::torch_rng();
+    for (seed, scale, max_norm) in [(5, 50.0, 1.0), (6, 1e-3, 1.0)] {
+        tch::manual_seed(seed);
+        let (vs, _model, names) = model_with_grads(scale);
+        let vars = vs.variables();
+        let grads: Vec<Tensor> = names.iter().map(|n| vars[n].grad().copy()).collect();
+        // The per-parameter reference: one norm per gradient, then one multiply each.
+        let norm_ref = Tensor::stack(&grads.iter().map(|g| g.norm()).collect::<Vec<_>>(), 0)
+            .norm()
+            .double_value(&[]);
+        let coef = (max_norm / (norm_ref + 1e-6)).min(1.0);
+        let clipped_ref: Vec<Tensor> = grads.iter().map(|g| g * coef).collect();
+
+        let mut opt = AdamW::new(&vs, AdamWConfig::default());
+        let norm = opt
+            .clip_grad_norm(max_norm)
+            .unwrap()
+            .unwrap()
+            .double_value(&[]);
+        let rel = (norm - norm_ref).abs() / norm_ref;
+        assert!(rel < 1e-6, "norm {norm} vs {norm_ref}");
+        assert_eq!(
+            norm_ref > max_norm,
+            scale > 1.0,
+            "one case clips, one does not"
+        );
+        for (name, want) in names.iter().zip(&clipped_ref) {
+            let got = vars[name].grad();
+            let rel = ((&got - want).abs().max() / (want.abs().max() + 1e-30)).double_value(&[]);
+            assert!(rel < 1e-6, "{name}: relative difference {rel}");
+        }
+    }
+}
+
+/// A step whose `found_inf` is 1 changes nothing (weights, moments, step counters); with 0 it
+/// is the plain step.
+#[test]
+fn a_step_with_found_inf_changes_nothing() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(8);
+    let (vs, _model, names) = model_with_grads(1.0);
+    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    let snapshot = |opt: &AdamW| -> Vec<Tensor> {
+        let vars = vs.variables();
+        let mut all: Vec<Tensor> = names.iter().map(|n| vars[n].copy()).collect();
+        all.extend(opt.state().into_iter().map(|(_, t)| t.copy()));
+        all
+    };
+    let before = snapshot(&opt);
+    let inf = Tensor::from(1.0f32);
+    opt.step(1e-2, Some(&inf)).unwrap();
+    let after = snapshot(&opt);
+    assert!(
+        before.iter().zip(&after).all(|(a, b)| a.equal(b)),
+        "a skipped step changed state"
+    );
+    opt.step(1e-2, Some(&Tensor::from(0.0f32))).unwrap();
+    let stepped = snapshot(&opt);
+    assert!(!before[0].equal(&stepped[0]), "a finite step is applied");
+    let steps: Vec<f64> = opt
+        .state()
+        .iter()
+        .filter(|(n, _)| n.ends_with(".step"))
+        .map(|(_, t)| t.double_value(&[]))
+        .collect();
+    assert!(steps.iter().all(|&s| s == 1.0), "{steps:?}");
 }

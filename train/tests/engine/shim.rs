@@ -73,6 +73,7 @@ fn fused_adamw_equals_the_reference_for_five_steps() {
             &refs(&v),
             &refs(&steps),
             h,
+            None,
         )
         .unwrap();
         for i in 0..params.len() {
