@@ -101,20 +101,22 @@ pub fn check_data_tokenizer(
     if data.key() != saved.key() || eos_differs {
         let detail = |t: &SavedTokenizer| match &t.json {
             Some(json) => format!(
-                "`{}` (tokenizer.json {})",
+                "`{}` tokens (tokenizer.json {})",
                 t.name,
                 h5gpt_formats::checksum::bytes_xxh3_64(json)
             ),
-            None => format!("`{}`", t.name),
+            None => format!("`{}` tokens", t.name),
+        };
+        let redo = match &saved.json {
+            Some(_) => format!("{}/{TOKENIZER_FILE}", checkpoint.display()),
+            None => saved.name.clone(),
         };
         bail!(
-            "{}: tokenized with {}, but {} was trained on {} tokens\n---> HINT: use shards preprocessed with the run's tokenizer (preprocess --tokenizer {}/{TOKENIZER_FILE} for a tokenizer.json one, --tokenizer {} for a tiktoken one)",
+            "{}: tokenized with {}, but {} was trained on {}\n---> HINT: use shards preprocessed with the run's tokenizer (preprocess --tokenizer {redo})",
             set.manifest_dir().unwrap_or(Path::new("the shards")).display(),
             detail(&data),
             checkpoint.display(),
             detail(&saved),
-            checkpoint.display(),
-            saved.name
         );
     }
     Ok(())
