@@ -37,4 +37,4 @@ pub use manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
 pub use reader::{AccessPath, Shard, ShardSet};
 pub use spec::{Compression, Packing};
 pub use stream::{BatchLayout, SampleStream};
-pub use writer::{ShardSetWriter, ShardWriter};
+pub use writer::{PositionalShard, ShardSetWriter, ShardWriter, StagedShard};

@@ -6,7 +6,8 @@ use h5gpt_formats::spec::{shard_file_name, DATA_PARAMS_FILE};
 use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
 use h5gpt_formats::verify::{verify, VerifyOptions};
 use h5gpt_formats::{
-    AccessPath, BatchLayout, Compression, FormatError, Loader, LoaderConfig, ShardSet, ShardWriter,
+    AccessPath, BatchLayout, Compression, DatasetStats, FormatError, Loader, LoaderConfig,
+    PositionalShard, ShardSet, ShardWriter,
 };
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -322,6 +323,75 @@ fn writer_spills_to_disk_and_cleans_up() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+/// The positional writer (HDF5 lays out the metadata, the rows go in by position, in any order
+/// and from several threads) must give the very bytes HDF5 writes itself, whatever the number
+/// of examples (fewer than the capacity it was created for too) and seq_len.
+#[test]
+fn positional_shards_are_byte_identical_to_hdf5_written_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for (examples, seq_len, capacity) in [(1, 1, 1), (7, 5, 7), (50, 16, 64), (300, 33, 1000)] {
+        let rows: Vec<Vec<i32>> = (0..examples)
+            .map(|r| {
+                (0..3 * seq_len)
+                    .map(|j| (r * 7919 + j * 31) as i32)
+                    .collect()
+            })
+            .collect();
+        let reference = dir.path().join(format!("ref-{examples}.h5"));
+        let mut writer = ShardWriter::new(&reference, seq_len, Compression::None);
+        for row in &rows {
+            let (ids, rest) = row.split_at(seq_len);
+            let (mask, labels) = rest.split_at(seq_len);
+            writer.push(ids, mask, labels).unwrap();
+        }
+        let want = writer.finish().unwrap();
+
+        let path = dir.path().join(format!("pos-{examples}.h5"));
+        let shard = PositionalShard::create(&path, seq_len, capacity).unwrap();
+        let mut stats = DatasetStats::default();
+        for row in &rows {
+            stats.add_row(&row[seq_len..2 * seq_len]);
+        }
+        // Back to front, two threads, two examples per write.
+        let pieces: Vec<(usize, Vec<i32>)> = rows
+            .chunks(2)
+            .enumerate()
+            .map(|(i, c)| (2 * i, c.concat()))
+            .rev()
+            .collect();
+        std::thread::scope(|scope| {
+            for half in pieces.chunks(pieces.len().div_ceil(2)) {
+                let shard = &shard;
+                scope.spawn(move || {
+                    for (first, tokens) in half {
+                        shard.write_examples(*first, tokens).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(!path.exists(), "nothing at the final name before commit");
+        let staged = shard.finish(examples, stats).unwrap();
+        let got = staged.commit().unwrap();
+        assert!(
+            std::fs::read(&reference).unwrap() == std::fs::read(&path).unwrap(),
+            "{examples} examples of seq_len {seq_len}: bytes differ"
+        );
+        assert_eq!(got.entry.xxh3_64, want.entry.xxh3_64);
+        assert_eq!(got.entry.bytes, want.entry.bytes);
+        assert_eq!(got.stats, want.stats);
+    }
+    // An unfinished positional shard leaves nothing behind.
+    let shard = PositionalShard::create(dir.path().join("gone.h5"), 4, 10).unwrap();
+    shard.write_examples(0, &[1; 12]).unwrap();
+    drop(shard);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("gone"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

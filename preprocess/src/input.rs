@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::profile::{self, Stage};
+
+/// Counts the time spent in a decompressor (its own reads included) under [`Stage::Decompress`].
+struct Decompressing<R>(R);
+
+impl<R: Read> Read for Decompressing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        profile::time(Stage::Decompress, || self.0.read(buf))
+    }
+}
+
 /// How a file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
@@ -185,7 +196,7 @@ struct CountingReader<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = profile::time(Stage::Io, || self.inner.read(buf))?;
         self.counter.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -213,11 +224,11 @@ pub fn open_records(
         InputKind::JsonlZst => {
             let decoder = zstd::stream::read::Decoder::new(counted)
                 .map_err(|e| InputError::file(&path, format!("cannot start zstd: {e}")))?;
-            Box::new(JsonLines::new(path, Box::new(decoder), key))
+            Box::new(JsonLines::new(path, Box::new(Decompressing(decoder)), key))
         }
         InputKind::JsonlGz => Box::new(JsonLines::new(
             path,
-            Box::new(flate2::read::MultiGzDecoder::new(counted)),
+            Box::new(Decompressing(flate2::read::MultiGzDecoder::new(counted))),
             key,
         )),
         InputKind::Text => {
@@ -313,6 +324,15 @@ impl Iterator for JsonLines {
     type Item = Result<(u64, String), InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let start = std::time::Instant::now();
+        let item = self.next_record();
+        profile::add(Stage::Records, start.elapsed());
+        item
+    }
+}
+
+impl JsonLines {
+    fn next_record(&mut self) -> Option<Result<(u64, String), InputError>> {
         if self.failed {
             return None;
         }

@@ -1,9 +1,11 @@
-//! The `preprocess` run: read → tokenize (parallel) → pack → write (one thread, input order),
-//! with a progress file after every shard so an interrupted run continues where it stopped and
-//! ends byte-identical to an uninterrupted one.
+//! The `preprocess` run: read → tokenize → pack → write, every stage but packing in parallel
+//! (see [`crate::schedule`]), with a progress file after every shard so an interrupted run
+//! continues where it stopped and ends byte-identical to an uninterrupted one.
 
-use crate::input::{discover, open_records, InputError, InputFile};
-use crate::packer::{Packer, Row};
+use crate::input::{discover, InputFile};
+use crate::packer::Packer;
+use crate::profile::{self, Stage};
+use crate::schedule::{Entry, Flow, OutputSettings, ReadSettings, ShardSettings, Snapshot};
 use crate::split::split_for_tokenization;
 use crate::tokenizer::{resolve_tokenizer_arg, Tokenizer, TOKENIZER_FILE};
 use crate::tokenizer_train::{train_tokenizer, CorpusSettings, TrainSpec};
@@ -13,21 +15,18 @@ use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
 use h5gpt_formats::permutation::mix64;
 use h5gpt_formats::spec::DATA_PARAMS_FILE;
-use h5gpt_formats::{Compression, Packing, ShardSetWriter};
+use h5gpt_formats::{Compression, Packing};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Name of the progress file kept in the output directory while a run is unfinished.
 pub const PROGRESS_FILE: &str = ".preprocess-progress.json";
-/// Text bytes per batch handed to the tokenizer threads.
-const BATCH_BYTES: usize = 4 << 20;
 /// Target bytes of one tokenization unit when a long document is split.
 const SPLIT_BYTES: usize = 64 << 10;
 
@@ -98,6 +97,9 @@ pub struct PreprocessConfig {
     /// Show a progress bar.
     #[serde(skip)]
     pub progress: bool,
+    /// Print per-stage time counters after the summary (`--profile`).
+    #[serde(skip)]
+    pub profile: bool,
 }
 
 /// Per-output counts.
@@ -176,22 +178,24 @@ pub struct RunSummary {
     pub documents_counted: Option<u64>,
 }
 
-struct Doc {
-    file_index: usize,
-    record_index: u64,
-    text: Option<String>,
+/// A document as read.
+pub struct Doc {
+    /// Input file index.
+    pub file_index: usize,
+    /// Record index within the file.
+    pub record_index: u64,
+    /// Its text.
+    pub text: Option<String>,
 }
 
-struct TokenizedDoc {
-    file_index: usize,
-    record_index: u64,
+/// A document, tokenized.
+pub struct TokenizedDoc {
+    /// Input file index.
+    pub file_index: usize,
+    /// Record index within the file.
+    pub record_index: u64,
     /// `None`: an empty document.
-    tokens: Option<Vec<i32>>,
-}
-
-enum ReadItem {
-    Docs(Vec<Doc>),
-    Bad(String),
+    pub tokens: Option<Vec<i32>>,
 }
 
 fn output_dirs(config: &PreprocessConfig) -> Vec<PathBuf> {
@@ -412,70 +416,44 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     } else {
         Packing::Document
     };
-    let mut writers = Vec::new();
-    let mut packers = Vec::new();
-    for (dir, out) in dirs.iter().zip(&state.outputs) {
-        writers.push(ShardSetWriter::resume(
-            dir,
-            config.seq_len,
-            config.compression,
-            config.examples_per_shard,
-            out.shards.clone(),
-            out.stats,
-        )?);
-        packers.push(Packer::new(config.seq_len, eos, out.carry.clone()));
-    }
-
-    // Reader thread → tokenizer thread → this thread.
+    let mut packers: Vec<Packer> = state
+        .outputs
+        .iter()
+        .map(|out| Packer::new(config.seq_len, eos, out.carry.clone()))
+        .collect();
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let (read_tx, read_rx) = sync_channel::<Result<ReadItem, InputError>>(2);
-    let (tok_tx, tok_rx) = sync_channel::<Result<(Vec<TokenizedDoc>, Vec<String>), InputError>>(2);
-    let reader = {
-        let files = files.clone();
-        let key = config.text_key.clone();
-        let skip_bad = config.skip_bad_records;
-        let counter = bytes_read.clone();
-        let (start_file, start_record) = (state.file_index, state.record_index);
-        let part = config.part;
-        for f in &files[..start_file] {
-            counter.fetch_add(f.bytes, Ordering::Relaxed);
-        }
-        std::thread::spawn(move || {
-            read_documents(
-                &files,
-                &key,
-                skip_bad,
-                part,
-                start_file,
-                start_record,
-                &counter,
-                &read_tx,
-            )
-        })
+    for f in &files[..state.file_index] {
+        bytes_read.fetch_add(f.bytes, Ordering::Relaxed);
+    }
+    let read = ReadSettings {
+        files: files.clone(),
+        text_key: config.text_key.clone(),
+        skip_bad: config.skip_bad_records,
+        start_file: state.file_index,
+        start_record: state.record_index,
+        bytes_read: bytes_read.clone(),
+        tokenizer: tokenizer.clone(),
+        nfc: config.normalize_nfc,
+        part: config.part,
     };
+    let shape = ShardSettings {
+        seq_len: config.seq_len,
+        examples_per_shard: config.examples_per_shard,
+        compression: config.compression,
+    };
+    let outputs_in = dirs
+        .iter()
+        .zip(&state.outputs)
+        .map(|(dir, out)| OutputSettings {
+            dir: dir.clone(),
+            shards: out.shards.clone(),
+            stats: out.stats,
+        })
+        .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.max(1))
         .build()
-        .context("cannot start tokenizer threads")?;
-    let nfc = config.normalize_nfc;
-    let tokenize = std::thread::spawn({
-        let tokenizer = tokenizer.clone();
-        move || {
-            for item in read_rx {
-                let message = item.map(|item| match item {
-                    ReadItem::Docs(docs) => (
-                        pool.install(|| tokenize_batch(&tokenizer, docs, nfc)),
-                        Vec::new(),
-                    ),
-                    ReadItem::Bad(what) => (Vec::new(), vec![what]),
-                });
-                let failed = message.is_err();
-                if tok_tx.send(message).is_err() || failed {
-                    return;
-                }
-            }
-        }
-    });
+        .context("cannot start worker threads")?;
 
     let bar = if config.progress {
         let bar = ProgressBar::new(input_bytes);
@@ -491,100 +469,102 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         ProgressBar::hidden()
     };
     let fault_at = h5gpt_formats::fault::armed("abort-after-shard");
-    let mut shards_this_run = 0usize;
     let mut tokens_this_run = 0u64;
     let mut first_doc = true;
 
-    for message in tok_rx {
-        let (docs, bad) = message.map_err(|e| {
-            let hint = if e.record_level {
-                "fix or remove that record, or pass --skip-bad-records to count and skip bad records"
-            } else {
-                "the file is unreadable, truncated or corrupt: restore it or leave it out of --input"
-            };
-            anyhow::anyhow!("{e}\n---> HINT: {hint}")
-        })?;
-        for what in bad {
-            state.counts.records += 1;
-            state.counts.bad_skipped += 1;
-            if state.bad_examples.len() < 10 {
-                state.bad_examples.push(what);
-            }
-        }
-        for doc in docs {
-            let offset = if first_doc
-                && resumed
-                && (doc.file_index, doc.record_index) == (state.file_index, state.record_index)
-            {
-                state.token_offset
-            } else {
-                0
-            };
-            first_doc = false;
-            state.file_index = doc.file_index;
-            state.record_index = doc.record_index;
-            let Some(mut tokens) = doc.tokens else {
-                state.counts.records += 1;
-                state.counts.empty_skipped += 1;
-                continue;
-            };
-            tokens.push(eos as i32);
-            let which = usize::from(is_val(config, doc.file_index, doc.record_index));
-            if offset == 0 {
-                state.counts.records += 1;
-                state.outputs[which].counts.documents += 1;
-                state.outputs[which].counts.tokens += tokens.len() as u64;
-                if let Some(unk) = unk {
-                    state.outputs[which].counts.unknown +=
-                        tokens.iter().filter(|&&t| t == unk).count() as u64;
-                }
-                tokens_this_run += tokens.len() as u64;
-            }
-            let mut pos = offset;
-            loop {
-                let completed = {
-                    let Some(row) = packers[which].next_row(&tokens, &mut pos) else {
-                        break;
-                    };
-                    push_row(&mut writers[which], row)?
+    // Every heavy stage runs on the pool; this closure, the one ordered stage, packs.
+    let results = pool.install(|| -> Result<Vec<(Vec<ShardEntry>, DatasetStats)>> {
+        let mut flow = Flow::start(config.threads, read, shape, outputs_in, fault_at);
+        while let Some(batch) = flow.next_batch()? {
+            let packing_started = Instant::now();
+            for entry in batch.entries {
+                let doc = match entry {
+                    Entry::Bad(what) => {
+                        state.counts.records += 1;
+                        state.counts.bad_skipped += 1;
+                        if state.bad_examples.len() < 10 {
+                            state.bad_examples.push(what);
+                        }
+                        continue;
+                    }
+                    Entry::Doc(doc) => doc,
                 };
-                if completed {
-                    shards_this_run += 1;
-                    if fault_at == Some(shards_this_run) {
-                        eprintln!(
-                            "H5GPT_FAULT: aborting after shard {shards_this_run} (testing aid)"
-                        );
-                        std::process::abort();
+                let offset = if first_doc
+                    && resumed
+                    && (doc.file_index, doc.record_index) == (state.file_index, state.record_index)
+                {
+                    state.token_offset
+                } else {
+                    0
+                };
+                first_doc = false;
+                state.file_index = doc.file_index;
+                state.record_index = doc.record_index;
+                let Some(mut tokens) = doc.tokens else {
+                    state.counts.records += 1;
+                    state.counts.empty_skipped += 1;
+                    continue;
+                };
+                tokens.push(eos as i32);
+                let which = usize::from(is_val(config, doc.file_index, doc.record_index));
+                if offset == 0 {
+                    state.counts.records += 1;
+                    state.outputs[which].counts.documents += 1;
+                    state.outputs[which].counts.tokens += tokens.len() as u64;
+                    if let Some(unk) = unk {
+                        state.outputs[which].counts.unknown +=
+                            tokens.iter().filter(|&&t| t == unk).count() as u64;
                     }
-                    state.token_offset = pos;
-                    save_progress(&progress_path, &mut state, &writers, &packers)?;
+                    tokens_this_run += tokens.len() as u64;
+                }
+                let mut pos = offset;
+                loop {
+                    let completed = {
+                        let Some(row) = packers[which].next_row(&tokens, &mut pos) else {
+                            break;
+                        };
+                        flow.push_row(which, row)?
+                    };
+                    if completed {
+                        state.token_offset = pos;
+                        save_progress(&progress_path, &mut state, &mut flow, &packers)?;
+                    }
+                }
+                if packing == Packing::Document {
+                    if let Some(row) = packers[which].flush() {
+                        if flow.push_row(which, row)? {
+                            state.token_offset = tokens.len();
+                            save_progress(&progress_path, &mut state, &mut flow, &packers)?;
+                        }
+                    }
                 }
             }
-            if packing == Packing::Document {
-                if let Some(row) = packers[which].flush() {
-                    if push_row(&mut writers[which], row)? {
-                        shards_this_run += 1;
-                        state.token_offset = tokens.len();
-                        save_progress(&progress_path, &mut state, &writers, &packers)?;
-                    }
-                }
+            profile::add(Stage::Pack, packing_started.elapsed());
+            if let Some(e) = batch.error {
+                let hint = if e.record_level {
+                    "fix or remove that record, or pass --skip-bad-records to count and skip bad records"
+                } else {
+                    "the file is unreadable, truncated or corrupt: restore it or leave it out of --input"
+                };
+                bail!("{e}\n---> HINT: {hint}");
+            }
+            bar.set_position(bytes_read.load(Ordering::Relaxed));
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.0}k tok/s", tokens_this_run as f64 / secs / 1e3));
+        }
+        // The last partial windows; then every shard is finished and in place.
+        for (which, packer) in packers.iter_mut().enumerate() {
+            if let Some(row) = packer.flush() {
+                flow.push_row(which, row)?;
             }
         }
-        bar.set_position(bytes_read.load(Ordering::Relaxed));
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{:.0}k tok/s", tokens_this_run as f64 / secs / 1e3));
-    }
-    reader.join().expect("reader thread");
-    tokenize.join().expect("tokenizer thread");
+        flow.finish()
+    })?;
     bar.finish_and_clear();
 
-    // The last partial window, then the manifests; the progress file goes last.
+    // The manifests; the progress file goes last.
     let mut outputs = Vec::new();
-    for (i, (mut writer, mut packer)) in writers.into_iter().zip(packers).enumerate() {
-        if let Some(row) = packer.flush() {
-            push_row(&mut writer, row)?;
-        }
-        let (shards, stats) = writer.finish()?;
+    for (i, (shards, stats)) in results.into_iter().enumerate() {
         let dir = &dirs[i];
         let counts = &state.outputs[i].counts;
         if shards.is_empty() {
@@ -716,31 +696,39 @@ fn run_within_documents(config: &PreprocessConfig, documents: u64) -> Result<Run
     Ok(train)
 }
 
-fn push_row(writer: &mut ShardSetWriter, row: Row<'_>) -> Result<bool> {
-    Ok(writer
-        .push(row.input_ids, row.attention_mask, row.labels)?
-        .is_some())
-}
-
+/// Hands the state after the shard just closed to the committer, which writes it once that
+/// shard and all before it are in place.
 fn save_progress(
     path: &Path,
     state: &mut Progress,
-    writers: &[ShardSetWriter],
+    flow: &mut Flow,
     packers: &[Packer],
 ) -> Result<()> {
-    // Rows staged in a writer but not yet in a shard are not in the progress file. With a val
+    // Rows staged in an output but not yet in a shard are not in the progress file. With a val
     // split the other output usually has some: then keep the older progress (resuming redoes
     // more work, but ends identical).
-    if writers.iter().any(|w| w.pending_examples() > 0) {
+    if (0..packers.len()).any(|i| flow.pending_rows(i) > 0) {
         return Ok(());
     }
-    for ((out, writer), packer) in state.outputs.iter_mut().zip(writers).zip(packers) {
-        out.shards = writer.shards().to_vec();
-        out.stats = writer.stats();
+    let mut shards = Vec::new();
+    for (i, (out, packer)) in state.outputs.iter_mut().zip(packers).enumerate() {
+        out.stats = flow.closed_stats(i);
         out.carry = packer.carry().to_vec();
+        shards.push(flow.closed_shards(i));
     }
-    write_atomic(path, &serde_json::to_vec(state)?)?;
-    Ok(())
+    let mut snapshot = state.clone();
+    let path = path.to_path_buf();
+    let counts = shards.clone();
+    flow.snapshot(Snapshot {
+        shards,
+        write: Box::new(move |committed| {
+            for ((out, done), n) in snapshot.outputs.iter_mut().zip(committed).zip(&counts) {
+                out.shards = done[..*n].to_vec();
+            }
+            write_atomic(&path, &serde_json::to_vec(&snapshot)?)?;
+            Ok(())
+        }),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -860,81 +848,8 @@ fn manifest(
     params
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_documents(
-    files: &[InputFile],
-    key: &str,
-    skip_bad: bool,
-    part: DocPart,
-    start_file: usize,
-    start_record: u64,
-    counter: &Arc<AtomicU64>,
-    tx: &std::sync::mpsc::SyncSender<Result<ReadItem, InputError>>,
-) {
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0usize;
-    for (file_index, file) in files.iter().enumerate().skip(start_file) {
-        let records = match open_records(file, key, counter.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        for (this, item) in records.enumerate() {
-            let this = this as u64;
-            match item {
-                Ok((_, text)) => {
-                    if file_index == start_file && this < start_record {
-                        continue;
-                    }
-                    let text = part.apply(text);
-                    batch_bytes += text.len();
-                    batch.push(Doc {
-                        file_index,
-                        record_index: this,
-                        text: Some(text),
-                    });
-                }
-                Err(e) if e.record_level && skip_bad => {
-                    if file_index == start_file && this < start_record {
-                        continue;
-                    }
-                    if !batch.is_empty()
-                        && tx
-                            .send(Ok(ReadItem::Docs(std::mem::take(&mut batch))))
-                            .is_err()
-                    {
-                        return;
-                    }
-                    batch_bytes = 0;
-                    if tx.send(Ok(ReadItem::Bad(e.to_string()))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-            if batch_bytes >= BATCH_BYTES {
-                if tx
-                    .send(Ok(ReadItem::Docs(std::mem::take(&mut batch))))
-                    .is_err()
-                {
-                    return;
-                }
-                batch_bytes = 0;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(Ok(ReadItem::Docs(batch)));
-    }
-}
-
 /// Tokenizes a batch in parallel, splitting long documents at safe points.
-fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<TokenizedDoc> {
+pub fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<TokenizedDoc> {
     use unicode_normalization::UnicodeNormalization;
     let (places, texts): (Vec<(usize, u64)>, Vec<Option<String>>) = docs
         .into_iter()
@@ -943,7 +858,7 @@ fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<Token
     let texts: Vec<Option<String>> = if nfc {
         texts
             .into_par_iter()
-            .map(|t| t.map(|t| t.nfc().collect()))
+            .map(|t| t.map(|t| profile::time(Stage::Tokenize, || t.nfc().collect())))
             .collect()
     } else {
         texts
@@ -964,7 +879,7 @@ fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<Token
     let encoded: Vec<(usize, Vec<u32>)> = units
         .par_iter()
         .with_max_len(1)
-        .map(|&(i, text)| (i, tokenizer.encode(text)))
+        .map(|&(i, text)| (i, profile::time(Stage::Tokenize, || tokenizer.encode(text))))
         .collect();
     let mut tokens: Vec<Vec<i32>> = vec![Vec::new(); texts.len()];
     for (i, piece) in encoded {

@@ -89,9 +89,14 @@ struct Args {
     /// Minimum count of a word (wordlevel) or of a pair to merge (bpe) with --train-tokenizer.
     #[arg(long, default_value_t = 2)]
     min_frequency: u64,
-    /// Tokenizer threads (default: all cores). Does not change the output.
+    /// Worker threads for reading, decompressing, tokenizing, writing and checksumming
+    /// (default: all cores). Does not change the output.
     #[arg(long)]
     threads: Option<usize>,
+    /// After the summary, print where the time went: seconds per stage (reading, decompression,
+    /// JSON, tokenizing, packing, writing, HDF5 metadata, checksums, fsync), summed over threads.
+    #[arg(long)]
+    profile: bool,
     /// Start over, deleting shards of an earlier run in --out.
     #[arg(long)]
     force: bool,
@@ -161,6 +166,7 @@ fn real_main() -> Result<()> {
         threads,
         force: args.force,
         progress: std::io::stderr().is_terminal(),
+        profile: args.profile,
     };
     eprintln!(
         "preprocess: {} -> {} | tokenizer {} | seq_len {} | {} | examples/shard {} | compression {} | normalize {} | val {} (seed {}) | threads {}",
@@ -243,6 +249,13 @@ fn real_main() -> Result<()> {
     }
     for bad in &summary.bad_examples {
         println!("skipped: {bad}");
+    }
+    if config.profile {
+        let text_bytes = summary.input_bytes;
+        print!(
+            "{}",
+            h5gpt_preprocess::profile::report(summary.seconds, text_bytes, config.threads)
+        );
     }
     Ok(())
 }

@@ -134,10 +134,22 @@ fn kill_then_resume(
     settings: &[&str],
     fault: usize,
 ) -> (PathBuf, PathBuf) {
+    kill_then_resume_with(base, corpus, settings, fault, &[])
+}
+
+/// [`kill_then_resume`] with extra environment variables for every run.
+fn kill_then_resume_with(
+    base: &Path,
+    corpus: &Path,
+    settings: &[&str],
+    fault: usize,
+    env: &[(&str, &str)],
+) -> (PathBuf, PathBuf) {
     let (clean, killed) = (base.join("clean"), base.join("killed"));
     let run_into = |out: &Path, fault: Option<usize>| {
         let mut cmd = Command::new(bin("preprocess"));
         cmd.args(preprocess_args(corpus, out, settings));
+        cmd.envs(env.iter().copied());
         if let Some(n) = fault {
             cmd.env("H5GPT_FAULT", format!("abort-after-shard:{n}"));
         }
@@ -578,5 +590,133 @@ fn gzip_shards_hold_the_same_rows_and_nfc_normalizes() {
         want.push(50256);
         let n = want.len() - 1;
         assert_eq!(rows[0][..n], want[..n], "{normalize}");
+    }
+}
+
+/// A corpus of several files of every compressed kind, for the parallel readers: `dir/corpus/`
+/// holds `a.jsonl`, `b.jsonl.zst`, `c.jsonl.gz` and `d.jsonl`.
+fn write_multi_file_corpus(dir: &Path) -> PathBuf {
+    let root = dir.join("corpus");
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, name) in ["a.jsonl", "b.jsonl.zst", "c.jsonl.gz", "d.jsonl"]
+        .iter()
+        .enumerate()
+    {
+        let plain = root.join(format!("plain-{i}.jsonl"));
+        write_corpus(&plain, 25 + 10 * i, if i == 1 { 12 } else { 0 });
+        let bytes = std::fs::read(&plain).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+        let bytes = if name.ends_with(".zst") {
+            zstd::encode_all(&bytes[..], 3).unwrap()
+        } else if name.ends_with(".gz") {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&bytes).unwrap();
+            gz.finish().unwrap()
+        } else {
+            bytes
+        };
+        std::fs::write(root.join(name), bytes).unwrap();
+    }
+    root
+}
+
+/// Small batches and slices, so that a small corpus takes many of each and they complete
+/// out of order.
+const SMALL_BATCHES: (&str, &str) = ("H5GPT_PREPROCESS_BATCH", "20000:5000");
+
+/// The output does not depend on the number of threads: several files read at once, many
+/// batches, rows written by position in slices, many shards finished at once, with and
+/// without a val split, and gzip shards.
+#[test]
+fn output_is_byte_identical_at_one_two_and_four_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_multi_file_corpus(dir.path());
+    let base = ["--seq-len", "32", "--examples-per-shard", "60"];
+    for (name, extra) in [
+        ("plain", &[][..]),
+        ("val", &["--val-fraction", "0.2", "--seed", "5"][..]),
+        ("gzip", &["--compression", "gzip"][..]),
+    ] {
+        let mut outs = Vec::new();
+        for threads in ["1", "2", "4"] {
+            let out = dir.path().join(format!("{name}-{threads}"));
+            let mut args = preprocess_args(&corpus, &out, &base);
+            args.extend(extra.iter().map(|x| x.to_string()));
+            args.extend(["--threads".into(), threads.into()]);
+            let o = Command::new(bin("preprocess"))
+                .args(&args)
+                .env(SMALL_BATCHES.0, SMALL_BATCHES.1)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{name} {threads}: {}", text(&o));
+            outs.push(out);
+        }
+        let dirs: Vec<PathBuf> = if name == "val" {
+            outs.iter()
+                .flat_map(|o| [o.join("train"), o.join("val")])
+                .collect()
+        } else {
+            outs.clone()
+        };
+        let per_run = dirs.len() / outs.len();
+        for d in &dirs[..per_run] {
+            let shards = verify_ok(d).shards().len();
+            assert!(
+                shards >= 3,
+                "{name}: several shards expected in {d:?}, got {shards}"
+            );
+        }
+        for k in 1..outs.len() {
+            for j in 0..per_run {
+                assert_same_files(&dirs[j], &dirs[k * per_run + j]);
+            }
+        }
+    }
+    // The stream is the documents in sorted file order, whatever reads them: the same as
+    // reading the files one by one with one thread and the default batch sizes.
+    let one = dir.path().join("one-by-one");
+    let o = run_preprocess(&corpus, &one, &[&base[..], &["--threads", "1"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same_files(&one, &dir.path().join("plain-4"));
+}
+
+/// A run killed while several shards are being written at once resumes to the bytes of an
+/// uninterrupted run: the progress file only names shards whose predecessors are complete.
+#[test]
+fn killed_parallel_run_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_multi_file_corpus(dir.path());
+    for (name, extra) in [("plain", &[][..]), ("val", &["--val-fraction", "0.3"][..])] {
+        let base = dir.path().join(name);
+        std::fs::create_dir_all(&base).unwrap();
+        let mut settings = vec![
+            "--seq-len",
+            "16",
+            "--examples-per-shard",
+            "40",
+            "--threads",
+            "4",
+        ];
+        settings.extend_from_slice(extra);
+        let (clean, killed) = kill_then_resume_with(&base, &corpus, &settings, 3, &[SMALL_BATCHES]);
+        // And the same bytes as one thread writes.
+        let single = base.join("single");
+        let mut one = settings.clone();
+        one[5] = "1";
+        let o = run_preprocess(&corpus, &single, &one);
+        assert!(o.status.success(), "{}", text(&o));
+        let subdirs: &[&str] = if name == "val" {
+            &["train", "val"]
+        } else {
+            &[""]
+        };
+        for sub in subdirs {
+            assert!(
+                files_of(&clean.join(sub)).len() >= 4,
+                "several shards expected"
+            );
+            assert_same_files(&clean.join(sub), &killed.join(sub));
+            assert_same_files(&clean.join(sub), &single.join(sub));
+        }
     }
 }
