@@ -3,6 +3,7 @@
 mod audit;
 mod blend;
 mod inspect;
+mod main_job;
 mod nonfinite;
 mod preprocess;
 mod tokenizers;
