@@ -11,8 +11,13 @@
 //! - [`verify`]: full invariant and checksum checks.
 //! - [`lock`]: exclusive locks on run and output folders.
 //! - [`exit`]: exit codes and the usage error.
+//! - [`run`]: the records of a training run (`state.json`, `segments.jsonl`).
+//! - [`audit`]: which rows each step of a run read, and the per-epoch coverage proof.
+//! - [`blend`]: weighted blends of several shard sets.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
 
+pub mod audit;
+pub mod blend;
 pub mod checksum;
 pub mod error;
 pub mod exit;
@@ -23,6 +28,7 @@ pub mod lock;
 pub mod manifest;
 pub mod permutation;
 pub mod reader;
+pub mod run;
 pub mod spec;
 pub mod stream;
 pub mod synthetic;

@@ -1,5 +1,7 @@
 //! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
 
+mod audit;
+mod blend;
 mod inspect;
 mod main_job;
 mod nonfinite;
@@ -8,3 +10,4 @@ mod reliability;
 mod tokenizers;
 mod train;
 mod train_dist;
+mod val_split;
