@@ -1,28 +1,115 @@
 #!/usr/bin/env bash
-# The main job on built-in defaults: set-up, build, preprocess a real corpus that is on every
-# machine without network, inspect it, train a tiny model on it and sample from it. Idempotent
-# (a finished run is not redone); outputs go to out/ (git-ignored).
-#   corpus: ../shared/data/tinyshakespeare.txt when present, else the Python standard
-#   library's .py files (a Pile-"GitHub"-like code corpus).
+# The main job on built-in defaults: set-up, build, then on a ~1 MB corpus that is on every
+# machine without network: train a BPE vocabulary and write shards (preprocess), check them
+# (inspect), train the auto-sized model for about three minutes on two CPU cores (CUDA when
+# present: the same job, faster, with a bigger model), sample from it, measure what it learned
+# (scripts/check_main_job.py) and say where everything is. Outputs go to out/NAME/ (git-ignored).
+#   corpus: ../shared/data/tinyshakespeare.txt when present (NAME shakespeare, prompt "ROMEO:"),
+#   else ~1 MB of the Python standard library's own modules (NAME python, prompt "def ").
+# A rerun redoes nothing that is done (same commands, same outputs) and takes seconds; a changed
+# command (another version of this script) starts that step and the ones after it over.
+# H5GPT_PROMPT overrides the prompt.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$H5GPT_ROOT"
+started=$SECONDS
 bash scripts/setup.sh
 cargo build --release --workspace --bins
+bin=target/release
+say() { printf '\n==> %s\n' "$*"; }
 
-corpus="../shared/data/tinyshakespeare.txt"   # relative: data_params.json records inputs as given
-glob=()
-if [ ! -f "$corpus" ]; then
-  corpus="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
-  glob=(--glob '*.py' --skip-bad-records)
+# --- the corpus ---------------------------------------------------------------------------------
+if [ -f ../shared/data/tinyshakespeare.txt ]; then
+  name=shakespeare
+  inputs=(../shared/data/tinyshakespeare.txt)   # relative: data_params.json records inputs as given
+  prompt="ROMEO:"
+  # One document: preprocess cuts it at the newline nearest 90% (nanoGPT's 90/10 by position);
+  # the vocabulary is trained on the first 90% only.
+  split=(--val-fraction 0.1)
+else
+  name=python
+  # The standard library's public top-level modules in name order, up to ~1.1 MB (about as
+  # much text as tinyshakespeare): argparse, ast, calendar, … (40 files on Python 3.11).
+  stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
+  mapfile -t inputs < <(python3 - "$stdlib" <<'PY'
+import pathlib, sys
+total = 0
+for f in sorted(pathlib.Path(sys.argv[1]).glob("[a-z]*.py")):
+    print(f)
+    total += f.stat().st_size
+    if total >= 1_100_000:
+        break
+PY
+)
+  prompt="def "
+  # Many documents: a tenth of them go to val/.
+  split=(--val-fraction 0.1)
 fi
-echo "==> preprocess $corpus"
-./target/release/preprocess --input "$corpus" "${glob[@]}" --out out/shards --seq-len 1024 --force
-echo "==> inspect out/shards --verify --show 1 --decode"
-./target/release/inspect out/shards --verify --show 1 --decode
-echo "==> train a tiny model for 100 steps (out/run; CUDA when available, else CPU)"
-./target/release/train --shards out/shards --out out/run --model tiny --micro-batch 2 \
-  --total-batch-tokens 2048 --max-steps 100 --eval-every 25 --eval-batches 4 --lr 3e-3
-echo "==> sample from it"
-./target/release/sample --checkpoint out/run --prompt "${H5GPT_PROMPT:-First Citizen:}" --max-new-tokens 60
-./target/release/eval --checkpoint out/run --shards out/shards --max-rows 32
+prompt="${H5GPT_PROMPT:-$prompt}"
+out="out/$name"
+mkdir -p "$out"
+
+# --- the model and its run: ~3 minutes on two CPU cores, or a bigger one on CUDA ------------------
+if nvidia-smi -L >/dev/null 2>&1; then
+  # 8.2M tokens: the auto-sized model grows to 3 layers × 128 (untested here: no GPU in CI).
+  device=cuda; steps=1000; batch_tokens=8192; micro=32; expected_s=60
+else
+  # 2.5M tokens: 2 layers × 128 (0.69M parameters with the 2048-token vocabulary).
+  device=cpu; steps=600; batch_tokens=4096; micro=16; expected_s=180
+fi
+
+# Runs a step's command. Its output remembers the command that made it (a stamp file, written
+# before the command runs, so an interrupted step continues on the next run); when the command
+# has changed (a newer version of this script), RESTART first clears the old output.
+step() { # STAMP RESTART COMMAND...
+  local stamp="$1" restart="$2"; shift 2
+  local cmd; cmd="$(printf '%q ' "$@")"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$cmd" ]; then
+    eval "$restart"
+    printf '%s' "$cmd" >"$stamp"
+  fi
+  "$@"
+}
+
+say "preprocess: a 2048-token BPE vocabulary trained on the corpus, then shards ($out/shards)"
+# New shards: the run on the old ones starts over too.
+step "$out/.preprocess.cmd" "rm -rf '$out/shards' '$out/run' '$out/.train.cmd'" \
+  "$bin/preprocess" --input "${inputs[@]}" --out "$out/shards" --seq-len 256 \
+  --train-tokenizer bpe --vocab-size 2048 "${split[@]}"
+
+say "inspect $out/shards --verify --show 1 --decode"
+shards_dir="$out/shards"; [ -d "$out/shards/train" ] && shards_dir="$out/shards/train"
+"$bin/inspect" "$shards_dir" --verify --show 1 --decode
+
+say "train the auto-sized model ($out/run; $device, $steps steps of $batch_tokens tokens)"
+step "$out/.train.cmd" "rm -rf '$out/run'" \
+  "$bin/train" --shards "$out/shards" --out "$out/run" --device "$device" --ratio 10 \
+  --micro-batch "$micro" --total-batch-tokens "$batch_tokens" --max-steps "$steps" \
+  --lr 3e-3 --warmup-steps 20 --eval-every 100 --eval-batches 20 --save-every 1000
+
+say "sample from it (prompt \"$prompt\")"
+"$bin/sample" --checkpoint "$out/run" --prompt "$prompt" --max-new-tokens 200 --seed 1337 \
+  | tee "$out/sample.txt"
+
+say "what it learned"
+python3 scripts/check_main_job.py --shards "$out/shards" --run "$out/run" \
+  --sample "$out/sample.txt" --prompt "$prompt" --margin 1.0 --coverage 0.8 \
+  --expected-seconds "$expected_s"
+
+checkpoint="$(ls -d "$out"/run/checkpoints/step-* | sort | tail -n 1)"
+say "done in $(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s"
+cat <<EOF
+  shards      $out/shards/   (tokenizer.json: the trained vocabulary)
+  checkpoint  $checkpoint/
+  loss plot   $out/run/loss.png   (metrics: $out/run/metrics.jsonl)
+  sample      $out/sample.txt
+
+Go further:
+  # 1. a bigger model for longer (a GPU helps; rerun the same command to resume)
+  $bin/train --shards $out/shards --out runs/$name-nano --model nano --max-steps 5000
+  # 2. your own corpus (files or directories of .txt/.jsonl/.jsonl.zst/.parquet/...)
+  $bin/preprocess --input YOUR_CORPUS --out shards/mine --train-tokenizer bpe --vocab-size 8192 --val-fraction 0.01
+  $bin/train --shards shards/mine --out runs/mine
+  # 3. size a run before it starts: the model train would pick, its FLOPs, loss and time
+  $bin/plan --shards $out/shards/
+EOF

@@ -10,6 +10,14 @@ pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
+    /// A run's record (`state.json`, `segments.jsonl`) is unreadable or inconsistent.
+    #[error("{path}: {what}")]
+    RunRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with a hint where there is something to do.
+        what: String,
+    },
     /// An I/O error on a file.
     #[error("{path}: {source}")]
     Io {

@@ -9,8 +9,13 @@
 //! - [`stream`], [`permutation`]: the epoch-shuffled sample stream.
 //! - [`loader`]: the prefetching batch loader.
 //! - [`verify`]: full invariant and checksum checks.
+//! - [`run`]: the records of a training run (`state.json`, `segments.jsonl`).
+//! - [`audit`]: which rows each step of a run read, and the per-epoch coverage proof.
+//! - [`blend`]: weighted blends of several shard sets.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
 
+pub mod audit;
+pub mod blend;
 pub mod checksum;
 pub mod error;
 pub mod fault;
@@ -19,6 +24,7 @@ pub mod loader;
 pub mod manifest;
 pub mod permutation;
 pub mod reader;
+pub mod run;
 pub mod spec;
 pub mod stream;
 pub mod synthetic;

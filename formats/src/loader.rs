@@ -6,6 +6,7 @@
 //! optimizer-step boundary) plus the seed: save those two numbers and a new loader — with any
 //! world size — continues exactly where this one stopped.
 
+use crate::blend::Sampler;
 use crate::error::{FormatError, Result};
 use crate::reader::{ExampleMut, ShardSet};
 use crate::stream::{BatchLayout, SampleStream};
@@ -73,23 +74,58 @@ pub struct Loader {
     layout: BatchLayout,
     epoch_len: u64,
     position: u64,
+    record: Option<std::fs::File>,
+}
+
+/// Test-only hook: with `H5GPT_RECORD_FED=DIR`, every loader appends one JSON line per
+/// micro-batch it hands out to `DIR/fed-rank{R}.jsonl` (`step_start`, `micro`, `ids`), so tests
+/// can compare what training was fed with what `inspect --run` computes.
+pub const RECORD_FED_ENV: &str = "H5GPT_RECORD_FED";
+
+fn open_record(rank: usize) -> Result<Option<std::fs::File>> {
+    let Some(dir) = std::env::var_os(RECORD_FED_ENV) else {
+        return Ok(None);
+    };
+    let path = std::path::Path::new(&dir).join(format!("fed-rank{rank}.jsonl"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Some)
+        .map_err(|e| FormatError::io(path, e))
 }
 
 impl Loader {
     /// Starts the background thread.
     pub fn new(set: Arc<ShardSet>, config: LoaderConfig) -> Result<Loader> {
+        let sampler = Sampler::Plain(SampleStream::new(set.len() as u64, config.seed));
+        Self::with_sampler(vec![set], sampler, config)
+    }
+
+    /// Starts the background thread reading `sets` in the order of `sampler` (a plain stream
+    /// over one set, or a [blend](crate::blend) of several; `config.seed` is not used).
+    pub fn with_sampler(
+        sets: Vec<Arc<ShardSet>>,
+        sampler: Sampler,
+        config: LoaderConfig,
+    ) -> Result<Loader> {
         config.layout.validate()?;
-        if set.is_empty() {
+        if sets.is_empty() || sets.iter().any(|s| s.is_empty()) {
             return Err(FormatError::Config(
                 "the shard set holds no examples".into(),
             ));
         }
+        if sampler.set_rows() != sets.iter().map(|s| s.len() as u64).collect::<Vec<_>>() {
+            return Err(FormatError::Config(
+                "the sampler does not match the shard sets".into(),
+            ));
+        }
         let (sender, receiver) = mpsc::sync_channel(config.prefetch.max(1));
         let (recycle, recycled) = mpsc::channel();
-        let epoch_len = set.len() as u64;
+        let epoch_len = sets.iter().map(|s| s.len() as u64).sum();
         let worker = std::thread::Builder::new()
             .name("h5gpt-loader".into())
-            .spawn(move || produce(&set, config, &sender, &recycled))
+            .spawn(move || produce(&sets, sampler, config, &sender, &recycled))
             .map_err(|e| FormatError::Config(format!("cannot start loader thread: {e}")))?;
         Ok(Loader {
             receiver: Some(receiver),
@@ -98,6 +134,7 @@ impl Loader {
             layout: config.layout,
             epoch_len,
             position: config.start_position,
+            record: open_record(config.layout.rank)?,
         })
     }
 
@@ -110,6 +147,17 @@ impl Loader {
             .recv();
         match received {
             Ok(Ok(batch)) => {
+                if let Some(file) = &mut self.record {
+                    use std::io::Write;
+                    let ids: Vec<String> = batch.sample_ids.iter().map(u64::to_string).collect();
+                    let _ = writeln!(
+                        file,
+                        "{{\"step_start\":{},\"micro\":{},\"ids\":[{}]}}",
+                        batch.step_start,
+                        batch.micro_step,
+                        ids.join(",")
+                    );
+                }
                 if batch.is_last_micro_step() {
                     self.position = batch.step_start + self.layout.global_batch as u64;
                 }
@@ -160,14 +208,14 @@ impl Drop for Loader {
 }
 
 fn produce(
-    set: &ShardSet,
+    sets: &[Arc<ShardSet>],
+    mut sampler: Sampler,
     config: LoaderConfig,
     sender: &SyncSender<Result<Batch>>,
     recycled: &Receiver<Buffers>,
 ) {
     let layout = config.layout;
-    let seq = set.seq_len();
-    let mut stream = SampleStream::new(set.len() as u64, config.seed);
+    let seq = sets[0].seq_len();
     let mut step_start = config.start_position;
     loop {
         for micro in 0..layout.micro_steps() {
@@ -189,11 +237,11 @@ fn produce(
             buffers.sample_ids.clear();
             let mut result = Ok(());
             for (row, position) in range.clone().enumerate() {
-                let id = stream.sample_at(position);
-                buffers.sample_ids.push(id);
+                let sample = sampler.sample(position);
+                buffers.sample_ids.push(sample.id);
                 let cols = row * seq..(row + 1) * seq;
-                result = set.read_example(
-                    id as usize,
+                result = sets[sample.set].read_example(
+                    sample.row as usize,
                     ExampleMut {
                         input_ids: &mut buffers.input_ids[cols.clone()],
                         attention_mask: &mut buffers.attention_mask[cols.clone()],

@@ -133,7 +133,11 @@ pub struct TokenizerFile {
 
 /// Which tokenizer wrote a shard directory: two directories can be read together only when
 /// these are equal.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality is by content ([`TokenizerIdentity::key`]): the checksum of `tokenizer.json` for
+/// file tokenizers, the encoding's name for the built-in tiktoken ones. The name of a file
+/// tokenizer (`trained-bpe`, `tokenizer.json`, …) is only a label for messages.
+#[derive(Debug, Clone)]
 pub struct TokenizerIdentity {
     /// Tokenizer name.
     pub name: String,
@@ -144,6 +148,33 @@ pub struct TokenizerIdentity {
     /// Checksum of its `tokenizer.json`, if it has one.
     pub file_xxh3_64: Option<String>,
 }
+
+impl TokenizerIdentity {
+    /// What identifies the tokenizer: `xxh3:<checksum of tokenizer.json>` for a file tokenizer,
+    /// its name otherwise.
+    pub fn key(&self) -> String {
+        tokenizer_key(&self.name, self.file_xxh3_64.as_deref())
+    }
+}
+
+/// The content identity of a tokenizer named `name` with a `tokenizer.json` of checksum
+/// `file_xxh3_64` (see [`TokenizerIdentity::key`]).
+pub fn tokenizer_key(name: &str, file_xxh3_64: Option<&str>) -> String {
+    match file_xxh3_64 {
+        Some(sum) => format!("xxh3:{sum}"),
+        None => name.to_owned(),
+    }
+}
+
+impl PartialEq for TokenizerIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+            && self.vocab_size == other.vocab_size
+            && self.eos_id == other.eos_id
+    }
+}
+
+impl Eq for TokenizerIdentity {}
 
 impl std::fmt::Display for TokenizerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -338,5 +369,37 @@ impl DataParams {
                 shards: core.shards,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, sum: Option<&str>) -> TokenizerIdentity {
+        TokenizerIdentity {
+            name: name.into(),
+            vocab_size: Some(1024),
+            eos_id: Some(0),
+            file_xxh3_64: sum.map(str::to_owned),
+        }
+    }
+
+    /// Issue 13: shards preprocessed with `--tokenizer b/tokenizer.json` (label
+    /// `tokenizer.json`) and the shards that trained it (label `trained-bpe`) are one tokenizer.
+    #[test]
+    fn identity_is_the_content_not_the_label() {
+        let sum = "0123456789abcdef";
+        assert_eq!(
+            identity("trained-bpe", Some(sum)),
+            identity("tokenizer.json", Some(sum))
+        );
+        assert_ne!(
+            identity("trained-bpe", Some(sum)),
+            identity("trained-bpe", Some("fedcba9876543210"))
+        );
+        assert_eq!(identity("gpt2", None), identity("gpt2", None));
+        assert_ne!(identity("gpt2", None), identity("cl100k_base", None));
+        assert_ne!(identity("gpt2", None), identity("gpt2", Some(sum)));
     }
 }

@@ -9,6 +9,7 @@ use crate::schedule::{Entry, Flow, OutputSettings, ReadSettings, ShardSettings, 
 use crate::split::split_for_tokenization;
 use crate::tokenizer::{resolve_tokenizer_arg, Tokenizer, TOKENIZER_FILE};
 use crate::tokenizer_train::{train_tokenizer, CorpusSettings, TrainSpec};
+use crate::val_split::{count_documents, DocPart, SplitRule};
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
@@ -77,6 +78,10 @@ pub struct PreprocessConfig {
     pub normalize_nfc: bool,
     /// Fraction of documents that go to `val/`.
     pub val_fraction: f64,
+    /// The part of each document this run reads: the whole text, or (for a split inside
+    /// documents, see [`crate::val_split`]) its head or tail. Set by [`run`] itself.
+    #[serde(skip_serializing_if = "DocPart::is_whole")]
+    pub part: DocPart,
     /// Seed of the train/val choice.
     pub seed: u64,
     /// Skip bad records instead of failing.
@@ -167,6 +172,10 @@ pub struct RunSummary {
     pub vocab_size: u32,
     /// Tokens that are the unknown-word id, over all outputs (`None`: the tokenizer has none).
     pub unknown_tokens: Option<u64>,
+    /// How `train/` and `val/` were split (`None`: no `--val-fraction`).
+    pub split_rule: Option<SplitRule>,
+    /// Non-empty documents counted before the split rule was chosen.
+    pub documents_counted: Option<u64>,
 }
 
 /// A document as read.
@@ -279,6 +288,12 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
             config.inputs
         );
     }
+    if config.part.is_whole() && config.val_fraction > 0.0 {
+        let documents = count_documents(&config.inputs, config.glob.as_deref(), &config.text_key);
+        if SplitRule::choose(documents, config.val_fraction) == SplitRule::WithinDocuments {
+            return run_within_documents(config, documents);
+        }
+    }
     let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let given = match &config.tokenizer {
         TokenizerChoice::Given { name, eos_token } => {
@@ -340,6 +355,8 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                 tokenizer: given.as_ref().map_or_else(String::new, |t| t.name().into()),
                 vocab_size: given.as_ref().map_or(0, Tokenizer::vocab_size),
                 unknown_tokens: None,
+                split_rule: None,
+                documents_counted: None,
             });
         }
         bail!(
@@ -385,6 +402,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                     skip_bad: config.skip_bad_records,
                     nfc: config.normalize_nfc,
                     keep: &keep,
+                    part: config.part,
                     threads: config.threads,
                 },
             )?
@@ -416,6 +434,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         bytes_read: bytes_read.clone(),
         tokenizer: tokenizer.clone(),
         nfc: config.normalize_nfc,
+        part: config.part,
     };
     let shape = ShardSettings {
         seq_len: config.seq_len,
@@ -550,10 +569,11 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         let counts = &state.outputs[i].counts;
         if shards.is_empty() {
             bail!(
-                "{}: no rows to write ({} documents, {} tokens)\n---> HINT: the input is empty or shorter than 2 tokens; check --input, --glob and --text-key",
+                "{}: no rows to write ({} documents, {} tokens)\n---> HINT: {}",
                 dir.display(),
                 counts.documents,
-                counts.tokens
+                counts.tokens,
+                no_rows_hint(config, &state.counts, counts, i, dirs.len())
             );
         }
         outputs.push((
@@ -595,7 +615,85 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         bad_examples: state.bad_examples,
         tokenizer: tokenizer.name().into(),
         vocab_size: tokenizer.vocab_size(),
+        split_rule: (config.val_fraction > 0.0).then_some(SplitRule::Documents),
+        documents_counted: None,
     })
+}
+
+/// What to say when output `index` of `outputs` got no rows: what actually happened.
+fn no_rows_hint(
+    config: &PreprocessConfig,
+    run: &RunCounts,
+    counts: &OutputCounts,
+    index: usize,
+    outputs: usize,
+) -> String {
+    let read = run.records - run.bad_skipped;
+    if let (DocPart::Head(f) | DocPart::Tail(f), 0) = (config.part, counts.documents) {
+        return format!(
+            "the documents are too short to cut inside (the last {f} of each goes to val/, cut at a newline): nothing is left for this side; use a longer input or --val-fraction 0"
+        );
+    }
+    if read == 0 {
+        return "the input holds no records; check --input, --glob and --text-key".into();
+    }
+    if run.records == run.empty_skipped + run.bad_skipped && run.records > 0 {
+        return format!(
+            "all {} records are empty or bad; check --text-key (is the text under another key?)",
+            run.records
+        );
+    }
+    match config.part {
+        _ if outputs > 1 && counts.documents == 0 => format!(
+            "none of the {} documents went to {} (--val-fraction {}, whole documents by a seeded hash); use another --seed or --val-fraction",
+            read - run.empty_skipped,
+            if index == 0 { "train/" } else { "val/" },
+            config.val_fraction
+        ),
+        _ => format!(
+            "its {} documents hold {} tokens, fewer than the 2 a row needs; use a longer input",
+            counts.documents, counts.tokens
+        ),
+    }
+}
+
+/// `--val-fraction F` with too few documents for a whole-document split: two runs over the
+/// same input, the heads of the documents into `OUT/train` and their tails into `OUT/val`
+/// (see [`crate::val_split`]). A tokenizer trained with `--train-tokenizer` is trained on the
+/// heads, and the tails are tokenized with that very `tokenizer.json`.
+fn run_within_documents(config: &PreprocessConfig, documents: u64) -> Result<RunSummary> {
+    let fraction = config.val_fraction;
+    let head = PreprocessConfig {
+        out: config.out.join("train"),
+        val_fraction: 0.0,
+        part: DocPart::Head(fraction),
+        ..config.clone()
+    };
+    let mut train = run(&head)?;
+    let mut tail = PreprocessConfig {
+        out: config.out.join("val"),
+        val_fraction: 0.0,
+        part: DocPart::Tail(fraction),
+        ..config.clone()
+    };
+    if let TokenizerChoice::Train(_) = &config.tokenizer {
+        tail.tokenizer = TokenizerChoice::Given {
+            name: head.out.join(TOKENIZER_FILE).to_string_lossy().into_owned(),
+            eos_token: None,
+        };
+    }
+    let val = run(&tail)?;
+    train.outputs.extend(val.outputs);
+    train.seconds += val.seconds;
+    train.already_complete &= val.already_complete;
+    train.resumed |= val.resumed;
+    train.unknown_tokens = match (train.unknown_tokens, val.unknown_tokens) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    train.split_rule = Some(SplitRule::WithinDocuments);
+    train.documents_counted = Some(documents);
+    Ok(train)
 }
 
 /// Hands the state after the shard just closed to the committer, which writes it once that
@@ -675,12 +773,12 @@ fn manifest(
     setup.insert("fingerprint".into(), fingerprint.into());
     setup.insert(
         "split".into(),
-        (if outputs == 1 {
-            "all"
-        } else if index == 0 {
-            "train"
-        } else {
-            "val"
+        (match config.part {
+            DocPart::Head(_) => "train",
+            DocPart::Tail(_) => "val",
+            DocPart::Whole if outputs == 1 => "all",
+            DocPart::Whole if index == 0 => "train",
+            DocPart::Whole => "val",
         })
         .into(),
     );
@@ -716,7 +814,21 @@ fn manifest(
     p.insert("glob".into(), config.glob.clone().into());
     p.insert("files_per_record".into(), config.examples_per_shard.into());
     p.insert("compression".into(), config.compression.to_string().into());
-    p.insert("val_fraction".into(), config.val_fraction.into());
+    match config.part {
+        DocPart::Head(f) | DocPart::Tail(f) => {
+            p.insert("val_fraction".into(), f.into());
+            p.insert(
+                "split_rule".into(),
+                SplitRule::WithinDocuments.name().into(),
+            );
+        }
+        DocPart::Whole => {
+            p.insert("val_fraction".into(), config.val_fraction.into());
+            if config.val_fraction > 0.0 {
+                p.insert("split_rule".into(), SplitRule::Documents.name().into());
+            }
+        }
+    }
     p.insert("seed".into(), config.seed.into());
     p.insert("skip_bad_records".into(), config.skip_bad_records.into());
     let extra = &mut params.post_process.extra;

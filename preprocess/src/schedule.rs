@@ -93,6 +93,8 @@ pub struct ReadSettings {
     pub tokenizer: Arc<Tokenizer>,
     /// Apply NFC before tokenizing.
     pub nfc: bool,
+    /// The part of each document to read (its head or tail for a split inside documents).
+    pub part: crate::val_split::DocPart,
 }
 
 /// How one output directory is written.
@@ -240,6 +242,7 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
             match item {
                 Ok((_, text)) => {
                     if !skip {
+                        let text = s.part.apply(text);
                         bytes += text.len();
                         raw.push(Ok(Doc {
                             file_index: file,

@@ -84,6 +84,7 @@ struct Documents<'a> {
     skip_bad: bool,
     nfc: bool,
     keep: &'a (dyn Fn(usize, u64) -> bool + Sync),
+    part: crate::val_split::DocPart,
     file_index: usize,
     records: Option<Records>,
     error: Arc<Mutex<Option<InputError>>>,
@@ -112,8 +113,11 @@ impl Iterator for Documents<'_> {
                     self.file_index += 1;
                 }
                 Some(Ok((record, text))) => {
-                    if (self.keep)(self.file_index, record) && !text.is_empty() {
-                        return Some(if self.nfc { text.nfc().collect() } else { text });
+                    if (self.keep)(self.file_index, record) {
+                        let text = self.part.apply(text);
+                        if !text.is_empty() {
+                            return Some(if self.nfc { text.nfc().collect() } else { text });
+                        }
                     }
                 }
                 Some(Err(e)) if e.record_level && self.skip_bad => {}
@@ -136,6 +140,8 @@ pub struct CorpusSettings<'a> {
     pub nfc: bool,
     /// Which documents (file index, record index) to learn from: the training split's.
     pub keep: &'a (dyn Fn(usize, u64) -> bool + Sync),
+    /// The part of each document to train on (its head, for a split inside documents).
+    pub part: crate::val_split::DocPart,
     /// Trainer threads (the result does not depend on them).
     pub threads: usize,
 }
@@ -195,6 +201,7 @@ pub fn train_tokenizer(
         skip_bad: corpus.skip_bad,
         nfc: corpus.nfc,
         keep: corpus.keep,
+        part: corpus.part,
         file_index: 0,
         records: None,
         error: error.clone(),

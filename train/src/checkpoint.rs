@@ -12,38 +12,14 @@ use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
 use h5gpt_preprocess::tokenizer::{Tokenizer, TOKENIZER_FILE};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
-/// The folder of a run that holds its checkpoints.
-pub const CHECKPOINTS: &str = "checkpoints";
+pub use h5gpt_formats::run::CHECKPOINTS;
 
-/// A checkpoint's `state.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CheckpointState {
-    /// Optimizer steps completed.
-    pub step: usize,
-    /// Loader stream position after that step.
-    pub position: u64,
-    /// Sample-stream seed.
-    pub seed: u64,
-    /// Samples per optimizer step.
-    pub global_batch: usize,
-    /// Tokens per row of the training data.
-    pub seq_len: usize,
-    /// Rows at the end of a plain shard directory held out for evaluation.
-    #[serde(default)]
-    pub held_out: usize,
-    /// Model shape.
-    pub model: GptConfig,
-    /// Tokenizer of the training data, as `data_params.json` names it.
-    #[serde(default = "default_tokenizer")]
-    pub tokenizer: String,
-    /// Its end-of-document id (`None` in checkpoints of older versions: GPT-2's).
-    #[serde(default)]
-    pub eos_id: Option<u32>,
-}
+/// A checkpoint's `state.json`, with the model's shape as [`GptConfig`]. The type lives in
+/// [`h5gpt_formats::run`] so that tools without libtorch (`inspect --run`) read it too.
+pub type CheckpointState = h5gpt_formats::run::CheckpointState<GptConfig>;
 
 /// The training data's tokenizer, as a checkpoint keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,24 +64,59 @@ impl SavedTokenizer {
     }
 }
 
+impl SavedTokenizer {
+    /// What identifies the tokenizer: the checksum of its `tokenizer.json` when it has one,
+    /// its name otherwise (see [`h5gpt_formats::manifest::TokenizerIdentity::key`]).
+    pub fn key(&self) -> String {
+        let sum = self
+            .json
+            .as_deref()
+            .map(h5gpt_formats::checksum::bytes_xxh3_64);
+        h5gpt_formats::manifest::tokenizer_key(&self.name, sum.as_deref())
+    }
+
+    /// The tokenizer a checkpoint's model was trained with, as its `state.json` names it and
+    /// its `tokenizer.json` (if any) holds it.
+    pub fn of_checkpoint(checkpoint: &Path, state: &CheckpointState) -> SavedTokenizer {
+        SavedTokenizer {
+            name: state.tokenizer.clone(),
+            json: std::fs::read(checkpoint.join(TOKENIZER_FILE)).ok(),
+            eos_id: state.eos_id,
+        }
+    }
+}
+
 /// Refuses data `set` when its tokenizer is not the one the checkpoint's model was trained
-/// with (its ids would mean other tokens).
+/// with (its ids would mean other tokens). Tokenizers are compared by content: a
+/// `tokenizer.json` by its checksum, a tiktoken encoding by its name; the names of file
+/// tokenizers (`trained-bpe`, `tokenizer.json`) are labels only.
 pub fn check_data_tokenizer(
     checkpoint: &Path,
     state: &CheckpointState,
     set: &h5gpt_formats::ShardSet,
 ) -> Result<()> {
     let data = SavedTokenizer::of_set(set)?;
-    let saved = std::fs::read(checkpoint.join(TOKENIZER_FILE)).ok();
-    if data.name != state.tokenizer || data.json != saved {
+    let saved = SavedTokenizer::of_checkpoint(checkpoint, state);
+    let eos_differs = matches!((data.eos_id, saved.eos_id), (Some(a), Some(b)) if a != b);
+    if data.key() != saved.key() || eos_differs {
+        let detail = |t: &SavedTokenizer| match &t.json {
+            Some(json) => format!(
+                "`{}` tokens (tokenizer.json {})",
+                t.name,
+                h5gpt_formats::checksum::bytes_xxh3_64(json)
+            ),
+            None => format!("`{}` tokens", t.name),
+        };
+        let redo = match &saved.json {
+            Some(_) => format!("{}/{TOKENIZER_FILE}", checkpoint.display()),
+            None => saved.name.clone(),
+        };
         bail!(
-            "{}: tokenized with `{}`, but {} was trained on `{}` tokens{}\n---> HINT: evaluate on shards preprocessed with the run's tokenizer (preprocess --tokenizer {}/{TOKENIZER_FILE} for a tokenizer.json one)",
+            "{}: tokenized with {}, but {} was trained on {}\n---> HINT: use shards preprocessed with the run's tokenizer (preprocess --tokenizer {redo})",
             set.manifest_dir().unwrap_or(Path::new("the shards")).display(),
-            data.name,
+            detail(&data),
             checkpoint.display(),
-            state.tokenizer,
-            if data.name == state.tokenizer { " (another tokenizer.json)" } else { "" },
-            checkpoint.display()
+            detail(&saved),
         );
     }
     Ok(())
@@ -184,9 +195,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 
 /// Reads a checkpoint's `state.json`.
 pub fn read_state(checkpoint: &Path) -> Result<CheckpointState> {
-    let path = checkpoint.join("state.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))
+    Ok(CheckpointState::read(checkpoint)?)
 }
 
 /// Writes a checkpoint (model — the optimizer's fp32 masters where it keeps them —, optimizer,

@@ -132,6 +132,54 @@ pub fn open_split(shards: &[PathBuf], held_out: impl FnOnce(usize) -> usize) -> 
     })
 }
 
+/// A weighted blend: each `--shards` entry is a set of its own, with its own evaluation rows.
+pub struct BlendData {
+    /// Each set's training rows.
+    pub sets: Vec<Arc<ShardSet>>,
+    /// Each set's evaluation rows, where it has a `val/` directory or a held-out tail.
+    pub vals: Vec<Option<Arc<ShardSet>>>,
+    /// Rows held out at the end of each set.
+    pub held_out: Vec<usize>,
+}
+
+/// Opens each of `shards` as a set of a blend (see [`open_split`]; `held_out(i, rows)` is
+/// the tail kept for evaluation from set `i`). The sets must share seq_len and tokenizer.
+pub fn open_blend(
+    shards: &[PathBuf],
+    held_out: impl Fn(usize, usize) -> usize,
+) -> Result<BlendData> {
+    let mut data = BlendData {
+        sets: Vec::new(),
+        vals: Vec::new(),
+        held_out: Vec::new(),
+    };
+    for (i, dir) in shards.iter().enumerate() {
+        let split = open_split(std::slice::from_ref(dir), |rows| held_out(i, rows))?;
+        if let Some(first) = data.sets.first() {
+            if split.train.seq_len() != first.seq_len() {
+                bail!(
+                    "{}: rows of {} tokens, but {} has rows of {}\n---> HINT: a blend mixes sets of one --seq-len; re-run preprocess on one of them",
+                    dir.display(),
+                    split.train.seq_len(),
+                    shards[0].display(),
+                    first.seq_len()
+                );
+            }
+            h5gpt_formats::manifest::check_same_tokenizer([
+                (shards[0].as_path(), first.data_params()),
+                (dir.as_path(), split.train.data_params()),
+            ])?;
+        }
+        data.held_out.push(match split.source {
+            EvalSource::HeldOut(rows) => rows,
+            EvalSource::ValDir | EvalSource::None => 0,
+        });
+        data.sets.push(split.train);
+        data.vals.push(split.val);
+    }
+    Ok(data)
+}
+
 /// Rows held out for evaluation from a plain shard directory of `rows` rows: `wanted`, at
 /// most a tenth of the data.
 pub fn held_out_rows(rows: usize, wanted: usize) -> usize {

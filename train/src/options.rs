@@ -30,6 +30,23 @@ pub struct TrainOptions {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub shards: Vec<PathBuf>,
+    /// A weighted blend of the --shards sets: the fraction of rows drawn from each, in order
+    /// (normalized to sum to 1), e.g. `--shards A B --weights 0.7 0.3`. [default: none: the
+    /// sets are read as one]
+    #[arg(long, num_args = 1.., value_name = "W")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<f64>,
+    /// The blend as TOML tables (config files only): `[[blend]]` with `path` and `weight`, one
+    /// per set; the same as --shards with --weights.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blend: Vec<BlendEntry>,
+    /// Resume with other --weights than the checkpoint's: the stream continues from the
+    /// checkpoint's position with the new weights (each set continues its own order, so no row
+    /// repeats early). Without it a resume with other weights is refused.
+    #[arg(long)]
+    #[serde(skip)]
+    pub reweight: bool,
     /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
     /// resumes. [default: runs/YYYYMMDD-HHMMSS]
     #[arg(long)]
@@ -163,6 +180,16 @@ pub struct TrainOptions {
     pub skip_nonfinite: Option<usize>,
 }
 
+/// One set of a `[[blend]]` in a config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlendEntry {
+    /// Shard directory (plain, or with `train/` and `val/`).
+    pub path: PathBuf,
+    /// Fraction of rows drawn from it.
+    pub weight: f64,
+}
+
 macro_rules! overlay {
     ($dst:ident, $src:ident; $($field:ident),* $(,)?) => {
         $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
@@ -180,8 +207,12 @@ impl TrainOptions {
         if self.warmup_steps.is_some() || self.warmup_tokens.is_some() {
             (file.warmup_steps, file.warmup_tokens) = (None, None);
         }
-        if self.shards.is_empty() {
+        if self.shards.is_empty() && self.blend.is_empty() {
             self.shards = file.shards.clone();
+            self.blend = file.blend.clone();
+        }
+        if self.weights.is_empty() && self.blend.is_empty() {
+            self.weights = file.weights.clone();
         }
         overlay!(self, file; out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
@@ -379,8 +410,30 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         let file = TrainOptions::read_file(&saved)?;
         cli.overlay(&file);
     }
+    if !cli.blend.is_empty() {
+        if !cli.shards.is_empty()
+            && cli.shards != cli.blend.iter().map(|b| b.path.clone()).collect::<Vec<_>>()
+        {
+            bail!("[[blend]] and --shards name different sets: give the blend one way\n---> HINT: --shards A B --weights 0.7 0.3, or [[blend]] tables in --config");
+        }
+        cli.shards = cli.blend.iter().map(|b| b.path.clone()).collect();
+        if cli.weights.is_empty() {
+            cli.weights = cli.blend.iter().map(|b| b.weight).collect();
+        }
+    }
     if cli.shards.is_empty() {
         bail!("--shards DIR is required (a directory written by `preprocess`)");
+    }
+    if !cli.weights.is_empty() {
+        if cli.weights.len() != cli.shards.len() {
+            bail!(
+                "--weights: {} weights for {} --shards sets\n---> HINT: one weight per set, in the order of --shards",
+                cli.weights.len(),
+                cli.shards.len()
+            );
+        }
+        h5gpt_formats::blend::normalize_weights(&cli.weights)
+            .map_err(|e| anyhow!("--weights: {e}"))?;
     }
     let shards = cli.shards.clone();
     let params = crate::data::training_params(&shards)?;
@@ -476,6 +529,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.init_from_hf = cli.init_from_hf.clone();
     config.peak_flops = cli.peak_flops;
     config.require_checkpoint = cli.resume;
+    config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
+    config.reweight = cli.reweight;
     config.skip_nonfinite = cli.skip_nonfinite.unwrap_or(0);
     if let Some(seconds) = cli.dist_timeout {
         if !(seconds > 0.0 && seconds.is_finite()) {
@@ -492,6 +547,9 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
 
     let options = TrainOptions {
         shards: config.shards.clone(),
+        weights: config.weights.clone().unwrap_or_default(),
+        blend: Vec::new(),
+        reweight: false,
         out: Some(config.out.clone()),
         config: None,
         resume: false,

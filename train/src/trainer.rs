@@ -7,7 +7,8 @@
 
 use crate::checkpoint::{self, latest_checkpoint, CheckpointState, SavedTokenizer};
 use crate::data::{
-    describe, held_out_rows, open_split, split_dirs, BatchTensors, DataSplit, EvalSource,
+    describe, held_out_rows, open_blend, open_split, split_dirs, BatchTensors, BlendData,
+    DataSplit, EvalSource,
 };
 use crate::device::{gpu_name, peak_bf16_flops};
 use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
@@ -17,6 +18,7 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::precision::Precision;
 use crate::schedule::LrSchedule;
 use anyhow::{anyhow, bail, Context, Result};
+use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -84,6 +86,10 @@ pub struct TrainConfig {
     pub launch: Option<Launch>,
     /// How long a rank waits for the others (rendezvous, each collective).
     pub dist_timeout: Duration,
+    /// Blend weights, one per `shards` set; `None`: the sets are read as one.
+    pub weights: Option<Vec<f64>>,
+    /// Resume with other weights than the checkpoint's (`--reweight`).
+    pub reweight: bool,
     /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
     /// one stops it.
     pub skip_nonfinite: usize,
@@ -120,6 +126,8 @@ impl TrainConfig {
             stop: None,
             launch: None,
             dist_timeout: Duration::from_secs(600),
+            weights: None,
+            reweight: false,
             skip_nonfinite: 0,
         }
     }
@@ -162,8 +170,11 @@ pub struct EvalMetrics {
     pub step: usize,
     /// Tokens seen.
     pub tokens: u64,
-    /// Mean loss on the evaluation rows.
+    /// Mean loss on the evaluation rows (for a blend: the sets' losses averaged by weight).
     pub val_loss: f64,
+    /// For a blend: each set's loss, by its `--shards` path.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub val_loss_sets: std::collections::BTreeMap<String, f64>,
 }
 
 /// What a run did.
@@ -517,6 +528,128 @@ fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
     }
 }
 
+/// The blend this run reads (`None` without `--weights`): the sets, and the weights over the
+/// run. A resume keeps the checkpoint's weights; other weights are refused unless
+/// `--reweight`, which continues the stream from the checkpoint's position with them.
+fn blend_record(
+    config: &TrainConfig,
+    data: Option<&BlendData>,
+    resumed: Option<&CheckpointState>,
+    checkpoint: Option<&Path>,
+) -> Result<Option<BlendRecord>> {
+    let resumed_blend = resumed.and_then(|s| s.blend.as_ref());
+    let ckpt = || checkpoint.map_or_else(String::new, |c| c.display().to_string());
+    let (Some(data), Some(weights)) = (data, &config.weights) else {
+        if resumed_blend.is_some() {
+            bail!(
+                "{}: checkpoint of a weighted blend, but this run has no --weights\n---> HINT: resume with the run's --shards and --weights (its config.toml has them), or use another --out",
+                ckpt()
+            );
+        }
+        return Ok(None);
+    };
+    let weights = h5gpt_formats::blend::normalize_weights(weights)?;
+    let sets: Vec<BlendSet> = config
+        .shards
+        .iter()
+        .zip(&data.sets)
+        .zip(&data.held_out)
+        .map(|((path, set), &held_out)| BlendSet {
+            path: path.clone(),
+            train_dirs: split_dirs(std::slice::from_ref(path))
+                .0
+                .into_iter()
+                .map(|d| std::path::absolute(&d).unwrap_or(d))
+                .collect(),
+            rows: set.len() as u64,
+            held_out,
+        })
+        .collect();
+    let phases = match (resumed, resumed_blend) {
+        (None, _) => vec![BlendPhase { start: 0, weights }],
+        (Some(_), None) => bail!(
+            "{}: checkpoint of a run that read its shard sets as one; --weights would draw another order\n---> HINT: resume without --weights, or start the blend in another --out",
+            ckpt()
+        ),
+        (Some(state), Some(saved)) => {
+            let rows = |sets: &[BlendSet]| sets.iter().map(|s| s.rows).collect::<Vec<_>>();
+            if rows(&saved.sets) != rows(&sets) {
+                bail!(
+                    "{}: checkpoint of a blend of {} sets of {:?} rows; this run blends {} sets of {:?} rows\n---> HINT: resume with the run's --shards (its config.toml has them), or use another --out",
+                    ckpt(),
+                    saved.sets.len(),
+                    rows(&saved.sets),
+                    sets.len(),
+                    rows(&sets)
+                );
+            }
+            let same = saved
+                .weights()
+                .iter()
+                .zip(&weights)
+                .all(|(a, b)| (a - b).abs() < 1e-12);
+            let mut phases = saved.phases.clone();
+            if !same {
+                if !config.reweight {
+                    bail!(
+                        "{}: checkpoint of a blend with weights {:?}; this run has {:?}\n---> HINT: pass --reweight to continue from the checkpoint with the new weights (each set continues its own order), or resume with the old --weights",
+                        ckpt(),
+                        saved.weights(),
+                        weights
+                    );
+                }
+                phases.retain(|p| p.start < state.position);
+                phases.push(BlendPhase {
+                    start: state.position,
+                    weights,
+                });
+            }
+            phases
+        }
+    };
+    Ok(Some(BlendRecord { sets, phases }))
+}
+
+/// Appends this start (or resume) to the run's history, `RUN/segments.jsonl`, from which
+/// `inspect --run` recomputes what every step read.
+#[allow(clippy::too_many_arguments)]
+fn record_segment(
+    config: &TrainConfig,
+    first_step: usize,
+    position: u64,
+    seed: u64,
+    layout: BatchLayout,
+    seq_len: usize,
+    train_rows: usize,
+    held_out: usize,
+    blend: Option<h5gpt_formats::blend::BlendRecord>,
+) -> Result<()> {
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("cannot create {}", config.out.display()))?;
+    let train_dirs = split_dirs(&config.shards)
+        .0
+        .into_iter()
+        .map(|d| std::path::absolute(&d).unwrap_or(d))
+        .collect();
+    let segment = h5gpt_formats::run::Segment {
+        version: h5gpt_formats::run::SEGMENT_VERSION,
+        first_step,
+        position,
+        seed,
+        global_batch: layout.global_batch,
+        micro_batch: layout.micro_batch,
+        world_size: layout.world_size,
+        seq_len,
+        shards: config.shards.clone(),
+        train_dirs,
+        train_rows: train_rows as u64,
+        held_out,
+        blend,
+    };
+    h5gpt_formats::run::append_segment(&config.out, &segment)?;
+    Ok(())
+}
+
 /// Runs (or resumes) training.
 pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSummary> {
     let model_cfg = config.model;
@@ -551,17 +684,43 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     };
 
     // Data. A resumed run holds out what it held out before.
+    let resumed_blend = resumed_state.as_ref().and_then(|s| s.blend.as_ref());
+    let blend_data = match &config.weights {
+        Some(_) => Some(open_blend(
+            &config.shards,
+            |i, rows| match &resumed_state {
+                Some(_) => resumed_blend
+                    .and_then(|b| b.sets.get(i))
+                    .map_or(0, |s| s.held_out),
+                None if config.eval_every > 0 => {
+                    held_out_rows(rows, config.eval_batches * config.micro_batch)
+                }
+                None => 0,
+            },
+        )?),
+        None => None,
+    };
     let DataSplit {
         train: set,
         val,
         source,
-    } = open_split(&config.shards, |rows| match &resumed_state {
-        Some(state) => state.held_out,
-        None if config.eval_every > 0 => {
-            held_out_rows(rows, config.eval_batches * config.micro_batch)
-        }
-        None => 0,
-    })?;
+    } = match &blend_data {
+        Some(blend) => DataSplit {
+            train: blend.sets[0].clone(),
+            val: None,
+            source: EvalSource::None,
+        },
+        None => open_split(&config.shards, |rows| match &resumed_state {
+            Some(state) => state.held_out,
+            None if config.eval_every > 0 => {
+                held_out_rows(rows, config.eval_batches * config.micro_batch)
+            }
+            None => 0,
+        })?,
+    };
+    let train_rows = blend_data
+        .as_ref()
+        .map_or(set.len(), |b| b.sets.iter().map(|s| s.len()).sum());
     let held_out = match source {
         EvalSource::HeldOut(rows) => rows,
         EvalSource::ValDir | EvalSource::None => 0,
@@ -584,7 +743,15 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             );
         }
     }
-    let tokenizer = SavedTokenizer::of_set(&set)?;
+    // A resumed run continues on the tokenizer its model was trained with (compared by
+    // content), and keeps the checkpoint's record of it.
+    let tokenizer = match (&resume_from, &resumed_state) {
+        (Some(ckpt), Some(state)) => {
+            checkpoint::check_data_tokenizer(ckpt, state, &set)?;
+            SavedTokenizer::of_checkpoint(ckpt, state)
+        }
+        _ => SavedTokenizer::of_set(&set)?,
+    };
     let mut console = Console {
         bar: ProgressBar::hidden(),
         log,
@@ -600,10 +767,74 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             "eval: the last {rows} rows of {} are held out (training never sees them)",
             describe(&config.shards)
         )),
-        EvalSource::None if config.eval_every > 0 => {
+        EvalSource::None if config.eval_every > 0 && blend_data.is_none() => {
             console.line("eval: off (no val/ directory and too few rows to hold any out)")
         }
         EvalSource::None => {}
+    }
+    let blend = blend_record(
+        config,
+        blend_data.as_ref(),
+        resumed_state.as_ref(),
+        resume_from.as_deref(),
+    )?;
+    // Evaluation sets: the one set, or each blend set that has rows to evaluate on, with its
+    // weight in the blended loss.
+    let eval_sets: Vec<(String, Arc<h5gpt_formats::ShardSet>, f64)> = match (&blend, &blend_data) {
+        (Some(record), Some(data)) => data
+            .vals
+            .iter()
+            .zip(&record.sets)
+            .zip(record.weights())
+            .filter_map(|((val, s), w)| val.clone().map(|v| (s.path.display().to_string(), v, *w)))
+            .collect(),
+        _ => val
+            .iter()
+            .map(|v| (String::new(), v.clone(), 1.0))
+            .collect(),
+    };
+    if let Some(record) = &blend {
+        let sets: Vec<String> = record
+            .sets
+            .iter()
+            .zip(record.weights())
+            .map(|(s, w)| {
+                format!(
+                    "{} {w:.3} ({} rows{})",
+                    s.path.display(),
+                    s.rows,
+                    if s.held_out > 0 {
+                        format!(", last {} held out", s.held_out)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        console.line(&format!(
+            "blend: {} | weights are fractions of rows, in blocks of {} with exact quotas; each set has its own epochs{}",
+            sets.join(" + "),
+            h5gpt_formats::blend::BLOCK,
+            if record.phases.len() > 1 {
+                format!(" | reweighted {} times, last at stream position {}", record.phases.len() - 1, record.phases.last().map_or(0, |p| p.start))
+            } else {
+                String::new()
+            }
+        ));
+        if config.eval_every > 0 {
+            console.line(&format!(
+                "eval: per set ({}) and blended by weight",
+                if eval_sets.is_empty() {
+                    "none has a val/ directory or rows to hold out".to_string()
+                } else {
+                    eval_sets
+                        .iter()
+                        .map(|e| e.0.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
     }
 
     // Batch and schedule.
@@ -611,7 +842,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         config.total_batch_tokens,
         seq,
         config.micro_batch,
-        set.len(),
+        train_rows,
     );
     for note in notes {
         console.line(&format!("note: {note}"));
@@ -630,7 +861,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let total_steps = match (config.max_steps, config.max_tokens) {
         (Some(steps), _) => steps,
         (None, Some(tokens)) => tokens.div_ceil(tokens_per_step).max(1) as usize,
-        (None, None) => ((config.epochs * set.len() as f64) / global as f64)
+        (None, None) => ((config.epochs * train_rows as f64) / global as f64)
             .ceil()
             .max(1.0) as usize,
     };
@@ -752,15 +983,31 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             config.micro_batch
         ));
     }
-    let mut loader = Loader::new(
-        set.clone(),
-        LoaderConfig {
+    let loader_config = LoaderConfig {
+        seed,
+        layout,
+        start_position: position,
+        prefetch: 4,
+    };
+    let mut loader = match (&blend, &blend_data) {
+        (Some(record), Some(data)) => {
+            Loader::with_sampler(data.sets.clone(), record.sampler(seed)?, loader_config)?
+        }
+        _ => Loader::new(set.clone(), loader_config)?,
+    };
+    if rank == 0 && start_step < total_steps {
+        record_segment(
+            config,
+            start_step,
+            position,
             seed,
             layout,
-            start_position: position,
-            prefetch: 4,
-        },
-    )?;
+            seq,
+            train_rows,
+            held_out,
+            blend.clone(),
+        )?;
+    }
     let micro_steps = layout.micro_steps();
     let vocab_rows = model_cfg.embedding_rows();
     if let Some(mup) = model_cfg.mup {
@@ -787,8 +1034,8 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     console.line(&format!(
         "plan: {total_steps} steps × {global} rows × {seq} tokens = {:.3e} tokens ({:.2} epochs of {} rows) | {micro_steps} micro-batches of {} per step | warm-up {warmup_steps} steps | {} | {:.3e} FLOPs",
         (total_steps as u64 * tokens_per_step) as f64,
-        (total_steps * global) as f64 / set.len() as f64,
-        set.len(),
+        (total_steps * global) as f64 / train_rows as f64,
+        train_rows,
         layout.micro_batch,
         config.precision.name(),
         flops_per_token * (total_steps as u64 * tokens_per_step) as f64
@@ -833,6 +1080,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 model: model_cfg,
                 tokenizer: tokenizer.name.clone(),
                 eos_id: tokenizer.eos_id,
+                blend: blend.clone(),
             };
             let path = checkpoint::save(
                 &config.out,
@@ -847,27 +1095,47 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             Ok(path)
         };
     let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut Option<std::fs::File>| {
-        let (Some(val), 0) = (&val, rank) else {
+        if eval_sets.is_empty() || rank != 0 {
             return Ok::<_, anyhow::Error>(None);
-        };
-        let result = guarded("evaluation", config.micro_batch, || {
-            evaluate(
-                &model,
-                val,
-                config.micro_batch,
-                Some(config.eval_batches * config.micro_batch),
-                device,
-                config.precision,
-            )
-        })?;
+        }
+        let (mut weighted, mut weights, mut rows) = (0.0, 0.0, 0);
+        let mut per_set = std::collections::BTreeMap::new();
+        for (name, val, weight) in &eval_sets {
+            let result = guarded("evaluation", config.micro_batch, || {
+                evaluate(
+                    &model,
+                    val,
+                    config.micro_batch,
+                    Some(config.eval_batches * config.micro_batch),
+                    device,
+                    config.precision,
+                )
+            })?;
+            weighted += weight * result.loss;
+            weights += weight;
+            rows += result.rows;
+            if blend.is_some() {
+                per_set.insert(name.clone(), result.loss);
+            }
+        }
+        let loss = weighted / weights;
         let row = EvalMetrics {
             step: done,
             tokens: done as u64 * tokens_per_step,
-            val_loss: result.loss,
+            val_loss: loss,
+            val_loss_sets: per_set,
         };
+        let sets: String = row
+            .val_loss_sets
+            .iter()
+            .map(|(name, l)| format!(" | {name} {l:.6}"))
+            .collect();
         console.line(&format!(
-            "step {:>5} | val loss {:.6} | {} rows",
-            done, result.loss, result.rows
+            "step {:>5} | val loss {:.6}{} | {} rows{sets}",
+            done,
+            loss,
+            if blend.is_some() { " (blended)" } else { "" },
+            rows
         ));
         append_row(metrics, &row)?;
         Ok(Some(row))

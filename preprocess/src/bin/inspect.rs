@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Args {
     /// Shard directories and/or `.h5` files.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "run")]
     inputs: Vec<PathBuf>,
     /// Print the first N rows.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -29,12 +29,89 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Audit training run directory RUN (written by `train`) instead of shards: with --step,
+    /// --check-epochs or --find. Reads RUN/segments.jsonl, its checkpoints and metrics.jsonl.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["inputs", "show", "verify"])]
+    run: Option<PathBuf>,
+    /// With --run: the (shard, row) ids step K fed to each rank and micro-batch (--decode
+    /// prints their text).
+    #[arg(long, value_name = "K", requires = "run")]
+    step: Option<usize>,
+    /// With --run: walk the run's whole schedule (through resumes and world-size changes) and
+    /// check that every row is read exactly once per epoch (per set, for a blend); exit with
+    /// status 1 if not.
+    #[arg(long, requires = "run")]
+    check_epochs: bool,
+    /// With --run: the steps whose batches contained TEXT (a match may span two consecutive
+    /// rows: both are reported).
+    #[arg(long, value_name = "TEXT", requires = "run")]
+    find: Option<String>,
+}
+
+fn audit(args: &Args, run_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use h5gpt_preprocess::run_inspect as ri;
+    let audit = h5gpt_formats::audit::RunAudit::open(run_dir)?;
+    let print_json = |v: &dyn erased::Json| println!("{}", v.json());
+    if let Some(step) = args.step {
+        let report = ri::step_report(&audit, step, args.decode)?;
+        if args.json {
+            print_json(&report);
+        } else {
+            ri::print_step(&report);
+        }
+    }
+    if let Some(text) = &args.find {
+        let report = ri::find(&audit, text)?;
+        if args.json {
+            print_json(&report);
+        } else {
+            ri::print_find(&report);
+        }
+    }
+    if args.check_epochs {
+        let report = audit.check_epochs()?;
+        if args.json {
+            print_json(&report);
+        } else {
+            ri::print_epochs(&report);
+        }
+        if !report.ok {
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+mod erased {
+    /// Pretty JSON of any serializable report.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("serializable")
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(run_dir) = &args.run {
+        if args.step.is_none() && !args.check_epochs && args.find.is_none() {
+            eprintln!("inspect: error: --run needs --step K, --check-epochs or --find TEXT");
+            return ExitCode::from(2);
+        }
+        return match audit(&args, run_dir) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("inspect: error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let options = InspectOptions {
-        inputs: args.inputs,
+        inputs: args.inputs.clone(),
         show: args.show,
         decode: args.decode,
         verify: args.verify,

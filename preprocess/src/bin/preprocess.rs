@@ -6,6 +6,7 @@ use h5gpt_formats::Compression;
 use h5gpt_preprocess::inspect::{human_bytes, thousands};
 use h5gpt_preprocess::pipeline::{run, PreprocessConfig, TokenizerChoice};
 use h5gpt_preprocess::tokenizer_train::{TrainKind, TrainSpec};
+use h5gpt_preprocess::val_split::{DocPart, SplitRule};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,6 +159,7 @@ fn real_main() -> Result<()> {
         pack: !args.no_pack,
         normalize_nfc: matches!(args.normalize, Normalize::Nfc),
         val_fraction: args.val_fraction,
+        part: DocPart::Whole,
         seed: args.seed,
         skip_bad_records: args.skip_bad_records,
         tokenizer,
@@ -208,6 +210,20 @@ fn real_main() -> Result<()> {
         "bad skipped        {}",
         thousands(summary.counts.bad_skipped)
     );
+    match (summary.split_rule, summary.documents_counted) {
+        (Some(SplitRule::WithinDocuments), Some(n)) => println!(
+            "val split          inside documents: {n} documents are too few for --val-fraction {} of whole documents (fewer than {} / {}); each is cut at the newline nearest {:.0}% of its length, head to train/, tail to val/",
+            config.val_fraction,
+            h5gpt_preprocess::val_split::MIN_DOCUMENTS_PER_FRACTION,
+            config.val_fraction,
+            100.0 * (1.0 - config.val_fraction)
+        ),
+        (Some(_), _) => println!(
+            "val split          whole documents (a seeded hash sends --val-fraction {} of them to val/)",
+            config.val_fraction
+        ),
+        (None, _) => {}
+    }
     for (dir, docs, toks, rows, shards) in &summary.outputs {
         println!(
             "{:<18} {} documents, {} tokens, {} rows, {} shards",

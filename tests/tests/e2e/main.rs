@@ -1,8 +1,12 @@
 //! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
 
+mod audit;
+mod blend;
 mod inspect;
+mod main_job;
 mod nonfinite;
 mod preprocess;
 mod tokenizers;
 mod train;
 mod train_dist;
+mod val_split;

@@ -478,3 +478,137 @@ fn mixing_tokenizers_is_refused() {
         text(&o)
     );
 }
+
+/// Issue 13: a tokenizer is its content, not its label. A model trained on shards with a
+/// trained BPE (label `trained-bpe`) evaluates and keeps training on new text preprocessed
+/// with that very `tokenizer.json` (label `tokenizer.json`); a resume on another tokenizer is
+/// refused, and a resume keeps the checkpoint's tokenizer record.
+#[test]
+fn shards_of_a_runs_own_tokenizer_file_evaluate_train_together_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(p("train.jsonl"), small_language::jsonl(300, WORDS, SEED)).unwrap();
+    std::fs::write(p("held.jsonl"), small_language::jsonl(100, WORDS, SEED + 1)).unwrap();
+    let seq = ["--seq-len", "32"];
+    let bpe = ["--train-tokenizer", "bpe", "--vocab-size", "400"];
+    preprocess_ok(
+        &[
+            &["--input", s(&p("train.jsonl")), "--out", s(&p("b"))],
+            &seq[..],
+            &bpe,
+        ]
+        .concat(),
+    );
+    let tokenizer_json = p("b").join(TOKENIZER_FILE);
+    assert!(tokenizer_json.is_file(), "b/{TOKENIZER_FILE}");
+    preprocess_ok(
+        &[
+            &["--input", s(&p("held.jsonl")), "--out", s(&p("bh"))],
+            &seq[..],
+            &["--tokenizer", s(&tokenizer_json)],
+        ]
+        .concat(),
+    );
+    // Another tokenizer of the same kind and size: other content.
+    preprocess_ok(
+        &[
+            &["--input", s(&p("held.jsonl")), "--out", s(&p("other"))],
+            &seq[..],
+            &bpe,
+        ]
+        .concat(),
+    );
+    assert_eq!(params(&p("bh")).h5gpt.unwrap().tokenizer, "tokenizer.json");
+    let train = |shards: &[&Path], out: &Path, steps: &str| {
+        let mut args = vec!["--shards"];
+        args.extend(shards.iter().map(|d| s(d)));
+        args.extend([
+            "--out",
+            s(out),
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--max-steps",
+            steps,
+            "--save-every",
+            "2",
+            "--micro-batch",
+            "2",
+            "--total-batch-tokens",
+            "64",
+        ]);
+        run("train", &args)
+    };
+    let o = train(&[&p("b")], &p("rb"), "2");
+    assert!(o.status.success(), "{}", text(&o));
+    // eval on the held-out text.
+    let o = run(
+        "eval",
+        &[
+            "--checkpoint",
+            s(&p("rb")),
+            "--shards",
+            s(&p("bh")),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "eval must accept its own tokenizer: {}",
+        text(&o)
+    );
+    // train on both directories as one set.
+    let o = train(&[&p("b"), &p("bh")], &p("rboth"), "1");
+    assert!(
+        o.status.success(),
+        "one tokenizer, two labels: {}",
+        text(&o)
+    );
+    // A resume on other content is refused (before the fix, resume did not check at all).
+    let o = train(&[&p("other")], &p("rb"), "4");
+    assert!(
+        !o.status.success(),
+        "resume on another tokenizer: {}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tokenized with") && err.contains("other"),
+        "{err}"
+    );
+    let o = run(
+        "eval",
+        &[
+            "--checkpoint",
+            s(&p("rb")),
+            "--shards",
+            s(&p("other")),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "eval on another tokenizer: {}",
+        text(&o)
+    );
+    // A resume on the new text continues, and keeps the run's tokenizer record.
+    let o = train(&[&p("bh")], &p("rb"), "4");
+    assert!(o.status.success(), "{}", text(&o));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p("rb").join("checkpoints/step-00000004/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["tokenizer"], "trained-bpe");
+    assert_eq!(
+        std::fs::read(
+            p("rb")
+                .join("checkpoints/step-00000004")
+                .join(TOKENIZER_FILE)
+        )
+        .unwrap(),
+        std::fs::read(&tokenizer_json).unwrap()
+    );
+}

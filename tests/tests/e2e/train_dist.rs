@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port nobody listens on now.
-fn p(path: &Path) -> String {
+pub(crate) fn p(path: &Path) -> String {
     path.to_str().unwrap().to_string()
 }
 
@@ -78,9 +78,18 @@ fn rank_command(args: &[String], rank: usize, world: usize, port: u16) -> Comman
 }
 
 /// Runs `world` ranks (1: a plain process) to completion; returns rank 0's output.
-fn run_ranks(args: &[String], world: usize) -> Output {
+pub(crate) fn run_ranks(args: &[String], world: usize) -> Output {
+    run_ranks_with(args, world, &[])
+}
+
+/// [`run_ranks`] with extra environment variables.
+pub(crate) fn run_ranks_with(args: &[String], world: usize, envs: &[(&str, &str)]) -> Output {
     if world == 1 {
-        let o = Command::new(bin("train")).args(args).output().unwrap();
+        let o = Command::new(bin("train"))
+            .args(args)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
         return o;
     }
@@ -88,13 +97,17 @@ fn run_ranks(args: &[String], world: usize) -> Output {
     let others: Vec<Child> = (1..world)
         .map(|r| {
             rank_command(args, r, world, port)
+                .envs(envs.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    let o = rank_command(args, 0, world, port).output().unwrap();
+    let o = rank_command(args, 0, world, port)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
     for child in others {
         let other = child.wait_with_output().unwrap();
         assert!(other.status.success(), "rank ≥ 1: {}", text(&other));
