@@ -394,6 +394,8 @@ fn options_turn_mup_on_with_its_defaults() {
     let _rng = crate::torch_rng();
     let tmp = tempfile::tempdir().unwrap();
     let shards = tmp.path().join("shards");
+    // The options check that --shards exists; the model comes from the flags, not the shards.
+    std::fs::create_dir(&shards).unwrap();
     let out = tmp.path().join("run");
     let parse = |extra: &[&str]| {
         let mut args = vec![
