@@ -151,16 +151,21 @@ fn count_stats(set: &ShardSet, progress: bool) -> Result<DatasetStats> {
     Ok(stats)
 }
 
+/// The tokenizer that decodes `set`'s rows, or `None` for data of an unknown tokenizer
+/// (synthetic test data), whose rows are shown as ids.
+pub fn decoding_tokenizer(set: &ShardSet) -> Result<Option<Tokenizer>> {
+    let dir = set.manifest_dir().unwrap_or(Path::new("."));
+    match Tokenizer::for_shard_dir(dir, set.data_params()) {
+        Ok(t) => Ok(Some(t)),
+        Err(TokenizerError::Unknown { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The first `n` rows.
 pub fn show_rows(set: &ShardSet, n: usize, decode: bool) -> Result<Vec<ShownRow>> {
     let tokenizer = if decode {
-        let dir = set.manifest_dir().unwrap_or(Path::new("."));
-        match Tokenizer::for_shard_dir(dir, set.data_params()) {
-            Ok(t) => Some(t),
-            // Synthetic test data: shown as ids.
-            Err(TokenizerError::Unknown { .. }) => None,
-            Err(e) => return Err(e.into()),
-        }
+        decoding_tokenizer(set)?
     } else {
         None
     };

@@ -2,7 +2,7 @@
 //! [`h5gpt_formats::audit`]: the rows a step read (optionally decoded), the per-epoch
 //! coverage proof, and the steps whose batches contained a text.
 
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::audit::{EpochReport, RunAudit};
 use h5gpt_formats::reader::ExampleBuf;
@@ -10,7 +10,7 @@ use h5gpt_formats::run::Segment;
 use h5gpt_formats::ShardSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The training rows of a run's segment: one set per blend set (one set unless blended).
 pub struct RunData {
@@ -53,13 +53,7 @@ impl RunData {
             sets.push(set.slice(0..rows as usize));
         }
         let tokenizer = if decode {
-            let set = &sets[0];
-            let dir = set.manifest_dir().unwrap_or(Path::new("."));
-            match Tokenizer::for_shard_dir(dir, set.data_params()) {
-                Ok(t) => Some(t),
-                Err(TokenizerError::Unknown { .. }) => None,
-                Err(e) => return Err(e.into()),
-            }
+            crate::inspect::decoding_tokenizer(&sets[0])?
         } else {
             None
         };
