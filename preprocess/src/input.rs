@@ -219,7 +219,9 @@ pub fn open_records(
         counter: bytes_read.clone(),
     };
     let key = text_key.to_string();
-    Ok(match file.kind {
+    let kind = file.kind;
+    let checked = path.clone();
+    let records: Records = match file.kind {
         InputKind::Jsonl => Box::new(JsonLines::new(path, Box::new(counted), key)),
         InputKind::JsonlZst => {
             let decoder = zstd::stream::read::Decoder::new(counted)
@@ -250,7 +252,102 @@ pub fn open_records(
             bytes_read.fetch_add(file.bytes, Ordering::Relaxed);
             Box::new(crate::parquet_input::read_column(&path, &key)?)
         }
-    })
+    };
+    Ok(Box::new(records.map(move |item| {
+        let (index, text) = item?;
+        // No run can be longer than its document: ordinary documents are not scanned.
+        let too_long = (text.len() > MAX_RUN_BYTES)
+            .then(|| longest_run(&text))
+            .flatten()
+            .filter(|run| run.bytes > MAX_RUN_BYTES);
+        match too_long {
+            Some(run) => {
+                // Text files hold one document: name the line the run starts on.
+                let line = match kind {
+                    InputKind::Text => 1 + bytecount_newlines(&text.as_bytes()[..run.start]),
+                    _ => index + 1,
+                };
+                Err(InputError::record(&checked, line, run.describe()))
+            }
+            None => Ok((index, text)),
+        }
+    })))
+}
+
+/// The longest run of whitespace, or of other characters, that a document may hold: 1 MiB.
+///
+/// Byte-pair encoding merges inside one pre-tokenizer piece, and a piece of GPT-2's (and of
+/// cl100k/o200k's, and of byte-level trained) pre-tokenizers lies within one such run, give or
+/// take one neighbouring character. BPE of a piece takes about 60 bytes of memory per byte of
+/// it (tiktoken's merge state and heap) and cannot be cut into pieces without changing the ids,
+/// so this bound is what keeps a document without whitespace (a 32 MB base64 blob, say) from
+/// taking gigabytes: such a document is a bad record, reported with its file and line, and
+/// skipped under `--skip-bad-records`.
+pub const MAX_RUN_BYTES: usize = 1 << 20;
+
+/// A run of characters of one kind (whitespace or not) in a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Byte offset of its first character.
+    pub start: usize,
+    /// Its length in bytes.
+    pub bytes: usize,
+    /// Whether it is whitespace.
+    pub whitespace: bool,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "a run of {} bytes {} (from byte {} of the document) is longer than the {} bytes one pre-tokenizer piece may have (byte-pair encoding one piece takes about 60 bytes of memory per byte, and cutting it would change the ids)",
+            self.bytes,
+            if self.whitespace { "of whitespace" } else { "without whitespace" },
+            self.start,
+            MAX_RUN_BYTES
+        )
+    }
+}
+
+/// The longest run of whitespace or of non-whitespace characters in `text` (the first of the
+/// longest), or `None` for an empty text.
+pub fn longest_run(text: &str) -> Option<Run> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut best = Run {
+        start: 0,
+        bytes: 0,
+        whitespace: false,
+    };
+    let mut current: Option<Run> = None;
+    for (i, c) in text.char_indices() {
+        let whitespace = c.is_whitespace();
+        match &mut current {
+            Some(run) if run.whitespace == whitespace => run.bytes += c.len_utf8(),
+            _ => {
+                if let Some(run) = current {
+                    if run.bytes > best.bytes {
+                        best = run;
+                    }
+                }
+                current = Some(Run {
+                    start: i,
+                    bytes: c.len_utf8(),
+                    whitespace,
+                });
+            }
+        }
+    }
+    if let Some(run) = current {
+        if run.bytes > best.bytes {
+            best = run;
+        }
+    }
+    Some(best)
+}
+
+fn bytecount_newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// JSON lines: one object per line, the document under `key`.
@@ -377,4 +474,25 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_run_finds_the_first_longest_run_of_either_kind() {
+        assert_eq!(longest_run(""), None);
+        let run = |start, bytes, whitespace| {
+            Some(Run {
+                start,
+                bytes,
+                whitespace,
+            })
+        };
+        assert_eq!(longest_run("ab  cd"), run(0, 2, false));
+        assert_eq!(longest_run("ab   cd"), run(2, 3, true));
+        assert_eq!(longest_run("a bb\u{3000}\u{3000}é"), run(4, 6, true));
+        assert_eq!(longest_run("x héé"), run(2, 5, false));
+    }
 }

@@ -588,6 +588,50 @@ fn preprocess_skip_bad_records_and_force_leave_no_traps() {
     assert!(split.join("data_params.json").is_file());
 }
 
+/// A document with a run longer than one pre-tokenizer piece may be (1 MiB without whitespace:
+/// byte-pair encoding it would take about 60 bytes per byte) is a bad record naming its file
+/// and line, not gigabytes of memory; `--skip-bad-records` skips it and keeps the others.
+#[test]
+fn a_document_without_whitespace_beyond_the_piece_limit_is_a_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("c.jsonl");
+    let blob = "A".repeat((1 << 20) + 1);
+    let lines = format!(
+        "{{\"text\": \"a first document\"}}\n{{\"text\": \"x {blob} y\"}}\n{{\"text\": \"a last one\"}}\n"
+    );
+    std::fs::write(&input, lines).unwrap();
+    let out = dir.path().join("out");
+    let args = |extra: &str| {
+        let mut a = vec!["--input".to_string(), s(&input), "--out".into(), s(&out)];
+        a.extend(["--seq-len".into(), "8".into()]);
+        if !extra.is_empty() {
+            a.push(extra.into());
+        }
+        a
+    };
+    let o = Command::new(bin("preprocess"))
+        .args(args(""))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert!(err.contains("c.jsonl:2"), "names the file and line: {err}");
+    assert!(err.contains("1048577 bytes without whitespace"), "{err}");
+    assert!(err.contains("--skip-bad-records"), "{err}");
+    let o = Command::new(bin("preprocess"))
+        .args(args("--skip-bad-records"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let params: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("data_params.json")).unwrap()).unwrap();
+    let stream = params["post-process"]["num_stream_tokens"].as_u64();
+    assert!(
+        stream.is_some_and(|t| t < 20),
+        "only the two short documents: {params}"
+    );
+}
+
 fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut all: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
