@@ -734,7 +734,7 @@ mod cli {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{bin}: error: {e:#}");
-                ExitCode::from(2)
+                ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
             }
         }
     }

@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("inspect: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
         }
     }
 }

@@ -105,7 +105,8 @@ fn inspect_reports_a_truncated_shard_by_name() {
         .unwrap();
     f.set_len(1000).unwrap();
     let out = run("inspect", &[dir.path().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Corrupt data is a runtime failure (1), not a usage error (2).
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shard-000001.h5"), "{stderr}");
     assert!(stderr.contains("HINT"), "{stderr}");

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eval: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
         }
     }
 }

@@ -20,9 +20,10 @@ mod mup;
 #[path = "../plan/mod.rs"]
 mod plan;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
+use h5gpt_formats::exit::{exit_code, UsageError};
 use h5gpt_formats::DataParams;
 use hardware::{peak_bf16_flops, GPU_NAMES};
 use plan::autosize::thousands;
@@ -138,9 +139,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("plan: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(e.as_ref()))
         }
     }
+}
+
+/// Returns a usage error (exit 2): a bad flag or value.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(UsageError::new(format!($($arg)*)).into())
+    };
 }
 
 /// What a shard directory's manifest says about the data.
@@ -163,7 +171,7 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
         Some(p) => (dir.to_path_buf(), p),
         None => match read(&dir.join("train"))? {
             Some(p) => (dir.join("train"), p),
-            None => bail!(
+            None => usage!(
                 "{}: no data_params.json here or in train/\n---> HINT: point --shards at a directory `preprocess --out` wrote",
                 dir.display()
             ),
@@ -201,7 +209,7 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     }
     let name = args.model.as_deref().unwrap_or("gpt2-small");
     let Some(preset) = Preset::find(name) else {
-        bail!("unknown --model `{name}`; presets: {}", Preset::names());
+        usage!("unknown --model `{name}`; presets: {}", Preset::names());
     };
     let mut cfg = preset.config(corpus.and_then(|c| c.seq_len));
     cfg.n_layer = args.n_layer.unwrap_or(cfg.n_layer);
@@ -210,28 +218,29 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     cfg.n_ctx = args.n_ctx.unwrap_or(cfg.n_ctx);
     cfg.vocab_size = args.vocab_size.unwrap_or(cfg.vocab_size);
     cfg.validate()
-        .map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
+        .map_err(|e| UsageError::new(format!("model shape: {e}")))?;
     Ok(Some(cfg))
 }
 
 fn run() -> Result<()> {
     let args = Args::parse();
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
-        bail!("--mfu {} is not in (0, 1]", args.mfu);
+        usage!("--mfu {} is not in (0, 1]", args.mfu);
     }
     if args.ratio.is_nan() || args.ratio <= 0.0 {
-        bail!("--ratio {} is not positive", args.ratio);
+        usage!("--ratio {} is not positive", args.ratio);
     }
     let peak = match args.peak_tflops {
         Some(t) if t > 0.0 => t * 1e12,
-        Some(t) => bail!("--peak-tflops {t} is not positive"),
-        None => peak_bf16_flops(&args.gpu).with_context(|| {
-            format!(
+        Some(t) => usage!("--peak-tflops {t} is not positive"),
+        None => match peak_bf16_flops(&args.gpu) {
+            Some(peak) => peak,
+            None => usage!(
                 "unknown --gpu `{}`; known: {} (or give --peak-tflops)",
                 args.gpu,
                 GPU_NAMES.join(", ")
-            )
-        })?,
+            ),
+        },
     };
     let fits = args.fit.fits();
     let corpus = args.shards.as_deref().map(read_corpus).transpose()?;
