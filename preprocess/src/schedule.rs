@@ -20,9 +20,10 @@
 //!   lists is in place: the progress file always names a shard whose predecessors are all
 //!   complete.
 //!
-//! Memory is bounded: at most `2 × threads + 2` batches are read ahead of the packer and at
-//! most `2 × threads + 2` slices wait to be written, so the peak is about
-//! `(2 × threads + 2) × (BATCH_BYTES × 3 + SLICE_BYTES)` on top of the tokenizer and the
+//! Memory is bounded: at most `2 × (2 × threads + 2)` batches are read ahead of the packer
+//! (`2 × threads + 2` from any files, as many again from the file being packed) and at most
+//! `2 × threads + 2` slices wait to be written, so the peak is about
+//! `(2 × threads + 2) × (2 × BATCH_BYTES × 3 + SLICE_BYTES)` on top of the tokenizer and the
 //! decompressors, whatever the shard size (gzip shards also stage up to
 //! [`h5gpt_formats::writer::SPILL_BYTES`] each, for `threads + 1` shards).
 
@@ -141,7 +142,10 @@ struct Reader {
 }
 
 /// Which reads may start: at most `threads` files at once, at most `cap` batches read but not
-/// yet packed, except that the batch the packer needs next is always read.
+/// yet packed, except that the file the packer is in may always read up to `cap` batches past
+/// the one it needs next. Without that exception the other files' read-ahead filled the cap,
+/// and the packer's own file was read one batch at a time behind it: one core busy at any
+/// thread count.
 struct ReadScheduler {
     threads: usize,
     cap: usize,
@@ -162,7 +166,8 @@ impl ReadScheduler {
         let files: Vec<usize> = self.parked.keys().copied().collect();
         for file in files {
             let index = self.parked[&file].0;
-            if self.in_flight < self.cap || (file, index) == self.cursor {
+            let packers_file = file == self.cursor.0 && index < self.cursor.1 + self.cap;
+            if self.in_flight < self.cap || packers_file {
                 let (index, reader) = self.parked.remove(&file).expect("parked");
                 self.in_flight += 1;
                 out.push((file, index, Some(reader)));
