@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests in `tests/`: locate (and build, once) the workspace
 //! binaries, and run them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
 
@@ -35,6 +35,31 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// `"the quick brown fox jumps over the lazy dog. "` × `repeats`, preprocessed with GPT-2's
+/// tokenizer into `dir/shards` (rows of 32 tokens; `extra` preprocess flags appended).
+pub fn fox_shards(dir: &Path, repeats: usize, extra: &[&str]) -> PathBuf {
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(repeats),
+    )
+    .expect("write the corpus");
+    let shards = dir.join("shards");
+    let (corpus_arg, shards_arg) = (corpus.display().to_string(), shards.display().to_string());
+    let mut args = vec![
+        "--input",
+        &corpus_arg,
+        "--out",
+        &shards_arg,
+        "--seq-len",
+        "32",
+    ];
+    args.extend_from_slice(extra);
+    let o = run("preprocess", &args);
+    assert!(o.status.success(), "{}", text(&o));
+    shards
 }
 
 /// A TCP port on 127.0.0.1 that is free now (for a rendezvous store).

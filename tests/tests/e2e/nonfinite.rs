@@ -2,7 +2,7 @@
 //! applied and never saved; `--skip-nonfinite N` skips up to N such steps. Driven through the
 //! fault hook `H5GPT_FAULT=nan-at-step:K`, which multiplies step K's loss by NaN.
 
-use h5gpt_tests::{bin, run, text};
+use h5gpt_tests::{bin, fox_shards, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,26 +12,7 @@ fn s(p: &Path) -> String {
 }
 
 fn shards(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the quick brown fox jumps over the lazy dog. ".repeat(400),
-    )
-    .unwrap();
-    let shards = dir.join("shards");
-    let o = run(
-        "preprocess",
-        &[
-            "--input",
-            &s(&corpus),
-            "--out",
-            &s(&shards),
-            "--seq-len",
-            "32",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    shards
+    fox_shards(dir, 400, &[])
 }
 
 fn train(shards: &Path, out: &Path, extra: &[&str]) -> Output {

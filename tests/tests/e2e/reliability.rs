@@ -4,7 +4,7 @@
 //! that verify nothing, and preprocess's smaller traps.
 
 use h5gpt_formats::lock::LOCK_FILE;
-use h5gpt_tests::{bin, run, text};
+use h5gpt_tests::{bin, fox_shards, run, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,28 +19,7 @@ fn stderr(o: &Output) -> String {
 
 /// A small GPT-2 corpus preprocessed into `dir/shards` (rows of 32 tokens, 2 shards).
 fn shards(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the quick brown fox jumps over the lazy dog. ".repeat(300),
-    )
-    .unwrap();
-    let out = dir.join("shards");
-    let o = run(
-        "preprocess",
-        &[
-            "--input",
-            &s(&corpus),
-            "--out",
-            &s(&out),
-            "--seq-len",
-            "32",
-            "--examples-per-shard",
-            "64",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    out
+    fox_shards(dir, 300, &["--examples-per-shard", "64"])
 }
 
 /// `train` arguments for a tiny CPU run of `steps` steps.
