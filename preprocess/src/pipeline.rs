@@ -242,12 +242,21 @@ impl PrefixHasher {
     }
 }
 
-/// Where the reader is: the current file and the offset reached in it, from the count of
-/// bytes read over all files (the reader runs ahead of the writer, so this covers every
-/// document already packed).
-fn read_position(files: &[InputFile], file_index: usize, bytes_read: u64) -> (usize, u64) {
-    let before: u64 = files[..file_index].iter().map(|f| f.bytes).sum();
-    (file_index, bytes_read.saturating_sub(before))
+impl PrefixHasher {
+    /// Advances to where the reader is and returns every file's prefix so far: the current
+    /// file is `file_index`, and the offset reached in it comes from the count of bytes read
+    /// over all files (the reader runs ahead of the writer, so this covers every document
+    /// already packed).
+    fn read_up_to(
+        &mut self,
+        files: &[InputFile],
+        file_index: usize,
+        bytes_read: u64,
+    ) -> Result<Vec<InputPrefix>> {
+        let before: u64 = files[..file_index].iter().map(|f| f.bytes).sum();
+        self.advance(files, file_index, bytes_read.saturating_sub(before))?;
+        Ok(self.prefixes())
+    }
 }
 
 /// Proves that the inputs an unfinished run read are unchanged: their recorded prefixes hash
@@ -715,13 +724,11 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                     };
                     if completed {
                         state.token_offset = pos;
-                        let (file, offset) = read_position(
+                        state.inputs = hasher.read_up_to(
                             &files,
                             state.file_index,
                             bytes_read.load(Ordering::Relaxed),
-                        );
-                        hasher.advance(&files, file, offset)?;
-                        state.inputs = hasher.prefixes();
+                        )?;
                         save_progress(&progress_path, &mut state, &mut flow, &packers)?;
                     }
                 }
@@ -729,13 +736,11 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                     if let Some(row) = packers[which].flush() {
                         if flow.push_row(which, row)? {
                             state.token_offset = tokens.len();
-                            let (file, offset) = read_position(
+                            state.inputs = hasher.read_up_to(
                                 &files,
                                 state.file_index,
                                 bytes_read.load(Ordering::Relaxed),
-                            );
-                            hasher.advance(&files, file, offset)?;
-                            state.inputs = hasher.prefixes();
+                            )?;
                             save_progress(&progress_path, &mut state, &mut flow, &packers)?;
                         }
                     }

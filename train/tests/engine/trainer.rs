@@ -95,11 +95,7 @@ fn resumed_run_reproduces_losses_bit_for_bit() {
     assert!(a.steps[5].loss < a.steps[0].loss, "the loss falls");
     std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
     let from = full.join("checkpoints/step-00000003");
-    let to = resumed.join("checkpoints/step-00000003");
-    std::fs::create_dir_all(&to).unwrap();
-    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-        std::fs::copy(from.join(f), to.join(f)).unwrap();
-    }
+    copy_checkpoint(&from, &resumed.join("checkpoints/step-00000003"));
     let b = train(&with_dropout(&resumed), &mut |_| {}).unwrap();
     assert_eq!(b.start_step, 3);
     assert_eq!(losses(&b.steps), losses(&a.steps[3..]));
@@ -396,12 +392,16 @@ fn bf16_pure_saves_fp32_masters_and_resumes_exactly() {
     let (name, w) = &saved[0];
     let rounded = w.to_kind(tch::Kind::BFloat16).to_kind(tch::Kind::Float);
     assert!(!w.equal(&rounded), "{name} holds bf16 values only");
-    let to = resumed.join("checkpoints/step-00000003");
-    std::fs::create_dir_all(&to).unwrap();
-    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-        std::fs::copy(from.join(f), to.join(f)).unwrap();
-    }
+    copy_checkpoint(&from, &resumed.join("checkpoints/step-00000003"));
     let b = train(&pure(&resumed), &mut |_| {}).unwrap();
     assert_eq!(b.start_step, 3);
     assert_eq!(losses(&b.steps), losses(&a.steps[3..]));
+}
+
+/// Copies a checkpoint's files into `to` (created), as a run folder that saved it would hold.
+fn copy_checkpoint(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
 }
