@@ -2,11 +2,10 @@
 
 mod dist;
 mod hf;
+mod link;
 mod model;
 mod mup;
 mod optim;
-mod plan;
-mod plot;
 mod shim;
 mod trainer;
 
