@@ -352,6 +352,35 @@ pub fn save(
     Ok(target)
 }
 
+/// Restores a training run from checkpoint `dir` (whose state is `state`): the model's weights
+/// into `vs` and the optimizer's moments into `opt`. `model` is the run's model, which must be
+/// the checkpoint's; `config_toml` is the run's options file, named in the hint.
+pub fn restore(
+    dir: &Path,
+    state: &CheckpointState,
+    model: &GptConfig,
+    vs: &mut nn::VarStore,
+    opt: &mut AdamW,
+    config_toml: &Path,
+) -> Result<()> {
+    if state.model != *model {
+        bail!(
+            "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags (the run's config.toml has them: --config {}), or another --out",
+            dir.display(),
+            state.model,
+            model,
+            config_toml.display()
+        );
+    }
+    vs.load(dir.join(MODEL_FILE))
+        .with_context(|| format!("{}: cannot load {MODEL_FILE}", dir.display()))?;
+    let saved = Tensor::read_safetensors(dir.join(OPTIMIZER_FILE))
+        .with_context(|| format!("{}: cannot load {OPTIMIZER_FILE}", dir.display()))?;
+    opt.load_state(&saved)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    Ok(())
+}
+
 /// A model loaded from a checkpoint for inference (sampling, evaluation, export).
 pub struct LoadedModel {
     /// The variables (Hugging Face GPT-2 names).

@@ -16,5 +16,6 @@ pub mod model;
 pub mod optim;
 pub mod options;
 pub mod precision;
+mod run_log;
 pub mod shim;
 pub mod trainer;

@@ -15,6 +15,153 @@ use h5gpt_formats::exit::UsageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Declares the options once: each field with its help (doc comment), flag (`#[arg]`) and
+/// TOML key (the field's name, `#[serde]`). A field marked `[setting …]` is an `Option` that a
+/// `--config` file or the run's `config.toml` fills when the flag leaves it unset; `default =`
+/// is its built-in default (parsed like the flag's value), `check =` its valid range. From the
+/// one declaration come the struct (clap flags and TOML keys), [`TrainOptions::overlay`]'s
+/// list, the range checks of [`TrainOptions::validate`], [`TrainOptions::builtin`] and the
+/// defaults the help text is tested against.
+macro_rules! declare_options {
+    (
+        $(#[$($smeta:tt)*])*
+        pub struct $name:ident {
+            $(
+                $(#[$($fmeta:tt)*])*
+                $field:ident : $ty:ty
+                    $([$setting:ident $(, default = $default:literal)? $(, check = $check:expr)?])?,
+            )*
+        }
+    ) => {
+        $(#[$($smeta)*])*
+        pub struct $name {
+            $( $(#[$($fmeta)*])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Fills the settings unset here from `file`.
+            fn overlay_settings(&mut self, file: &$name) {
+                $( $(
+                    let _ = stringify!($setting);
+                    if self.$field.is_none() {
+                        self.$field = file.$field.clone();
+                    }
+                )? )*
+            }
+
+            /// Checks each setting against its declared range.
+            fn check_ranges(&self) -> Result<(), UsageError> {
+                $( $( $(
+                    if let Some(value) = self.$field {
+                        $check.apply(stringify!($field), value)?;
+                    }
+                )? )? )*
+                Ok(())
+            }
+
+            /// The options with every built-in default set (and nothing else).
+            pub fn builtin() -> $name {
+                let mut options = $name::default();
+                $( $( $(
+                    options.$field = Some($default.parse().expect(concat!(
+                        "the built-in default of ",
+                        stringify!($field),
+                        " parses"
+                    )));
+                )? )? )*
+                options
+            }
+        }
+
+        impl $name {
+            /// Each setting's built-in default as declared: (field, value as the flag takes it).
+            pub fn declared_defaults() -> &'static [(&'static str, &'static str)] {
+                &[ $( $( $( (stringify!($field), $default), )? )? )* ]
+            }
+        }
+    };
+}
+
+/// A setting's valid range.
+enum Check {
+    /// A count: at least 1.
+    AtLeastOne(&'static str),
+    /// A positive, finite number.
+    Positive(&'static str),
+    /// A finite number, at least 0.
+    NonNegative(&'static str),
+    /// Within `[start, end]`, or `[start, end)` when `open_end`.
+    Within(std::ops::RangeInclusive<f64>, bool, &'static str),
+}
+
+/// A setting's value as the range checks read it.
+trait Number {
+    fn as_f64(self) -> f64;
+}
+
+impl Number for usize {
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Number for f64 {
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+/// `[start, end)`.
+const OPEN_END: bool = true;
+/// `[start, end]`.
+const CLOSED: bool = false;
+
+fn at_least_one(what: &'static str) -> Check {
+    Check::AtLeastOne(what)
+}
+
+fn positive(what: &'static str) -> Check {
+    Check::Positive(what)
+}
+
+fn non_negative(what: &'static str) -> Check {
+    Check::NonNegative(what)
+}
+
+fn within(range: std::ops::RangeInclusive<f64>, open_end: bool, what: &'static str) -> Check {
+    Check::Within(range, open_end, what)
+}
+
+impl Check {
+    /// Checks `value` of setting `field`; the error names the flag.
+    fn apply(&self, field: &str, value: impl Number) -> Result<(), UsageError> {
+        let v = value.as_f64();
+        let flag = field.replace('_', "-");
+        let why = match self {
+            Check::AtLeastOne(what) if v < 1.0 => format!("{what} must be at least 1"),
+            Check::Positive(what) if !(v.is_finite() && v > 0.0) => {
+                format!("{what} must be a positive, finite number")
+            }
+            Check::NonNegative(what) if !(v.is_finite() && v >= 0.0) => {
+                format!("{what} must be a finite number, at least 0")
+            }
+            Check::Within(range, open_end, what)
+                if !range.contains(&v) || (*open_end && v == *range.end()) =>
+            {
+                format!(
+                    "{what} must be in [{}, {}{}",
+                    range.start(),
+                    range.end(),
+                    if *open_end { ")" } else { "]" }
+                )
+            }
+            _ => return Ok(()),
+        };
+        Err(UsageError::new(format!("--{flag} {v}: {why}")))
+    }
+}
+
+declare_options! {
 /// Train a GPT-2/GPT-3 style model on a shard directory written by `preprocess`.
 ///
 /// Every option can also be set in a TOML file given with --config (keys spelled like the
@@ -30,164 +177,166 @@ pub struct TrainOptions {
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub shards: Vec<PathBuf>,
+    shards: Vec<PathBuf>,
     /// A weighted blend of the --shards sets: the fraction of rows drawn from each, in order
     /// (normalized to sum to 1), e.g. `--shards A B --weights 0.7 0.3`. [default: none: the
     /// sets are read as one]
     #[arg(long, num_args = 1.., value_name = "W")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub weights: Vec<f64>,
+    weights: Vec<f64>,
     /// The blend as TOML tables (config files only): `[[blend]]` with `path` and `weight`, one
     /// per set; the same as --shards with --weights.
     #[arg(skip)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blend: Vec<BlendEntry>,
+    blend: Vec<BlendEntry>,
     /// Resume with other --weights than the checkpoint's: the stream continues from the
     /// checkpoint's position with the new weights (each set continues its own order, so no row
     /// repeats early). Without it a resume with other weights is refused.
     #[arg(long)]
     #[serde(skip)]
-    pub reweight: bool,
+    reweight: bool,
     /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
     /// resumes. [default: runs/YYYYMMDD-HHMMSS]
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    out: Option<PathBuf> [setting],
     /// TOML file with any of these options.
     #[arg(long, value_name = "FILE.toml")]
     #[serde(skip)]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Continue from the newest checkpoint of --out (default: the newest run under runs/);
     /// an error when there is none.
     #[arg(long)]
     #[serde(skip)]
-    pub resume: bool,
+    resume: bool,
     /// Model preset (see --list-models), or `auto`: the shape sized to the tokens the run will
     /// see (Chinchilla's 20 per parameter, see --ratio), context = the shards' seq_len.
     /// [default: auto]
     #[arg(long)]
-    pub model: Option<String>,
+    model: Option<String> [setting],
     /// Tokens per parameter the auto-sized model aims at (Chinchilla: 20).
     /// [default: 20]
     #[arg(long)]
-    pub ratio: Option<f64>,
+    ratio: Option<f64> [setting, check = positive("the tokens per parameter")],
     /// List the model presets and exit.
     #[arg(long)]
     #[serde(skip)]
-    pub list_models: bool,
+    list_models: bool,
     /// Override: transformer blocks.
     #[arg(long)]
-    pub n_layer: Option<usize>,
+    n_layer: Option<usize> [setting, check = at_least_one("the number of transformer blocks")],
     /// Override: attention heads.
     #[arg(long)]
-    pub n_head: Option<usize>,
+    n_head: Option<usize> [setting, check = at_least_one("the number of attention heads")],
     /// Override: embedding width.
     #[arg(long)]
-    pub n_embd: Option<usize>,
+    n_embd: Option<usize> [setting, check = at_least_one("the embedding width")],
     /// Override: context length. [default: the preset's, or the shards' seq_len]
     #[arg(long)]
-    pub n_ctx: Option<usize>,
+    n_ctx: Option<usize> [setting, check = at_least_one("the context length")],
     /// Dropout probability. [default: 0]
     #[arg(long)]
-    pub dropout: Option<f64>,
+    dropout: Option<f64> [setting, check = within(0.0..=1.0, OPEN_END, "the dropout probability")],
     /// Biases in linear layers and LayerNorms. [default: true]
     #[arg(long)]
-    pub bias: Option<bool>,
+    bias: Option<bool> [setting],
     /// Vocabulary size. [default: the shards' (data_params.json), else 50257]
     #[arg(long)]
-    pub vocab_size: Option<usize>,
+    vocab_size: Option<usize> [setting, check = at_least_one("the vocabulary size")],
     /// μP (Maximal Update Parameterization, as Cerebras-GPT): hyperparameters tuned at
     /// --mup-base-width carry over to any width. Makes --lr the base LR (default 6e-3).
     /// [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub mup: Option<bool>,
+    mup: Option<bool> [setting],
     /// μP: width D₀ of the base model; m = n_embd / D₀. [default: 256]
     #[arg(long, value_name = "D0")]
-    pub mup_base_width: Option<usize>,
+    mup_base_width: Option<usize> [setting, check = at_least_one("the μP base width")],
     /// μP: multiplier of the embedding output. [default: 10]
     #[arg(long, value_name = "X")]
-    pub mup_embed_mult: Option<f64>,
+    mup_embed_mult: Option<f64> [setting, check = positive("the μP embedding multiplier")],
     /// μP: σ_base, init std of the embeddings (hidden matrices: σ_base/√m). [default: 0.08]
     #[arg(long, value_name = "STD")]
-    pub mup_init_std: Option<f64>,
+    mup_init_std: Option<f64> [setting, check = positive("the μP init std")],
     /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors); its shape
     /// becomes the model's.
     #[arg(long, value_name = "DIR")]
-    pub init_from_hf: Option<PathBuf>,
+    init_from_hf: Option<PathBuf> [setting],
     /// Rows per forward/backward pass. [default: the preset's]
     #[arg(long)]
-    pub micro_batch: Option<usize>,
+    micro_batch: Option<usize> [setting, check = at_least_one("the rows per micro-batch")],
     /// Tokens per optimizer step; gradient accumulation makes up the difference.
     /// [default: the preset's, e.g. 524288 for gpt2-small]
     #[arg(long)]
-    pub total_batch_tokens: Option<usize>,
+    total_batch_tokens: Option<usize> [setting, check = at_least_one("the tokens per optimizer step")],
     /// Peak learning rate. [default: the preset's, e.g. 6e-4 for gpt2-small]
     #[arg(long)]
-    pub lr: Option<f64>,
+    lr: Option<f64> [setting, check = positive("the learning rate")],
     /// Final learning rate as a fraction of the peak. [default: 0.1]
     #[arg(long)]
-    pub min_lr_ratio: Option<f64>,
+    min_lr_ratio: Option<f64> [setting, default = "0.1", check = within(0.0..=1.0, CLOSED, "the final learning rate as a fraction of the peak")],
     /// Linear warm-up steps. [default: 10]
     #[arg(long, conflicts_with = "warmup_tokens")]
-    pub warmup_steps: Option<usize>,
+    warmup_steps: Option<usize> [setting, default = "10"],
     /// Linear warm-up in tokens (GPT-3: 375e6), rounded up to whole steps.
     #[arg(long)]
-    pub warmup_tokens: Option<f64>,
+    warmup_tokens: Option<f64> [setting, check = non_negative("the warm-up in tokens")],
     /// Optimizer steps. [default: --epochs worth]
     #[arg(long, conflicts_with = "max_tokens")]
-    pub max_steps: Option<usize>,
+    max_steps: Option<usize> [setting, check = at_least_one("the number of optimizer steps")],
     /// Tokens to train on, rounded up to whole steps.
     #[arg(long)]
-    pub max_tokens: Option<f64>,
+    max_tokens: Option<f64> [setting, check = positive("the tokens to train on")],
     /// Epochs when neither --max-steps nor --max-tokens is given. [default: 1]
     #[arg(long)]
-    pub epochs: Option<f64>,
+    epochs: Option<f64> [setting, default = "1", check = positive("the number of epochs")],
     /// Seed of initialization, data order and dropout. [default: 1337]
     #[arg(long)]
-    pub seed: Option<u64>,
+    seed: Option<u64> [setting, default = "1337"],
     /// Checkpoint every N steps (and at the end). [default: 100]
     #[arg(long)]
-    pub save_every: Option<usize>,
+    save_every: Option<usize> [setting, default = "100", check = at_least_one("the checkpoint interval")],
     /// Checkpoints kept. [default: 2]
     #[arg(long)]
-    pub keep_checkpoints: Option<usize>,
+    keep_checkpoints: Option<usize> [setting, default = "2", check = at_least_one("the number of checkpoints kept")],
     /// Validation loss every N steps (and at the start and end); 0: never. [default: 50]
     #[arg(long)]
-    pub eval_every: Option<usize>,
+    eval_every: Option<usize> [setting, default = "50"],
     /// Micro-batches per validation. [default: 20]
     #[arg(long)]
-    pub eval_batches: Option<usize>,
+    eval_batches: Option<usize> [setting, default = "20", check = at_least_one("the micro-batches per validation")],
     /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
     /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
     /// accumulation; checkpoints keep the fp32 masters). [default: auto]
     #[arg(long)]
-    pub dtype: Option<String>,
+    dtype: Option<DtypeRequest> [setting, default = "auto"],
     /// `auto`, `cpu` or `cuda`. [default: auto]
     #[arg(long)]
-    pub device: Option<String>,
+    device: Option<DeviceRequest> [setting, default = "auto"],
     /// Peak FLOP/s of the device for MFU. [default: looked up from the GPU's name]
     #[arg(long)]
-    pub peak_flops: Option<f64>,
+    peak_flops: Option<f64> [setting, check = positive("the device's peak FLOP/s")],
     /// CPU threads for libtorch. [default: libtorch's choice]
     #[arg(long)]
-    pub threads: Option<usize>,
+    threads: Option<usize> [setting, check = at_least_one("the number of CPU threads")],
     /// Shard checksums before step 0: `cached` (hash the shards not verified before; a cache
     /// beside them, keyed by path, size, mtime and inode, remembers the rest) or `full` (hash
     /// every shard). [default: cached]
     #[arg(long, value_name = "MODE")]
-    pub verify: Option<String>,
+    verify: Option<String> [setting],
     /// Do not check the shards' checksums before step 0 (the log says so).
     #[arg(long, conflicts_with = "verify")]
     #[serde(skip)]
-    pub no_verify: bool,
+    no_verify: bool,
     /// Seconds a data-parallel rank waits for the others (rendezvous, each collective) before
     /// it gives up with an error: a dead rank stops the run instead of hanging it. [default: 600]
     #[arg(long)]
-    pub dist_timeout: Option<f64>,
+    dist_timeout: Option<f64> [setting, default = "600", check = positive("the timeout in seconds")],
     /// Steps with a non-finite loss or gradient norm to skip (not applied, counted and logged)
     /// before the run stops; 0: the first one stops it with an error naming the step. Large
     /// runs allow a few for rare spikes. [default: 0]
     #[arg(long, value_name = "N")]
-    pub skip_nonfinite: Option<usize>,
+    skip_nonfinite: Option<usize> [setting, default = "0"],
+}
+
 }
 
 /// One set of a `[[blend]]` in a config file.
@@ -198,12 +347,6 @@ pub struct BlendEntry {
     pub path: PathBuf,
     /// Fraction of rows drawn from it.
     pub weight: f64,
-}
-
-macro_rules! overlay {
-    ($dst:ident, $src:ident; $($field:ident),* $(,)?) => {
-        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
-    };
 }
 
 impl TrainOptions {
@@ -224,107 +367,13 @@ impl TrainOptions {
         if self.weights.is_empty() && self.blend.is_empty() {
             self.weights = file.weights.clone();
         }
-        overlay!(self, file; out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
-            vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
-            micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
-            max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite, verify);
+        self.overlay_settings(&file);
     }
 
     /// Checks every numeric option's range before anything uses it. A value from a `--config`
     /// file (or the run's `config.toml`) gets the same message as one from its flag.
     pub fn validate(&self) -> Result<(), UsageError> {
-        fn at_least_one(flag: &str, value: Option<usize>, what: &str) -> Result<(), UsageError> {
-            match value {
-                Some(0) => Err(UsageError::new(format!(
-                    "--{flag} 0: {what} must be at least 1"
-                ))),
-                _ => Ok(()),
-            }
-        }
-        fn positive(flag: &str, value: Option<f64>, what: &str) -> Result<(), UsageError> {
-            match value {
-                Some(v) if !(v.is_finite() && v > 0.0) => Err(UsageError::new(format!(
-                    "--{flag} {v}: {what} must be a positive, finite number"
-                ))),
-                _ => Ok(()),
-            }
-        }
-        fn within(
-            flag: &str,
-            value: Option<f64>,
-            range: std::ops::RangeInclusive<f64>,
-            open_end: bool,
-            what: &str,
-        ) -> Result<(), UsageError> {
-            match value {
-                Some(v) if !range.contains(&v) || (open_end && v == *range.end()) => {
-                    Err(UsageError::new(format!(
-                        "--{flag} {v}: {what} must be in [{}, {}{}",
-                        range.start(),
-                        range.end(),
-                        if open_end { ")" } else { "]" }
-                    )))
-                }
-                _ => Ok(()),
-            }
-        }
-        at_least_one("n-layer", self.n_layer, "the number of transformer blocks")?;
-        at_least_one("n-head", self.n_head, "the number of attention heads")?;
-        at_least_one("n-embd", self.n_embd, "the embedding width")?;
-        at_least_one("n-ctx", self.n_ctx, "the context length")?;
-        at_least_one("vocab-size", self.vocab_size, "the vocabulary size")?;
-        at_least_one("mup-base-width", self.mup_base_width, "the μP base width")?;
-        at_least_one("micro-batch", self.micro_batch, "the rows per micro-batch")?;
-        at_least_one(
-            "total-batch-tokens",
-            self.total_batch_tokens,
-            "the tokens per optimizer step",
-        )?;
-        at_least_one("max-steps", self.max_steps, "the number of optimizer steps")?;
-        at_least_one("save-every", self.save_every, "the checkpoint interval")?;
-        at_least_one(
-            "keep-checkpoints",
-            self.keep_checkpoints,
-            "the number of checkpoints kept",
-        )?;
-        at_least_one(
-            "eval-batches",
-            self.eval_batches,
-            "the micro-batches per validation",
-        )?;
-        at_least_one("threads", self.threads, "the number of CPU threads")?;
-        positive("ratio", self.ratio, "the tokens per parameter")?;
-        positive(
-            "mup-embed-mult",
-            self.mup_embed_mult,
-            "the μP embedding multiplier",
-        )?;
-        positive("mup-init-std", self.mup_init_std, "the μP init std")?;
-        positive("lr", self.lr, "the learning rate")?;
-        positive("max-tokens", self.max_tokens, "the tokens to train on")?;
-        positive("epochs", self.epochs, "the number of epochs")?;
-        positive("peak-flops", self.peak_flops, "the device's peak FLOP/s")?;
-        positive("dist-timeout", self.dist_timeout, "the timeout in seconds")?;
-        within(
-            "dropout",
-            self.dropout,
-            0.0..=1.0,
-            true,
-            "the dropout probability",
-        )?;
-        within(
-            "min-lr-ratio",
-            self.min_lr_ratio,
-            0.0..=1.0,
-            false,
-            "the final learning rate as a fraction of the peak",
-        )?;
-        if let Some(v) = self.warmup_tokens.filter(|v| !(v.is_finite() && *v >= 0.0)) {
-            return Err(UsageError::new(format!(
-                "--warmup-tokens {v}: the warm-up in tokens must be a finite number, at least 0"
-            )));
-        }
+        self.check_ranges()?;
         if let (Some(n_embd), Some(n_head)) = (self.n_embd, self.n_head) {
             if n_embd % n_head != 0 {
                 return Err(UsageError::new(format!(
@@ -462,7 +511,7 @@ fn auto_model(
             )
         }
         (None, None) => {
-            let epochs = cli.epochs.unwrap_or(1.0);
+            let epochs = filled(cli.epochs);
             (
                 corpus * epochs,
                 format!("{corpus:.0} tokens × {epochs} epochs"),
@@ -531,6 +580,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         cli.overlay(&file);
     }
     cli.validate()?;
+    // The built-in defaults fill what the flags and files leave unset.
+    cli.overlay(&TrainOptions::builtin());
     if !cli.blend.is_empty() {
         if !cli.shards.is_empty()
             && cli.shards != cli.blend.iter().map(|b| b.path.clone()).collect::<Vec<_>>()
@@ -629,20 +680,8 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .validate()
         .map_err(|e| UsageError::new(format!("model configuration: {e}")))?;
 
-    let device_request: DeviceRequest = cli
-        .device
-        .as_deref()
-        .unwrap_or("auto")
-        .parse()
-        .map_err(|e| UsageError::new(format!("--device {e}")))?;
-    let device = select(device_request)?;
-    let dtype: DtypeRequest = cli
-        .dtype
-        .as_deref()
-        .unwrap_or("auto")
-        .parse()
-        .map_err(|e| UsageError::new(format!("--dtype {e}")))?;
-    let precision = Precision::resolve(dtype, device);
+    let device = select(filled(cli.device))?;
+    let precision = Precision::resolve(filled(cli.dtype), device);
 
     let mut config = TrainConfig::new(PathBuf::new(), out, model);
     config.shards = shards;
@@ -651,17 +690,17 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.lr = cli
         .lr
         .unwrap_or(if mup_on { MUP_BASE_LR } else { preset.lr });
-    config.min_lr_ratio = cli.min_lr_ratio.unwrap_or(config.min_lr_ratio);
+    config.min_lr_ratio = filled(cli.min_lr_ratio);
     config.warmup_tokens = cli.warmup_tokens.map(|t| t as u64);
     config.warmup_steps = cli.warmup_steps.unwrap_or(config.warmup_steps);
     config.max_steps = cli.max_steps;
     config.max_tokens = cli.max_tokens.map(|t| t as u64);
-    config.epochs = cli.epochs.unwrap_or(config.epochs);
-    config.seed = cli.seed.unwrap_or(config.seed);
-    config.save_every = cli.save_every.unwrap_or(config.save_every);
-    config.keep_checkpoints = cli.keep_checkpoints.unwrap_or(config.keep_checkpoints);
-    config.eval_every = cli.eval_every.unwrap_or(50);
-    config.eval_batches = cli.eval_batches.unwrap_or(config.eval_batches);
+    config.epochs = filled(cli.epochs);
+    config.seed = filled(cli.seed);
+    config.save_every = filled(cli.save_every);
+    config.keep_checkpoints = filled(cli.keep_checkpoints);
+    config.eval_every = filled(cli.eval_every);
+    config.eval_batches = filled(cli.eval_batches);
     config.precision = precision;
     config.device = device;
     config.init_from_hf = cli.init_from_hf.clone();
@@ -680,11 +719,11 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     };
     config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
     config.reweight = cli.reweight;
-    config.skip_nonfinite = cli.skip_nonfinite.unwrap_or(0);
-    if let Some(seconds) = cli.dist_timeout {
-        config.dist_timeout = std::time::Duration::from_secs_f64(seconds);
-    }
+    config.skip_nonfinite = filled(cli.skip_nonfinite);
+    config.dist_timeout = std::time::Duration::from_secs_f64(filled(cli.dist_timeout));
 
+    // What config.toml records: the options as given (defaults filled in), with what the
+    // resolution derived (the model's shape, the batch, the learning rate).
     let options = TrainOptions {
         shards: config.shards.clone(),
         weights: config.weights.clone().unwrap_or_default(),
@@ -694,7 +733,6 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         config: None,
         resume: false,
         model: Some(model_name.clone()),
-        ratio: cli.ratio,
         list_models: false,
         n_layer: Some(model.n_layer),
         n_head: Some(model.n_head),
@@ -707,32 +745,17 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         mup_base_width: model.mup.map(|m| m.base_width),
         mup_embed_mult: model.mup.map(|m| m.embed_mult),
         mup_init_std: model.mup.map(|m| m.init_std),
-        init_from_hf: config.init_from_hf.clone(),
         micro_batch: Some(config.micro_batch),
         total_batch_tokens: Some(config.total_batch_tokens),
         lr: Some(config.lr),
-        min_lr_ratio: Some(config.min_lr_ratio),
         warmup_steps: config
             .warmup_tokens
             .is_none()
             .then_some(config.warmup_steps),
         warmup_tokens: config.warmup_tokens.map(|t| t as f64),
-        max_steps: config.max_steps,
         max_tokens: config.max_tokens.map(|t| t as f64),
-        epochs: Some(config.epochs),
-        seed: Some(config.seed),
-        save_every: Some(config.save_every),
-        keep_checkpoints: Some(config.keep_checkpoints),
-        eval_every: Some(config.eval_every),
-        eval_batches: Some(config.eval_batches),
-        dtype: Some(dtype_name(dtype).into()),
-        device: Some(device_name(device_request).into()),
-        peak_flops: cli.peak_flops,
-        threads: cli.threads,
-        dist_timeout: Some(config.dist_timeout.as_secs_f64()),
-        verify: cli.verify.clone(),
         no_verify: false,
-        skip_nonfinite: Some(config.skip_nonfinite),
+        ..cli
     };
     Ok(Resolved {
         config,
@@ -743,19 +766,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     })
 }
 
-fn dtype_name(d: DtypeRequest) -> &'static str {
-    match d {
-        DtypeRequest::Auto => "auto",
-        DtypeRequest::Fp32 => "fp32",
-        DtypeRequest::Bf16 => "bf16",
-        DtypeRequest::Bf16Pure => "bf16-pure",
-    }
-}
-
-fn device_name(d: DeviceRequest) -> &'static str {
-    match d {
-        DeviceRequest::Auto => "auto",
-        DeviceRequest::Cpu => "cpu",
-        DeviceRequest::Cuda => "cuda",
-    }
+/// A setting that [`TrainOptions::builtin`] fills.
+pub(crate) fn filled<T>(value: Option<T>) -> T {
+    value.expect("a setting with a built-in default (TrainOptions::builtin fills it)")
 }

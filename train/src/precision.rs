@@ -6,9 +6,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-/// What `--dtype` asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What `--dtype` asked for. Written as its name; read as `--dtype` reads it (aliases
+/// included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtypeRequest {
     /// bf16 autocast on CUDA, fp32 on CPU.
     Auto,
@@ -17,8 +17,38 @@ pub enum DtypeRequest {
     /// bf16 autocast.
     Bf16,
     /// bf16 weights and activations, fp32 masters and gradient accumulation.
-    #[serde(rename = "bf16-pure")]
     Bf16Pure,
+}
+
+impl DtypeRequest {
+    /// The name as `--dtype` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DtypeRequest::Auto => "auto",
+            DtypeRequest::Fp32 => "fp32",
+            DtypeRequest::Bf16 => "bf16",
+            DtypeRequest::Bf16Pure => "bf16-pure",
+        }
+    }
+}
+
+impl std::fmt::Display for DtypeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for DtypeRequest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for DtypeRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl std::str::FromStr for DtypeRequest {

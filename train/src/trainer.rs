@@ -15,15 +15,15 @@ use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::options::{filled, TrainOptions};
 use crate::precision::Precision;
+use crate::run_log::RunLog;
 use anyhow::{anyhow, bail, Context, Result};
 use h5gpt_core::schedule::LrSchedule;
 use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Kind, Tensor};
 
-/// Everything a run needs.
+/// A run's settings: the data, the run directory, the model and the hyper-parameters (the
+/// process's runtime handles are [`RunHandles`]).
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Shard directories (each plain, or with `train/` and `val/`), read as one set.
@@ -78,19 +79,10 @@ pub struct TrainConfig {
     pub peak_flops: Option<f64>,
     /// Fail when there is no checkpoint to resume from (`--resume`).
     pub require_checkpoint: bool,
-    /// Draw a progress bar (on a terminal).
-    pub progress: bool,
-    /// Set by a signal handler: save a checkpoint and stop after the current step.
-    pub stop: Option<Arc<AtomicBool>>,
-    /// This process's rank among several ([`Launch::from_env`]); `None`: a single process.
-    pub launch: Option<Launch>,
     /// How long a rank waits for the others (rendezvous, each collective).
     pub dist_timeout: Duration,
     /// Shard checksums before step 0.
     pub verify: VerifyMode,
-    /// The run's resolved options, written to `config.toml` by rank 0 once the run has
-    /// started (a run that fails to start leaves no `config.toml` behind).
-    pub config_toml: Option<String>,
     /// Blend weights, one per `shards` set; `None`: the sets are read as one.
     pub weights: Option<Vec<f64>>,
     /// Resume with other weights than the checkpoint's (`--reweight`).
@@ -101,9 +93,12 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// A configuration with the defaults of the `train` command for everything but the data,
-    /// the run directory and the model.
+    /// A configuration with the built-in defaults of the `train` command
+    /// ([`TrainOptions::builtin`]) for everything but the data, the run directory and the
+    /// model; the batch and learning rate, which `train` takes from the model's preset, are
+    /// gpt2-small's batch in tokens and learning rate with a micro-batch of 8.
     pub fn new(shards: impl Into<PathBuf>, out: impl Into<PathBuf>, model: GptConfig) -> Self {
+        let builtin = TrainOptions::builtin();
         TrainConfig {
             shards: vec![shards.into()],
             out: out.into(),
@@ -111,32 +106,50 @@ impl TrainConfig {
             micro_batch: 8,
             total_batch_tokens: 524_288,
             lr: 6e-4,
-            min_lr_ratio: 0.1,
-            warmup_steps: 10,
+            min_lr_ratio: filled(builtin.min_lr_ratio),
+            warmup_steps: filled(builtin.warmup_steps),
             warmup_tokens: None,
             max_steps: None,
             max_tokens: None,
-            epochs: 1.0,
-            seed: 1337,
-            save_every: 100,
-            keep_checkpoints: 2,
-            eval_every: 0,
-            eval_batches: 20,
+            epochs: filled(builtin.epochs),
+            seed: filled(builtin.seed),
+            save_every: filled(builtin.save_every),
+            keep_checkpoints: filled(builtin.keep_checkpoints),
+            eval_every: filled(builtin.eval_every),
+            eval_batches: filled(builtin.eval_batches),
             precision: Precision::Fp32,
             device: Device::Cpu,
             init_from_hf: None,
             peak_flops: None,
             require_checkpoint: false,
-            progress: false,
-            stop: None,
-            launch: None,
-            dist_timeout: Duration::from_secs(600),
-            config_toml: None,
+            dist_timeout: Duration::from_secs_f64(filled(builtin.dist_timeout)),
             verify: VerifyMode::Cached,
             weights: None,
             reweight: false,
-            skip_nonfinite: 0,
+            skip_nonfinite: filled(builtin.skip_nonfinite),
         }
+    }
+}
+
+/// What a run is handed besides its settings: the process's place among the ranks, the stop
+/// flag a signal sets, whether to draw a progress bar, and the options file to write.
+#[derive(Debug, Clone, Default)]
+pub struct RunHandles {
+    /// Set by a signal handler: save a checkpoint and stop after the current step.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// This process's rank among several ([`Launch::from_env`]); `None`: a single process.
+    pub launch: Option<Launch>,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+    /// The run's resolved options, written to `config.toml` by rank 0 once the run has
+    /// started (a run that fails to start leaves no `config.toml` behind).
+    pub config_toml: Option<String>,
+}
+
+impl RunHandles {
+    /// Whether a stop was requested (by a signal) in this process.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
 }
 
@@ -285,74 +298,6 @@ fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> 
     }
 }
 
-/// Log lines go through this so they print above the progress bar.
-struct Console<'a> {
-    bar: ProgressBar,
-    log: &'a mut dyn FnMut(&str),
-    /// Ranks other than 0 print nothing.
-    quiet: bool,
-}
-
-impl Console<'_> {
-    fn line(&mut self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        let log = &mut self.log;
-        self.bar.suspend(|| log(line));
-    }
-}
-
-/// Training and validation curves for `loss.png`, as (tokens, loss).
-#[derive(Default)]
-struct Curves {
-    train: Vec<(u64, f64)>,
-    val: Vec<(u64, f64)>,
-}
-
-/// Reopens `metrics.jsonl`, keeping the rows a resumed run does not redo (steps before
-/// `start_step`, validations at or before it), and returns the curves they hold.
-fn reopen_metrics(path: &Path, start_step: usize) -> Result<(std::fs::File, Curves)> {
-    let mut curves = Curves::default();
-    let mut kept = Vec::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(step), Some(tokens)) = (v["step"].as_u64(), v["tokens"].as_u64()) else {
-            continue;
-        };
-        let step = step as usize;
-        if let Some(val) = v["val_loss"].as_f64() {
-            // A resumed run keeps the validation at its checkpoint's step; a run that starts
-            // over from step 0 runs the step-0 validation again.
-            if step < start_step || (step == start_step && start_step > 0) {
-                curves.val.push((tokens, val));
-                kept.push(line.to_owned());
-            }
-        } else if step < start_step {
-            if let Some(loss) = v["loss"].as_f64() {
-                curves.train.push((tokens, loss));
-            }
-            kept.push(line.to_owned());
-        }
-    }
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for line in kept {
-        writeln!(file, "{line}")?;
-    }
-    Ok((file, curves))
-}
-
-/// Appends `row` to `metrics.jsonl` (rank 0's; other ranks have none).
-fn append_row(metrics: &mut Option<std::fs::File>, row: &impl Serialize) -> Result<()> {
-    if let Some(file) = metrics {
-        writeln!(file, "{}", serde_json::to_string(row)?)?;
-    }
-    Ok(())
-}
-
 /// The largest divisor of `rows` that is at most `micro_batch`: a rank's micro-batch.
 fn rank_micro_batch(rows: usize, micro_batch: usize) -> usize {
     (1..=micro_batch.min(rows))
@@ -429,17 +374,18 @@ fn agree_on_checkpoint(
 /// when a check failed anywhere.
 fn verify_shards(
     config: &TrainConfig,
+    handles: &RunHandles,
     group: Option<&ProcessGroup>,
     device: Device,
-    console: &mut Console<'_>,
+    log: &mut RunLog<'_>,
 ) -> Result<()> {
     if config.verify == VerifyMode::Off {
-        console.line("verify: off (--no-verify): shard checksums are not checked");
+        log.line("verify: off (--no-verify): shard checksums are not checked");
         return Ok(());
     }
-    let local_rank0 = config.launch.as_ref().is_none_or(|l| l.local_rank == 0);
+    let local_rank0 = handles.launch.as_ref().is_none_or(|l| l.local_rank == 0);
     let result = if local_rank0 {
-        check_checksums(config, console)
+        check_checksums(config, log)
     } else {
         Ok(())
     };
@@ -458,12 +404,12 @@ fn verify_shards(
     result
 }
 
-fn check_checksums(config: &TrainConfig, console: &mut Console<'_>) -> Result<()> {
+fn check_checksums(config: &TrainConfig, log: &mut RunLog<'_>) -> Result<()> {
     let (train_dirs, val_dirs) = split_dirs(&config.shards);
     for dir in train_dirs.iter().chain(&val_dirs) {
         let params = h5gpt_formats::DataParams::read_from_dir(dir)?;
         let Some(params) = params.filter(|p| p.h5gpt.is_some()) else {
-            console.line(&format!(
+            log.line(&format!(
                 "verify: {}: no h5gpt manifest, so no checksums to check",
                 dir.display()
             ));
@@ -472,7 +418,7 @@ fn check_checksums(config: &TrainConfig, console: &mut Console<'_>) -> Result<()
         let full = config.verify == VerifyMode::Full;
         let o = h5gpt_formats::verify::verify_checksums(dir, &params, &config.out, full)
             .with_context(|| format!("{}: shard verification before step 0", dir.display()))?;
-        console.line(&format!(
+        log.line(&format!(
             "verify: {} | {} shards, checksums OK | {} unchanged since verified, {:.1} MB hashed in {:.2} s{}",
             dir.display(),
             o.shards,
@@ -517,91 +463,6 @@ struct StepContext {
     skip_nonfinite: usize,
 }
 
-/// Reads a queued step's figures (waiting for that step only), logs its line, and stops the
-/// run on a non-finite step unless `--skip-nonfinite` still allows one. Its time is the time
-/// between this step's completion and the previous one's, so it stays true when steps run
-/// ahead of the host.
-fn resolve(
-    queued: Queued,
-    tally: &mut StepTally,
-    console: &mut Console<'_>,
-    ctx: &StepContext,
-    summary: &TrainSummary,
-) -> Result<StepMetrics> {
-    if let Some(event) = &queued.event {
-        event.synchronize()?;
-    }
-    let figures = Vec::<f32>::try_from(&queued.stats)?;
-    let [loss, norm, found_inf, stop_votes] = figures[..] else {
-        bail!("step {}: expected 4 figures, got {figures:?}", queued.step);
-    };
-    let done_at = if ctx.device.is_cuda() {
-        Instant::now()
-    } else {
-        queued.queued
-    };
-    let dt = done_at
-        .saturating_duration_since(tally.last_done)
-        .as_secs_f64()
-        .max(1e-9);
-    tally.last_done = done_at.max(tally.last_done);
-    tally.stop_voted = stop_votes > 0.0;
-    let step = queued.step;
-    let nonfinite = found_inf > 0.0;
-    if nonfinite {
-        tally.nonfinite += 1;
-        let newest = summary.checkpoint.as_ref().map_or_else(
-            || "none was written yet".to_owned(),
-            |c| format!("the newest is {}", c.display()),
-        );
-        if tally.nonfinite > ctx.skip_nonfinite {
-            bail!(
-                "step {step}: non-finite loss ({loss}) or gradient norm ({norm}); the step was not applied and the run stops without saving it (checkpoints are of earlier steps: {newest})\n---> HINT: lower --lr or raise --warmup-steps, check the data and the checkpoint the run resumed from; --skip-nonfinite N skips up to N such steps"
-            );
-        }
-        console.line(&format!(
-            "step {step:>5} | loss {loss} | norm {norm} | non-finite: skipped, not applied ({} of at most {} with --skip-nonfinite)",
-            tally.nonfinite, ctx.skip_nonfinite
-        ));
-    }
-    let tok_per_s = ctx.tokens_per_step as f64 / dt;
-    let peak_memory = match ctx.device {
-        Device::Cuda(index) => crate::shim::cuda_peak_memory(index, false).ok(),
-        _ => None,
-    };
-    let m = StepMetrics {
-        step,
-        tokens: (step as u64 + 1) * ctx.tokens_per_step,
-        loss,
-        lr: queued.lr,
-        norm: norm as f64,
-        dt_ms: dt * 1e3,
-        tok_per_s,
-        mfu: ctx
-            .peak_flops
-            .map(|peak| tok_per_s * ctx.flops_per_token / peak),
-        peak_mem_gib: peak_memory.map(|p| p.allocated as f64 / (1u64 << 30) as f64),
-        skipped: nonfinite,
-    };
-    if !nonfinite {
-        let mfu = m
-            .mfu
-            .map(|f| format!(" | mfu {:.1}%", f * 100.0))
-            .unwrap_or_default();
-        let mem = m
-            .peak_mem_gib
-            .map(|g| format!(" | mem {g:.2}GiB"))
-            .unwrap_or_default();
-        console.line(&format!(
-            "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}{mfu}{mem}",
-            m.step, m.loss, m.lr, m.norm, m.dt_ms, m.tok_per_s
-        ));
-    }
-    console.bar.set_message(format!("loss {:.4}", m.loss));
-    console.bar.inc(1);
-    Ok(m)
-}
-
 /// The trainable variables sorted by name: the same order on every rank.
 fn sorted_parameters(vs: &nn::VarStore) -> Vec<Tensor> {
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -611,18 +472,6 @@ fn sorted_parameters(vs: &nn::VarStore) -> Vec<Tensor> {
         .map(|(_, t)| t)
         .filter(Tensor::requires_grad)
         .collect()
-}
-
-/// Draws `loss.png`; a failure is reported, not fatal.
-fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
-    let path = out.join("loss.png");
-    let title = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if let Err(e) = h5gpt_core::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
-        console.line(&format!("warning: cannot draw {}: {e}", path.display()));
-    }
 }
 
 /// The blend this run reads (`None` without `--weights`): the sets, and the weights over the
@@ -747,210 +596,842 @@ fn record_segment(
     Ok(())
 }
 
-/// Runs (or resumes) training.
-pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSummary> {
-    let model_cfg = config.model;
-    model_cfg
-        .validate()
-        .map_err(|e| anyhow!("model configuration: {e}"))?;
-    // Ranks: none for a single process. Each rank of a CUDA run takes its LOCAL_RANK's GPU.
-    let device = match (config.device, &config.launch) {
+/// Runs (or resumes) training: [`Run::prepare`] sets the run up, then the loop below trains,
+/// like nanoGPT's train.py: batch → forward → backward → clip → step (one [`Run::step`]),
+/// then log, evaluate and save.
+pub fn train(
+    config: &TrainConfig,
+    handles: &RunHandles,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainSummary> {
+    let mut run = Run::prepare(config, handles, log)?;
+    let mut summary = TrainSummary {
+        steps: Vec::new(),
+        evals: Vec::new(),
+        start_step: run.start_step,
+        end_step: run.start_step,
+        total_steps: run.total_steps,
+        interrupted: false,
+        checkpoint: None,
+    };
+    if run.start_step == 0 && config.eval_every > 0 {
+        summary.evals.extend(run.evaluate(0)?);
+    }
+    // Steps are queued on the device without waiting: each one's figures (loss, norm, whether
+    // it was skipped, the ranks' stop votes) come back through one non-blocking copy, read after
+    // the next step is queued; all of them are read before a validation or a checkpoint.
+    let mut pending: VecDeque<Queued> = VecDeque::new();
+    run.tally.last_done = Instant::now();
+    for step in run.start_step..run.total_steps {
+        let stop_here = handles.stop_requested();
+        if run.stops(stop_here) {
+            summary.interrupted = true;
+            break;
+        }
+        pending.push_back(run.step(step, stop_here)?);
+        let done = step + 1;
+        summary.end_step = done;
+        let last = done == run.total_steps;
+        let eval_due = config.eval_every > 0 && (done % config.eval_every == 0 || last);
+        let save_due = done % config.save_every.max(1) == 0 || last;
+        // Read every step but the newest; at a validation or checkpoint, all of them.
+        let keep = if eval_due || save_due { 0 } else { 1 };
+        while pending.len() > keep {
+            let queued = pending.pop_front().expect("a queued step");
+            summary.steps.push(run.record(queued)?);
+        }
+        if eval_due {
+            summary.evals.extend(run.evaluate(done)?);
+            run.log.plot()?;
+        }
+        if save_due {
+            run.save(done)?;
+        }
+        if eval_due || save_due {
+            // The next step's time starts now, not when the last one finished.
+            run.tally.last_done = Instant::now();
+        }
+    }
+    // The steps still queued are read before anything is saved.
+    while let Some(queued) = pending.pop_front() {
+        summary.steps.push(run.record(queued)?);
+    }
+    if summary.interrupted {
+        let done = summary.end_step;
+        let saved = run
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.ends_with(checkpoint::checkpoint_name(done)));
+        if !saved {
+            run.save(done)?;
+        }
+        run.log.line(&format!(
+            "stopped by a signal after step {done}: rerun the same command to continue"
+        ));
+    }
+    summary.checkpoint = run.checkpoint.clone();
+    run.finish()?;
+    Ok(summary)
+}
+
+/// A validation set: its name (a blend set's `--shards` path, else empty), rows and weight in
+/// the blended loss.
+struct EvalSet {
+    name: String,
+    rows: Arc<h5gpt_formats::ShardSet>,
+    weight: f64,
+}
+
+/// A run, set up: the process group, the model and optimizer (resumed, or initialized), the
+/// data stream at its position, the schedule and the log.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    device: Device,
+    group: Option<ProcessGroup>,
+    rank: usize,
+    world: usize,
+    vs: nn::VarStore,
+    model: Gpt,
+    opt: AdamW,
+    /// Data-parallel gradient buckets (with a process group).
+    buckets: Option<GradBuckets>,
+    loader: Loader,
+    schedule: LrSchedule,
+    start_step: usize,
+    total_steps: usize,
+    micro_steps: usize,
+    /// Token ids at or above it are corrupt (the tokenizer's vocabulary, not the padded one).
+    vocab_limit: usize,
+    /// What a checkpoint records of the run.
+    record: RunRecord,
+    eval_sets: Vec<EvalSet>,
+    log: RunLog<'a>,
+    ctx: StepContext,
+    tally: StepTally,
+    /// Checkpoints written by this run (for the fault-injection hook).
+    saves: usize,
+    /// The newest checkpoint (the one resumed from, until this run saves).
+    checkpoint: Option<PathBuf>,
+    /// `H5GPT_FAULT=nan-at-step:N`: a NaN loss at step N (a testing aid).
+    nan_at: Option<usize>,
+}
+
+/// What a checkpoint's `state.json` records besides the step and position.
+struct RunRecord {
+    /// The data order's seed (the checkpoint's when resumed).
+    seed: u64,
+    global_batch: usize,
+    seq_len: usize,
+    held_out: usize,
+    tokenizer: SavedTokenizer,
+    blend: Option<BlendRecord>,
+}
+
+/// The training data as opened: the sample stream's set(s) and what validation reads.
+struct OpenedData {
+    /// The one set, or a blend's first (for its shape and data_params).
+    set: Arc<h5gpt_formats::ShardSet>,
+    val: Option<Arc<h5gpt_formats::ShardSet>>,
+    source: EvalSource,
+    blend: Option<BlendData>,
+    /// Rows the sample stream draws from.
+    train_rows: usize,
+    /// Rows held out of the training set for validation (not blended).
+    held_out: usize,
+}
+
+/// The steps of a run: the global batch, its tokens, how many steps and the LR schedule.
+struct StepPlan {
+    global: usize,
+    tokens_per_step: u64,
+    total_steps: usize,
+    schedule: LrSchedule,
+}
+
+/// Where a run starts: step, data position and seed, from a checkpoint or from scratch.
+struct Start {
+    step: usize,
+    position: u64,
+    seed: u64,
+}
+
+impl<'a> Run<'a> {
+    /// Sets the run up, each part in its function: the process group, the checkpoint every
+    /// rank resumes from, the data and its split, the shape and vocabulary checks, the shard
+    /// checksums, the blend, the step plan, the model (resumed, from Hugging Face, or new),
+    /// `metrics.jsonl`, the data stream, and the plan lines.
+    fn prepare(
+        config: &'a TrainConfig,
+        handles: &'a RunHandles,
+        print: &'a mut dyn FnMut(&str),
+    ) -> Result<Run<'a>> {
+        let model_cfg = config.model;
+        model_cfg
+            .validate()
+            .map_err(|e| anyhow!("model configuration: {e}"))?;
+        let (device, group) = connect(config, handles)?;
+        let (rank, world) = group
+            .as_ref()
+            .map_or((0, 1), |g| (g.rank(), g.world_size()));
+        // Resume state first: it fixes the rows held out for evaluation.
+        let (resume, skipped_checkpoints) = find_resume(config, group.as_ref(), device)?;
+        let resumed_state = resume.as_ref().map(|(_, state)| state);
+        let data = open_data(config, resumed_state)?;
+        check_shapes(config, &data.set)?;
+        // A resumed run continues on the tokenizer its model was trained with (compared by
+        // content), and keeps the checkpoint's record of it.
+        let tokenizer = match &resume {
+            Some((ckpt, state)) => {
+                checkpoint::check_data_tokenizer(ckpt, state, &data.set)?;
+                SavedTokenizer::of_checkpoint(ckpt, state)
+            }
+            None => SavedTokenizer::of_set(&data.set)?,
+        };
+        let mut log = RunLog::new(&config.out, print, rank != 0);
+        log_eval_source(config, &data, &mut log);
+        for line in &skipped_checkpoints {
+            log.line(&format!("warning: {line}"));
+        }
+        verify_shards(config, handles, group.as_ref(), device, &mut log)?;
+        let blend = blend_record(
+            config,
+            data.blend.as_ref(),
+            resumed_state,
+            resume.as_ref().map(|(path, _)| path.as_path()),
+        )?;
+        let eval_sets = eval_sets(&data, blend.as_ref());
+        if let Some(record) = &blend {
+            log_blend(config, record, &eval_sets, &mut log);
+        }
+        let plan = plan_steps(config, &data, resumed_state, &mut log)?;
+        let seq = data.set.seq_len();
+
+        // Model, optimizer, resume.
+        if device.is_cuda() {
+            crate::shim::allow_tf32(true)?;
+        }
+        tch::manual_seed(config.seed as i64);
+        let mut vs = nn::VarStore::new(device);
+        let model = Gpt::new(&vs.root(), model_cfg);
+        let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &model_cfg);
+        let start = initialize(config, resume.as_ref(), &mut vs, &mut opt, &mut log)?;
+        if let Some(group) = &group {
+            // Every rank starts from rank 0's weights.
+            let params = sorted_parameters(&vs);
+            tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
+        }
+        if config.precision == Precision::Bf16Pure {
+            // fp32 masters of the weights as they are now (initialized, loaded or resumed),
+            // then the model in bf16.
+            opt.keep_fp32_masters()?;
+            vs.bfloat16();
+        }
+        let buckets = group
+            .as_ref()
+            .map(|_| GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES));
+        std::fs::create_dir_all(&config.out)
+            .with_context(|| format!("cannot create {}", config.out.display()))?;
+        if let (Some(toml), 0) = (&handles.config_toml, rank) {
+            h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
+        }
+        log.open_metrics(start.step)?;
+
+        let ctx = StepContext {
+            tokens_per_step: plan.tokens_per_step,
+            flops_per_token: model_cfg.flops_per_token(seq),
+            peak_flops: peak_flops(config, device),
+            device,
+            skip_nonfinite: config.skip_nonfinite,
+        };
+        let layout = batch_layout(config, plan.global, rank, world, &mut log)?;
+        let loader_config = LoaderConfig {
+            seed: start.seed,
+            layout,
+            start_position: start.position,
+            prefetch: 4,
+        };
+        let loader = match (&blend, &data.blend) {
+            (Some(record), Some(sets)) => Loader::with_sampler(
+                sets.sets.clone(),
+                record.sampler(start.seed)?,
+                loader_config,
+            )?,
+            _ => Loader::new(data.set.clone(), loader_config)?,
+        };
+        if rank == 0 && start.step < plan.total_steps {
+            record_segment(
+                config,
+                start.step,
+                start.position,
+                start.seed,
+                layout,
+                seq,
+                data.train_rows,
+                data.held_out,
+                blend.clone(),
+            )?;
+        }
+        // Ids are checked against the tokenizer's vocabulary, not the padded embedding: ids
+        // in the padding rows are no tokens at all (a corrupt shard), and would train on
+        // garbage.
+        let vocab_limit = data
+            .set
+            .data_params()
+            .and_then(|p| p.post_process.vocab_size)
+            .map_or(model_cfg.vocab_size, |v| v as usize);
+        log_plan(
+            config,
+            &plan,
+            &data,
+            layout,
+            seq,
+            &ctx,
+            buckets.as_ref(),
+            &mut log,
+        );
+        if handles.progress && start.step < plan.total_steps {
+            log.show_progress(start.step, plan.total_steps);
+        }
+        if h5gpt_core::plot::font_status().is_none() {
+            log.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
+        }
+        Ok(Run {
+            config,
+            device,
+            group,
+            rank,
+            world,
+            vs,
+            model,
+            opt,
+            buckets,
+            loader,
+            schedule: plan.schedule,
+            start_step: start.step,
+            total_steps: plan.total_steps,
+            micro_steps: layout.micro_steps(),
+            vocab_limit,
+            record: RunRecord {
+                seed: start.seed,
+                global_batch: plan.global,
+                seq_len: seq,
+                held_out: data.held_out,
+                tokenizer,
+                blend,
+            },
+            eval_sets,
+            log,
+            ctx,
+            tally: StepTally {
+                last_done: Instant::now(),
+                stop_voted: false,
+                nonfinite: 0,
+            },
+            saves: 0,
+            checkpoint: resume.map(|(path, _)| path),
+            nan_at: h5gpt_formats::fault::armed("nan-at-step"),
+        })
+    }
+
+    /// Whether the run stops before the next step. A signal on any rank stops them all after
+    /// the same step: every rank reads the same summed votes at the same step.
+    fn stops(&self, stop_here: bool) -> bool {
+        match &self.group {
+            Some(_) => self.tally.stop_voted,
+            None => stop_here,
+        }
+    }
+
+    /// Queues optimizer step `step` on the device: the micro-batches' forward and backward
+    /// passes, the ranks' gradient all-reduce, clipping, and the AdamW update (skipped on the
+    /// device when the loss or norm is not finite). `stop_here` is this rank's stop vote.
+    fn step(&mut self, step: usize, stop_here: bool) -> Result<Queued> {
+        let lr = self.schedule.lr(step);
+        tch::manual_seed(step_seed(self.record.seed, step, self.rank));
+        let (device, world) = (self.device, self.world);
+        let (stats, event) = guarded(&format!("step {step}"), self.config.micro_batch, || {
+            match &mut self.buckets {
+                // Gradients are views into the buckets: zeroed there, one fill per bucket.
+                Some(buckets) => buckets.zero_grad(),
+                None => self.opt.zero_grad()?,
+            }
+            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+            for micro in 0..self.micro_steps {
+                let batch = self.loader.next_batch()?;
+                let tensors = BatchTensors::new(
+                    &batch.input_ids,
+                    &batch.labels,
+                    &batch.attention_mask,
+                    batch.rows,
+                    self.vocab_limit,
+                    device,
+                    &|r| format!("training example {}", batch.sample_ids[r]),
+                )?;
+                self.loader.recycle(batch);
+                let mut loss = {
+                    let _autocast = self.config.precision.autocast(device)?;
+                    self.model
+                        .loss(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
+                        / self.micro_steps as f64
+                };
+                if self.nan_at == Some(step) && micro == 0 {
+                    if self.rank == 0 {
+                        eprintln!("H5GPT_FAULT: a NaN loss at step {step} (testing aid)");
+                    }
+                    loss *= f64::NAN;
+                }
+                loss.backward();
+                // bf16-pure: into the fp32 main gradients.
+                self.opt.accumulate_main_grads(micro == 0)?;
+                loss_sum += loss.detach();
+            }
+            // The loss and this rank's stop vote travel together: one all-reduce, one read.
+            let shared = Tensor::stack(
+                &[
+                    loss_sum,
+                    Tensor::full([], f64::from(u8::from(stop_here)), (Kind::Float, device)),
+                ],
+                0,
+            );
+            if let (Some(group), Some(buckets)) = (&self.group, &mut self.buckets) {
+                // Gradients and loss averaged over the ranks before clipping.
+                buckets.all_reduce_mean(group)?;
+                group.all_reduce_sum(&shared)?;
+            }
+            let loss = shared.get(0) / world as f64;
+            let norm = self
+                .opt
+                .clip_grad_norm(1.0)?
+                .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
+            // A non-finite loss or norm skips the update on the device (no host sync).
+            let found_inf = (&loss + &norm)
+                .isfinite()
+                .logical_not()
+                .to_kind(Kind::Float);
+            self.opt.step(lr, Some(&found_inf))?;
+            let stats = Tensor::stack(&[loss, norm, found_inf, shared.get(1)], 0);
+            // To pinned host memory without blocking (a CUDA event marks when it has landed).
+            let host = stats.to_device_(Device::Cpu, Kind::Float, true, false);
+            let event = match device {
+                Device::Cuda(index) => Some(crate::shim::CudaEvent::record(index)?),
+                _ => None,
+            };
+            Ok((host, event))
+        })?;
+        Ok(Queued {
+            step,
+            lr,
+            stats,
+            event,
+            queued: Instant::now(),
+        })
+    }
+
+    /// Reads a queued step's figures (waiting for that step only), logs its line and its
+    /// `metrics.jsonl` row, and stops the run on a non-finite step unless `--skip-nonfinite`
+    /// still allows one. Its time is the time between this step's completion and the previous
+    /// one's, so it stays true when steps run ahead of the host.
+    fn record(&mut self, queued: Queued) -> Result<StepMetrics> {
+        if let Some(event) = &queued.event {
+            event.synchronize()?;
+        }
+        let figures = Vec::<f32>::try_from(&queued.stats)?;
+        let [loss, norm, found_inf, stop_votes] = figures[..] else {
+            bail!("step {}: expected 4 figures, got {figures:?}", queued.step);
+        };
+        let (ctx, tally) = (&self.ctx, &mut self.tally);
+        let done_at = if ctx.device.is_cuda() {
+            Instant::now()
+        } else {
+            queued.queued
+        };
+        let dt = done_at
+            .saturating_duration_since(tally.last_done)
+            .as_secs_f64()
+            .max(1e-9);
+        tally.last_done = done_at.max(tally.last_done);
+        tally.stop_voted = stop_votes > 0.0;
+        let step = queued.step;
+        let nonfinite = found_inf > 0.0;
+        if nonfinite {
+            tally.nonfinite += 1;
+            let newest = self.checkpoint.as_ref().map_or_else(
+                || "none was written yet".to_owned(),
+                |c| format!("the newest is {}", c.display()),
+            );
+            if tally.nonfinite > ctx.skip_nonfinite {
+                bail!(
+                    "step {step}: non-finite loss ({loss}) or gradient norm ({norm}); the step was not applied and the run stops without saving it (checkpoints are of earlier steps: {newest})\n---> HINT: lower --lr or raise --warmup-steps, check the data and the checkpoint the run resumed from; --skip-nonfinite N skips up to N such steps"
+                );
+            }
+            let line = format!(
+                "step {step:>5} | loss {loss} | norm {norm} | non-finite: skipped, not applied ({} of at most {} with --skip-nonfinite)",
+                tally.nonfinite, ctx.skip_nonfinite
+            );
+            self.log.line(&line);
+        }
+        let tok_per_s = ctx.tokens_per_step as f64 / dt;
+        let peak_memory = match ctx.device {
+            Device::Cuda(index) => crate::shim::cuda_peak_memory(index, false).ok(),
+            _ => None,
+        };
+        let m = StepMetrics {
+            step,
+            tokens: (step as u64 + 1) * ctx.tokens_per_step,
+            loss,
+            lr: queued.lr,
+            norm: norm as f64,
+            dt_ms: dt * 1e3,
+            tok_per_s,
+            mfu: ctx
+                .peak_flops
+                .map(|peak| tok_per_s * ctx.flops_per_token / peak),
+            peak_mem_gib: peak_memory.map(|p| p.allocated as f64 / (1u64 << 30) as f64),
+            skipped: nonfinite,
+        };
+        if !nonfinite {
+            let mfu = m
+                .mfu
+                .map(|f| format!(" | mfu {:.1}%", f * 100.0))
+                .unwrap_or_default();
+            let mem = m
+                .peak_mem_gib
+                .map(|g| format!(" | mem {g:.2}GiB"))
+                .unwrap_or_default();
+            self.log.line(&format!(
+                "step {:>5} | loss {:.6} | lr {:.4e} | norm {:.4} | dt {:.2}ms | tok/s {:.0}{mfu}{mem}",
+                m.step, m.loss, m.lr, m.norm, m.dt_ms, m.tok_per_s
+            ));
+        }
+        self.log.tick(m.loss);
+        self.log.step_row(&m)?;
+        Ok(m)
+    }
+
+    /// Validation after `done` steps (rank 0): each evaluation set's loss, blended by weight,
+    /// logged and recorded. `None` on other ranks and without evaluation rows.
+    fn evaluate(&mut self, done: usize) -> Result<Option<EvalMetrics>> {
+        if self.eval_sets.is_empty() || self.rank != 0 {
+            return Ok(None);
+        }
+        let config = self.config;
+        let (mut weighted, mut weights, mut rows) = (0.0, 0.0, 0);
+        let mut per_set = std::collections::BTreeMap::new();
+        for set in &self.eval_sets {
+            let result = guarded("evaluation", config.micro_batch, || {
+                evaluate(
+                    &self.model,
+                    &set.rows,
+                    config.micro_batch,
+                    Some(config.eval_batches * config.micro_batch),
+                    self.device,
+                    config.precision,
+                )
+            })?;
+            weighted += set.weight * result.loss;
+            weights += set.weight;
+            rows += result.rows;
+            if self.record.blend.is_some() {
+                per_set.insert(set.name.clone(), result.loss);
+            }
+        }
+        let loss = weighted / weights;
+        let row = EvalMetrics {
+            step: done,
+            tokens: done as u64 * self.ctx.tokens_per_step,
+            val_loss: loss,
+            val_loss_sets: per_set,
+        };
+        let sets: String = row
+            .val_loss_sets
+            .iter()
+            .map(|(name, l)| format!(" | {name} {l:.6}"))
+            .collect();
+        self.log.line(&format!(
+            "step {:>5} | val loss {:.6}{} | {} rows{sets}",
+            done,
+            loss,
+            if self.record.blend.is_some() {
+                " (blended)"
+            } else {
+                ""
+            },
+            rows
+        ));
+        self.log.eval_row(&row)?;
+        Ok(Some(row))
+    }
+
+    /// Writes the checkpoint after `done` steps (rank 0; the other ranks only note its path)
+    /// and makes it the run's newest.
+    fn save(&mut self, done: usize) -> Result<()> {
+        let path = if self.rank != 0 {
+            checkpoint::checkpoint_path(&self.config.out, done)
+        } else {
+            self.saves += 1;
+            let record = &self.record;
+            let state = CheckpointState {
+                step: done,
+                position: self.loader.position(),
+                seed: record.seed,
+                global_batch: record.global_batch,
+                seq_len: record.seq_len,
+                held_out: record.held_out,
+                model: self.config.model,
+                tokenizer: record.tokenizer.name.clone(),
+                eos_id: record.tokenizer.eos_id,
+                version: checkpoint::STATE_VERSION,
+                files: Default::default(),
+                blend: record.blend.clone(),
+            };
+            let path = checkpoint::save(
+                &self.config.out,
+                &self.vs,
+                &self.opt,
+                &state,
+                record.tokenizer.json.as_deref(),
+                self.saves,
+                self.config.keep_checkpoints,
+            )?;
+            self.log.line(&format!("saved {}", path.display()));
+            path
+        };
+        self.checkpoint = Some(path);
+        Ok(())
+    }
+
+    /// Closes the log (the final `loss.png`), and waits for the other ranks.
+    fn finish(mut self) -> Result<()> {
+        self.log.finish()?;
+        if let Some(group) = &self.group {
+            // No rank leaves before rank 0 has written the last checkpoint.
+            group.barrier()?;
+        }
+        Ok(())
+    }
+}
+
+/// The device this process trains on and its process group (`None`: a single process). Each
+/// rank of a CUDA run takes its LOCAL_RANK's GPU.
+fn connect(config: &TrainConfig, handles: &RunHandles) -> Result<(Device, Option<ProcessGroup>)> {
+    let device = match (config.device, &handles.launch) {
         (Device::Cuda(_), Some(launch)) => Device::Cuda(launch.local_rank),
         (device, _) => device,
     };
-    let group = match &config.launch {
+    let group = match &handles.launch {
         Some(launch) => Some(join_group(launch, device, config.dist_timeout)?),
         None => None,
     };
-    let (rank, world) = group
-        .as_ref()
-        .map_or((0, 1), |g| (g.rank(), g.world_size()));
+    Ok((device, group))
+}
 
-    // Resume state first: it fixes the rows held out for evaluation.
-    // The newest checkpoint that loads and verifies: a corrupt or truncated newer one is
-    // skipped, and the log says which and why.
-    let (resume, skipped_checkpoints) = match &group {
+/// The checkpoint to resume from, agreed on by the ranks, and the lines about newer ones
+/// skipped: the newest that loads and verifies (a corrupt or truncated newer one is skipped,
+/// and the log says which and why). An error under `--resume` when there is none.
+fn find_resume(
+    config: &TrainConfig,
+    group: Option<&ProcessGroup>,
+    device: Device,
+) -> Result<checkpoint::Resume> {
+    let (resume, skipped) = match group {
         Some(group) => agree_on_checkpoint(&config.out, group, device)?,
         None => checkpoint::newest_usable_checkpoint(&config.out)?,
     };
-    let (resume_from, resumed_state) = match resume {
-        Some((path, state)) => (Some(path), Some(state)),
-        None if config.require_checkpoint => bail!(
+    if resume.is_none() && config.require_checkpoint {
+        bail!(
             "--resume: {} has no complete checkpoint to resume from",
             config.out.display()
-        ),
-        None => (None, None),
-    };
+        );
+    }
+    Ok((resume, skipped))
+}
 
-    // Data. A resumed run holds out what it held out before.
-    let resumed_blend = resumed_state.as_ref().and_then(|s| s.blend.as_ref());
-    let blend_data = match &config.weights {
-        Some(_) => Some(open_blend(
-            &config.shards,
-            |i, rows| match &resumed_state {
-                Some(_) => resumed_blend
-                    .and_then(|b| b.sets.get(i))
-                    .map_or(0, |s| s.held_out),
-                None if config.eval_every > 0 => {
-                    held_out_rows(rows, config.eval_batches * config.micro_batch)
-                }
-                None => 0,
-            },
-        )?),
+/// Opens the data: one set split into training and validation rows, or a blend's sets. A
+/// resumed run holds out what it held out before.
+fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<OpenedData> {
+    let eval_rows = config.eval_batches * config.micro_batch;
+    let blend = match &config.weights {
+        Some(_) => Some(open_blend(&config.shards, |i, rows| match resumed {
+            Some(state) => state
+                .blend
+                .as_ref()
+                .and_then(|b| b.sets.get(i))
+                .map_or(0, |s| s.held_out),
+            None if config.eval_every > 0 => held_out_rows(rows, eval_rows),
+            None => 0,
+        })?),
         None => None,
     };
-    let DataSplit {
-        train: set,
-        val,
-        source,
-    } = match &blend_data {
+    let DataSplit { train, val, source } = match &blend {
         Some(blend) => DataSplit {
             train: blend.sets[0].clone(),
             val: None,
             source: EvalSource::None,
         },
-        None => open_split(&config.shards, |rows| match &resumed_state {
+        None => open_split(&config.shards, |rows| match resumed {
             Some(state) => state.held_out,
-            None if config.eval_every > 0 => {
-                held_out_rows(rows, config.eval_batches * config.micro_batch)
-            }
+            None if config.eval_every > 0 => held_out_rows(rows, eval_rows),
             None => 0,
         })?,
     };
-    let train_rows = blend_data
+    let train_rows = blend
         .as_ref()
-        .map_or(set.len(), |b| b.sets.iter().map(|s| s.len()).sum());
+        .map_or(train.len(), |b| b.sets.iter().map(|s| s.len()).sum());
     let held_out = match source {
         EvalSource::HeldOut(rows) => rows,
         EvalSource::ValDir | EvalSource::None => 0,
     };
+    Ok(OpenedData {
+        set: train,
+        val,
+        source,
+        blend,
+        train_rows,
+        held_out,
+    })
+}
+
+/// The shards' rows must fit the model's context, and their vocabulary its embedding.
+fn check_shapes(config: &TrainConfig, set: &h5gpt_formats::ShardSet) -> Result<()> {
+    let model = &config.model;
     let seq = set.seq_len();
-    if seq > model_cfg.n_ctx {
+    if seq > model.n_ctx {
         bail!(
             "{}: rows of {seq} tokens do not fit the model's context of {}\n---> HINT: re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx {seq})",
             describe(&config.shards),
-            model_cfg.n_ctx,
-            model_cfg.n_ctx
+            model.n_ctx,
+            model.n_ctx
         );
     }
     if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
-        if vocab as usize > model_cfg.embedding_rows() {
+        if vocab as usize > model.embedding_rows() {
             bail!(
                 "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({})\n---> HINT: set vocab_size to at least {vocab}, or re-run preprocess with the model's tokenizer",
                 describe(&config.shards),
-                model_cfg.embedding_rows()
+                model.embedding_rows()
             );
         }
     }
-    // A resumed run continues on the tokenizer its model was trained with (compared by
-    // content), and keeps the checkpoint's record of it.
-    let tokenizer = match (&resume_from, &resumed_state) {
-        (Some(ckpt), Some(state)) => {
-            checkpoint::check_data_tokenizer(ckpt, state, &set)?;
-            SavedTokenizer::of_checkpoint(ckpt, state)
-        }
-        _ => SavedTokenizer::of_set(&set)?,
-    };
-    let mut console = Console {
-        bar: ProgressBar::hidden(),
-        log,
-        quiet: rank != 0,
-    };
-    match &source {
-        EvalSource::ValDir => console.line(&format!(
+    Ok(())
+}
+
+/// Says where the validation rows come from.
+fn log_eval_source(config: &TrainConfig, data: &OpenedData, log: &mut RunLog<'_>) {
+    match &data.source {
+        EvalSource::ValDir => log.line(&format!(
             "eval: {} rows of {}",
-            val.as_ref().map_or(0, |v| v.len()),
+            data.val.as_ref().map_or(0, |v| v.len()),
             describe(&split_dirs(&config.shards).1)
         )),
-        EvalSource::HeldOut(rows) => console.line(&format!(
+        EvalSource::HeldOut(rows) => log.line(&format!(
             "eval: the last {rows} rows of {} are held out (training never sees them)",
             describe(&config.shards)
         )),
-        EvalSource::None if config.eval_every > 0 && blend_data.is_none() => {
-            console.line("eval: off (no val/ directory and too few rows to hold any out)")
+        EvalSource::None if config.eval_every > 0 && data.blend.is_none() => {
+            log.line("eval: off (no val/ directory and too few rows to hold any out)")
         }
         EvalSource::None => {}
     }
-    for line in &skipped_checkpoints {
-        console.line(&format!("warning: {line}"));
-    }
-    verify_shards(config, group.as_ref(), device, &mut console)?;
-    let blend = blend_record(
-        config,
-        blend_data.as_ref(),
-        resumed_state.as_ref(),
-        resume_from.as_deref(),
-    )?;
-    // Evaluation sets: the one set, or each blend set that has rows to evaluate on, with its
-    // weight in the blended loss.
-    let eval_sets: Vec<(String, Arc<h5gpt_formats::ShardSet>, f64)> = match (&blend, &blend_data) {
-        (Some(record), Some(data)) => data
+}
+
+/// The evaluation sets: the one set, or each blend set that has rows to evaluate on, with its
+/// weight in the blended loss.
+fn eval_sets(data: &OpenedData, blend: Option<&BlendRecord>) -> Vec<EvalSet> {
+    match (blend, &data.blend) {
+        (Some(record), Some(sets)) => sets
             .vals
             .iter()
             .zip(&record.sets)
             .zip(record.weights())
-            .filter_map(|((val, s), w)| val.clone().map(|v| (s.path.display().to_string(), v, *w)))
-            .collect(),
-        _ => val
-            .iter()
-            .map(|v| (String::new(), v.clone(), 1.0))
-            .collect(),
-    };
-    if let Some(record) = &blend {
-        let sets: Vec<String> = record
-            .sets
-            .iter()
-            .zip(record.weights())
-            .map(|(s, w)| {
-                format!(
-                    "{} {w:.3} ({} rows{})",
-                    s.path.display(),
-                    s.rows,
-                    if s.held_out > 0 {
-                        format!(", last {} held out", s.held_out)
-                    } else {
-                        String::new()
-                    }
-                )
+            .filter_map(|((val, s), w)| {
+                val.clone().map(|rows| EvalSet {
+                    name: s.path.display().to_string(),
+                    rows,
+                    weight: *w,
+                })
             })
-            .collect();
-        console.line(&format!(
-            "blend: {} | weights are fractions of rows, in blocks of {} with exact quotas; each set has its own epochs{}",
-            sets.join(" + "),
-            h5gpt_formats::blend::BLOCK,
-            if record.phases.len() > 1 {
-                format!(" | reweighted {} times, last at stream position {}", record.phases.len() - 1, record.phases.last().map_or(0, |p| p.start))
+            .collect(),
+        _ => data
+            .val
+            .iter()
+            .map(|rows| EvalSet {
+                name: String::new(),
+                rows: rows.clone(),
+                weight: 1.0,
+            })
+            .collect(),
+    }
+}
+
+/// Says what the blend draws, and how it is evaluated.
+fn log_blend(
+    config: &TrainConfig,
+    record: &BlendRecord,
+    eval_sets: &[EvalSet],
+    log: &mut RunLog<'_>,
+) {
+    let sets: Vec<String> = record
+        .sets
+        .iter()
+        .zip(record.weights())
+        .map(|(s, w)| {
+            format!(
+                "{} {w:.3} ({} rows{})",
+                s.path.display(),
+                s.rows,
+                if s.held_out > 0 {
+                    format!(", last {} held out", s.held_out)
+                } else {
+                    String::new()
+                }
+            )
+        })
+        .collect();
+    log.line(&format!(
+        "blend: {} | weights are fractions of rows, in blocks of {} with exact quotas; each set has its own epochs{}",
+        sets.join(" + "),
+        h5gpt_formats::blend::BLOCK,
+        if record.phases.len() > 1 {
+            format!(" | reweighted {} times, last at stream position {}", record.phases.len() - 1, record.phases.last().map_or(0, |p| p.start))
+        } else {
+            String::new()
+        }
+    ));
+    if config.eval_every > 0 {
+        log.line(&format!(
+            "eval: per set ({}) and blended by weight",
+            if eval_sets.is_empty() {
+                "none has a val/ directory or rows to hold out".to_string()
             } else {
-                String::new()
+                eval_sets
+                    .iter()
+                    .map(|e| e.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ));
-        if config.eval_every > 0 {
-            console.line(&format!(
-                "eval: per set ({}) and blended by weight",
-                if eval_sets.is_empty() {
-                    "none has a val/ directory or rows to hold out".to_string()
-                } else {
-                    eval_sets
-                        .iter()
-                        .map(|e| e.0.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ));
-        }
     }
+}
 
-    // Batch and schedule.
+/// The global batch, the number of steps and the learning-rate schedule; a resumed run must
+/// have its checkpoint's batch.
+fn plan_steps(
+    config: &TrainConfig,
+    data: &OpenedData,
+    resumed: Option<&CheckpointState>,
+    log: &mut RunLog<'_>,
+) -> Result<StepPlan> {
+    let seq = data.set.seq_len();
     let (global, notes) = global_batch(
         config.total_batch_tokens,
         seq,
         config.micro_batch,
-        train_rows,
+        data.train_rows,
     );
     for note in notes {
-        console.line(&format!("note: {note}"));
+        log.line(&format!("note: {note}"));
     }
-    if let Some(state) = &resumed_state {
+    if let Some(state) = resumed {
         if state.global_batch != global || state.seq_len != seq {
             bail!(
                 "{}: checkpoint of a run with a global batch of {} rows of {} tokens, this run has {global} rows of {seq}\n---> HINT: use the same --total-batch-tokens and --micro-batch, or another --out",
@@ -964,57 +1445,57 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     let total_steps = match (config.max_steps, config.max_tokens) {
         (Some(steps), _) => steps,
         (None, Some(tokens)) => tokens.div_ceil(tokens_per_step).max(1) as usize,
-        (None, None) => ((config.epochs * train_rows as f64) / global as f64)
+        (None, None) => ((config.epochs * data.train_rows as f64) / global as f64)
             .ceil()
             .max(1.0) as usize,
     };
     let warmup_steps = config.warmup_tokens.map_or(config.warmup_steps, |t| {
         t.div_ceil(tokens_per_step) as usize
     });
-    let schedule = LrSchedule {
-        max_lr: config.lr,
-        min_lr_ratio: config.min_lr_ratio,
-        warmup_steps,
-        decay_steps: total_steps,
-    };
+    Ok(StepPlan {
+        global,
+        tokens_per_step,
+        total_steps,
+        schedule: LrSchedule {
+            max_lr: config.lr,
+            min_lr_ratio: config.min_lr_ratio,
+            warmup_steps,
+            decay_steps: total_steps,
+        },
+    })
+}
 
-    // Model, optimizer, resume.
-    if device.is_cuda() {
-        crate::shim::allow_tf32(true)?;
-    }
-    tch::manual_seed(config.seed as i64);
-    let mut vs = nn::VarStore::new(device);
-    let model = Gpt::new(&vs.root(), model_cfg);
-    let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &model_cfg);
-    let (mut start_step, mut position, mut seed) = (0usize, 0u64, config.seed);
-    if let (Some(ckpt), Some(state)) = (&resume_from, &resumed_state) {
-        if state.model != model_cfg {
-            bail!(
-                "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags (the run's config.toml has them: --config {}), or another --out",
-                ckpt.display(),
-                state.model,
-                model_cfg,
-                config.out.join("config.toml").display()
-            );
-        }
-        vs.load(ckpt.join("model.safetensors"))
-            .with_context(|| format!("{}: cannot load model.safetensors", ckpt.display()))?;
-        let saved = Tensor::read_safetensors(ckpt.join("optimizer.safetensors"))
-            .with_context(|| format!("{}: cannot load optimizer.safetensors", ckpt.display()))?;
-        opt.load_state(&saved)
-            .map_err(|e| anyhow!("{}: {e}", ckpt.display()))?;
-        (start_step, position, seed) = (state.step, state.position, state.seed);
-        if seed != config.seed {
-            console.line(&format!(
-                "note: continuing the checkpoint's data order (seed {seed}), not --seed {}",
-                config.seed
+/// The model's starting weights: the checkpoint's (with the optimizer's state, the step, data
+/// position and seed), a Hugging Face GPT-2's (`--init-from-hf`), or the fresh initialization.
+fn initialize(
+    config: &TrainConfig,
+    resume: Option<&(PathBuf, CheckpointState)>,
+    vs: &mut nn::VarStore,
+    opt: &mut AdamW,
+    log: &mut RunLog<'_>,
+) -> Result<Start> {
+    let model_cfg = config.model;
+    if let Some((ckpt, state)) = resume {
+        let options = config.out.join("config.toml");
+        checkpoint::restore(ckpt, state, &model_cfg, vs, opt, &options)?;
+        if state.seed != config.seed {
+            log.line(&format!(
+                "note: continuing the checkpoint's data order (seed {}), not --seed {}",
+                state.seed, config.seed
             ));
         }
-        console.line(&format!(
-            "resuming from {} (step {start_step})",
-            ckpt.display()
+        log.line(&format!(
+            "resuming from {} (step {})",
+            ckpt.display(),
+            state.step
         ));
-    } else if let Some(dir) = &config.init_from_hf {
+        return Ok(Start {
+            step: state.step,
+            position: state.position,
+            seed: state.seed,
+        });
+    }
+    if let Some(dir) = &config.init_from_hf {
         if model_cfg.mup.is_some() {
             bail!(
                 "{}: cannot start a μP model from Hugging Face GPT-2 weights (they are in the standard parameterization)\n---> HINT: drop --mup, or --init-from-hf",
@@ -1033,43 +1514,35 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 dir.display()
             );
         }
-        crate::hf::copy_into(&vs, &tensors)?;
-        console.line(&format!("initialized from {}", dir.display()));
+        crate::hf::copy_into(vs, &tensors)?;
+        log.line(&format!("initialized from {}", dir.display()));
     }
-    if let Some(group) = &group {
-        // Every rank starts from rank 0's weights.
-        let params = sorted_parameters(&vs);
-        tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
-    }
-    if config.precision == Precision::Bf16Pure {
-        // fp32 masters of the weights as they are now (initialized, loaded or resumed), then
-        // the model in bf16.
-        opt.keep_fp32_masters()?;
-        vs.bfloat16();
-    }
-    let mut buckets = group
-        .as_ref()
-        .map(|_| GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES));
-    std::fs::create_dir_all(&config.out)
-        .with_context(|| format!("cannot create {}", config.out.display()))?;
-    if let (Some(toml), 0) = (&config.config_toml, rank) {
-        h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
-    }
-    let (mut metrics, mut curves) = if rank == 0 {
-        let (file, curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
-        (Some(file), curves)
-    } else {
-        (None, Curves::default())
-    };
+    Ok(Start {
+        step: 0,
+        position: 0,
+        seed: config.seed,
+    })
+}
 
-    let flops_per_token = model_cfg.flops_per_token(seq);
-    let peak_flops = config.peak_flops.or_else(|| {
+/// Peak FLOP/s for MFU: `--peak-flops`, else looked up from the GPU's name (none on CPU).
+fn peak_flops(config: &TrainConfig, device: Device) -> Option<f64> {
+    config.peak_flops.or_else(|| {
         device
             .is_cuda()
             .then(gpu_name)
             .flatten()
             .and_then(|name| peak_bf16_flops(&name))
-    });
+    })
+}
+
+/// How each global batch is cut: over the ranks, then into micro-batches.
+fn batch_layout(
+    config: &TrainConfig,
+    global: usize,
+    rank: usize,
+    world: usize,
+    log: &mut RunLog<'_>,
+) -> Result<BatchLayout> {
     if global % world != 0 {
         bail!(
             "a global batch of {global} rows does not split over {world} ranks\n---> HINT: pick --total-batch-tokens and --micro-batch so that the rows per step are a multiple of the ranks"
@@ -1082,47 +1555,31 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         rank,
     };
     if world > 1 && layout.micro_batch != config.micro_batch {
-        console.line(&format!(
+        log.line(&format!(
             "note: {} rows per rank per step: micro-batch {} instead of {}",
             layout.per_rank(),
             layout.micro_batch,
             config.micro_batch
         ));
     }
-    let loader_config = LoaderConfig {
-        seed,
-        layout,
-        start_position: position,
-        prefetch: 4,
-    };
-    let mut loader = match (&blend, &blend_data) {
-        (Some(record), Some(data)) => {
-            Loader::with_sampler(data.sets.clone(), record.sampler(seed)?, loader_config)?
-        }
-        _ => Loader::new(set.clone(), loader_config)?,
-    };
-    if rank == 0 && start_step < total_steps {
-        record_segment(
-            config,
-            start_step,
-            position,
-            seed,
-            layout,
-            seq,
-            train_rows,
-            held_out,
-            blend.clone(),
-        )?;
-    }
-    let micro_steps = layout.micro_steps();
-    // Ids are checked against the tokenizer's vocabulary, not the padded embedding: ids in
-    // the padding rows are no tokens at all (a corrupt shard), and would train on garbage.
-    let vocab_limit = set
-        .data_params()
-        .and_then(|p| p.post_process.vocab_size)
-        .map_or(model_cfg.vocab_size, |v| v as usize);
+    Ok(layout)
+}
+
+/// The plan lines: μP's settings, the data-parallel layout, and the steps, tokens and FLOPs.
+#[allow(clippy::too_many_arguments)]
+fn log_plan(
+    config: &TrainConfig,
+    plan: &StepPlan,
+    data: &OpenedData,
+    layout: BatchLayout,
+    seq: usize,
+    ctx: &StepContext,
+    buckets: Option<&GradBuckets>,
+    log: &mut RunLog<'_>,
+) {
+    let model_cfg = &config.model;
     if let Some(mup) = model_cfg.mup {
-        console.line(&format!(
+        log.line(&format!(
             "μP: on | m = {} / {} = {} | hidden LR {:.4e} (η/m) | embedding output × {} | logits × 1/m | attention 1/d_head | σ_base {}",
             model_cfg.n_embd,
             mup.base_width,
@@ -1132,309 +1589,27 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             mup.init_std
         ));
     }
-    if let Some(buckets) = &buckets {
-        console.line(&format!(
-            "data parallel: {world} ranks ({}) | {} rows per rank per step | {} gradient buckets of at most {} MB | timeout {}s",
-            if device.is_cuda() { "nccl" } else { "gloo" },
+    if let Some(buckets) = buckets {
+        log.line(&format!(
+            "data parallel: {} ranks ({}) | {} rows per rank per step | {} gradient buckets of at most {} MB | timeout {}s",
+            layout.world_size,
+            if ctx.device.is_cuda() { "nccl" } else { "gloo" },
             layout.per_rank(),
             buckets.len(),
             BUCKET_BYTES >> 20,
             config.dist_timeout.as_secs_f64()
         ));
     }
-    console.line(&format!(
-        "plan: {total_steps} steps × {global} rows × {seq} tokens = {:.3e} tokens ({:.2} epochs of {} rows) | {micro_steps} micro-batches of {} per step | warm-up {warmup_steps} steps | {} | {:.3e} FLOPs",
-        (total_steps as u64 * tokens_per_step) as f64,
-        (total_steps * global) as f64 / train_rows as f64,
-        train_rows,
+    let (total_steps, global) = (plan.total_steps, plan.global);
+    let tokens = (total_steps as u64 * plan.tokens_per_step) as f64;
+    log.line(&format!(
+        "plan: {total_steps} steps × {global} rows × {seq} tokens = {tokens:.3e} tokens ({:.2} epochs of {} rows) | {} micro-batches of {} per step | warm-up {} steps | {} | {:.3e} FLOPs",
+        (total_steps * global) as f64 / data.train_rows as f64,
+        data.train_rows,
+        layout.micro_steps(),
         layout.micro_batch,
+        plan.schedule.warmup_steps,
         config.precision.name(),
-        flops_per_token * (total_steps as u64 * tokens_per_step) as f64
+        ctx.flops_per_token * tokens
     ));
-
-    if config.progress && start_step < total_steps {
-        console.bar =
-            ProgressBar::with_draw_target(Some(total_steps as u64), ProgressDrawTarget::stderr());
-        console.bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:40.cyan/blue} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
-            )
-            .expect("valid template"),
-        );
-        console.bar.set_position(start_step as u64);
-        console.bar.reset_eta();
-    }
-
-    let mut summary = TrainSummary {
-        steps: Vec::new(),
-        evals: Vec::new(),
-        start_step,
-        end_step: start_step,
-        total_steps,
-        interrupted: false,
-        checkpoint: resume_from.clone(),
-    };
-    let mut saves = 0usize;
-    let mut save =
-        |done: usize, loader: &Loader, opt: &AdamW, console: &mut Console<'_>| -> Result<PathBuf> {
-            if rank != 0 {
-                return Ok(checkpoint::checkpoint_path(&config.out, done));
-            }
-            saves += 1;
-            let state = CheckpointState {
-                step: done,
-                position: loader.position(),
-                seed,
-                global_batch: global,
-                seq_len: seq,
-                held_out,
-                model: model_cfg,
-                tokenizer: tokenizer.name.clone(),
-                eos_id: tokenizer.eos_id,
-                version: checkpoint::STATE_VERSION,
-                files: Default::default(),
-                blend: blend.clone(),
-            };
-            let path = checkpoint::save(
-                &config.out,
-                &vs,
-                opt,
-                &state,
-                tokenizer.json.as_deref(),
-                saves,
-                config.keep_checkpoints,
-            )?;
-            console.line(&format!("saved {}", path.display()));
-            Ok(path)
-        };
-    let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut Option<std::fs::File>| {
-        if eval_sets.is_empty() || rank != 0 {
-            return Ok::<_, anyhow::Error>(None);
-        }
-        let (mut weighted, mut weights, mut rows) = (0.0, 0.0, 0);
-        let mut per_set = std::collections::BTreeMap::new();
-        for (name, val, weight) in &eval_sets {
-            let result = guarded("evaluation", config.micro_batch, || {
-                evaluate(
-                    &model,
-                    val,
-                    config.micro_batch,
-                    Some(config.eval_batches * config.micro_batch),
-                    device,
-                    config.precision,
-                )
-            })?;
-            weighted += weight * result.loss;
-            weights += weight;
-            rows += result.rows;
-            if blend.is_some() {
-                per_set.insert(name.clone(), result.loss);
-            }
-        }
-        let loss = weighted / weights;
-        let row = EvalMetrics {
-            step: done,
-            tokens: done as u64 * tokens_per_step,
-            val_loss: loss,
-            val_loss_sets: per_set,
-        };
-        let sets: String = row
-            .val_loss_sets
-            .iter()
-            .map(|(name, l)| format!(" | {name} {l:.6}"))
-            .collect();
-        console.line(&format!(
-            "step {:>5} | val loss {:.6}{} | {} rows{sets}",
-            done,
-            loss,
-            if blend.is_some() { " (blended)" } else { "" },
-            rows
-        ));
-        append_row(metrics, &row)?;
-        Ok(Some(row))
-    };
-
-    let ctx = StepContext {
-        tokens_per_step,
-        flops_per_token,
-        peak_flops,
-        device,
-        skip_nonfinite: config.skip_nonfinite,
-    };
-    if h5gpt_core::plot::font_status().is_none() {
-        console.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
-    }
-    if start_step == 0 && config.eval_every > 0 {
-        if let Some(row) = run_eval(0, &mut console, &mut metrics)? {
-            curves.val.push((0, row.val_loss));
-            summary.evals.push(row);
-        }
-    }
-    // Steps are queued on the device without waiting: each one's figures (loss, norm, whether
-    // it was skipped, the ranks' stop votes) come back through one non-blocking copy, read after
-    // the next step is queued; all of them are read before a validation or a checkpoint.
-    let nan_at = h5gpt_formats::fault::armed("nan-at-step");
-    let mut pending: VecDeque<Queued> = VecDeque::new();
-    let mut tally = StepTally {
-        last_done: Instant::now(),
-        stop_voted: false,
-        nonfinite: 0,
-    };
-    for step in start_step..total_steps {
-        let stop_here = config
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::SeqCst));
-        // A signal on any rank stops them all after the same step: every rank reads the same
-        // summed votes at the same step.
-        let stop = match &group {
-            Some(_) => tally.stop_voted,
-            None => stop_here,
-        };
-        if stop {
-            summary.interrupted = true;
-            break;
-        }
-        let lr = schedule.lr(step);
-        tch::manual_seed(step_seed(seed, step, rank));
-        let stats = guarded(&format!("step {step}"), config.micro_batch, || {
-            match &mut buckets {
-                // Gradients are views into the buckets: zeroed there, one fill per bucket.
-                Some(buckets) => buckets.zero_grad(),
-                None => opt.zero_grad()?,
-            }
-            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-            for micro in 0..micro_steps {
-                let batch = loader.next_batch()?;
-                let tensors = BatchTensors::new(
-                    &batch.input_ids,
-                    &batch.labels,
-                    &batch.attention_mask,
-                    batch.rows,
-                    vocab_limit,
-                    device,
-                    &|r| format!("training example {}", batch.sample_ids[r]),
-                )?;
-                loader.recycle(batch);
-                let mut loss = {
-                    let _autocast = config.precision.autocast(device)?;
-                    model.loss(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
-                        / micro_steps as f64
-                };
-                if nan_at == Some(step) && micro == 0 {
-                    if rank == 0 {
-                        eprintln!("H5GPT_FAULT: a NaN loss at step {step} (testing aid)");
-                    }
-                    loss *= f64::NAN;
-                }
-                loss.backward();
-                // bf16-pure: into the fp32 main gradients.
-                opt.accumulate_main_grads(micro == 0)?;
-                loss_sum += loss.detach();
-            }
-            // The loss and this rank's stop vote travel together: one all-reduce, one read.
-            let shared = Tensor::stack(
-                &[
-                    loss_sum,
-                    Tensor::full([], f64::from(u8::from(stop_here)), (Kind::Float, device)),
-                ],
-                0,
-            );
-            if let (Some(group), Some(buckets)) = (&group, &mut buckets) {
-                // Gradients and loss averaged over the ranks before clipping.
-                buckets.all_reduce_mean(group)?;
-                group.all_reduce_sum(&shared)?;
-            }
-            let loss = shared.get(0) / world as f64;
-            let norm = opt
-                .clip_grad_norm(1.0)?
-                .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
-            // A non-finite loss or norm skips the update on the device (no host sync).
-            let found_inf = (&loss + &norm)
-                .isfinite()
-                .logical_not()
-                .to_kind(Kind::Float);
-            opt.step(lr, Some(&found_inf))?;
-            let stats = Tensor::stack(&[loss, norm, found_inf, shared.get(1)], 0);
-            // To pinned host memory without blocking (a CUDA event marks when it has landed).
-            let host = stats.to_device_(Device::Cpu, Kind::Float, true, false);
-            let event = match device {
-                Device::Cuda(index) => Some(crate::shim::CudaEvent::record(index)?),
-                _ => None,
-            };
-            Ok((host, event))
-        })?;
-        pending.push_back(Queued {
-            step,
-            lr,
-            stats: stats.0,
-            event: stats.1,
-            queued: Instant::now(),
-        });
-        let done = step + 1;
-        summary.end_step = done;
-        let last = done == total_steps;
-        let eval_due = config.eval_every > 0 && (done % config.eval_every == 0 || last);
-        let save_due = done % config.save_every.max(1) == 0 || last;
-        // Read every step but the newest; at a validation or checkpoint, all of them.
-        let keep = if eval_due || save_due { 0 } else { 1 };
-        while pending.len() > keep {
-            let queued = pending.pop_front().expect("a queued step");
-            let m = resolve(queued, &mut tally, &mut console, &ctx, &summary)?;
-            append_row(&mut metrics, &m)?;
-            if m.loss.is_finite() {
-                curves.train.push((m.tokens, m.loss as f64));
-            }
-            summary.steps.push(m);
-        }
-        if eval_due {
-            if let Some(row) = run_eval(done, &mut console, &mut metrics)? {
-                curves.val.push((row.tokens, row.val_loss));
-                summary.evals.push(row);
-            }
-            if let Some(file) = &mut metrics {
-                file.flush()?;
-                plot(&config.out, &curves, &mut console);
-            }
-        }
-        if save_due {
-            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
-        }
-        if eval_due || save_due {
-            // The next step's time starts now, not when the last one finished.
-            tally.last_done = Instant::now();
-        }
-    }
-    // The steps still queued are read before anything is saved.
-    while let Some(queued) = pending.pop_front() {
-        let m = resolve(queued, &mut tally, &mut console, &ctx, &summary)?;
-        append_row(&mut metrics, &m)?;
-        if m.loss.is_finite() {
-            curves.train.push((m.tokens, m.loss as f64));
-        }
-        summary.steps.push(m);
-    }
-    if summary.interrupted {
-        let done = summary.end_step;
-        let saved = summary
-            .checkpoint
-            .as_ref()
-            .is_some_and(|c| c.ends_with(checkpoint::checkpoint_name(done)));
-        if !saved {
-            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
-        }
-        console.line(&format!(
-            "stopped by a signal after step {done}: rerun the same command to continue"
-        ));
-    }
-    console.bar.finish_and_clear();
-    if let Some(file) = &metrics {
-        file.sync_all()?;
-        plot(&config.out, &curves, &mut console);
-    }
-    if let Some(group) = &group {
-        // No rank leaves before rank 0 has written the last checkpoint.
-        group.barrier()?;
-    }
-    Ok(summary)
 }

@@ -7,7 +7,7 @@ use h5gpt_formats::exit::{exit_code, RUNTIME};
 use h5gpt_formats::lock::RunLock;
 use h5gpt_train::dist::Launch;
 use h5gpt_train::options::{resolve, TrainOptions};
-use h5gpt_train::trainer::train;
+use h5gpt_train::trainer::{train, RunHandles};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -67,10 +67,13 @@ fn run() -> Result<()> {
     if let Some(threads) = resolved.options.threads {
         tch::set_num_threads(threads as i32);
     }
-    let mut config = resolved.config;
+    let config = resolved.config;
     // Under torchrun or srun: this process is one rank; only rank 0 prints and writes.
-    config.launch = Launch::from_env()?;
-    let rank0 = config.launch.as_ref().is_none_or(|l| l.rank == 0);
+    let mut handles = RunHandles {
+        launch: Launch::from_env()?,
+        ..RunHandles::default()
+    };
+    let rank0 = handles.launch.as_ref().is_none_or(|l| l.rank == 0);
     if rank0 {
         for note in &resolved.notes {
             println!("{note}");
@@ -82,10 +85,10 @@ fn run() -> Result<()> {
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    config.stop = Some(stop);
-    config.progress = rank0 && std::io::stderr().is_terminal();
+    handles.stop = Some(stop);
+    handles.progress = rank0 && std::io::stderr().is_terminal();
     if !rank0 {
-        train(&config, &mut |_| {})?;
+        train(&config, &handles, &mut |_| {})?;
         return Ok(());
     }
     // One writer per run folder: a second `train --out` into it stops here.
@@ -97,7 +100,7 @@ fn run() -> Result<()> {
         );
     }
     // Written by the trainer once the run has started, so a failed start leaves nothing.
-    config.config_toml = Some(resolved.options.to_toml()?);
+    handles.config_toml = Some(resolved.options.to_toml()?);
     let model = config.model;
     let counted = model.breakdown();
     eprintln!(
@@ -119,13 +122,13 @@ fn run() -> Result<()> {
         config.total_batch_tokens,
         config.lr,
     );
-    if let Some(launch) = &config.launch {
+    if let Some(launch) = &handles.launch {
         eprintln!(
             "train: rank 0 of {} | store {}:{} ({:?})",
             launch.world_size, launch.master_addr, launch.master_port, launch.launcher
         );
     }
-    let summary = train(&config, &mut |line| println!("{line}"))?;
+    let summary = train(&config, &handles, &mut |line| println!("{line}"))?;
     if summary.interrupted {
         println!(
             "stopped at step {} of {}; checkpoint {}",

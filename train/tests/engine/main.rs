@@ -6,6 +6,7 @@ mod link;
 mod model;
 mod mup;
 mod optim;
+mod options;
 mod shim;
 mod trainer;
 

@@ -10,7 +10,7 @@ use h5gpt_train::hf::{self, HfError};
 use h5gpt_train::model::{Gpt, GptConfig};
 use h5gpt_train::optim::{AdamW, AdamWConfig};
 use h5gpt_train::options::{resolve, TrainOptions};
-use h5gpt_train::trainer::{train, TrainConfig};
+use h5gpt_train::trainer::{train, RunHandles, TrainConfig};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -370,10 +370,14 @@ fn mup_checkpoints_resume_only_as_mup() {
         warmup_steps: 1,
         max_steps: Some(steps),
         save_every: 1,
+        eval_every: 0,
         ..TrainConfig::new(&data, &out, model)
     };
     let mut lines = Vec::new();
-    let first = train(&run(mup, 1), &mut |l| lines.push(l.to_owned())).unwrap();
+    let first = train(&run(mup, 1), &RunHandles::default(), &mut |l| {
+        lines.push(l.to_owned())
+    })
+    .unwrap();
     assert!(
         lines
             .iter()
@@ -383,9 +387,11 @@ fn mup_checkpoints_resume_only_as_mup() {
     let state = h5gpt_train::checkpoint::read_state(first.checkpoint.as_ref().unwrap()).unwrap();
     assert_eq!(state.model, mup);
     let sp = GptConfig { mup: None, ..mup };
-    let err = train(&run(sp, 2), &mut |_| {}).unwrap_err().to_string();
+    let err = train(&run(sp, 2), &RunHandles::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("checkpoint of another model"), "{err}");
-    let resumed = train(&run(mup, 2), &mut |_| {}).unwrap();
+    let resumed = train(&run(mup, 2), &RunHandles::default(), &mut |_| {}).unwrap();
     assert_eq!((resumed.start_step, resumed.end_step), (1, 2));
 }
 

@@ -3,7 +3,7 @@
 use h5gpt_formats::{Compression, ShardSetWriter};
 use h5gpt_train::model::GptConfig;
 use h5gpt_train::precision::Precision;
-use h5gpt_train::trainer::{global_batch, train, StepMetrics, TrainConfig};
+use h5gpt_train::trainer::{global_batch, train, RunHandles, StepMetrics, TrainConfig};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,6 +63,7 @@ fn config(shards: &Path, out: &Path) -> TrainConfig {
         seed: 7,
         save_every: 3,
         keep_checkpoints: 5,
+        eval_every: 0,
         ..TrainConfig::new(shards, out, GptConfig::tiny(64, 16))
     }
 }
@@ -89,20 +90,25 @@ fn resumed_run_reproduces_losses_bit_for_bit() {
         eval_batches: 2,
         ..config(&data, out)
     };
-    let a = train(&with_dropout(&full), &mut |_| {}).unwrap();
+    let a = train(&with_dropout(&full), &RunHandles::default(), &mut |_| {}).unwrap();
     assert_eq!(a.evals.len(), 4, "at 0, 2, 4 and 6 steps: {:?}", a.evals);
     assert_eq!(a.steps.len(), 6);
     assert!(a.steps[5].loss < a.steps[0].loss, "the loss falls");
     std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
     let from = full.join("checkpoints/step-00000003");
     copy_checkpoint(&from, &resumed.join("checkpoints/step-00000003"));
-    let b = train(&with_dropout(&resumed), &mut |_| {}).unwrap();
+    let b = train(&with_dropout(&resumed), &RunHandles::default(), &mut |_| {}).unwrap();
     assert_eq!(b.start_step, 3);
     assert_eq!(losses(&b.steps), losses(&a.steps[3..]));
     assert_eq!(b.evals.last(), a.evals.last(), "same final validation");
     // Without reseeding, dropout would differ from a fresh process's RNG: the check above
     // is only meaningful if dropout changes the losses at all.
-    let c = train(&config(&data, &dir.path().join("nodrop")), &mut |_| {}).unwrap();
+    let c = train(
+        &config(&data, &dir.path().join("nodrop")),
+        &RunHandles::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_ne!(losses(&c.steps), losses(&a.steps));
 }
 
@@ -114,17 +120,23 @@ fn a_stop_request_checkpoints_and_the_rerun_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 1000, 16);
-    let full = train(&config(&data, &dir.path().join("full")), &mut |_| {}).unwrap();
+    let full = train(
+        &config(&data, &dir.path().join("full")),
+        &RunHandles::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let out = dir.path().join("stopped");
     let stop = Arc::new(AtomicBool::new(false));
-    let stopping = TrainConfig {
+    let stopping = config(&data, &out);
+    let handles = RunHandles {
         stop: Some(stop.clone()),
-        ..config(&data, &out)
+        ..RunHandles::default()
     };
     // A step's line is printed once the next step is queued (its figures are read one step
     // late, so the device never waits for the host): the request made while step 0's line is
     // printed stops the run after step 1, the step in flight.
-    let first = train(&stopping, &mut |line| {
+    let first = train(&stopping, &handles, &mut |line| {
         if line.starts_with("step     0 |") {
             stop.store(true, Ordering::SeqCst);
         }
@@ -133,7 +145,7 @@ fn a_stop_request_checkpoints_and_the_rerun_continues_exactly() {
     assert!(first.interrupted);
     assert_eq!(first.end_step, 2);
     assert!(out.join("checkpoints/step-00000002/state.json").is_file());
-    let rest = train(&config(&data, &out), &mut |_| {}).unwrap();
+    let rest = train(&config(&data, &out), &RunHandles::default(), &mut |_| {}).unwrap();
     assert_eq!(rest.start_step, 2);
     let mut all = first.steps.clone();
     all.extend(rest.steps);
@@ -157,7 +169,10 @@ fn token_budgets_round_up_to_steps_and_evaluation_is_plotted() {
         ..config(&data, &out)
     };
     let mut log = Vec::new();
-    let summary = train(&cfg, &mut |l| log.push(l.to_string())).unwrap();
+    let summary = train(&cfg, &RunHandles::default(), &mut |l| {
+        log.push(l.to_string())
+    })
+    .unwrap();
     assert_eq!(summary.total_steps, 5, "{log:?}");
     assert!(log.iter().any(|l| l.contains("warm-up 2 steps")), "{log:?}");
     // Step 1 is still warming up (lr = 2/2 · peak at step 1 only once warm-up ends).
@@ -191,7 +206,9 @@ fn bf16_autocast_tracks_fp32() {
             max_steps: Some(3),
             ..config(&data, &dir.path().join(name))
         };
-        train(&cfg, &mut |_| {}).unwrap().steps
+        train(&cfg, &RunHandles::default(), &mut |_| {})
+            .unwrap()
+            .steps
     };
     let (fp32, bf16) = (run(Precision::Fp32, "fp32"), run(Precision::Bf16, "bf16"));
     assert_ne!(losses(&fp32), losses(&bf16), "bf16 rounds differently");
@@ -216,7 +233,12 @@ fn ids_beyond_the_vocabulary_are_refused() {
         model: GptConfig::tiny(32, 16),
         ..config(&data, &dir.path().join("run"))
     };
-    let err = format!("{:#}", train(&cfg, &mut |_| {}).err().unwrap());
+    let err = format!(
+        "{:#}",
+        train(&cfg, &RunHandles::default(), &mut |_| {})
+            .err()
+            .unwrap()
+    );
     assert!(
         err.contains("training example") && err.contains("vocabulary of 32"),
         "{err}"
@@ -230,10 +252,13 @@ fn a_checkpoint_of_another_model_is_refused() {
     let data = dir.path().join("shards");
     shards(&data, 200, 16);
     let out = dir.path().join("run");
-    train(&config(&data, &out), &mut |_| {}).unwrap();
+    train(&config(&data, &out), &RunHandles::default(), &mut |_| {}).unwrap();
     let mut other = config(&data, &out);
     other.model.n_layer = 3;
-    let err = train(&other, &mut |_| {}).err().unwrap().to_string();
+    let err = train(&other, &RunHandles::default(), &mut |_| {})
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("checkpoint of another model"), "{err}");
 }
 
@@ -243,10 +268,14 @@ fn rows_longer_than_the_context_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shards");
     shards(&data, 50, 32);
-    let err = train(&config(&data, &dir.path().join("run")), &mut |_| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let err = train(
+        &config(&data, &dir.path().join("run")),
+        &RunHandles::default(),
+        &mut |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("--seq-len 16"), "{err}");
 }
 
@@ -285,7 +314,10 @@ fn figures_read_one_step_late_belong_to_their_step() {
             ..config(&data, &out)
         };
         let mut log = Vec::new();
-        let summary = train(&cfg, &mut |l| log.push(l.to_string())).unwrap();
+        let summary = train(&cfg, &RunHandles::default(), &mut |l| {
+            log.push(l.to_string())
+        })
+        .unwrap();
         let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
             .lines()
@@ -342,7 +374,9 @@ fn bf16_pure_tracks_bf16_autocast() {
             save_every: 100,
             ..config(&data, &dir.path().join(name))
         };
-        train(&cfg, &mut |_| {}).unwrap().steps
+        train(&cfg, &RunHandles::default(), &mut |_| {})
+            .unwrap()
+            .steps
     };
     let (autocast, pure) = (
         run(Precision::Bf16, "autocast"),
@@ -381,7 +415,7 @@ fn bf16_pure_saves_fp32_masters_and_resumes_exactly() {
         precision: Precision::Bf16Pure,
         ..config(&data, out)
     };
-    let a = train(&pure(&full), &mut |_| {}).unwrap();
+    let a = train(&pure(&full), &RunHandles::default(), &mut |_| {}).unwrap();
     let from = full.join("checkpoints/step-00000003");
     let saved = tch::Tensor::read_safetensors(from.join("model.safetensors")).unwrap();
     assert!(!saved.is_empty());
@@ -393,7 +427,7 @@ fn bf16_pure_saves_fp32_masters_and_resumes_exactly() {
     let rounded = w.to_kind(tch::Kind::BFloat16).to_kind(tch::Kind::Float);
     assert!(!w.equal(&rounded), "{name} holds bf16 values only");
     copy_checkpoint(&from, &resumed.join("checkpoints/step-00000003"));
-    let b = train(&pure(&resumed), &mut |_| {}).unwrap();
+    let b = train(&pure(&resumed), &RunHandles::default(), &mut |_| {}).unwrap();
     assert_eq!(b.start_step, 3);
     assert_eq!(losses(&b.steps), losses(&a.steps[3..]));
 }
