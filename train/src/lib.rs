@@ -4,6 +4,7 @@
 //! autocast and TF32, the GPT-3 optimisation recipe, the training loop with its checkpoints,
 //! evaluation, sampling, and Hugging Face export/import.
 
+pub mod cerebras;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
