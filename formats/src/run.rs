@@ -66,8 +66,9 @@ pub struct CheckpointState<M = serde_json::Value> {
 }
 
 /// Version of the `state.json` this build writes. 1: `version` and the per-file checksums
-/// `files` (a file without them is version 0 and still loads).
-pub const STATE_VERSION: u32 = 1;
+/// `files` (a file without them is version 0 and still loads). 2: the model may carry
+/// `ffn_size`, `layer_norm_eps` and `init` (absent: GPT-2's, so versions 0 and 1 load).
+pub const STATE_VERSION: u32 = 2;
 
 fn default_tokenizer() -> String {
     "gpt2".into()

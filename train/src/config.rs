@@ -638,3 +638,42 @@ impl Preset {
         }
     }
 }
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    /// A model written before `ffn_size`, `layer_norm_eps` and `init` existed (a `state.json`'s
+    /// `model`, a run's saved config) loads as GPT-2's, and such a model is written as before.
+    #[test]
+    fn a_config_written_before_the_cerebras_fields_loads() {
+        let old = r#"{"vocab_size":50257,"pad_vocab":true,"n_ctx":1024,"n_layer":12,"n_head":12,"n_embd":768,"bias":true,"dropout":0.0}"#;
+        let cfg: GptConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg, GptConfig::gpt2_small());
+        assert_eq!(
+            (cfg.ffn_width(), cfg.layer_norm_eps, cfg.init),
+            (3072, 1e-5, None)
+        );
+        assert_eq!(serde_json::to_string(&cfg).unwrap(), old);
+        // Unknown fields are still refused.
+        let typo = old.replace("\"bias\"", "\"biass\"");
+        assert!(serde_json::from_str::<GptConfig>(&typo).is_err());
+        // New fields round-trip.
+        let cerebras = GptConfig {
+            ffn_size: Some(1000),
+            layer_norm_eps: 1e-6,
+            init: Some(InitConfig {
+                std: Some(SpInitStd {
+                    embedding: 0.02,
+                    hidden: 0.02,
+                    residual: 0.0025,
+                }),
+                truncation: Some(2.0),
+            }),
+            ..cfg
+        };
+        let text = serde_json::to_string(&cerebras).unwrap();
+        assert_eq!(serde_json::from_str::<GptConfig>(&text).unwrap(), cerebras);
+        assert_eq!(cerebras.breakdown().mlp, 12 * (768 * 1000 * 2 + 1000 + 768));
+    }
+}

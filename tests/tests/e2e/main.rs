@@ -2,6 +2,7 @@
 
 mod audit;
 mod blend;
+mod cerebras;
 mod inspect;
 mod main_job;
 mod nonfinite;

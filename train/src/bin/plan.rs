@@ -7,7 +7,7 @@
 // The torch-free modules are compiled into this binary, not linked from `h5gpt_train`: linking
 // the library links libtorch, because its unused objects still name libtorch's symbols and the
 // linker keeps a library any linked object names (the engine test `plan_links_no_libtorch`).
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../cerebras/mod.rs"]
 mod cerebras;
 #[allow(dead_code)]
@@ -38,6 +38,13 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Returns a usage error (exit 2): a bad flag or value.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(UsageError::new(format!($($arg)*)).into())
+    };
+}
 
 /// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
 /// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
@@ -239,13 +246,6 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(e.as_ref()))
         }
     }
-}
-
-/// Returns a usage error (exit 2): a bad flag or value.
-macro_rules! usage {
-    ($($arg:tt)*) => {
-        return Err(UsageError::new(format!($($arg)*)).into())
-    };
 }
 
 /// What a shard directory's manifest says about the data.

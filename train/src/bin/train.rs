@@ -72,6 +72,9 @@ fn run() -> Result<()> {
     config.launch = Launch::from_env()?;
     let rank0 = config.launch.as_ref().is_none_or(|l| l.rank == 0);
     if rank0 {
+        if let Some(report) = &config.config_report {
+            print!("{report}");
+        }
         for note in &resolved.notes {
             println!("{note}");
         }
