@@ -416,15 +416,21 @@ fn run() -> Result<()> {
                 mup: cfg.mup.or(Some(MupConfig::default())),
                 ..cfg
             };
+            // A config's schedule peak is its base LR.
+            let base_lr = mapped
+                .as_ref()
+                .map(|m| m.schedule.peak())
+                .filter(|lr| *lr > 0.0)
+                .unwrap_or(MUP_BASE_LR);
             text += "\n";
-            text += &mup::format_table(&cfg, MUP_BASE_LR);
+            text += &mup::format_table(&cfg, base_lr);
             doc.insert(
                 "mup".into(),
                 json!({
                     "config": cfg.mup,
                     "width_mult": cfg.width_mult(),
-                    "base_lr": MUP_BASE_LR,
-                    "tensors": mup::mup_table(&cfg, MUP_BASE_LR),
+                    "base_lr": base_lr,
+                    "tensors": mup::mup_table(&cfg, base_lr),
                 }),
             );
         }

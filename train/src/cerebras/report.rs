@@ -2,6 +2,7 @@
 //! schedule, and what became of every key.
 
 use super::map::Mapped;
+use super::schedule::show_lr;
 use super::yaml::Disposition;
 use crate::plan::autosize::thousands;
 use std::fmt::Write as _;
@@ -55,11 +56,11 @@ pub fn render(mapped: &Mapped) -> String {
         if let Some(total) = mapped.schedule.total_steps().filter(|t| *t > 0) {
             let _ = writeln!(
                 out,
-                "  step 0: {:e} | last trained step {}: {:e} | step {total} (never trained at): {:e}",
-                mapped.schedule.lr(0),
+                "  step 0: {} | last trained step {}: {} | step {total} (never trained at): {}",
+                show_lr(mapped.schedule.lr(0)),
                 total - 1,
-                mapped.schedule.lr(total - 1),
-                mapped.schedule.lr(total)
+                show_lr(mapped.schedule.lr(total - 1)),
+                show_lr(mapped.schedule.lr(total))
             );
         }
     }
@@ -70,7 +71,7 @@ pub fn render(mapped: &Mapped) -> String {
         .map(|e| e.key.len() + e.value.len() + 3)
         .max()
         .unwrap_or(0)
-        .min(72);
+        .min(64);
     for e in &mapped.entries {
         let (what, how) = match &e.disposition {
             Disposition::Read(to) => ("read   ", format!("→ {to}")),

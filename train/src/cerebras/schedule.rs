@@ -152,20 +152,37 @@ impl PhaseSchedule {
                 };
                 match (p.kind, p.steps) {
                     (PhaseKind::Constant, Some(n)) => format!(
-                        "{kind} {:e} for {n} steps (steps {start}..{})",
-                        p.initial_lr,
+                        "{kind} {} for {n} steps (steps {start}..{})",
+                        show_lr(p.initial_lr),
                         start + n
                     ),
                     (_, Some(n)) => format!(
-                        "{kind} {:e} → {:e} over {n} steps (steps {start}..{})",
-                        p.initial_lr,
-                        p.end_lr,
+                        "{kind} {} → {} over {n} steps (steps {start}..{})",
+                        show_lr(p.initial_lr),
+                        show_lr(p.end_lr),
                         start + n
                     ),
-                    (_, None) => format!("{kind} {:e} from step {start} on", p.initial_lr),
+                    (_, None) => format!("{kind} {} from step {start} on", show_lr(p.initial_lr)),
                 }
             })
             .collect()
+    }
+}
+
+/// A learning rate as the report shows it: `0`, `6e-4`, `6.0072e-4`.
+pub fn show_lr(lr: f64) -> String {
+    if lr == 0.0 {
+        "0".into()
+    } else {
+        let text = format!("{lr:.4e}");
+        // 6.0000e-4 → 6e-4
+        match text.split_once('e') {
+            Some((mantissa, exp)) => {
+                let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+                format!("{mantissa}e{exp}")
+            }
+            None => text,
+        }
     }
 }
 
