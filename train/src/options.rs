@@ -622,6 +622,13 @@ fn auto_model(
 /// Resolves flags (with their `--config` file) into a training configuration.
 pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     let mut config_report = None;
+    let yaml = cli.config.as_deref().is_some_and(cerebras::is_yaml);
+    if !yaml && (cli.data_root.is_some() || cli.allow_unknown) {
+        return Err(UsageError::new(
+            "--data-root and --allow-unknown only apply with a Cerebras YAML --config",
+        )
+        .into());
+    }
     if let Some(path) = cli.config.clone() {
         let file = if cerebras::is_yaml(&path) {
             let (options, report) = read_cerebras(&path, &cli)?;
