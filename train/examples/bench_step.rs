@@ -63,7 +63,7 @@ fn main() {
         dropout: 0.0,
         mup: None,
         ffn_size: None,
-        layer_norm_eps: h5gpt_train::config::DEFAULT_LAYER_NORM_EPS,
+        layer_norm_eps: h5gpt_core::config::DEFAULT_LAYER_NORM_EPS,
         init: None,
     };
     let vs = nn::VarStore::new(Device::Cpu);

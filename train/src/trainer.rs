@@ -16,8 +16,8 @@ use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::precision::Precision;
-use crate::schedule::LrSchedule;
 use anyhow::{anyhow, bail, Context, Result};
+use h5gpt_core::schedule::LrSchedule;
 use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -104,7 +104,7 @@ pub struct TrainConfig {
     /// small data; `None`: from `total_batch_tokens`.
     pub batch_rows: Option<usize>,
     /// A phased schedule (Cerebras' semantics) instead of warm-up and cosine from `lr`.
-    pub lr_schedule: Option<crate::cerebras::PhaseSchedule>,
+    pub lr_schedule: Option<h5gpt_core::cerebras::PhaseSchedule>,
     /// AdamW's betas, ε and weight decay.
     pub adamw: AdamWConfig,
     /// Global gradient-norm clip (0: none).
@@ -642,7 +642,7 @@ fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Err(e) = crate::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
+    if let Err(e) = h5gpt_core::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
         console.line(&format!("warning: cannot draw {}: {e}", path.display()));
     }
 }
@@ -1087,7 +1087,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     }
     if let (Some(report), 0) = (&config.config_report, rank) {
         h5gpt_formats::fsio::write_atomic(
-            &config.out.join(crate::cerebras::REPORT_FILE),
+            &config.out.join(h5gpt_core::cerebras::REPORT_FILE),
             report.as_bytes(),
         )?;
     }
@@ -1307,8 +1307,8 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         device,
         skip_nonfinite: config.skip_nonfinite,
     };
-    if crate::plot::font_status().is_none() {
-        console.line(&format!("note: {}", crate::plot::NO_FONT_HINT));
+    if h5gpt_core::plot::font_status().is_none() {
+        console.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
     }
     if start_step == 0 && config.eval_every > 0 {
         if let Some(row) = run_eval(0, &mut console, &mut metrics)? {

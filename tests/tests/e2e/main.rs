@@ -3,6 +3,7 @@
 mod audit;
 mod blend;
 mod cerebras;
+mod crate_graph;
 mod inspect;
 mod main_job;
 mod nonfinite;

@@ -1,9 +1,9 @@
 //! Cerebras Model Zoo fixtures (tests/fixtures/cerebras-configs) built as models on CPU.
 
-use h5gpt_train::cerebras::{load, LoadOptions};
-use h5gpt_train::config::GptConfig;
+use h5gpt_core::cerebras::{load, LoadOptions};
+use h5gpt_core::config::GptConfig;
+use h5gpt_core::mup::{mup_table, TensorKind};
 use h5gpt_train::model::{truncate_normal_init, Gpt};
-use h5gpt_train::mup::{mup_table, TensorKind};
 use h5gpt_train::optim::{AdamW, AdamWConfig};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};

@@ -3,11 +3,10 @@
 mod cerebras;
 mod dist;
 mod hf;
+mod link;
 mod model;
 mod mup;
 mod optim;
-mod plan;
-mod plot;
 mod shim;
 mod trainer;
 

@@ -7,7 +7,7 @@
 //! not know are an error unless `--allow-unknown`. The result is the same option table a
 //! TOML `--config` gives ([`Mapped::options`]), with a report of every key ([`report`]).
 //!
-//! Free of libtorch (the `plan` binary compiles it in).
+//! Free of libtorch, like the rest of this crate.
 
 pub mod convert;
 pub mod map;
