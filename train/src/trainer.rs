@@ -10,7 +10,7 @@ use crate::data::BatchTensors;
 use crate::dist::{GradBuckets, Launch, ProcessGroup};
 use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, AdamWConfig};
 use crate::options::{filled, TrainOptions};
 use crate::precision::Precision;
 use crate::run_log::RunLog;
@@ -88,6 +88,21 @@ pub struct TrainConfig {
     /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
     /// one stops it.
     pub skip_nonfinite: usize,
+    /// Evaluation shard directories, read as one set, instead of the `val/` of `shards`.
+    pub val_shards: Vec<PathBuf>,
+    /// Rows per optimizer step as given (`--batch-size`): used exactly, never shrunk for
+    /// small data; `None`: from `total_batch_tokens`.
+    pub batch_rows: Option<usize>,
+    /// A phased schedule (Cerebras' semantics) instead of warm-up and cosine from `lr`.
+    pub lr_schedule: Option<h5gpt_core::cerebras::PhaseSchedule>,
+    /// AdamW's betas, ε and weight decay.
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Shuffle the training rows (`false`: file order, epoch after epoch).
+    pub shuffle: bool,
+    /// The report of a Cerebras YAML `--config`, written to the run folder when it starts.
+    pub config_report: Option<String>,
 }
 
 impl TrainConfig {
@@ -125,6 +140,13 @@ impl TrainConfig {
             weights: None,
             reweight: false,
             skip_nonfinite: filled(builtin.skip_nonfinite),
+            val_shards: Vec::new(),
+            batch_rows: None,
+            lr_schedule: None,
+            adamw: AdamWConfig::default(),
+            grad_clip: 1.0,
+            shuffle: true,
+            config_report: None,
         }
     }
 }
@@ -473,7 +495,11 @@ impl Run<'_> {
     /// passes, the ranks' gradient all-reduce, clipping, and the AdamW update (skipped on the
     /// device when the loss or norm is not finite). `stop_here` is this rank's stop vote.
     fn step(&mut self, step: usize, stop_here: bool) -> Result<Queued> {
-        let lr = self.schedule.lr(step);
+        let lr = self
+            .config
+            .lr_schedule
+            .as_ref()
+            .map_or_else(|| self.schedule.lr(step), |phases| phases.lr(step));
         tch::manual_seed(step_seed(self.record.seed, step, self.rank));
         let (device, world) = (self.device, self.world);
         let (stats, event) = guarded(&format!("step {step}"), self.config.micro_batch, || {
@@ -526,9 +552,13 @@ impl Run<'_> {
                 group.all_reduce_sum(&shared)?;
             }
             let loss = shared.get(0) / world as f64;
+            let clip = match self.config.grad_clip {
+                0.0 => f64::INFINITY, // the norm, measured, nothing clipped
+                clip => clip,
+            };
             let norm = self
                 .opt
-                .clip_grad_norm(1.0)?
+                .clip_grad_norm(clip)?
                 .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
             // A non-finite loss or norm skips the update on the device (no host sync).
             let found_inf = (&loss + &norm)

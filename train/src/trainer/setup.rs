@@ -14,7 +14,7 @@ use crate::data::{
 use crate::device::{gpu_name, peak_bf16_flops};
 use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::model::Gpt;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::AdamW;
 use crate::precision::Precision;
 use crate::run_log::RunLog;
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,7 +23,7 @@ use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::{nn, Device, Tensor};
 
 impl<'a> Run<'a> {
@@ -84,7 +84,7 @@ impl<'a> Run<'a> {
         tch::manual_seed(config.seed as i64);
         let mut vs = nn::VarStore::new(device);
         let model = Gpt::new(&vs.root(), model_cfg);
-        let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &model_cfg);
+        let mut opt = AdamW::for_model(&vs, config.adamw, &model_cfg);
         let start = initialize(config, resume.as_ref(), &mut vs, &mut opt, &mut log)?;
         if let Some(group) = &group {
             // Every rank starts from rank 0's weights.
@@ -104,6 +104,12 @@ impl<'a> Run<'a> {
             .with_context(|| format!("cannot create {}", config.out.display()))?;
         if let (Some(toml), 0) = (&handles.config_toml, rank) {
             h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
+        }
+        if let (Some(report), 0) = (&config.config_report, rank) {
+            h5gpt_formats::fsio::write_atomic(
+                &config.out.join(h5gpt_core::cerebras::REPORT_FILE),
+                report.as_bytes(),
+            )?;
         }
         log.open_metrics(start.step)?;
 
@@ -125,6 +131,16 @@ impl<'a> Run<'a> {
             (Some(record), Some(sets)) => Loader::with_sampler(
                 sets.sets.clone(),
                 record.sampler(start.seed)?,
+                loader_config,
+            )?,
+            (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(
+                "--shuffle false with a --weights blend: a blend draws its rows by weight\n---> HINT: drop --weights, or --shuffle"
+            ),
+            _ if !config.shuffle => Loader::with_sampler(
+                vec![data.set.clone()],
+                h5gpt_formats::blend::Sampler::Plain(
+                    h5gpt_formats::stream::SampleStream::sequential(data.set.len() as u64),
+                ),
                 loader_config,
             )?,
             _ => Loader::new(data.set.clone(), loader_config)?,
@@ -466,6 +482,7 @@ fn record_segment(
         train_rows: train_rows as u64,
         held_out,
         blend,
+        shuffle: config.shuffle,
     };
     h5gpt_formats::run::append_segment(&config.out, &segment)?;
     Ok(())
@@ -556,7 +573,7 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
             val: None,
             source: EvalSource::None,
         },
-        None => open_split(&config.shards, |rows| match resumed {
+        None => open_split(&config.shards, &config.val_shards, |rows| match resumed {
             Some(state) => state.held_out,
             None if config.eval_every > 0 => held_out_rows(rows, eval_rows),
             None => 0,
@@ -710,12 +727,15 @@ fn plan_steps(
     log: &mut RunLog<'_>,
 ) -> Result<StepPlan> {
     let seq = data.set.seq_len();
-    let (global, notes) = global_batch(
-        config.total_batch_tokens,
-        seq,
-        config.micro_batch,
-        data.train_rows,
-    );
+    let (global, notes) = match config.batch_rows {
+        Some(rows) => (rows, Vec::new()),
+        None => global_batch(
+            config.total_batch_tokens,
+            seq,
+            config.micro_batch,
+            data.train_rows,
+        ),
+    };
     for note in notes {
         log.line(&format!("note: {note}"));
     }
