@@ -4,13 +4,11 @@
 //! learning rate and batch size its paper trained it with (GPT-3 Table 2.1, Cerebras-GPT
 //! Table 1), which become the defaults of a run that picks it.
 
+use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
 use serde::{Deserialize, Serialize};
 
 /// The multiple the embedding rows are padded to (tensor-core friendly; nanoGPT's 50304).
 pub const VOCAB_PAD_MULTIPLE: usize = 64;
-
-/// GPT-2's vocabulary (`r50k_base`).
-pub const GPT2_VOCAB: usize = 50257;
 
 /// Model shape.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -242,16 +240,15 @@ impl GptConfig {
         self.parameter_count() - self.n_ctx * self.n_embd
     }
 
-    /// Training FLOPs per token: 6N + 12·L·H·Q·T (nanoGPT / PaLM appendix B), with N from
-    /// [`flops_parameter_count`](Self::flops_parameter_count) and T the tokens per row.
+    /// Training FLOPs per token: 6N + 12·L·H·Q·T, T the tokens per row (computed by
+    /// [`six_n_plus_attention`](crate::plan::flops::six_n_plus_attention), with N from
+    /// [`flops_parameter_count`](Self::flops_parameter_count)).
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
-        let n = self.flops_parameter_count() as f64;
-        let (l, h, q) = (
-            self.n_layer as f64,
-            self.n_head as f64,
-            self.head_size() as f64,
-        );
-        6.0 * n + 12.0 * l * h * q * seq_len as f64
+        crate::plan::flops::six_n_plus_attention(
+            self.flops_parameter_count() as f64,
+            &crate::plan::flops::TransformerShape::from(self),
+            seq_len,
+        )
     }
 }
 
@@ -536,7 +533,7 @@ impl Preset {
     /// open (1024 when unknown).
     pub fn config(&self, seq_len: Option<usize>) -> GptConfig {
         GptConfig {
-            vocab_size: GPT2_VOCAB,
+            vocab_size: GPT2_VOCAB_SIZE as usize,
             pad_vocab: true,
             n_ctx: self.n_ctx.or(seq_len).unwrap_or(1024),
             n_layer: self.n_layer,

@@ -17,8 +17,9 @@
 //! HF GPT-2 always has biases, LayerNorm ε = 1e-5 and the tanh GELU; a model or config that
 //! differs is refused with a message saying what, rather than exported or loaded subtly wrong.
 
-use h5gpt_core::config::{GptConfig, GPT2_VOCAB};
+use h5gpt_core::config::GptConfig;
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
+use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
 use h5gpt_formats::FormatError;
 use h5gpt_tokenizer::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
@@ -31,9 +32,6 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// The config file of an HF model directory.
 pub const CONFIG_FILE: &str = "config.json";
-
-/// GPT-2's end-of-text token, its `bos_token_id` and `eos_token_id`.
-pub const GPT2_EOS: usize = 50256;
 
 /// Activations HF GPT-2 may name for our GELU (the tanh approximation).
 const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
@@ -220,7 +218,7 @@ fn parameters(config: &GptConfig) -> Vec<Parameter> {
 /// synthetic data) has no known end-of-text token, so they are `null` rather than an id that
 /// may be out of range or mean something else.
 fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
-    let eos = eos.or((config.vocab_size == GPT2_VOCAB).then_some(GPT2_EOS));
+    let eos = eos.or((config.vocab_size == GPT2_VOCAB_SIZE as usize).then_some(GPT2_EOS_ID as usize));
     json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -496,7 +494,7 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
     // GPT2Config's defaults.
     let n_embd = r.usize("n_embd", 768)?;
     let config = GptConfig {
-        vocab_size: r.usize("vocab_size", GPT2_VOCAB)?,
+        vocab_size: r.usize("vocab_size", GPT2_VOCAB_SIZE as usize)?,
         pad_vocab: true,
         n_ctx: r.usize("n_positions", 1024)?,
         n_layer: r.usize("n_layer", 12)?,
