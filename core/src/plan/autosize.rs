@@ -171,5 +171,4 @@ mod tests {
             assert!((32.0..=64.0).contains(&aspect), "{c:?}");
         }
     }
-
 }
