@@ -7,10 +7,9 @@
 //! [`MupConfig`](h5gpt_core::config::MupConfig) — which also multiplies the embedding output by
 //! `embed_mult`, the logits by 1/m and scales attention scores by 1/d_head.
 //!
-//! The variables are those of the parameter list
-//! ([`param_specs`](h5gpt_core::params::param_specs)): its names (Hugging Face's GPT-2's,
-//! `transformer.wte.weight`, `transformer.h.{i}.attn.c_attn.weight`, …, so weights can move
-//! both ways), its shapes (linear weights `[out, in]`; HF's Conv1D stores `[in, out]`), its
+//! The variables are those of the parameter list ([`param_specs`]): its names (Hugging Face's
+//! GPT-2's, `transformer.wte.weight`, `transformer.h.{i}.attn.c_attn.weight`, …, so weights can
+//! move both ways), its shapes (linear weights `[out, in]`; HF's Conv1D stores `[in, out]`), its
 //! order of creation and each tensor's initialization.
 
 use h5gpt_core::mup::Init;
