@@ -28,7 +28,8 @@ pub enum Role {
     PositionEmbedding,
     /// The attention's fused query/key/value projection (`attn.c_attn`), `[3·n_embd, n_embd]`.
     AttentionQkv,
-    /// The MLP's first layer (`mlp.c_fc`), `[ffn, n_embd]`.
+    /// The MLP's first layer (`mlp.c_fc`), `[ffn, n_embd]` (`ffn`:
+    /// [`ffn_width`](GptConfig::ffn_width), 4·`n_embd` unless `ffn_size` says).
     FfnIn,
     /// The attention's output projection into the residual stream (`attn.c_proj`).
     AttentionOutput,
@@ -153,7 +154,7 @@ impl ParamSpec {
 /// model has biases), then `ln_f`.
 pub fn param_specs(config: &GptConfig) -> Vec<ParamSpec> {
     let d = config.n_embd;
-    let ffn = 4 * d;
+    let ffn = config.ffn_width();
     let mut out = Vec::with_capacity(2 + 12 * config.n_layer + 2);
     let mut push = |name: String, shape: Vec<usize>, role, part, hf_layout| {
         out.push(ParamSpec {
@@ -316,7 +317,8 @@ mod tests {
     }
 
     /// The counts are the list's sums, and equal GPT-2's closed form (12·L·d² + biases, …),
-    /// for shapes with and without biases, padded and unpadded vocabularies and every preset.
+    /// for shapes with and without biases, padded and unpadded vocabularies, another FFN
+    /// width and every preset.
     #[test]
     fn counts_are_the_lists_sums_and_the_closed_form() {
         let mut configs = vec![
@@ -329,6 +331,10 @@ mod tests {
                 pad_vocab: true,
                 ..GptConfig::tiny(50257, 8)
             },
+            GptConfig {
+                ffn_size: Some(100),
+                ..GptConfig::tiny(64, 8)
+            },
         ];
         configs.extend(crate::config::PRESETS.iter().map(|p| p.config(Some(256))));
         for cfg in configs {
@@ -337,13 +343,18 @@ mod tests {
             let hf_sum: usize = specs.iter().map(|s| s.hf_numel(&cfg)).sum();
             assert_eq!(cfg.parameter_count(), sum, "{cfg:?}");
             assert_eq!(cfg.breakdown_unpadded().total(), hf_sum, "{cfg:?}");
-            let (l, d, rows) = (cfg.n_layer, cfg.n_embd, cfg.embedding_rows());
+            let (l, d, f, rows) = (
+                cfg.n_layer,
+                cfg.n_embd,
+                cfg.ffn_width(),
+                cfg.embedding_rows(),
+            );
             let b = usize::from(cfg.bias);
             let parts = cfg.breakdown();
             assert_eq!(parts.token_embedding, rows * d);
             assert_eq!(parts.position_embedding, cfg.n_ctx * d);
             assert_eq!(parts.attention, l * (4 * d * d + b * 4 * d), "{cfg:?}");
-            assert_eq!(parts.mlp, l * (8 * d * d + b * 5 * d), "{cfg:?}");
+            assert_eq!(parts.mlp, l * (2 * d * f + b * (f + d)), "{cfg:?}");
             assert_eq!(parts.layer_norm, (2 * l + 1) * (1 + b) * d, "{cfg:?}");
             assert_eq!(cfg.breakdown_unpadded().token_embedding, cfg.vocab_size * d);
         }

@@ -18,7 +18,7 @@
 //! HF GPT-2 always has biases, LayerNorm ε = 1e-5 and the tanh GELU; a model or config that
 //! differs is refused with a message saying what, rather than exported or loaded subtly wrong.
 
-use h5gpt_core::config::GptConfig;
+use h5gpt_core::config::{GptConfig, DEFAULT_LAYER_NORM_EPS};
 use h5gpt_core::params::{param_specs, HfLayout};
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
 use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
@@ -37,9 +37,6 @@ pub const CONFIG_FILE: &str = "config.json";
 
 /// Activations HF GPT-2 may name for our GELU (the tanh approximation).
 const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
-
-/// LayerNorm ε of our model (and of GPT-2).
-const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// What can go wrong exporting or loading a Hugging Face GPT-2 model. Messages name the file
 /// (or tensor) and what is wrong, with a hint where there is something to do.
@@ -153,9 +150,9 @@ fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
         "n_embd": config.n_embd,
         "n_layer": config.n_layer,
         "n_head": config.n_head,
-        "n_inner": null,
+        "n_inner": config.ffn_size,
         "activation_function": "gelu_new",
-        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "layer_norm_epsilon": config.layer_norm_eps,
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
@@ -429,6 +426,9 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
         bias: true,
         dropout: r.f64("resid_pdrop", 0.1)?,
         mup: None,
+        ffn_size: None,
+        layer_norm_eps: DEFAULT_LAYER_NORM_EPS,
+        init: None,
     };
     config
         .validate()
@@ -440,19 +440,17 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
             TANH_GELU.join(" or ")
         )));
     }
+    // `n_inner` null: 4 × n_embd.
     let n_inner = r.usize("n_inner", 4 * n_embd)?;
-    if n_inner != 4 * n_embd {
-        return Err(r.unsupported(format!(
-            "n_inner {n_inner}: this model's MLP is 4 × n_embd = {}",
-            4 * n_embd
-        )));
-    }
-    let eps = r.f64("layer_norm_epsilon", LAYER_NORM_EPS)?;
-    if (eps - LAYER_NORM_EPS).abs() > 1e-12 {
-        return Err(r.unsupported(format!(
-            "layer_norm_epsilon {eps}: this model's LayerNorm uses {LAYER_NORM_EPS}"
-        )));
-    }
+    let eps = r.f64("layer_norm_epsilon", DEFAULT_LAYER_NORM_EPS)?;
+    let config = GptConfig {
+        ffn_size: (n_inner != 4 * n_embd).then_some(n_inner),
+        layer_norm_eps: eps,
+        ..config
+    };
+    config
+        .validate()
+        .map_err(|what| r.bad(format!("invalid model shape: {what}")))?;
     if !r.bool("scale_attn_weights", true)? {
         return Err(r.unsupported(
             "scale_attn_weights false: this model scales attention by 1/√head_size".into(),

@@ -1,6 +1,6 @@
 //! GPT-2 in tch: learned token and position embeddings, pre-LayerNorm blocks (causal
-//! self-attention through `scaled_dot_product_attention`, a 4× MLP with tanh-GELU), a final
-//! LayerNorm and an LM head tied to the token embedding.
+//! self-attention through `scaled_dot_product_attention`, an MLP (4× wide unless `ffn_size`
+//! says) with tanh-GELU), a final LayerNorm and an LM head tied to the token embedding.
 //!
 //! Initialization follows [`mup_table`](h5gpt_core::mup::mup_table): GPT-2's N(0, 0.02) with the
 //! residual projections at 0.02/√(2L), or μP's when the config has a
@@ -21,8 +21,9 @@ use tch::{Kind, Tensor};
 pub use h5gpt_core::config::{padded_vocab, GptConfig};
 
 /// Creates every variable of `config`'s parameter list under `root`, in the list's order
-/// (which fixes what the random-number generator draws for each), initialized by its rule.
-/// Returns them by name.
+/// (which fixes what the random-number generator draws for each), initialized by its rule
+/// (a normal truncated right after it is drawn when the config's `init` says). Returns them by
+/// name.
 fn create_variables(root: &nn::Path, config: &GptConfig) -> Variables {
     let variables = param_specs(config)
         .into_iter()
@@ -50,7 +51,14 @@ fn create_variable(root: &nn::Path, spec: &ParamSpec, config: &GptConfig) -> Ten
         Init::Ones => nn::Init::Const(1.0),
     };
     let shape: Vec<i64> = spec.shape.iter().map(|&n| n as i64).collect();
-    path.var(leaf, &shape, init)
+    let var = path.var(leaf, &shape, init);
+    if let (Init::Normal(std), Some(bound)) = (
+        spec.init(config),
+        config.init.and_then(|init| init.truncation),
+    ) {
+        truncate_normal_init(&var, std, bound);
+    }
+    var
 }
 
 /// The model's variables by name, taken out one by one as the layers are assembled.
@@ -94,6 +102,7 @@ struct LayerNorm {
     weight: Tensor,
     bias: Option<Tensor>,
     width: i64,
+    eps: f64,
 }
 
 impl LayerNorm {
@@ -102,19 +111,37 @@ impl LayerNorm {
             [self.width],
             Some(&self.weight),
             self.bias.as_ref(),
-            1e-5,
+            self.eps,
             true,
         )
     }
 
-    fn new(vars: &mut Variables, prefix: &str) -> LayerNorm {
+    fn new(vars: &mut Variables, prefix: &str, cfg: &GptConfig) -> LayerNorm {
         let weight = vars.take(&format!("{prefix}.weight"));
         LayerNorm {
             width: weight.size()[0],
             weight,
             bias: vars.take_optional(&format!("{prefix}.bias")),
+            eps: cfg.layer_norm_eps,
         }
     }
+}
+
+/// Redraws `weight` (drawn N(0, `std`)) from N(0, `std`) truncated to ±`bound` standard
+/// deviations, as `torch.nn.init.trunc_normal_` does: uniform in [2Φ(−k)−1, 2Φ(k)−1], then
+/// erfinv, scaled by σ√2, clamped to the bounds.
+pub fn truncate_normal_init(weight: &Tensor, std: f64, bound: f64) {
+    // 2Φ(k) − 1 = erf(k/√2); computed by libtorch's erf (Rust's std has none).
+    let upper = Tensor::from(bound / std::f64::consts::SQRT_2)
+        .erf()
+        .double_value(&[]);
+    tch::no_grad(|| {
+        let mut w = weight.shallow_clone();
+        let _ = w.uniform_(-upper, upper);
+        let _ = w.erfinv_();
+        let _ = w.g_mul_scalar_(std * std::f64::consts::SQRT_2);
+        let _ = w.clamp_(-bound * std, bound * std);
+    });
 }
 
 struct Block {
@@ -135,10 +162,10 @@ impl Block {
     fn new(vars: &mut Variables, i: usize, cfg: &GptConfig) -> Block {
         let p = format!("transformer.h.{i}");
         Block {
-            ln_1: LayerNorm::new(vars, &format!("{p}.ln_1")),
+            ln_1: LayerNorm::new(vars, &format!("{p}.ln_1"), cfg),
             c_attn: Linear::new(vars, &format!("{p}.attn.c_attn")),
             attn_proj: Linear::new(vars, &format!("{p}.attn.c_proj")),
-            ln_2: LayerNorm::new(vars, &format!("{p}.ln_2")),
+            ln_2: LayerNorm::new(vars, &format!("{p}.ln_2"), cfg),
             c_fc: Linear::new(vars, &format!("{p}.mlp.c_fc")),
             mlp_proj: Linear::new(vars, &format!("{p}.mlp.c_proj")),
             n_head: cfg.n_head as i64,
@@ -168,7 +195,7 @@ impl Block {
         );
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
         let x = x + self.attn_proj.forward(&y).dropout(p, train);
-        let h = self.c_fc.forward(&self.ln_2.forward(&x)).gelu("tanh"); // (B, T, 4C)
+        let h = self.c_fc.forward(&self.ln_2.forward(&x)).gelu("tanh"); // (B, T, ffn)
         &x + self.mlp_proj.forward(&h).dropout(p, train)
     }
 }
@@ -196,7 +223,7 @@ impl Gpt {
             blocks: (0..config.n_layer)
                 .map(|i| Block::new(&mut vars, i, &config))
                 .collect(),
-            ln_f: LayerNorm::new(&mut vars, "transformer.ln_f"),
+            ln_f: LayerNorm::new(&mut vars, "transformer.ln_f", &config),
         };
         let unused: Vec<&String> = vars.0.keys().collect();
         assert!(unused.is_empty(), "parameters no layer takes: {unused:?}");

@@ -1,6 +1,6 @@
 //! The GPT-2 model on CPU.
 
-use h5gpt_core::config::{MupConfig, Preset, PRESETS};
+use h5gpt_core::config::{InitConfig, MupConfig, Preset, PRESETS};
 use h5gpt_core::params::param_specs;
 use h5gpt_core::plan::auto_size;
 use h5gpt_core::plan::model::ParamCounts;
@@ -31,7 +31,8 @@ fn parameter_count_matches_what_is_allocated() {
 }
 
 /// The model allocates exactly the parameter list: the same names, shapes and order of
-/// creation, with and without biases, padded and unpadded vocabularies, and under μP.
+/// creation, with and without biases, padded and unpadded vocabularies, under μP, and with
+/// another FFN width and a truncated-normal initialization.
 #[test]
 fn the_model_allocates_the_parameter_list() {
     let _rng = crate::torch_rng();
@@ -48,6 +49,15 @@ fn the_model_allocates_the_parameter_list() {
         },
         GptConfig {
             mup: Some(MupConfig::default()),
+            ..GptConfig::tiny(64, 8)
+        },
+        GptConfig {
+            ffn_size: Some(72),
+            layer_norm_eps: 1e-6,
+            init: Some(InitConfig {
+                std: None,
+                truncation: Some(2.0),
+            }),
             ..GptConfig::tiny(64, 8)
         },
     ] {
