@@ -19,6 +19,9 @@ mod mup;
 #[allow(dead_code)]
 #[path = "../plan/mod.rs"]
 mod plan;
+#[allow(dead_code)]
+#[path = "../plot.rs"]
+mod plot;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -39,10 +42,13 @@ use std::process::ExitCode;
 /// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
 /// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
 ///
-/// With no arguments: GPT-2 small trained on 20 tokens per parameter.
+/// With no arguments: GPT-2 small trained on 20 tokens per parameter. `plan sweep` and
+/// `plan fit` fit your own scaling law.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A preset to plan (gpt2-small, gpt3-xl, …; see train --help). [default: gpt2-small when a
     /// shape flag is given]
     #[arg(long)]
@@ -102,6 +108,15 @@ struct Args {
     /// σ_base 0.08, η_base 6e-3): also print the model's per-tensor init std and learning rate.
     #[arg(long)]
     mup: bool,
+}
+
+/// Your own scaling law.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Plan an IsoFLOP sweep: one train config per run and a script that runs them all.
+    Sweep(sweep_command::SweepArgs),
+    /// Fit L(N, D) = E + A/N^α + B/D^β to your runs (Chinchilla's Approach 3 and 2).
+    Fit(fit_command::FitArgs),
 }
 
 /// Which loss fits to report.
@@ -222,8 +237,21 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     Ok(Some(cfg))
 }
 
+#[path = "plan_commands/fit.rs"]
+mod fit_command;
+#[path = "plan_commands/sweep.rs"]
+mod sweep_command;
+
 fn run() -> Result<()> {
     let args = Args::parse();
+    match &args.command {
+        Some(Command::Sweep(sweep)) => {
+            let line: Vec<String> = std::env::args().collect();
+            return sweep_command::run(sweep, &line.join(" "));
+        }
+        Some(Command::Fit(fit)) => return fit_command::run(fit),
+        None => {}
+    }
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);
     }

@@ -6,6 +6,7 @@ mod model;
 mod mup;
 mod optim;
 mod plan;
+mod plan_fit;
 mod plot;
 mod shim;
 mod trainer;
