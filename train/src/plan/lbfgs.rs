@@ -98,7 +98,7 @@ pub fn minimize(
         }
         let mut d: Vec<f64> = q.iter().map(|v| -v).collect();
         let mut slope = dot(&g, &d);
-        if !(slope < 0.0) {
+        if slope.is_nan() || slope >= 0.0 {
             // Not a descent direction (a stale curvature pair): restart from steepest descent.
             s_hist.clear();
             y_hist.clear();

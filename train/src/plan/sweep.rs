@@ -175,8 +175,9 @@ fn head_size(d: usize) -> usize {
     }
 }
 
-/// Every candidate shape: widths from [`widths`], depths with d_model/n_layer between 16 and
-/// 128 (and 1 or 2 layers for the narrowest), heads of [`head_size`].
+/// Every candidate shape: widths in multiples of 8 to 64, of 16 to 128, of 32 to 512, of 64 to
+/// 1024 and of 128 to 4096; depths with d_model/n_layer between 16 and 128 (and 1 or 2 layers
+/// for the narrowest); heads of 64 from width 256 where 64 divides it, else of 32, 16 or 8.
 pub fn candidates(seq_len: usize, vocab_size: usize) -> Vec<GptConfig> {
     let mut out = Vec::new();
     for d in widths() {
@@ -224,7 +225,7 @@ pub fn budget_label(c: f64) -> String {
     format!("{mantissa}e{exponent}")
 }
 
-/// The runs of a sweep (without config paths, which [`write`] fills in). For each budget C:
+/// The runs of a sweep (without config paths, which [`write()`] fills in). For each budget C:
 /// the candidate whose tokens D = C / FLOPs-per-token are closest to `centre_ratio` × N is
 /// the centre; `models_per_budget` sizes from centre/√spread to centre·√spread, evenly in log
 /// N, each the nearest candidate (a size that lands on a shape already taken is dropped);

@@ -436,7 +436,11 @@ fn the_final_validation_reads_every_val_row_and_is_recorded() {
     let summary = train(&cfg, &mut |_| {}).unwrap();
     let fin = summary.final_eval.expect("a final validation");
     assert_eq!((fin.step, fin.rows, fin.tokens), (6, 37, 37 * 16));
-    assert!(summary.evals.is_empty(), "no periodic validation: {:?}", summary.evals);
+    assert!(
+        summary.evals.is_empty(),
+        "no periodic validation: {:?}",
+        summary.evals
+    );
     let loaded = h5gpt_train::checkpoint::load_model(&out, tch::Device::Cpu).unwrap();
     assert_eq!(loaded.state.step, 6);
     assert_eq!(loaded.state.final_eval, Some(fin));
@@ -461,9 +465,13 @@ fn the_final_validation_reads_every_val_row_and_is_recorded() {
     // The fingerprint: the same data gives the same one, other val data another.
     let fp = loaded.state.data.clone().expect("a data fingerprint");
     assert_eq!(fp.seq_len, 16);
-    let earlier = h5gpt_train::checkpoint::read_state(&out.join("checkpoints/step-00000003")).unwrap();
+    let earlier =
+        h5gpt_train::checkpoint::read_state(&out.join("checkpoints/step-00000003")).unwrap();
     assert_eq!(earlier.data.as_ref(), Some(&fp));
-    assert!(earlier.final_eval.is_none(), "only the last checkpoint has it");
+    assert!(
+        earlier.final_eval.is_none(),
+        "only the last checkpoint has it"
+    );
     write_synthetic(&dir.path().join("other/train"), spec(200)).unwrap();
     write_synthetic(&dir.path().join("other/val"), spec(36)).unwrap();
     let other = h5gpt_formats::run::DataFingerprint::of_dirs(
@@ -475,5 +483,10 @@ fn the_final_validation_reads_every_val_row_and_is_recorded() {
     .unwrap();
     assert_eq!(other.train, fp.train);
     assert_ne!(other.val, fp.val);
-    assert_eq!(fp.differences(&other).len(), 1, "{:?}", fp.differences(&other));
+    assert_eq!(
+        fp.differences(&other).len(),
+        1,
+        "{:?}",
+        fp.differences(&other)
+    );
 }

@@ -201,7 +201,11 @@ fn median_step_seconds(metrics: &Path) -> Option<f64> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["dt_ms"].as_f64())
         .collect();
-    let mut used = if dts.len() > 1 { dts[1..].to_vec() } else { dts };
+    let mut used = if dts.len() > 1 {
+        dts[1..].to_vec()
+    } else {
+        dts
+    };
     used.sort_by(f64::total_cmp);
     let n = used.len();
     (n > 0).then(|| (used[(n - 1) / 2] + used[n / 2]) / 2.0 / 1000.0)
