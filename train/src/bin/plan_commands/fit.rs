@@ -468,15 +468,22 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 sci(al.flops),
             ]
         };
+        let yours = if law.alpha > 0.0 && law.beta > 0.0 {
+            row(
+                "yours (N non-embedding)",
+                &a.yours,
+                interval(&a.params_interval),
+                interval(&a.tokens_interval),
+            )
+        } else {
+            let mut cells = vec!["yours: none (needs α, β > 0)".to_string()];
+            cells.extend(std::iter::repeat_n("-".to_string(), 5));
+            cells
+        };
         out += &table(
             &["fit", "N_opt", "D_opt", "D/N", "loss", "C"],
             &[
-                row(
-                    "yours (N non-embedding)",
-                    &a.yours,
-                    interval(&a.params_interval),
-                    interval(&a.tokens_interval),
-                ),
+                yours,
                 row(
                     "chinchilla (N all parameters)",
                     &a.chinchilla,
