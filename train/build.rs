@@ -4,9 +4,6 @@
 
 use std::path::PathBuf;
 
-/// The binaries that run libtorch (every binary in src/bin/ but `plan`).
-const TORCH_BINS: &[&str] = &["train", "sample", "eval", "export", "h5gpt-export"];
-
 /// Whether the package directory `dir` holds auto-discovered targets (`*.rs` or `*/main.rs`);
 /// when it exists, a change in it reruns this script.
 fn has_targets(dir: &str) -> bool {
@@ -105,14 +102,12 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     // Rust links with --as-needed, which drops libtorch_cuda (nothing references it by name)
     // and with it CUDA's registration; keep it, when this libtorch has it, in every target that
-    // runs libtorch. Not in `plan` (and no other torch-free binary): it references no libtorch
-    // symbol, so --as-needed leaves libtorch out of it altogether. Cargo has no switch for the
-    // library's own unit tests: they run on the CPU backend (the rpath below still finds it).
+    // runs libtorch: every binary of this crate (the torch-free `plan` lives in h5gpt-core).
+    // Cargo has no switch for the library's own unit tests: they run on the CPU backend (the
+    // rpath below still finds it).
     if lib.join("libtorch_cuda.so").exists() {
         let keep = "-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed";
-        for bin in TORCH_BINS {
-            println!("cargo:rustc-link-arg-bin={bin}={keep}");
-        }
+        println!("cargo:rustc-link-arg-bins={keep}");
         println!("cargo:rustc-link-arg-tests={keep}");
         // Cargo refuses these instructions for a package without such targets.
         if has_targets("examples") {

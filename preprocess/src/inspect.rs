@@ -1,10 +1,10 @@
 //! `inspect`: summary, decoded samples and invariant checks of shard sets.
 
-use crate::tokenizer::{Tokenizer, TokenizerError};
 use anyhow::{Context, Result};
 use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
+use h5gpt_tokenizer::tokenizer::{Tokenizer, TokenizerError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,6 @@
 //! (the tiktoken family and Hugging Face tokenizers, trained or given), packing into rows,
 //! and the resumable sharding pipeline.
 
-pub mod gpt2_bpe;
-pub mod hf_files;
 pub mod input;
 pub mod inspect;
 pub mod packer;
@@ -14,7 +12,5 @@ pub mod pipeline;
 pub mod profile;
 pub mod run_inspect;
 pub mod schedule;
-pub mod split;
-pub mod tokenizer;
 pub mod tokenizer_train;
 pub mod val_split;

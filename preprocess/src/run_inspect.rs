@@ -2,12 +2,12 @@
 //! [`h5gpt_formats::audit`]: the rows a step read (optionally decoded), the per-epoch
 //! coverage proof, and the steps whose batches contained a text.
 
-use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::audit::{EpochReport, RunAudit};
 use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::run::Segment;
 use h5gpt_formats::ShardSet;
+use h5gpt_tokenizer::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -6,13 +6,13 @@
 //! A checkpoint is written to a temporary directory, every file fsynced, then renamed into
 //! place; a directory without `state.json` is incomplete and never loaded.
 
-use crate::config::GptConfig;
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
+use h5gpt_core::config::GptConfig;
 use h5gpt_formats::checksum::file_xxh3_64;
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
-use h5gpt_preprocess::tokenizer::{Tokenizer, TOKENIZER_FILE};
+use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};

@@ -84,5 +84,5 @@ pub fn gpu_name() -> Option<String> {
     (output.status.success() && !name.is_empty()).then_some(name)
 }
 
-/// Dense bf16 peak FLOP/s of a GPU named `name` (the table lives in [`crate::hardware`]).
-pub use crate::hardware::peak_bf16_flops;
+/// Dense bf16 peak FLOP/s of a GPU named `name` (the table lives in [`h5gpt_core::hardware`]).
+pub use h5gpt_core::hardware::peak_bf16_flops;

@@ -17,10 +17,10 @@
 //! HF GPT-2 always has biases, LayerNorm ε = 1e-5 and the tanh GELU; a model or config that
 //! differs is refused with a message saying what, rather than exported or loaded subtly wrong.
 
-use crate::config::{GptConfig, GPT2_VOCAB};
+use h5gpt_core::config::{GptConfig, GPT2_VOCAB};
 use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
 use h5gpt_formats::FormatError;
-use h5gpt_preprocess::tokenizer::Tokenizer;
+use h5gpt_tokenizer::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -261,7 +261,7 @@ pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), H
 
 /// [`export`], plus the tokenizer files `transformers` loads with
 /// `AutoTokenizer.from_pretrained(dir)` (see
-/// [`write_hf_tokenizer_files`](h5gpt_preprocess::hf_files::write_hf_tokenizer_files)), written
+/// [`write_hf_tokenizer_files`](h5gpt_tokenizer::hf_files::write_hf_tokenizer_files)), written
 /// into the same temporary directory before it is renamed into place; its end-of-document id
 /// becomes `config.json`'s `bos_token_id`/`eos_token_id`.
 pub fn export_with_tokenizer(
@@ -324,11 +324,11 @@ pub fn export_with_tokenizer(
         serde_json::to_vec_pretty(&config_json(config, eos)).expect("a JSON value serializes");
     write_atomic(&tmp.join(CONFIG_FILE), &json)?;
     if let Some(t) = tokenizer {
-        h5gpt_preprocess::hf_files::write_hf_tokenizer_files(t.name(), t.json(), t.eos_id(), &tmp)
+        h5gpt_tokenizer::hf_files::write_hf_tokenizer_files(t.name(), t.json(), t.eos_id(), &tmp)
             .map_err(|e| HfError::Unsupported {
-                path: dir.to_path_buf(),
-                what: format!("cannot write the tokenizer files: {e}"),
-            })?;
+            path: dir.to_path_buf(),
+            what: format!("cannot write the tokenizer files: {e}"),
+        })?;
     }
     fsync_dir(&tmp)?;
 

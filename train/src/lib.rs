@@ -5,22 +5,16 @@
 //! evaluation, sampling, and Hugging Face export/import.
 
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
 pub mod evaluate;
 pub mod generate;
-pub mod hardware;
 pub mod hf;
 pub mod inference;
 pub mod model;
-pub mod mup;
 pub mod optim;
 pub mod options;
-pub mod plan;
-pub mod plot;
 pub mod precision;
-pub mod schedule;
 pub mod shim;
 pub mod trainer;

@@ -2,20 +2,20 @@
 //! self-attention through `scaled_dot_product_attention`, a 4× MLP with tanh-GELU), a final
 //! LayerNorm and an LM head tied to the token embedding.
 //!
-//! Initialization follows [`mup_table`](crate::mup::mup_table): GPT-2's N(0, 0.02) with the
+//! Initialization follows [`mup_table`](h5gpt_core::mup::mup_table): GPT-2's N(0, 0.02) with the
 //! residual projections at 0.02/√(2L), or μP's when the config has a
-//! [`MupConfig`](crate::config::MupConfig) — which also multiplies the embedding output by
+//! [`MupConfig`](h5gpt_core::config::MupConfig) — which also multiplies the embedding output by
 //! `embed_mult`, the logits by 1/m and scales attention scores by 1/d_head.
 //!
 //! Parameter names follow Hugging Face's GPT-2 (`transformer.wte.weight`,
 //! `transformer.h.{i}.attn.c_attn.weight`, …), so weights can move both ways; our linear
 //! weights are `[out, in]` (HF's Conv1D stores `[in, out]`).
 
-use crate::mup::TensorKind;
+use h5gpt_core::mup::TensorKind;
 use tch::nn;
 use tch::{Kind, Tensor};
 
-pub use crate::config::{padded_vocab, GptConfig};
+pub use h5gpt_core::config::{padded_vocab, GptConfig};
 
 fn linear(path: nn::Path, input: usize, output: usize, std: f64, bias: bool) -> nn::Linear {
     let config = nn::LinearConfig {

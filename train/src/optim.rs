@@ -14,12 +14,12 @@
 //! weights are bf16 and AdamW steps fp32 copies of them with fp32 gradients (the masters'
 //! `.grad`, Megatron's `main_grad`), then copies the masters into the bf16 weights.
 
-use crate::config::GptConfig;
-use crate::mup::mup_table;
 use crate::shim::{
     clip_grad_norm, foreach_copy_or_add, fused_adamw, grads_to_none, set_grad, AdamWHyper,
     ShimError,
 };
+use h5gpt_core::config::GptConfig;
+use h5gpt_core::mup::mup_table;
 use tch::{nn, Kind, Tensor};
 
 /// AdamW settings (learning rate aside: it comes from the schedule at every step).

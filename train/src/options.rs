@@ -5,12 +5,12 @@
 //! default. The resolved options are written to the run's `config.toml`, which `--config`
 //! reads back.
 
-use crate::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR, PRESETS};
 use crate::device::{select, DeviceRequest};
 use crate::precision::{DtypeRequest, Precision};
 use crate::trainer::{TrainConfig, VerifyMode};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use h5gpt_core::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR, PRESETS};
 use h5gpt_formats::exit::UsageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -429,7 +429,7 @@ pub struct Resolved {
 /// `--model auto` (the default): the model sized for the tokens the run will see.
 pub const AUTO_MODEL: &str = "auto";
 
-/// The auto-sized model (see [`crate::plan::auto_size`]) and the preset whose non-embedding
+/// The auto-sized model (see [`h5gpt_core::plan::auto_size`]) and the preset whose non-embedding
 /// size is nearest to it, which lends its learning rate and batch.
 fn auto_model(
     cli: &TrainOptions,
@@ -477,12 +477,14 @@ fn auto_model(
     if tokens < 1.0 {
         bail!("{}: no tokens to size a model for\n{hint}", shards);
     }
-    let ratio = cli.ratio.unwrap_or(crate::plan::scaling::CHINCHILLA_RATIO);
+    let ratio = cli
+        .ratio
+        .unwrap_or(h5gpt_core::plan::scaling::CHINCHILLA_RATIO);
     let vocab = params
         .post_process
         .vocab_size
-        .map_or(crate::config::GPT2_VOCAB, |v| v as usize);
-    let sized = crate::plan::auto_size(tokens, ratio, seq_len, vocab);
+        .map_or(h5gpt_core::config::GPT2_VOCAB, |v| v as usize);
+    let sized = h5gpt_core::plan::auto_size(tokens, ratio, seq_len, vocab);
     let log_gap = |p: &Preset| {
         let n = p.config(Some(seq_len)).breakdown().non_embedding() as f64;
         (n.ln() - (sized.non_embedding_params as f64).ln()).abs()

@@ -16,8 +16,8 @@ use crate::evaluate::evaluate;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::precision::Precision;
-use crate::schedule::LrSchedule;
 use anyhow::{anyhow, bail, Context, Result};
+use h5gpt_core::schedule::LrSchedule;
 use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -643,7 +643,7 @@ fn plot(out: &Path, curves: &Curves, console: &mut Console<'_>) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Err(e) = crate::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
+    if let Err(e) = h5gpt_core::plot::write_loss_plot(&path, &curves.train, &curves.val, &title) {
         console.line(&format!("warning: cannot draw {}: {e}", path.display()));
     }
 }
@@ -1359,8 +1359,8 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         device,
         skip_nonfinite: config.skip_nonfinite,
     };
-    if crate::plot::font_status().is_none() {
-        console.line(&format!("note: {}", crate::plot::NO_FONT_HINT));
+    if h5gpt_core::plot::font_status().is_none() {
+        console.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
     }
     if start_step == 0 && config.eval_every > 0 {
         if let Some(row) = run_eval(0, &mut console, &mut metrics)? {

@@ -461,7 +461,7 @@ fn all_input_kinds_in_path_order_with_a_val_split() {
     assert!(o.status.success(), "{}", text(&o));
     let set = verify_ok(&out);
     let stream = token_stream(&set);
-    let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
+    let tok = h5gpt_tokenizer::tokenizer::Tokenizer::gpt2();
     let expected: Vec<u32> = (0..10)
         .flat_map(|i| {
             let mut t = tok.encode(&doc(i));
@@ -581,7 +581,7 @@ fn gzip_shards_hold_the_same_rows_and_nfc_normalizes() {
 
     let input = dir.path().join("nfd.jsonl");
     std::fs::write(&input, "{\"text\": \"cafe\\u0301 cafe\\u0301\"}\n").unwrap();
-    let tok = h5gpt_preprocess::tokenizer::Tokenizer::gpt2();
+    let tok = h5gpt_tokenizer::tokenizer::Tokenizer::gpt2();
     for (normalize, doc) in [("none", "cafe\u{301} cafe\u{301}"), ("nfc", "café café")] {
         let out = dir.path().join(normalize);
         let o = run_preprocess(&input, &out, &["--seq-len", "64", "--normalize", normalize]);

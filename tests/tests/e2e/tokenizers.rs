@@ -5,9 +5,9 @@
 
 use crate::preprocess::{assert_same_files, s, token_stream, verify_ok};
 use h5gpt_formats::{DataParams, ShardSet};
-use h5gpt_preprocess::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use h5gpt_tests::small_language;
 use h5gpt_tests::{run, text};
+use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 

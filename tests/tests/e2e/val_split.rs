@@ -4,8 +4,8 @@
 
 use crate::preprocess::{assert_same_files, s, token_stream, verify_ok};
 use h5gpt_formats::DataParams;
-use h5gpt_preprocess::tokenizer::Tokenizer;
 use h5gpt_tests::{run, text};
+use h5gpt_tokenizer::tokenizer::Tokenizer;
 use std::path::Path;
 
 /// A play-like text of `lines` lines.

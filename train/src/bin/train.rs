@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 use clap::Parser;
+use h5gpt_core::config::PRESETS;
 use h5gpt_formats::exit::{exit_code, RUNTIME};
 use h5gpt_formats::lock::RunLock;
-use h5gpt_train::config::PRESETS;
 use h5gpt_train::dist::Launch;
 use h5gpt_train::options::{resolve, TrainOptions};
 use h5gpt_train::trainer::train;

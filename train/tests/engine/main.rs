@@ -2,13 +2,12 @@
 
 mod dist;
 mod hf;
+mod link;
 mod model;
 mod mup;
 mod optim;
-mod plan;
-mod plan_fit;
-mod plot;
 mod shim;
+mod sweep_configs;
 mod trainer;
 
 /// libtorch has one global random generator. Tests that seed it or draw from it (model init,

@@ -1,5 +1,8 @@
 //! The GPT-2 model on CPU.
 
+use h5gpt_core::config::{Preset, PRESETS};
+use h5gpt_core::plan::auto_size;
+use h5gpt_core::plan::model::ParamCounts;
 use h5gpt_train::model::{cross_entropy, Gpt, GptConfig};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -120,7 +123,7 @@ fn padded_vocabulary_loss_equals_the_sliced_real_vocabulary_loss() {
 
 #[test]
 fn vocabulary_is_padded_only_when_that_costs_at_most_one_percent_more_rows() {
-    use h5gpt_train::config::padded_vocab;
+    use h5gpt_core::config::padded_vocab;
     assert_eq!(padded_vocab(50257), 50304);
     assert_eq!(padded_vocab(100_277), 100_288);
     assert_eq!(padded_vocab(6300), 6336);
@@ -168,4 +171,34 @@ fn the_loss_runs_log_softmax_on_bf16_logits() {
     assert_ne!(bf16, fp32, "the softmax ran on an fp32 copy of the logits");
     loss.backward();
     assert_eq!(logits.grad().kind(), Kind::BFloat16);
+}
+
+#[test]
+fn plan_counts_what_the_model_allocates() {
+    // Small shapes are allocated; every preset's count is the config's formula.
+    let mut configs: Vec<GptConfig> = ["tiny", "mini", "nano"]
+        .iter()
+        .map(|name| Preset::find(name).unwrap().config(Some(64)))
+        .collect();
+    configs.push(GptConfig {
+        bias: false,
+        pad_vocab: false,
+        ..GptConfig::tiny(100, 16)
+    });
+    configs.push(auto_size(558_382.0, 20.0, 32, 50257).config);
+    for cfg in configs {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _model = Gpt::new(&vs.root(), cfg);
+        let allocated: usize = vs.variables().values().map(|t| t.numel()).sum();
+        assert_eq!(ParamCounts::new(&cfg).total, allocated, "{cfg:?}");
+    }
+    for preset in PRESETS {
+        let cfg = preset.config(Some(1024));
+        assert_eq!(
+            ParamCounts::new(&cfg).total,
+            cfg.parameter_count(),
+            "{}",
+            preset.name
+        );
+    }
 }

@@ -3,11 +3,11 @@
 //! as a standard-parameterization run).
 
 use clap::Parser;
+use h5gpt_core::config::{MupConfig, Preset, MUP_BASE_LR};
+use h5gpt_core::mup::{format_table, mup_table, rule_for, Init, TensorKind};
 use h5gpt_formats::{Compression, ShardSetWriter};
-use h5gpt_train::config::{MupConfig, Preset, MUP_BASE_LR};
 use h5gpt_train::hf::{self, HfError};
 use h5gpt_train::model::{Gpt, GptConfig};
-use h5gpt_train::mup::{format_table, mup_table, rule_for, Init, TensorKind};
 use h5gpt_train::optim::{AdamW, AdamWConfig};
 use h5gpt_train::options::{resolve, TrainOptions};
 use h5gpt_train::trainer::{train, TrainConfig};

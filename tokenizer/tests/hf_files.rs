@@ -1,9 +1,9 @@
-//! The Hugging Face tokenizer files (`h5gpt_preprocess::hf_files`) loaded by `transformers`
+//! The Hugging Face tokenizer files (`h5gpt_tokenizer::hf_files`) loaded by `transformers`
 //! (`AutoTokenizer.from_pretrained`) give tiktoken-rs' `encode_ordinary` ids on varied text and
 //! decode back to it; the same through the Rust `tokenizers` crate; a given tokenizer.json is
 //! copied unchanged. Fails (never skips) without Python or transformers.
 
-use h5gpt_preprocess::hf_files::write_hf_tokenizer_files;
+use h5gpt_tokenizer::hf_files::write_hf_tokenizer_files;
 use std::path::Path;
 use std::process::Command;
 use tiktoken_rs::CoreBPE;

@@ -1,39 +1,18 @@
 //! `plan`: parameters, FLOPs, predicted loss, compute-optimal sizes and training time, before a
-//! run starts. Pure Rust: this binary links no libtorch.
-
-// Here `crate` is this binary, so links that the library's documentation resolves may not.
-#![allow(rustdoc::broken_intra_doc_links)]
-
-// The torch-free modules are compiled into this binary, not linked from `h5gpt_train`: linking
-// the library links libtorch, because its unused objects still name libtorch's symbols and the
-// linker keeps a library any linked object names (the engine test `plan_links_no_libtorch`).
-#[allow(dead_code)]
-#[path = "../config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../hardware.rs"]
-mod hardware;
-#[allow(dead_code)]
-#[path = "../mup.rs"]
-mod mup;
-#[allow(dead_code)]
-#[path = "../plan/mod.rs"]
-mod plan;
-#[allow(dead_code)]
-#[path = "../plot.rs"]
-mod plot;
+//! run starts. Built on `h5gpt_core` alone: it links no libtorch.
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
+use h5gpt_core::config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
+use h5gpt_core::hardware::{peak_bf16_flops, GPU_NAMES};
+use h5gpt_core::mup;
+use h5gpt_core::plan::autosize::thousands;
+use h5gpt_core::plan::chinchilla::{table_a4, table_a9, TABLE_3};
+use h5gpt_core::plan::model::{ModelPlan, TrainingPlan};
+use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
+use h5gpt_core::plan::{auto_size, AutoSize};
 use h5gpt_formats::exit::{exit_code, UsageError};
 use h5gpt_formats::DataParams;
-use hardware::{peak_bf16_flops, GPU_NAMES};
-use plan::autosize::thousands;
-use plan::chinchilla::{table_a4, table_a9, TABLE_3};
-use plan::model::{ModelPlan, TrainingPlan};
-use plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
-use plan::{auto_size, AutoSize};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};

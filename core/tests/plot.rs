@@ -1,7 +1,7 @@
 //! loss.png: decodes, has the curves, has text when a font is installed, and is written
 //! crash-safely (no temporary file left behind).
 
-use h5gpt_train::plot::{font_status, write_loss_plot, FONT_ENV, HEIGHT, WIDTH};
+use h5gpt_core::plot::{font_status, write_loss_plot, FONT_ENV, HEIGHT, WIDTH};
 use image::RgbImage;
 use std::path::Path;
 
@@ -186,7 +186,7 @@ fn draws_curves_without_a_font() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("loss.png");
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["plot::child_without_font", "--exact", "--ignored"])
+        .args(["child_without_font", "--exact", "--ignored"])
         .env(FONT_ENV, dir.path().join("no-such-font.ttf"))
         .env(CHILD_OUT, &path)
         .output()

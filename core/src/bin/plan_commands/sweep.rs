@@ -1,7 +1,7 @@
 //! `plan sweep`: an IsoFLOP grid of `train` configs, a script that runs them, and a table of
 //! N, D, steps and time.
 
-use crate::plan::sweep::{
+use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
 };
 use crate::{duration, parse_amount, sci, table};
@@ -40,7 +40,7 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 16.0)]
     pub spread: f64,
     /// Tokens per parameter (D/N) of each budget's centre model: the grid spreads around it.
-    #[arg(long, default_value_t = crate::plan::sweep::CENTRE_RATIO)]
+    #[arg(long, default_value_t = h5gpt_core::plan::sweep::CENTRE_RATIO)]
     pub ratio: f64,
     /// Tokens per optimizer step, the same for every run. [default: 32 rows, halved while an
     /// epoch would give fewer than 100 steps, as train does]
@@ -50,7 +50,7 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
     /// μP base learning rate of every run.
-    #[arg(long, default_value_t = crate::config::MUP_BASE_LR)]
+    #[arg(long, default_value_t = h5gpt_core::config::MUP_BASE_LR)]
     pub lr: f64,
     /// μP base width. [default: the sweep's narrowest model]
     #[arg(long)]
@@ -112,7 +112,7 @@ fn read_shards(dir: &Path) -> Result<Shards> {
         vocab_size: params
             .post_process
             .vocab_size
-            .map_or(crate::config::GPT2_VOCAB, |v| v as usize),
+            .map_or(h5gpt_core::config::GPT2_VOCAB, |v| v as usize),
     })
 }
 
@@ -228,10 +228,10 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
         return Err(UsageError::new(format!("--mfu {} is not in (0, 1]", args.mfu)).into());
     }
     let peak = match &args.gpu {
-        Some(gpu) => Some(crate::hardware::peak_bf16_flops(gpu).ok_or_else(|| {
+        Some(gpu) => Some(h5gpt_core::hardware::peak_bf16_flops(gpu).ok_or_else(|| {
             UsageError::new(format!(
                 "unknown --gpu `{gpu}`; known: {}",
-                crate::hardware::GPU_NAMES.join(", ")
+                h5gpt_core::hardware::GPU_NAMES.join(", ")
             ))
         })?),
         None => None,
@@ -255,7 +255,7 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
         max_epochs: args.max_epochs,
     };
     let runs = design(&spec).map_err(|e| match e {
-        crate::plan::sweep::SweepError::Invalid(m) => anyhow::Error::new(UsageError::new(m)),
+        h5gpt_core::plan::sweep::SweepError::Invalid(m) => anyhow::Error::new(UsageError::new(m)),
         other => anyhow::Error::new(other),
     })?;
     let out = std::path::absolute(&args.out)?;
@@ -366,9 +366,9 @@ fn sweep_text(
     let mut out = format!(
         "shards {}: {} training rows of {} tokens ({} tokens)\n",
         shards.dir.display(),
-        crate::plan::autosize::thousands(shards.rows),
+        h5gpt_core::plan::autosize::thousands(shards.rows),
         shards.seq_len,
-        crate::plan::autosize::thousands(shards.tokens)
+        h5gpt_core::plan::autosize::thousands(shards.tokens)
     );
     out += &format!(
         "every run: μP (base width {}, base LR {}), {} rows × {} tokens per step, micro-batch {}, seed {}, warm-up 5%, cosine to 0.1× over its own steps, the whole val/ set evaluated after the last step\n\n",

@@ -1,16 +1,16 @@
 //! `plan fit`: your own scaling law from your own runs.
 
-use crate::config::Preset;
-use crate::plan::fit::{
+use h5gpt_core::config::Preset;
+use h5gpt_core::plan::fit::{
     bootstrap, fit_law, fit_parabola, power_law, Bootstrap, FitOptions, Interval, Law, LawFit,
     Observation, PowerLaw, HUBER_DELTA, INTERVAL, LAW_NAMES,
 };
-use crate::plan::runs::{
+use h5gpt_core::plan::runs::{
     by_budget, check_same_data, collect, suggestions, RunRecord, RunsError, MIN_RUNS,
 };
-use crate::plan::scaling::{Allocation, LossFit, CHINCHILLA, EPOCH};
-use crate::plan::scaling_plot::{write_scaling_plot, IsoFlopSeries};
-use crate::plan::sweep::SWEEP_FILE;
+use h5gpt_core::plan::scaling::{Allocation, LossFit, CHINCHILLA, EPOCH};
+use h5gpt_core::plan::scaling_plot::{write_scaling_plot, IsoFlopSeries};
+use h5gpt_core::plan::sweep::SWEEP_FILE;
 use crate::{parse_amount, sci, table};
 use anyhow::Result;
 use h5gpt_formats::exit::UsageError;

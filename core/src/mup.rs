@@ -169,7 +169,7 @@ pub fn mup_table(config: &GptConfig, base_lr: f64) -> Vec<TensorRule> {
         .collect()
 }
 
-/// The rule of parameter `name` (as [`crate::model::Gpt`] names it), if any.
+/// The rule of parameter `name` (as `h5gpt_train::model::Gpt` names it), if any.
 pub fn rule_for(config: &GptConfig, base_lr: f64, name: &str) -> Option<TensorRule> {
     mup_table(config, base_lr)
         .into_iter()

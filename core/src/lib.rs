@@ -1,0 +1,13 @@
+//! # h5gpt-core
+//!
+//! Everything about a GPT run that needs no tensors: the model configuration and its presets,
+//! μP, the learning-rate schedule, FLOPs and scaling laws, the GPU table, the loss plot, and the
+//! `plan` binary built on them. `h5gpt-train` builds the libtorch model from these descriptions;
+//! this crate links no libtorch.
+
+pub mod config;
+pub mod hardware;
+pub mod mup;
+pub mod plan;
+pub mod plot;
+pub mod schedule;
