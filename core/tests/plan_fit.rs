@@ -2,12 +2,12 @@
 //! configs read back as `train` options), and fits of runs written by hand (a `state.json` per
 //! run with a loss from a known law), with the clear errors.
 
-use h5gpt_formats::run::{CheckpointState, DataFingerprint, FinalEval, STATE_VERSION};
-use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
-use h5gpt_formats::Compression;
 use h5gpt_core::config::GptConfig;
 use h5gpt_core::plan::fit::Law;
 use h5gpt_core::plan::sweep::{design, write, RunSettings, SweepSpec};
+use h5gpt_formats::run::{CheckpointState, DataFingerprint, FinalEval, STATE_VERSION};
+use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
+use h5gpt_formats::Compression;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -290,8 +290,16 @@ fn sweep_writes_a_config_and_a_script_line_per_run() {
     split_shards(&shards, 4000);
     let out = dir.path().join("sweep");
     let o = plan(&[
-        "sweep", "--flops", "1e12,3e12", "--shards", shards.to_str().unwrap(), "--out",
-        out.to_str().unwrap(), "--time-steps", "0", "--json",
+        "sweep",
+        "--flops",
+        "1e12,3e12",
+        "--shards",
+        shards.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--time-steps",
+        "0",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -299,13 +307,19 @@ fn sweep_writes_a_config_and_a_script_line_per_run() {
     assert!(runs.len() >= 6, "{} runs", runs.len());
     let script = std::fs::read_to_string(out.join("run_all.sh")).unwrap();
     assert_eq!(script.matches("--config").count(), runs.len());
-    let widths: Vec<u64> = runs.iter().map(|r| r["model"]["n_embd"].as_u64().unwrap()).collect();
+    let widths: Vec<u64> = runs
+        .iter()
+        .map(|r| r["model"]["n_embd"].as_u64().unwrap())
+        .collect();
     assert_eq!(widths.iter().min(), doc["mup_base_width"].as_u64().as_ref());
     // 4000 rows: 32 rows per step would leave an epoch 125 steps; train keeps it.
     assert_eq!(doc["batch_rows"], 32);
     for run in runs {
         let config = std::fs::read_to_string(run["config"].as_str().unwrap()).unwrap();
-        assert!(config.contains("final_eval = true") && config.contains("mup = true"), "{config}");
+        assert!(
+            config.contains("final_eval = true") && config.contains("mup = true"),
+            "{config}"
+        );
         assert!(config.contains("total_batch_tokens = 2048"), "{config}");
     }
 }

@@ -1,5 +1,7 @@
 //! `plan fit`: your own scaling law from your own runs.
 
+use crate::{parse_amount, sci, table};
+use anyhow::Result;
 use h5gpt_core::config::Preset;
 use h5gpt_core::plan::fit::{
     bootstrap, fit_law, fit_parabola, power_law, Bootstrap, FitOptions, Interval, Law, LawFit,
@@ -11,8 +13,6 @@ use h5gpt_core::plan::runs::{
 use h5gpt_core::plan::scaling::{Allocation, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::scaling_plot::{write_scaling_plot, IsoFlopSeries};
 use h5gpt_core::plan::sweep::SWEEP_FILE;
-use crate::{parse_amount, sci, table};
-use anyhow::Result;
 use h5gpt_formats::exit::UsageError;
 use serde::Serialize;
 use serde_json::json;

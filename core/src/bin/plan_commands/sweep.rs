@@ -1,11 +1,11 @@
 //! `plan sweep`: an IsoFLOP grid of `train` configs, a script that runs them, and a table of
 //! N, D, steps and time.
 
+use crate::{duration, parse_amount, sci, table};
+use anyhow::{bail, Context, Result};
 use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
 };
-use crate::{duration, parse_amount, sci, table};
-use anyhow::{bail, Context, Result};
 use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::DataParams;
 use std::path::{Path, PathBuf};
