@@ -193,6 +193,7 @@ pub fn candidates(seq_len: usize, vocab_size: usize) -> Vec<GptConfig> {
                 bias: true,
                 dropout: 0.0,
                 mup: None,
+                ..GptConfig::tiny(vocab_size, seq_len)
             });
         }
     }
