@@ -15,6 +15,7 @@
 //! - [`audit`]: which rows each step of a run read, and the per-epoch coverage proof.
 //! - [`blend`]: weighted blends of several shard sets.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
+//! - [`text`]: numbers formatted for people (`thousands`).
 
 pub mod audit;
 pub mod blend;
@@ -32,6 +33,7 @@ pub mod run;
 pub mod spec;
 pub mod stream;
 pub mod synthetic;
+pub mod text;
 pub mod verify;
 pub mod writer;
 

@@ -381,6 +381,11 @@ pub struct TrainOptions {
     /// Micro-batches per validation. [default: 20]
     #[arg(long)]
     eval_batches: Option<usize> [setting, default = "20", check = at_least_one("the micro-batches per validation")],
+    /// After the last step, evaluate every row of the validation set (val/, or the held-out
+    /// rows) and record it as the run's final validation loss (state.json `final_eval`,
+    /// metrics.jsonl `final_val_loss`), as `plan fit` reads it. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    final_eval: Option<bool> [setting, default = "false"],
     /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
     /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
     /// accumulation; checkpoints keep the fp32 masters). [default: auto]
@@ -626,7 +631,9 @@ fn auto_model(
     let vocab = params
         .post_process
         .vocab_size
-        .map_or(h5gpt_core::config::GPT2_VOCAB, |v| v as usize);
+        .map_or(h5gpt_formats::spec::GPT2_VOCAB_SIZE as usize, |v| {
+            v as usize
+        });
     let sized = h5gpt_core::plan::auto_size(tokens, ratio, seq_len, vocab);
     let log_gap = |p: &Preset| {
         let n = p.config(Some(seq_len)).breakdown().non_embedding() as f64;
@@ -844,6 +851,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.keep_checkpoints = filled(cli.keep_checkpoints);
     config.eval_every = filled(cli.eval_every);
     config.eval_batches = filled(cli.eval_batches);
+    config.final_eval = filled(cli.final_eval);
     config.precision = precision;
     config.device = device;
     config.init_from_hf = cli.init_from_hf.clone();

@@ -124,6 +124,11 @@ impl<'a> RunLog<'a> {
         Ok(())
     }
 
+    /// Records the final validation (`--final-eval`): a `final_val_loss` row of `metrics.jsonl`.
+    pub(crate) fn final_eval_row(&mut self, row: &crate::trainer::FinalEvalMetrics) -> Result<()> {
+        self.append(row)
+    }
+
     fn append(&mut self, row: &impl Serialize) -> Result<()> {
         if let Some(file) = &mut self.metrics {
             writeln!(file, "{}", serde_json::to_string(row)?)?;

@@ -67,6 +67,10 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Micro-batches per validation.
     pub eval_batches: usize,
+    /// After the last step, evaluate every row of the evaluation set and record the loss as
+    /// the run's final validation loss (`state.json` `final_eval`, a `final_val_loss` row of
+    /// `metrics.jsonl`).
+    pub final_eval: bool,
     /// fp32 or bf16 autocast.
     pub precision: Precision,
     /// Device.
@@ -130,6 +134,7 @@ impl TrainConfig {
             keep_checkpoints: filled(builtin.keep_checkpoints),
             eval_every: filled(builtin.eval_every),
             eval_batches: filled(builtin.eval_batches),
+            final_eval: filled(builtin.final_eval),
             precision: Precision::Fp32,
             device: Device::Cpu,
             init_from_hf: None,
@@ -228,6 +233,22 @@ pub struct EvalMetrics {
     pub val_loss_sets: std::collections::BTreeMap<String, f64>,
 }
 
+/// The final validation (a `metrics.jsonl` row).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FinalEvalMetrics {
+    /// Steps completed.
+    pub step: usize,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// Mean loss over every row of the evaluation set (for a blend: the sets' losses averaged
+    /// by weight).
+    pub final_val_loss: f64,
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Tokens counted.
+    pub eval_tokens: u64,
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
@@ -245,6 +266,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// The newest checkpoint.
     pub checkpoint: Option<PathBuf>,
+    /// The final validation (`--final-eval`), when the run measured one.
+    pub final_eval: Option<h5gpt_formats::run::FinalEval>,
 }
 
 /// Samples per optimizer step: `total_batch_tokens / seq_len` rounded down to whole
@@ -367,6 +390,7 @@ pub fn train(
         total_steps: run.total_steps,
         interrupted: false,
         checkpoint: None,
+        final_eval: None,
     };
     if run.start_step == 0 && config.eval_every > 0 {
         summary.evals.extend(run.evaluate(0)?);
@@ -398,6 +422,9 @@ pub fn train(
             summary.evals.extend(run.evaluate(done)?);
             run.log.plot()?;
         }
+        if last && config.final_eval {
+            run.final_validation(done)?;
+        }
         if save_due {
             run.save(done)?;
         }
@@ -424,6 +451,7 @@ pub fn train(
         ));
     }
     summary.checkpoint = run.checkpoint.clone();
+    summary.final_eval = run.final_eval;
     run.finish()?;
     Ok(summary)
 }
@@ -464,6 +492,8 @@ struct Run<'a> {
     tally: StepTally,
     /// Checkpoints written by this run (for the fault-injection hook).
     saves: usize,
+    /// The final validation (`--final-eval`, rank 0), once measured; saved in `state.json`.
+    final_eval: Option<h5gpt_formats::run::FinalEval>,
     /// The newest checkpoint (the one resumed from, until this run saves).
     checkpoint: Option<PathBuf>,
     /// `H5GPT_FAULT=nan-at-step:N`: a NaN loss at step N (a testing aid).
@@ -479,6 +509,8 @@ struct RunRecord {
     held_out: usize,
     tokenizer: SavedTokenizer,
     blend: Option<BlendRecord>,
+    /// What the run trains and evaluates on (`None` where the shards have no manifest).
+    data: Option<h5gpt_formats::run::DataFingerprint>,
 }
 
 impl Run<'_> {
@@ -719,6 +751,58 @@ impl Run<'_> {
         Ok(Some(row))
     }
 
+    /// The final validation after `done` steps (rank 0, `--final-eval`): every row of every
+    /// evaluation set, blended by weight, logged, recorded in `metrics.jsonl` and kept for the
+    /// checkpoint's `state.json`.
+    fn final_validation(&mut self, done: usize) -> Result<()> {
+        if self.rank != 0 {
+            return Ok(());
+        }
+        let config = self.config;
+        let (mut weighted, mut weights, mut rows, mut tokens) = (0.0, 0.0, 0, 0);
+        for set in &self.eval_sets {
+            let result = guarded("final evaluation", config.micro_batch, || {
+                evaluate(
+                    &self.model,
+                    &set.rows,
+                    config.micro_batch,
+                    None,
+                    self.device,
+                    config.precision,
+                )
+            })?;
+            weighted += set.weight * result.loss;
+            weights += set.weight;
+            rows += result.rows;
+            tokens += result.tokens;
+        }
+        let result = h5gpt_formats::run::FinalEval {
+            step: done,
+            loss: weighted / weights,
+            rows,
+            tokens,
+        };
+        if !result.loss.is_finite() {
+            bail!(
+                "--final-eval: the loss over the evaluation set is {} after step {done}",
+                result.loss
+            );
+        }
+        self.log.line(&format!(
+            "step {done:>5} | final val loss {:.6} | every row: {} rows, {} tokens",
+            result.loss, result.rows, result.tokens
+        ));
+        self.log.final_eval_row(&FinalEvalMetrics {
+            step: done,
+            tokens: done as u64 * self.ctx.tokens_per_step,
+            final_val_loss: result.loss,
+            rows,
+            eval_tokens: tokens,
+        })?;
+        self.final_eval = Some(result);
+        Ok(())
+    }
+
     /// Writes the checkpoint after `done` steps (rank 0; the other ranks only note its path)
     /// and makes it the run's newest.
     fn save(&mut self, done: usize) -> Result<()> {
@@ -740,6 +824,8 @@ impl Run<'_> {
                 version: checkpoint::STATE_VERSION,
                 files: Default::default(),
                 blend: record.blend.clone(),
+                data: record.data.clone(),
+                final_eval: self.final_eval,
             };
             let path = checkpoint::save(
                 &self.config.out,

@@ -4,15 +4,16 @@
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use h5gpt_core::cerebras;
-use h5gpt_core::config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
+use h5gpt_core::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR};
 use h5gpt_core::hardware::{peak_bf16_flops, GPU_NAMES};
 use h5gpt_core::mup;
-use h5gpt_core::plan::autosize::thousands;
 use h5gpt_core::plan::chinchilla::{table_a4, table_a9, TABLE_3};
 use h5gpt_core::plan::model::{ModelPlan, TrainingPlan};
 use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::{auto_size, AutoSize};
 use h5gpt_formats::exit::{exit_code, UsageError};
+use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
+use h5gpt_formats::text::thousands;
 use h5gpt_formats::DataParams;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -29,9 +30,10 @@ macro_rules! usage {
 /// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
 /// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
 ///
-/// With no arguments: GPT-2 small trained on 20 tokens per parameter.
+/// With no arguments: GPT-2 small trained on 20 tokens per parameter. `plan sweep` and
+/// `plan fit` fit your own scaling law.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Args {
     /// `convert-mup`: a Model Zoo config in its μP form.
     #[command(subcommand)]
@@ -109,6 +111,10 @@ struct Args {
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Plan an IsoFLOP sweep: one train config per run and a script that runs them all.
+    Sweep(sweep_command::SweepArgs),
+    /// Fit L(N, D) = E + A/N^α + B/D^β to your runs (Chinchilla's Approach 3 and 2).
+    Fit(fit_command::FitArgs),
     /// Turn a standard-parameterization Model Zoo config into its μP form, as the Model Zoo's
     /// convert_config_to_mup.py does (Cerebras-GPT's base: width 256, LR 6e-3, init std 0.08,
     /// embedding multiplier 10). Writes our TOML (a `train --config` file), or with
@@ -299,6 +305,11 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     Ok(Some(cfg))
 }
 
+#[path = "plan_commands/fit.rs"]
+mod fit_command;
+#[path = "plan_commands/sweep.rs"]
+mod sweep_command;
+
 /// The model of a Model Zoo config, with the shape flags applied.
 fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
     let mut cfg = mapped.model;
@@ -314,8 +325,14 @@ fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    if let Some(Command::ConvertMup(convert)) = &args.command {
-        return convert_mup(convert);
+    match &args.command {
+        Some(Command::ConvertMup(convert)) => return convert_mup(convert),
+        Some(Command::Sweep(sweep)) => {
+            let line: Vec<String> = std::env::args().collect();
+            return sweep_command::run(sweep, &line.join(" "));
+        }
+        Some(Command::Fit(fit)) => return fit_command::run(fit),
+        None => {}
     }
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);
@@ -419,7 +436,7 @@ fn run() -> Result<()> {
         let vocab = args
             .vocab_size
             .or(corpus.as_ref().and_then(|c| c.vocab_size))
-            .unwrap_or(GPT2_VOCAB);
+            .unwrap_or(GPT2_VOCAB_SIZE as usize);
         let params = params_for_tokens(t, args.ratio);
         let auto = auto_size(t, args.ratio, seq_len, vocab);
         text += &data_text(t, args.ratio, params, corpus.as_ref(), &auto);

@@ -71,11 +71,18 @@ impl<'a> Run<'a> {
             resume.as_ref().map(|(path, _)| path.as_path()),
         )?;
         let eval_sets = eval_sets(&data, blend.as_ref());
+        if config.final_eval && eval_sets.is_empty() {
+            bail!(
+                "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)\n---> HINT: preprocess with a validation split (--val-fraction), or drop --final-eval",
+                describe(&config.shards)
+            );
+        }
         if let Some(record) = &blend {
             log_blend(config, record, &eval_sets, &mut log);
         }
         let plan = plan_steps(config, &data, resumed_state, &mut log)?;
         let seq = data.set.seq_len();
+        let fingerprint = data_fingerprint(config, seq)?;
 
         // Model, optimizer, resume.
         if device.is_cuda() {
@@ -205,6 +212,7 @@ impl<'a> Run<'a> {
                 held_out: data.held_out,
                 tokenizer,
                 blend,
+                data: fingerprint,
             },
             eval_sets,
             log,
@@ -215,10 +223,24 @@ impl<'a> Run<'a> {
                 nonfinite: 0,
             },
             saves: 0,
+            final_eval: None,
             checkpoint: resume.map(|(path, _)| path),
             nan_at: h5gpt_formats::fault::armed("nan-at-step"),
         })
     }
+}
+
+/// What the run trains and evaluates on (tokenizer, seq_len, the train and val shards'
+/// checksums), recorded in `state.json` so `plan fit` can refuse runs of different data.
+fn data_fingerprint(
+    config: &TrainConfig,
+    seq: usize,
+) -> Result<Option<h5gpt_formats::run::DataFingerprint>> {
+    let (train_dirs, mut val_dirs) = split_dirs(&config.shards);
+    if !config.val_shards.is_empty() {
+        val_dirs = config.val_shards.clone();
+    }
+    Ok(h5gpt_formats::run::DataFingerprint::of_dirs(&train_dirs, &val_dirs, seq)?)
 }
 
 /// The largest divisor of `rows` that is at most `micro_batch`: a rank's micro-batch.
@@ -562,7 +584,9 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
                 .as_ref()
                 .and_then(|b| b.sets.get(i))
                 .map_or(0, |s| s.held_out),
-            None if config.eval_every > 0 => held_out_rows(rows, eval_rows),
+            None if config.eval_every > 0 || config.final_eval => {
+                held_out_rows(rows, eval_rows)
+            }
             None => 0,
         })?),
         None => None,
@@ -575,7 +599,9 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
         },
         None => open_split(&config.shards, &config.val_shards, |rows| match resumed {
             Some(state) => state.held_out,
-            None if config.eval_every > 0 => held_out_rows(rows, eval_rows),
+            None if config.eval_every > 0 || config.final_eval => {
+                held_out_rows(rows, eval_rows)
+            }
             None => 0,
         })?,
     };

@@ -9,6 +9,7 @@ mod mup;
 mod optim;
 mod options;
 mod shim;
+mod sweep_configs;
 mod trainer;
 
 /// libtorch has one global random generator. Tests that seed it or draw from it (model init,
