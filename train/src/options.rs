@@ -635,7 +635,9 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .unwrap_or("auto")
         .parse()
         .map_err(|e| UsageError::new(format!("--device {e}")))?;
-    let device = select(device_request)?;
+    let selected = select(device_request)?;
+    notes.extend(selected.note);
+    let device = selected.device;
     let dtype: DtypeRequest = cli
         .dtype
         .as_deref()
