@@ -36,6 +36,58 @@ pub struct GptConfig {
     /// Absent from files written before μP existed, and left out when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mup: Option<MupConfig>,
+    /// Width of the MLP's hidden layer; `None`: 4 × `n_embd` (GPT-2). Absent from files written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffn_size: Option<usize>,
+    /// ε of every LayerNorm (GPT-2: 1e-5). Absent from files written before it existed.
+    #[serde(
+        default = "default_layer_norm_eps",
+        skip_serializing_if = "is_default_layer_norm_eps"
+    )]
+    pub layer_norm_eps: f64,
+    /// Initialization other than GPT-2's N(0, 0.02) (Cerebras Model Zoo configs); `None`:
+    /// GPT-2's, or μP's under `mup`. Absent from files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitConfig>,
+}
+
+/// GPT-2's LayerNorm ε.
+pub const DEFAULT_LAYER_NORM_EPS: f64 = 1e-5;
+
+fn default_layer_norm_eps() -> f64 {
+    DEFAULT_LAYER_NORM_EPS
+}
+
+fn is_default_layer_norm_eps(eps: &f64) -> bool {
+    *eps == DEFAULT_LAYER_NORM_EPS
+}
+
+/// How the weight matrices are initialized, where a config says (Cerebras' `initializer`,
+/// `embedding_initializer`, `output_layer_initializer`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// Standard deviations of the standard parameterization (ignored under μP, whose rules
+    /// derive them from σ_base); `None`: GPT-2's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<SpInitStd>,
+    /// Truncate the normal at ± this many standard deviations, as `torch.nn.init.trunc_normal_`
+    /// (Cerebras' `truncated_normal` with `a = -2σ`, `b = 2σ`: 2); `None`: not truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<f64>,
+}
+
+/// Standard deviations of the standard parameterization's normal initializations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpInitStd {
+    /// Token and position embeddings (GPT-2: 0.02).
+    pub embedding: f64,
+    /// QKV and the MLP's first layer (GPT-2: 0.02).
+    pub hidden: f64,
+    /// Projections into the residual stream (GPT-2: 0.02/√(2L)).
+    pub residual: f64,
 }
 
 /// μP as Cerebras-GPT uses it (Yang et al. 2022, "Tensor Programs V"; Dey et al. 2023):
@@ -131,6 +183,9 @@ impl GptConfig {
             bias: true,
             dropout: 0.0,
             mup: None,
+            ffn_size: None,
+            layer_norm_eps: DEFAULT_LAYER_NORM_EPS,
+            init: None,
         }
     }
 
@@ -141,6 +196,11 @@ impl GptConfig {
         } else {
             self.vocab_size
         }
+    }
+
+    /// Width of the MLP's hidden layer: `ffn_size`, else 4 × `n_embd`.
+    pub fn ffn_width(&self) -> usize {
+        self.ffn_size.unwrap_or(4 * self.n_embd)
     }
 
     /// Width of one attention head.
@@ -189,6 +249,33 @@ impl GptConfig {
         if self.vocab_size == 0 {
             return Err("vocab_size must be positive".into());
         }
+        if self.ffn_size == Some(0) {
+            return Err("ffn_size must be positive".into());
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!(
+                "layer_norm_eps {} is not a positive number",
+                self.layer_norm_eps
+            ));
+        }
+        if let Some(init) = &self.init {
+            if let Some(k) = init.truncation.filter(|k| !(k.is_finite() && *k > 0.0)) {
+                return Err(format!(
+                    "init truncation {k} is not a positive number of stds"
+                ));
+            }
+            if let Some(std) = &init.std {
+                for (what, v) in [
+                    ("embedding", std.embedding),
+                    ("hidden", std.hidden),
+                    ("residual", std.residual),
+                ] {
+                    if !(v.is_finite() && v > 0.0) {
+                        return Err(format!("{what} init std {v} is not a positive number"));
+                    }
+                }
+            }
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} is not in [0, 1)", self.dropout));
         }
@@ -210,14 +297,14 @@ impl GptConfig {
 
     /// Parameters by part, with `rows` token-embedding rows.
     fn breakdown_with_rows(&self, rows: usize) -> ParameterBreakdown {
-        let (l, d) = (self.n_layer, self.n_embd);
+        let (l, d, f) = (self.n_layer, self.n_embd, self.ffn_width());
         let b = usize::from(self.bias);
         let layer_norm = d + b * d;
         ParameterBreakdown {
             token_embedding: rows * d,
             position_embedding: self.n_ctx * d,
             attention: l * (d * 3 * d + b * 3 * d + d * d + b * d),
-            mlp: l * (d * 4 * d + b * 4 * d + 4 * d * d + b * d),
+            mlp: l * (d * f + b * f + f * d + b * d),
             layer_norm: (2 * l + 1) * layer_norm,
         }
     }
@@ -545,6 +632,48 @@ impl Preset {
             bias: true,
             dropout: 0.0,
             mup: None,
+            ffn_size: None,
+            layer_norm_eps: DEFAULT_LAYER_NORM_EPS,
+            init: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    /// A model written before `ffn_size`, `layer_norm_eps` and `init` existed (a `state.json`'s
+    /// `model`, a run's saved config) loads as GPT-2's, and such a model is written as before.
+    #[test]
+    fn a_config_written_before_the_cerebras_fields_loads() {
+        let old = r#"{"vocab_size":50257,"pad_vocab":true,"n_ctx":1024,"n_layer":12,"n_head":12,"n_embd":768,"bias":true,"dropout":0.0}"#;
+        let cfg: GptConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg, GptConfig::gpt2_small());
+        assert_eq!(
+            (cfg.ffn_width(), cfg.layer_norm_eps, cfg.init),
+            (3072, 1e-5, None)
+        );
+        assert_eq!(serde_json::to_string(&cfg).unwrap(), old);
+        // Unknown fields are still refused.
+        let typo = old.replace("\"bias\"", "\"biass\"");
+        assert!(serde_json::from_str::<GptConfig>(&typo).is_err());
+        // New fields round-trip.
+        let cerebras = GptConfig {
+            ffn_size: Some(1000),
+            layer_norm_eps: 1e-6,
+            init: Some(InitConfig {
+                std: Some(SpInitStd {
+                    embedding: 0.02,
+                    hidden: 0.02,
+                    residual: 0.0025,
+                }),
+                truncation: Some(2.0),
+            }),
+            ..cfg
+        };
+        let text = serde_json::to_string(&cerebras).unwrap();
+        assert_eq!(serde_json::from_str::<GptConfig>(&text).unwrap(), cerebras);
+        assert_eq!(cerebras.breakdown().mlp, 12 * (768 * 1000 * 2 + 1000 + 768));
     }
 }

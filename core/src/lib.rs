@@ -5,6 +5,7 @@
 //! `plan` binary built on them. `h5gpt-train` builds the libtorch model from these descriptions;
 //! this crate links no libtorch.
 
+pub mod cerebras;
 pub mod config;
 pub mod hardware;
 pub mod mup;

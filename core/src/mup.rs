@@ -70,9 +70,19 @@ impl TensorKind {
         match (self, config.mup) {
             (TensorKind::LayerNormGain, _) => Init::Ones,
             (TensorKind::Bias, _) => Init::Zeros,
-            (TensorKind::Embedding | TensorKind::Hidden, None) => Init::Normal(SP_INIT_STD),
-            // GPT-2's residual scaling 1/√(2L).
-            (TensorKind::ResidualOutput, None) => Init::Normal(SP_INIT_STD / (2.0 * layers).sqrt()),
+            (kind, None) => match config.init.and_then(|init| init.std) {
+                // A config's own standard deviations (Cerebras' initializers).
+                Some(std) => Init::Normal(match kind {
+                    TensorKind::Embedding => std.embedding,
+                    TensorKind::Hidden => std.hidden,
+                    _ => std.residual,
+                }),
+                None if kind == TensorKind::ResidualOutput => {
+                    // GPT-2's residual scaling 1/√(2L).
+                    Init::Normal(SP_INIT_STD / (2.0 * layers).sqrt())
+                }
+                None => Init::Normal(SP_INIT_STD),
+            },
             (TensorKind::Embedding, Some(mup)) => Init::Normal(mup.init_std),
             (TensorKind::Hidden, Some(mup)) => {
                 Init::Normal(mup.init_std / config.width_mult().sqrt())
@@ -200,10 +210,11 @@ pub fn format_table(config: &GptConfig, base_lr: f64) -> String {
         "parameter", "kind", "init", "LR mult", "LR"
     );
     for rule in mup_table(config, base_lr) {
-        let init = match rule.init {
-            Init::Normal(std) => format!("N(0, {std:.6})"),
-            Init::Zeros => "zeros".into(),
-            Init::Ones => "ones".into(),
+        let init = match (rule.init, config.init.and_then(|init| init.truncation)) {
+            (Init::Normal(std), Some(k)) => format!("N(0, {std:.6}) ±{k}σ"),
+            (Init::Normal(std), None) => format!("N(0, {std:.6})"),
+            (Init::Zeros, _) => "zeros".into(),
+            (Init::Ones, _) => "ones".into(),
         };
         let _ = writeln!(
             out,

@@ -22,8 +22,8 @@ pub const STATE_FILE: &str = "state.json";
 /// The folder of a run that holds its checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
 
-/// Version of the [`Segment`] lines this build writes.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Version of the [`Segment`] lines this build writes. 2: `shuffle` (absent: true).
+pub const SEGMENT_VERSION: u32 = 2;
 
 /// A checkpoint's `state.json`. `M` is the model's shape: `train` reads it as its model
 /// configuration, tools without the model read it as plain JSON (the default).
@@ -66,8 +66,9 @@ pub struct CheckpointState<M = serde_json::Value> {
 }
 
 /// Version of the `state.json` this build writes. 1: `version` and the per-file checksums
-/// `files` (a file without them is version 0 and still loads).
-pub const STATE_VERSION: u32 = 1;
+/// `files` (a file without them is version 0 and still loads). 2: the model may carry
+/// `ffn_size`, `layer_norm_eps` and `init` (absent: GPT-2's, so versions 0 and 1 load).
+pub const STATE_VERSION: u32 = 2;
 
 fn default_tokenizer() -> String {
     "gpt2".into()
@@ -120,6 +121,18 @@ pub struct Segment {
     /// directories are read as one set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blend: Option<BlendRecord>,
+    /// Whether the rows are read in a shuffled order (`false`: in file order, epoch after
+    /// epoch; `train --shuffle false`). Absent (true) in segments of version 1.
+    #[serde(default = "shuffled", skip_serializing_if = "is_shuffled")]
+    pub shuffle: bool,
+}
+
+fn shuffled() -> bool {
+    true
+}
+
+fn is_shuffled(shuffle: &bool) -> bool {
+    *shuffle
 }
 
 impl Segment {
@@ -127,6 +140,9 @@ impl Segment {
     pub fn sampler(&self) -> Result<Sampler> {
         match &self.blend {
             Some(blend) => blend.sampler(self.seed),
+            None if !self.shuffle => Ok(Sampler::Plain(crate::stream::SampleStream::sequential(
+                self.train_rows,
+            ))),
             None => Sampler::new(&[self.train_rows], &[], self.seed),
         }
     }
@@ -189,4 +205,27 @@ pub fn read_segments(run: &Path) -> Result<Vec<Segment>> {
         }
     }
     Ok(segments)
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::Segment;
+
+    /// A version-1 line (before `shuffle`) reads as shuffled; `shuffle: false` reads in order.
+    #[test]
+    fn a_segment_written_before_shuffle_existed_is_shuffled() {
+        let v1 = r#"{"version":1,"first_step":0,"position":0,"seed":7,"global_batch":2,"micro_batch":2,"world_size":1,"seq_len":4,"shards":["d"],"train_dirs":["d"],"train_rows":6,"held_out":0}"#;
+        let segment: Segment = serde_json::from_str(v1).unwrap();
+        assert!(segment.shuffle);
+        let mut sequential = Segment {
+            shuffle: false,
+            ..segment
+        };
+        let mut sampler = sequential.sampler().unwrap();
+        let rows: Vec<u64> = (0..7).map(|p| sampler.sample(p).id).collect();
+        assert_eq!(rows, [0, 1, 2, 3, 4, 5, 0]);
+        sequential.shuffle = true;
+        let line = serde_json::to_string(&sequential).unwrap();
+        assert!(!line.contains("shuffle"), "the default is left out: {line}");
+    }
 }

@@ -16,6 +16,8 @@ pub struct SampleStream {
     n: u64,
     seed: u64,
     cached: Option<(u64, FeistelPermutation)>,
+    /// `false`: every epoch reads the rows in order (Cerebras' `shuffle: false`).
+    shuffle: bool,
 }
 
 impl SampleStream {
@@ -25,6 +27,15 @@ impl SampleStream {
             n,
             seed,
             cached: None,
+            shuffle: true,
+        }
+    }
+
+    /// The stream over `n` examples in order: position `p` reads example `p mod n`.
+    pub fn sequential(n: u64) -> Self {
+        SampleStream {
+            shuffle: false,
+            ..SampleStream::new(n, 0)
         }
     }
 
@@ -46,6 +57,9 @@ impl SampleStream {
     /// The example at stream position `position`.
     pub fn sample_at(&mut self, position: u64) -> u64 {
         assert!(self.n > 0, "empty stream");
+        if !self.shuffle {
+            return position % self.n;
+        }
         let epoch = position / self.n;
         if self.cached.as_ref().map(|(e, _)| *e) != Some(epoch) {
             self.cached = Some((epoch, self.epoch_permutation(epoch)));
@@ -112,5 +126,20 @@ impl BatchLayout {
         let start =
             step_start + (self.rank * self.per_rank()) as u64 + (micro * self.micro_batch) as u64;
         start..start + self.micro_batch as u64
+    }
+}
+
+#[cfg(test)]
+mod sequential_tests {
+    use super::SampleStream;
+
+    #[test]
+    fn a_sequential_stream_reads_the_rows_in_order_every_epoch() {
+        let mut s = SampleStream::sequential(5);
+        let ids: Vec<u64> = (0..12).map(|p| s.sample_at(p)).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]);
+        let mut shuffled = SampleStream::new(5, 0);
+        let ids: Vec<u64> = (0..5).map(|p| shuffled.sample_at(p)).collect();
+        assert_ne!(ids, [0, 1, 2, 3, 4], "the default stream is shuffled");
     }
 }

@@ -62,6 +62,9 @@ fn main() {
         bias: true,
         dropout: 0.0,
         mup: None,
+        ffn_size: None,
+        layer_norm_eps: h5gpt_core::config::DEFAULT_LAYER_NORM_EPS,
+        init: None,
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Gpt::new(&vs.root(), config);

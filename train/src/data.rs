@@ -83,8 +83,17 @@ pub fn training_params(shards: &[PathBuf]) -> Result<Option<h5gpt_formats::DataP
 /// Opens `shards` (see [`split_dirs`]) as one training set, and the `val/` directories as one
 /// evaluation set. Without any `val/`, `held_out(rows of the training set)` rows at its end are
 /// kept for evaluation (0: none). Directories written with different tokenizers are refused.
-pub fn open_split(shards: &[PathBuf], held_out: impl FnOnce(usize) -> usize) -> Result<DataSplit> {
-    let (train_dirs, val_dirs) = split_dirs(shards);
+///
+/// `val_shards`, when not empty, are the evaluation set instead of the `val/` directories.
+pub fn open_split(
+    shards: &[PathBuf],
+    val_shards: &[PathBuf],
+    held_out: impl FnOnce(usize) -> usize,
+) -> Result<DataSplit> {
+    let (train_dirs, mut val_dirs) = split_dirs(shards);
+    if !val_shards.is_empty() {
+        val_dirs = val_shards.to_vec();
+    }
     let all = open(&train_dirs, "training")?;
     if !val_dirs.is_empty() {
         let val = open(&val_dirs, "validation")?;
@@ -151,7 +160,7 @@ pub fn open_blend(
         held_out: Vec::new(),
     };
     for (i, dir) in shards.iter().enumerate() {
-        let split = open_split(std::slice::from_ref(dir), |rows| held_out(i, rows))?;
+        let split = open_split(std::slice::from_ref(dir), &[], |rows| held_out(i, rows))?;
         if let Some(first) = data.sets.first() {
             if split.train.seq_len() != first.seq_len() {
                 bail!(

@@ -237,9 +237,9 @@ fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
         "n_embd": config.n_embd,
         "n_layer": config.n_layer,
         "n_head": config.n_head,
-        "n_inner": null,
+        "n_inner": config.ffn_size,
         "activation_function": "gelu_new",
-        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "layer_norm_epsilon": config.layer_norm_eps,
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
@@ -498,6 +498,9 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
         bias: true,
         dropout: r.f64("resid_pdrop", 0.1)?,
         mup: None,
+        ffn_size: None,
+        layer_norm_eps: h5gpt_core::config::DEFAULT_LAYER_NORM_EPS,
+        init: None,
     };
     config
         .validate()
@@ -509,19 +512,17 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
             TANH_GELU.join(" or ")
         )));
     }
+    // `n_inner` null: 4 × n_embd.
     let n_inner = r.usize("n_inner", 4 * n_embd)?;
-    if n_inner != 4 * n_embd {
-        return Err(r.unsupported(format!(
-            "n_inner {n_inner}: this model's MLP is 4 × n_embd = {}",
-            4 * n_embd
-        )));
-    }
     let eps = r.f64("layer_norm_epsilon", LAYER_NORM_EPS)?;
-    if (eps - LAYER_NORM_EPS).abs() > 1e-12 {
-        return Err(r.unsupported(format!(
-            "layer_norm_epsilon {eps}: this model's LayerNorm uses {LAYER_NORM_EPS}"
-        )));
-    }
+    let config = GptConfig {
+        ffn_size: (n_inner != 4 * n_embd).then_some(n_inner),
+        layer_norm_eps: eps,
+        ..config
+    };
+    config
+        .validate()
+        .map_err(|what| r.bad(format!("invalid model shape: {what}")))?;
     if !r.bool("scale_attn_weights", true)? {
         return Err(r.unsupported(
             "scale_attn_weights false: this model scales attention by 1/√head_size".into(),

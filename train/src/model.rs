@@ -1,5 +1,6 @@
 //! GPT-2 in tch: learned token and position embeddings, pre-LayerNorm blocks (causal
-//! self-attention through `scaled_dot_product_attention`, a 4× MLP with tanh-GELU), a final
+//! self-attention through `scaled_dot_product_attention`, an MLP (4× wide unless `ffn_size`
+//! says) with tanh-GELU), a final
 //! LayerNorm and an LM head tied to the token embedding.
 //!
 //! Initialization follows [`mup_table`](h5gpt_core::mup::mup_table): GPT-2's N(0, 0.02) with the
@@ -34,6 +35,7 @@ struct LayerNorm {
     weight: Tensor,
     bias: Option<Tensor>,
     width: i64,
+    eps: f64,
 }
 
 impl LayerNorm {
@@ -42,18 +44,36 @@ impl LayerNorm {
             [self.width],
             Some(&self.weight),
             self.bias.as_ref(),
-            1e-5,
+            self.eps,
             true,
         )
     }
 }
 
-fn layer_norm(path: nn::Path, width: usize, bias: bool) -> LayerNorm {
+fn layer_norm(path: nn::Path, width: usize, cfg: &GptConfig) -> LayerNorm {
     LayerNorm {
         weight: path.ones("weight", &[width as i64]),
-        bias: bias.then(|| path.zeros("bias", &[width as i64])),
+        bias: cfg.bias.then(|| path.zeros("bias", &[width as i64])),
         width: width as i64,
+        eps: cfg.layer_norm_eps,
     }
+}
+
+/// Redraws `weight` (drawn N(0, `std`)) from N(0, `std`) truncated to ±`bound` standard
+/// deviations, as `torch.nn.init.trunc_normal_` does: uniform in [2Φ(−k)−1, 2Φ(k)−1], then
+/// erfinv, scaled by σ√2, clamped to the bounds.
+pub fn truncate_normal_init(weight: &Tensor, std: f64, bound: f64) {
+    // 2Φ(k) − 1 = erf(k/√2); computed by libtorch's erf (Rust's std has none).
+    let upper = Tensor::from(bound / std::f64::consts::SQRT_2)
+        .erf()
+        .double_value(&[]);
+    tch::no_grad(|| {
+        let mut w = weight.shallow_clone();
+        let _ = w.uniform_(-upper, upper);
+        let _ = w.erfinv_();
+        let _ = w.g_mul_scalar_(std * std::f64::consts::SQRT_2);
+        let _ = w.clamp_(-bound * std, bound * std);
+    });
 }
 
 struct Block {
@@ -75,17 +95,25 @@ impl Block {
         let std = TensorKind::Hidden.init(cfg).std();
         // Residual projections: scaled by 1/√(2·n_layer) (GPT-2 paper; μP: 1/√(2·m·n_layer)).
         let residual_std = TensorKind::ResidualOutput.init(cfg).std();
-        Block {
-            ln_1: layer_norm(path / "ln_1", d, cfg.bias),
+        let f = cfg.ffn_width();
+        let block = Block {
+            ln_1: layer_norm(path / "ln_1", d, cfg),
             c_attn: linear(path / "attn" / "c_attn", d, 3 * d, std, cfg.bias),
             attn_proj: linear(path / "attn" / "c_proj", d, d, residual_std, cfg.bias),
-            ln_2: layer_norm(path / "ln_2", d, cfg.bias),
-            c_fc: linear(path / "mlp" / "c_fc", d, 4 * d, std, cfg.bias),
-            mlp_proj: linear(path / "mlp" / "c_proj", 4 * d, d, residual_std, cfg.bias),
+            ln_2: layer_norm(path / "ln_2", d, cfg),
+            c_fc: linear(path / "mlp" / "c_fc", d, f, std, cfg.bias),
+            mlp_proj: linear(path / "mlp" / "c_proj", f, d, residual_std, cfg.bias),
             n_head: cfg.n_head as i64,
             dropout: cfg.dropout,
             attn_scale: cfg.attention_scale(),
+        };
+        if let Some(bound) = cfg.init.and_then(|init| init.truncation) {
+            truncate_normal_init(&block.c_attn.ws, std, bound);
+            truncate_normal_init(&block.c_fc.ws, std, bound);
+            truncate_normal_init(&block.attn_proj.ws, residual_std, bound);
+            truncate_normal_init(&block.mlp_proj.ws, residual_std, bound);
         }
+        block
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
@@ -109,7 +137,7 @@ impl Block {
         );
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
         let x = x + y.apply(&self.attn_proj).dropout(p, train);
-        let h = self.ln_2.forward(&x).apply(&self.c_fc).gelu("tanh"); // (B, T, 4C)
+        let h = self.ln_2.forward(&x).apply(&self.c_fc).gelu("tanh"); // (B, T, ffn)
         &x + h.apply(&self.mlp_proj).dropout(p, train)
     }
 }
@@ -138,15 +166,20 @@ impl Gpt {
             };
             nn::embedding(path, n as i64, config.n_embd as i64, cfg)
         };
-        Gpt {
+        let gpt = Gpt {
             config,
             wte: embedding(&tr / "wte", config.embedding_rows()),
             wpe: embedding(&tr / "wpe", config.n_ctx),
             blocks: (0..config.n_layer)
                 .map(|i| Block::new(&(&tr / "h" / i), &config))
                 .collect(),
-            ln_f: layer_norm(&tr / "ln_f", config.n_embd, config.bias),
+            ln_f: layer_norm(&tr / "ln_f", config.n_embd, &config),
+        };
+        if let Some(bound) = config.init.and_then(|init| init.truncation) {
+            truncate_normal_init(&gpt.wte.ws, embedding_std, bound);
+            truncate_normal_init(&gpt.wpe.ws, embedding_std, bound);
         }
+        gpt
     }
 
     /// The shape it was built with.

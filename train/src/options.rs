@@ -6,11 +6,15 @@
 //! reads back.
 
 use crate::device::{select, DeviceRequest};
+use crate::optim::AdamWConfig;
 use crate::precision::{DtypeRequest, Precision};
 use crate::trainer::{TrainConfig, VerifyMode};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use h5gpt_core::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR, PRESETS};
+use h5gpt_core::cerebras::{self, LrPhase, PhaseSchedule};
+use h5gpt_core::config::{
+    GptConfig, InitConfig, MupConfig, Preset, SpInitStd, MUP_BASE_LR, PRESETS,
+};
 use h5gpt_formats::exit::UsageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -52,10 +56,31 @@ pub struct TrainOptions {
     /// resumes. [default: runs/YYYYMMDD-HHMMSS]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// TOML file with any of these options.
-    #[arg(long, value_name = "FILE.toml")]
+    /// TOML file with any of these options, or a Cerebras Model Zoo YAML config (`.yaml`,
+    /// either generation: release 2.0.3's or 2.10's layout), mapped onto these options with a
+    /// report of every key.
+    #[arg(long, value_name = "FILE.toml|FILE.yaml")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// With a YAML --config: run even with keys this reader does not know (the report lists
+    /// them); without it they are an error.
+    #[arg(long)]
+    #[serde(skip)]
+    pub allow_unknown: bool,
+    /// With a YAML --config: the directory its relative `data_dir`s are resolved against.
+    /// [default: the working directory, as Cerebras does]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    pub data_root: Option<PathBuf>,
+    /// Evaluation shard directories, read as one set, instead of the --shards' `val/` (or
+    /// held-out rows).
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub val_shards: Vec<PathBuf>,
     /// Continue from the newest checkpoint of --out (default: the newest run under runs/);
     /// an error when there is none.
     #[arg(long)]
@@ -86,6 +111,29 @@ pub struct TrainOptions {
     /// Override: context length. [default: the preset's, or the shards' seq_len]
     #[arg(long)]
     pub n_ctx: Option<usize>,
+    /// Width of the MLP's hidden layer (Cerebras' `filter_size`); any width works. Not rescaled
+    /// by --n-embd. [default: 4 × n_embd]
+    #[arg(long)]
+    pub ffn_size: Option<usize>,
+    /// ε of every LayerNorm. [default: 1e-5]
+    #[arg(long)]
+    pub layer_norm_eps: Option<f64>,
+    /// Init std of the hidden matrices (QKV, MLP in), standard parameterization.
+    /// [default: 0.02]
+    #[arg(long, value_name = "STD")]
+    pub init_std: Option<f64>,
+    /// Init std of the token and position embeddings, standard parameterization.
+    /// [default: --init-std]
+    #[arg(long, value_name = "STD")]
+    pub init_embedding_std: Option<f64>,
+    /// Init std of the projections into the residual stream, standard parameterization.
+    /// [default: --init-std/√(2·n_layer)]
+    #[arg(long, value_name = "STD")]
+    pub init_residual_std: Option<f64>,
+    /// Truncate the initial normals at ± this many stds (Cerebras' `truncated_normal`, `a`/`b`
+    /// = ∓2σ: 2). [default: not truncated]
+    #[arg(long, value_name = "K")]
+    pub init_truncation: Option<f64>,
     /// Dropout probability. [default: 0]
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -120,12 +168,42 @@ pub struct TrainOptions {
     /// [default: the preset's, e.g. 524288 for gpt2-small]
     #[arg(long)]
     pub total_batch_tokens: Option<usize>,
+    /// Rows per optimizer step (global, over all ranks; Cerebras' `batch_size`), used as given:
+    /// never shrunk for small data. Replaces --total-batch-tokens. [default: from
+    /// --total-batch-tokens]
+    #[arg(long, conflicts_with = "total_batch_tokens")]
+    pub batch_size: Option<usize>,
     /// Peak learning rate. [default: the preset's, e.g. 6e-4 for gpt2-small]
     #[arg(long)]
     pub lr: Option<f64>,
     /// Final learning rate as a fraction of the peak. [default: 0.1]
     #[arg(long)]
     pub min_lr_ratio: Option<f64>,
+    /// The learning rate as phases, Cerebras' semantics (config files only; a YAML --config
+    /// writes it): `[[lr_schedule]]` with `kind` (`linear`, `cosine`, `constant`),
+    /// `initial_lr`, `end_lr`, `steps`. Replaces --lr's warm-up and cosine.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lr_schedule: Vec<LrPhase>,
+    /// AdamW β₁. [default: 0.9]
+    #[arg(long)]
+    pub adam_beta1: Option<f64>,
+    /// AdamW β₂. [default: 0.95]
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
+    /// AdamW ε. [default: 1e-8]
+    #[arg(long)]
+    pub adam_eps: Option<f64>,
+    /// AdamW weight decay of the matrices (decoupled, × the LR). [default: 0.1]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm to this (0: no clipping). [default: 1]
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Shuffle the training rows (`false`: read them in file order, epoch after epoch, as
+    /// Cerebras' `shuffle: false`). [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub shuffle: Option<bool>,
     /// Linear warm-up steps. [default: 10]
     #[arg(long, conflicts_with = "warmup_tokens")]
     pub warmup_steps: Option<usize>,
@@ -224,11 +302,25 @@ impl TrainOptions {
         if self.weights.is_empty() && self.blend.is_empty() {
             self.weights = file.weights.clone();
         }
+        if self.val_shards.is_empty() {
+            self.val_shards = file.val_shards.clone();
+        }
+        // A batch given one way here replaces the file's, given either way.
+        if self.batch_size.is_some() || self.total_batch_tokens.is_some() {
+            (file.batch_size, file.total_batch_tokens) = (None, None);
+        }
+        // A learning rate given here replaces the file's schedule (it would shadow it).
+        if self.lr_schedule.is_empty() && self.lr.is_none() {
+            self.lr_schedule = file.lr_schedule.clone();
+        }
         overlay!(self, file; out, model, n_layer, n_head, n_embd, n_ctx, dropout, bias,
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite, verify);
+            eval_batches, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite, verify,
+            ffn_size, layer_norm_eps, init_std, init_embedding_std, init_residual_std,
+            init_truncation, batch_size, adam_beta1, adam_beta2, adam_eps, weight_decay,
+            grad_clip, shuffle);
     }
 
     /// Checks every numeric option's range before anything uses it. A value from a `--config`
@@ -276,6 +368,39 @@ impl TrainOptions {
         at_least_one("vocab-size", self.vocab_size, "the vocabulary size")?;
         at_least_one("mup-base-width", self.mup_base_width, "the μP base width")?;
         at_least_one("micro-batch", self.micro_batch, "the rows per micro-batch")?;
+        at_least_one("batch-size", self.batch_size, "the rows per optimizer step")?;
+        at_least_one("ffn-size", self.ffn_size, "the MLP width")?;
+        positive("layer-norm-eps", self.layer_norm_eps, "the LayerNorm ε")?;
+        positive("init-std", self.init_std, "the init std")?;
+        positive(
+            "init-embedding-std",
+            self.init_embedding_std,
+            "the init std",
+        )?;
+        positive("init-residual-std", self.init_residual_std, "the init std")?;
+        positive(
+            "init-truncation",
+            self.init_truncation,
+            "the truncation in stds",
+        )?;
+        positive("adam-eps", self.adam_eps, "AdamW's ε")?;
+        within("adam-beta1", self.adam_beta1, 0.0..=1.0, true, "AdamW's β₁")?;
+        within("adam-beta2", self.adam_beta2, 0.0..=1.0, true, "AdamW's β₂")?;
+        if let Some(v) = self.weight_decay.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(UsageError::new(format!(
+                "--weight-decay {v}: the weight decay must be a finite number, at least 0"
+            )));
+        }
+        if let Some(v) = self.grad_clip.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(UsageError::new(format!(
+                "--grad-clip {v}: the gradient-norm limit must be a finite number, at least 0 (0: no clipping)"
+            )));
+        }
+        if !self.lr_schedule.is_empty() {
+            PhaseSchedule(self.lr_schedule.clone())
+                .validate()
+                .map_err(|e| UsageError::new(format!("lr_schedule: {e}")))?;
+        }
         at_least_one(
             "total-batch-tokens",
             self.total_batch_tokens,
@@ -500,8 +625,22 @@ fn auto_model(
 
 /// Resolves flags (with their `--config` file) into a training configuration.
 pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
+    let mut config_report = None;
+    let yaml = cli.config.as_deref().is_some_and(cerebras::is_yaml);
+    if !yaml && (cli.data_root.is_some() || cli.allow_unknown) {
+        return Err(UsageError::new(
+            "--data-root and --allow-unknown only apply with a Cerebras YAML --config",
+        )
+        .into());
+    }
     if let Some(path) = cli.config.clone() {
-        let file = TrainOptions::read_file(&path)?;
+        let file = if cerebras::is_yaml(&path) {
+            let (options, report) = read_cerebras(&path, &cli)?;
+            config_report = Some(report);
+            options
+        } else {
+            TrainOptions::read_file(&path)?
+        };
         cli.overlay(&file);
     }
     // μP's settings are checked before the run directory's config.toml fills in: that file
@@ -616,6 +755,36 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     model.dropout = cli.dropout.unwrap_or(model.dropout);
     model.bias = cli.bias.unwrap_or(model.bias);
     model.vocab_size = cli.vocab_size.unwrap_or(model.vocab_size);
+    model.ffn_size = cli
+        .ffn_size
+        .or(model.ffn_size)
+        .filter(|&f| f != 4 * model.n_embd);
+    model.layer_norm_eps = cli.layer_norm_eps.unwrap_or(model.layer_norm_eps);
+    let sp_std = (cli.init_std.is_some()
+        || cli.init_embedding_std.is_some()
+        || cli.init_residual_std.is_some())
+    .then(|| {
+        let hidden = cli.init_std.unwrap_or(h5gpt_core::mup::SP_INIT_STD);
+        SpInitStd {
+            embedding: cli.init_embedding_std.unwrap_or(hidden),
+            hidden,
+            residual: cli
+                .init_residual_std
+                .unwrap_or(hidden / (2.0 * model.n_layer as f64).sqrt()),
+        }
+    });
+    if sp_std.is_some() && cli.mup == Some(true) {
+        return Err(UsageError::new(
+            "--init-std, --init-embedding-std and --init-residual-std set the standard parameterization's stds; under --mup use --mup-init-std",
+        )
+        .into());
+    }
+    if sp_std.is_some() || cli.init_truncation.is_some() {
+        model.init = Some(InitConfig {
+            std: sp_std,
+            truncation: cli.init_truncation,
+        });
+    }
     let mup_on = cli.mup.unwrap_or(false);
     if mup_on {
         let base = MupConfig::default();
@@ -681,6 +850,33 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         }
     };
     config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
+    config.val_shards = cli.val_shards.clone();
+    config.batch_rows = cli.batch_size;
+    if let Some(rows) = cli.batch_size {
+        config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch.min(rows));
+        if rows % config.micro_batch != 0 {
+            return Err(UsageError::new(format!(
+                "--batch-size {rows} is not a multiple of --micro-batch {}",
+                config.micro_batch
+            ))
+            .into());
+        }
+    }
+    if !cli.lr_schedule.is_empty() {
+        let schedule = PhaseSchedule(cli.lr_schedule.clone());
+        config.lr = schedule.peak();
+        config.lr_schedule = Some(schedule);
+    }
+    let adamw = AdamWConfig::default();
+    config.adamw = AdamWConfig {
+        beta1: cli.adam_beta1.unwrap_or(adamw.beta1),
+        beta2: cli.adam_beta2.unwrap_or(adamw.beta2),
+        eps: cli.adam_eps.unwrap_or(adamw.eps),
+        weight_decay: cli.weight_decay.unwrap_or(adamw.weight_decay),
+    };
+    config.grad_clip = cli.grad_clip.unwrap_or(config.grad_clip);
+    config.shuffle = cli.shuffle.unwrap_or(true);
+    config.config_report = config_report;
     config.reweight = cli.reweight;
     config.skip_nonfinite = cli.skip_nonfinite.unwrap_or(0);
     if let Some(seconds) = cli.dist_timeout {
@@ -694,6 +890,9 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         reweight: false,
         out: Some(config.out.clone()),
         config: None,
+        allow_unknown: false,
+        data_root: None,
+        val_shards: config.val_shards.clone(),
         resume: false,
         model: Some(model_name.clone()),
         ratio: cli.ratio,
@@ -703,6 +902,12 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         n_embd: Some(model.n_embd),
         n_ctx: Some(model.n_ctx),
         dropout: Some(model.dropout),
+        ffn_size: Some(model.ffn_width()),
+        layer_norm_eps: Some(model.layer_norm_eps),
+        init_std: sp_std.map(|s| s.hidden),
+        init_embedding_std: sp_std.map(|s| s.embedding),
+        init_residual_std: sp_std.map(|s| s.residual),
+        init_truncation: cli.init_truncation,
         bias: Some(model.bias),
         vocab_size: Some(model.vocab_size),
         mup: Some(mup_on),
@@ -711,7 +916,21 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         mup_init_std: model.mup.map(|m| m.init_std),
         init_from_hf: config.init_from_hf.clone(),
         micro_batch: Some(config.micro_batch),
-        total_batch_tokens: Some(config.total_batch_tokens),
+        total_batch_tokens: config
+            .batch_rows
+            .is_none()
+            .then_some(config.total_batch_tokens),
+        batch_size: config.batch_rows,
+        lr_schedule: config
+            .lr_schedule
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.0.clone()),
+        adam_beta1: Some(config.adamw.beta1),
+        adam_beta2: Some(config.adamw.beta2),
+        adam_eps: Some(config.adamw.eps),
+        weight_decay: Some(config.adamw.weight_decay),
+        grad_clip: Some(config.grad_clip),
+        shuffle: Some(config.shuffle),
         lr: Some(config.lr),
         min_lr_ratio: Some(config.min_lr_ratio),
         warmup_steps: config
@@ -743,6 +962,22 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         model_name,
         notes,
     })
+}
+
+/// A Model Zoo YAML `--config`: its options (as a TOML file's) and the report of its keys.
+fn read_cerebras(path: &Path, cli: &TrainOptions) -> Result<(TrainOptions, String)> {
+    let load = cerebras::LoadOptions {
+        allow_unknown: cli.allow_unknown,
+        data_root: cli.data_root.clone(),
+    };
+    let mapped = cerebras::load(path, &load).map_err(|e| UsageError::new(e.to_string()))?;
+    let options: TrainOptions = mapped.options.clone().try_into().with_context(|| {
+        format!(
+            "{}: the mapped options do not read back (a bug)",
+            path.display()
+        )
+    })?;
+    Ok((options, cerebras::report::render(&mapped)))
 }
 
 fn dtype_name(d: DtypeRequest) -> &'static str {

@@ -97,6 +97,21 @@ pub struct TrainConfig {
     /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
     /// one stops it.
     pub skip_nonfinite: usize,
+    /// Evaluation shard directories, read as one set, instead of the `val/` of `shards`.
+    pub val_shards: Vec<PathBuf>,
+    /// Rows per optimizer step as given (`--batch-size`): used exactly, never shrunk for
+    /// small data; `None`: from `total_batch_tokens`.
+    pub batch_rows: Option<usize>,
+    /// A phased schedule (Cerebras' semantics) instead of warm-up and cosine from `lr`.
+    pub lr_schedule: Option<h5gpt_core::cerebras::PhaseSchedule>,
+    /// AdamW's betas, ε and weight decay.
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Shuffle the training rows (`false`: file order, epoch after epoch).
+    pub shuffle: bool,
+    /// The report of a Cerebras YAML `--config`, written to the run folder when it starts.
+    pub config_report: Option<String>,
 }
 
 impl TrainConfig {
@@ -135,6 +150,13 @@ impl TrainConfig {
             weights: None,
             reweight: false,
             skip_nonfinite: 0,
+            val_shards: Vec::new(),
+            batch_rows: None,
+            lr_schedule: None,
+            adamw: AdamWConfig::default(),
+            grad_clip: 1.0,
+            shuffle: true,
+            config_report: None,
         }
     }
 }
@@ -731,6 +753,7 @@ fn record_segment(
         train_rows: train_rows as u64,
         held_out,
         blend,
+        shuffle: config.shuffle,
     };
     h5gpt_formats::run::append_segment(&config.out, &segment)?;
     Ok(())
@@ -798,13 +821,17 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             val: None,
             source: EvalSource::None,
         },
-        None => open_split(&config.shards, |rows| match &resumed_state {
-            Some(state) => state.held_out,
-            None if config.eval_every > 0 => {
-                held_out_rows(rows, config.eval_batches * config.micro_batch)
-            }
-            None => 0,
-        })?,
+        None => open_split(
+            &config.shards,
+            &config.val_shards,
+            |rows| match &resumed_state {
+                Some(state) => state.held_out,
+                None if config.eval_every > 0 => {
+                    held_out_rows(rows, config.eval_batches * config.micro_batch)
+                }
+                None => 0,
+            },
+        )?,
     };
     let train_rows = blend_data
         .as_ref()
@@ -930,12 +957,15 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     }
 
     // Batch and schedule.
-    let (global, notes) = global_batch(
-        config.total_batch_tokens,
-        seq,
-        config.micro_batch,
-        train_rows,
-    );
+    let (global, notes) = match config.batch_rows {
+        Some(rows) => (rows, Vec::new()),
+        None => global_batch(
+            config.total_batch_tokens,
+            seq,
+            config.micro_batch,
+            train_rows,
+        ),
+    };
     for note in notes {
         console.line(&format!("note: {note}"));
     }
@@ -974,7 +1004,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     tch::manual_seed(config.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = Gpt::new(&vs.root(), model_cfg);
-    let mut opt = AdamW::for_model(&vs, AdamWConfig::default(), &model_cfg);
+    let mut opt = AdamW::for_model(&vs, config.adamw, &model_cfg);
     let (mut start_step, mut position, mut seed) = (0usize, 0u64, config.seed);
     if let (Some(ckpt), Some(state)) = (&resume_from, &resumed_state) {
         if state.model != model_cfg {
@@ -1044,6 +1074,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     if let (Some(toml), 0) = (&config.config_toml, rank) {
         h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
     }
+    if let (Some(report), 0) = (&config.config_report, rank) {
+        h5gpt_formats::fsio::write_atomic(
+            &config.out.join(h5gpt_core::cerebras::REPORT_FILE),
+            report.as_bytes(),
+        )?;
+    }
     let (mut metrics, mut curves) = if rank == 0 {
         let (file, curves) = reopen_metrics(&config.out.join("metrics.jsonl"), start_step)?;
         (Some(file), curves)
@@ -1088,6 +1124,16 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         (Some(record), Some(data)) => {
             Loader::with_sampler(data.sets.clone(), record.sampler(seed)?, loader_config)?
         }
+        (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(
+            "--shuffle false with a --weights blend: a blend draws its rows by weight\n---> HINT: drop --weights, or --shuffle"
+        ),
+        _ if !config.shuffle => Loader::with_sampler(
+            vec![set.clone()],
+            h5gpt_formats::blend::Sampler::Plain(h5gpt_formats::stream::SampleStream::sequential(
+                set.len() as u64,
+            )),
+            loader_config,
+        )?,
         _ => Loader::new(set.clone(), loader_config)?,
     };
     if rank == 0 && start_step < total_steps {
@@ -1284,7 +1330,10 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             summary.interrupted = true;
             break;
         }
-        let lr = schedule.lr(step);
+        let lr = config
+            .lr_schedule
+            .as_ref()
+            .map_or_else(|| schedule.lr(step), |phases| phases.lr(step));
         tch::manual_seed(step_seed(seed, step, rank));
         let stats = guarded(&format!("step {step}"), config.micro_batch, || {
             match &mut buckets {
@@ -1336,7 +1385,11 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             }
             let loss = shared.get(0) / world as f64;
             let norm = opt
-                .clip_grad_norm(1.0)?
+                .clip_grad_norm(if config.grad_clip > 0.0 {
+                    config.grad_clip
+                } else {
+                    f64::INFINITY // the norm, measured, nothing clipped
+                })?
                 .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
             // A non-finite loss or norm skips the update on the device (no host sync).
             let found_inf = (&loss + &norm)

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use h5gpt_core::cerebras;
 use h5gpt_core::config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
 use h5gpt_core::hardware::{peak_bf16_flops, GPU_NAMES};
 use h5gpt_core::mup;
@@ -19,6 +20,13 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Returns a usage error (exit 2): a bad flag or value.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(UsageError::new(format!($($arg)*)).into())
+    };
+}
+
 /// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
 /// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
 ///
@@ -26,6 +34,18 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
+    /// `convert-mup`: a Model Zoo config in its μP form.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A Cerebras Model Zoo YAML config (release 2.0.3 or 2.10 layout) to plan: its model,
+    /// with the parameter count as Cerebras gives it (unpadded vocabulary, tied head once,
+    /// position embeddings included) and ours (padded), its schedule, and what becomes of
+    /// every key (the report `train --config` prints).
+    #[arg(long, value_name = "FILE.yaml", conflicts_with = "model")]
+    config: Option<PathBuf>,
+    /// With --config: accept keys this reader does not know (they are listed).
+    #[arg(long, requires = "config")]
+    allow_unknown: bool,
     /// A preset to plan (gpt2-small, gpt3-xl, …; see train --help). [default: gpt2-small when a
     /// shape flag is given]
     #[arg(long)]
@@ -87,6 +107,88 @@ struct Args {
     mup: bool,
 }
 
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Turn a standard-parameterization Model Zoo config into its μP form, as the Model Zoo's
+    /// convert_config_to_mup.py does (Cerebras-GPT's base: width 256, LR 6e-3, init std 0.08,
+    /// embedding multiplier 10). Writes our TOML (a `train --config` file), or with
+    /// --format yaml the Model Zoo YAML of the input's generation.
+    ConvertMup(ConvertMupArgs),
+}
+
+/// `plan convert-mup`'s arguments.
+#[derive(Debug, clap::Args)]
+struct ConvertMupArgs {
+    /// The standard-parameterization config (YAML, release 2.0.3 or 2.10 layout).
+    config: PathBuf,
+    /// Width D₀ the base hyperparameters were tuned at.
+    #[arg(long, default_value_t = 256)]
+    base_width: usize,
+    /// η_base: the schedule is scaled to peak at it.
+    #[arg(long, default_value_t = 6e-3)]
+    base_lr: f64,
+    /// σ_base: the embeddings' init std (hidden matrices σ/√m, output σ/√(2mL)).
+    #[arg(long, default_value_t = 0.08)]
+    base_init_std: f64,
+    /// Multiplier of the embedding output.
+    #[arg(long, default_value_t = 10.0)]
+    embed_mult: f64,
+    /// Output format: `toml` (our `train --config`) or `yaml` (the Model Zoo's, same
+    /// generation as the input; comments are not kept).
+    #[arg(long, default_value = "toml")]
+    format: String,
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+/// `plan convert-mup`.
+fn convert_mup(args: &ConvertMupArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--base-lr", args.base_lr),
+        ("--base-init-std", args.base_init_std),
+        ("--embed-mult", args.embed_mult),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            usage!("{flag} {v} is not a positive number");
+        }
+    }
+    if args.base_width == 0 {
+        usage!("--base-width must be at least 1");
+    }
+    let base = cerebras::convert::MupBase {
+        base_width: args.base_width,
+        base_lr: args.base_lr,
+        init_std: args.base_init_std,
+        embed_mult: args.embed_mult,
+    };
+    let doc =
+        cerebras::yaml::Document::read(&args.config).map_err(|e| UsageError::new(e.to_string()))?;
+    let converted = cerebras::convert::convert_to_mup(&doc, &base)
+        .map_err(|e| UsageError::new(e.to_string()))?;
+    let text = match args.format.as_str() {
+        "yaml" => cerebras::convert::to_yaml_text(&converted),
+        "toml" => {
+            let doc = cerebras::yaml::Document::from_yaml(&args.config, converted)
+                .map_err(|e| UsageError::new(e.to_string()))?;
+            let mapped = cerebras::map::map(&doc, &cerebras::LoadOptions::default())
+                .map_err(|e| UsageError::new(e.to_string()))?;
+            format!(
+                "# μP form of {} (plan convert-mup): train --config this file\n{}",
+                args.config.display(),
+                toml::to_string(&mapped.options)?
+            )
+        }
+        other => usage!("--format {other}: one of toml or yaml"),
+    };
+    match &args.out {
+        Some(path) => h5gpt_formats::fsio::write_atomic(path, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
 /// Which loss fits to report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FitChoice {
@@ -125,13 +227,6 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(e.as_ref()))
         }
     }
-}
-
-/// Returns a usage error (exit 2): a bad flag or value.
-macro_rules! usage {
-    ($($arg:tt)*) => {
-        return Err(UsageError::new(format!($($arg)*)).into())
-    };
 }
 
 /// What a shard directory's manifest says about the data.
@@ -206,8 +301,24 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     Ok(Some(cfg))
 }
 
+/// The model of a Model Zoo config, with the shape flags applied.
+fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
+    let mut cfg = mapped.model;
+    cfg.n_layer = args.n_layer.unwrap_or(cfg.n_layer);
+    cfg.n_head = args.n_head.unwrap_or(cfg.n_head);
+    cfg.n_embd = args.n_embd.unwrap_or(cfg.n_embd);
+    cfg.n_ctx = args.n_ctx.unwrap_or(cfg.n_ctx);
+    cfg.vocab_size = args.vocab_size.unwrap_or(cfg.vocab_size);
+    cfg.validate()
+        .map_err(|e| UsageError::new(format!("model shape: {e}")))?;
+    Ok(cfg)
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::ConvertMup(convert)) = &args.command {
+        return convert_mup(convert);
+    }
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);
     }
@@ -229,7 +340,23 @@ fn run() -> Result<()> {
     let fits = args.fit.fits();
     let corpus = args.shards.as_deref().map(read_corpus).transpose()?;
     let tokens = args.tokens.or(corpus.as_ref().map(|c| c.tokens as f64));
-    let mut cfg = model_config(&args, corpus.as_ref())?;
+    let mapped = match &args.config {
+        Some(path) => Some(
+            cerebras::load(
+                path,
+                &cerebras::LoadOptions {
+                    allow_unknown: args.allow_unknown,
+                    data_root: None,
+                },
+            )
+            .map_err(|e| UsageError::new(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut cfg = match &mapped {
+        Some(mapped) => Some(cerebras_model(&args, mapped)?),
+        None => model_config(&args, corpus.as_ref())?,
+    };
     let tables = args.chinchilla_table || args.flops_table;
     let bare = cfg.is_none() && tokens.is_none() && args.flops.is_none() && !tables;
     if bare {
@@ -238,6 +365,19 @@ fn run() -> Result<()> {
 
     let mut doc = Map::new();
     let mut text = String::new();
+    if let Some(mapped) = &mapped {
+        text += &cerebras::report::render(mapped);
+        text += "\n";
+        doc.insert(
+            "cerebras".into(),
+            json!({
+                "file": mapped.file,
+                "parameters_cerebras": cerebras::report::cerebras_parameter_count(mapped),
+                "parameters_padded": mapped.model.parameter_count(),
+                "options": mapped.options,
+            }),
+        );
+    }
     if let Some(cfg) = cfg {
         let plan = ModelPlan::new(&cfg);
         let (d, chosen) = match tokens {
@@ -245,24 +385,34 @@ fn run() -> Result<()> {
             None => (args.ratio * plan.params.chinchilla as f64, "--ratio × N"),
         };
         let training = plan.training(d, &fits, Some(peak), args.mfu);
-        text += &model_text(&plan, args.model.as_deref().unwrap_or("gpt2-small"));
+        let name = match &args.config {
+            Some(path) => path.display().to_string(),
+            None => args.model.as_deref().unwrap_or("gpt2-small").to_string(),
+        };
+        text += &model_text(&plan, &name);
         text += &training_text(&training, chosen, &args.gpu, args.peak_tflops.is_some());
         doc.insert("model".into(), to_value(&plan));
         doc.insert("training".into(), to_value(&training));
-        if args.mup {
+        if args.mup || cfg.mup.is_some() {
             let cfg = GptConfig {
-                mup: Some(MupConfig::default()),
+                mup: cfg.mup.or(Some(MupConfig::default())),
                 ..cfg
             };
+            // A config's schedule peak is its base LR.
+            let base_lr = mapped
+                .as_ref()
+                .map(|m| m.schedule.peak())
+                .filter(|lr| *lr > 0.0)
+                .unwrap_or(MUP_BASE_LR);
             text += "\n";
-            text += &mup::format_table(&cfg, MUP_BASE_LR);
+            text += &mup::format_table(&cfg, base_lr);
             doc.insert(
                 "mup".into(),
                 json!({
                     "config": cfg.mup,
                     "width_mult": cfg.width_mult(),
-                    "base_lr": MUP_BASE_LR,
-                    "tensors": mup::mup_table(&cfg, MUP_BASE_LR),
+                    "base_lr": base_lr,
+                    "tensors": mup::mup_table(&cfg, base_lr),
                 }),
             );
         }

@@ -27,11 +27,11 @@ impl TransformerShape {
 }
 
 impl From<&GptConfig> for TransformerShape {
-    /// GPT-2's shape: a feed-forward block four times as wide as the residual stream.
+    /// The model's shape (feed-forward width: `ffn_size`, GPT-2's 4 × `n_embd` by default).
     fn from(cfg: &GptConfig) -> TransformerShape {
         TransformerShape {
             d_model: cfg.n_embd,
-            ffw_size: 4 * cfg.n_embd,
+            ffw_size: cfg.ffn_width(),
             kv_size: cfg.head_size(),
             n_heads: cfg.n_head,
             n_layers: cfg.n_layer,

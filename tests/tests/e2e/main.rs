@@ -2,6 +2,7 @@
 
 mod audit;
 mod blend;
+mod cerebras;
 mod crate_graph;
 mod inspect;
 mod main_job;

@@ -69,6 +69,9 @@ fn run() -> Result<()> {
     config.launch = Launch::from_env()?;
     let rank0 = config.launch.as_ref().is_none_or(|l| l.rank == 0);
     if rank0 {
+        if let Some(report) = &config.config_report {
+            print!("{report}");
+        }
         for note in &resolved.notes {
             println!("{note}");
         }
@@ -98,7 +101,7 @@ fn run() -> Result<()> {
     let model = config.model;
     let counted = model.breakdown();
     eprintln!(
-        "train: {} -> {} | model {} L{} H{} E{} T{} | {:.2}M parameters ({:.2}M with the {}-token vocabulary unpadded, {:.2}M without embeddings) | {} on {:?} | micro-batch {} | total batch {} tokens | lr {:e}",
+        "train: {} -> {} | model {} L{} H{} E{} T{} | {:.2}M parameters ({:.2}M with the {}-token vocabulary unpadded, {:.2}M without embeddings) | {} on {:?} | micro-batch {} | total batch {} | lr {:e}",
         h5gpt_train::data::describe(&config.shards),
         config.out.display(),
         resolved.model_name,
@@ -113,7 +116,10 @@ fn run() -> Result<()> {
         config.precision.name(),
         config.device,
         config.micro_batch,
-        config.total_batch_tokens,
+        match config.batch_rows {
+            Some(rows) => format!("{rows} rows"),
+            None => format!("{} tokens", config.total_batch_tokens),
+        },
         config.lr,
     );
     if let Some(launch) = &config.launch {

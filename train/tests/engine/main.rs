@@ -1,5 +1,6 @@
 //! Trainer tests on CPU, in one binary (each test binary that links libtorch costs link time).
 
+mod cerebras;
 mod dist;
 mod hf;
 mod link;
