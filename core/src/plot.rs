@@ -42,7 +42,7 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// The family name our text styles ask plotters for.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Train curves with more points than this are drawn faintly, with a smoothed line over them.
 const SMOOTH_ABOVE: usize = 50;
@@ -51,7 +51,7 @@ const SMOOTH_ABOVE: usize = 50;
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     /// Plotters could not draw the chart.
-    #[error("{path}: drawing the loss plot failed: {message}")]
+    #[error("{path}: drawing the plot failed: {message}")]
     Draw {
         /// The plot being written.
         path: PathBuf,
@@ -127,9 +127,14 @@ pub fn write_loss_plot(
             message,
         })?;
     }
+    commit_png(path, &pixels)
+}
+
+/// Writes [`WIDTH`] × [`HEIGHT`] RGB `pixels` as a PNG at `path`, replacing it atomically.
+pub(crate) fn commit_png(path: &Path, pixels: &[u8]) -> Result<(), PlotError> {
     let tmp = temporary_path(path);
     let written =
-        write_png(&tmp, &pixels).and_then(|()| commit_file(&tmp, path).map_err(PlotError::from));
+        write_png(&tmp, pixels).and_then(|()| commit_file(&tmp, path).map_err(PlotError::from));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

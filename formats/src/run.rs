@@ -63,12 +63,143 @@ pub struct CheckpointState<M = serde_json::Value> {
     /// checkpoints.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub files: std::collections::BTreeMap<String, String>,
+    /// What the run trained on, so that runs on different data can be told apart (`plan fit`
+    /// refuses to mix them). `None` in checkpoints of versions before 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataFingerprint>,
+    /// The loss on the whole evaluation set after the last step (`train --final-eval`): the
+    /// run's final validation loss. `None` when not asked for, in checkpoints before the last
+    /// step, and in checkpoints of versions before 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_eval: Option<FinalEval>,
 }
 
 /// Version of the `state.json` this build writes. 1: `version` and the per-file checksums
 /// `files` (a file without them is version 0 and still loads). 2: the model may carry
-/// `ffn_size`, `layer_norm_eps` and `init` (absent: GPT-2's, so versions 0 and 1 load).
-pub const STATE_VERSION: u32 = 2;
+/// `ffn_size`, `layer_norm_eps` and `init` (absent: GPT-2's, so versions 0 and 1 load). 3: the
+/// data fingerprint `data` and the final validation `final_eval` (absent from older files,
+/// which still load).
+pub const STATE_VERSION: u32 = 3;
+
+/// The identity of a run's data: tokenizer, row length, and the content of its training and
+/// validation sets (from their manifests' shard checksums, so a copied or moved shard
+/// directory keeps its fingerprint).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataFingerprint {
+    /// The tokenizer's identity ([`crate::manifest::TokenizerIdentity::key`]).
+    pub tokenizer: String,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// xxh3-64 over the training directories' shard checksums (or, for a directory whose
+    /// manifest lists none, its `data_params.json`), in order.
+    pub train: String,
+    /// The same over the validation directories; `None` when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<String>,
+}
+
+impl DataFingerprint {
+    /// The fingerprint of training directories `train` and validation directories `val`
+    /// (each with its `data_params.json`); `Ok(None)` when a training directory has no
+    /// manifest (nothing identifies its data).
+    pub fn of_dirs(train: &[PathBuf], val: &[PathBuf], seq_len: usize) -> Result<Option<Self>> {
+        let mut tokenizer = None;
+        let mut digest = |dirs: &[PathBuf]| -> Result<Option<String>> {
+            let mut text = String::new();
+            for dir in dirs {
+                let Some(params) = crate::DataParams::read_from_dir(dir)? else {
+                    return Ok(None);
+                };
+                tokenizer.get_or_insert_with(|| params.tokenizer_identity().key());
+                match params.h5gpt.as_ref().filter(|s| !s.shards.is_empty()) {
+                    Some(section) => {
+                        for shard in &section.shards {
+                            text += &format!("{} {}\n", shard.n_examples, shard.xxh3_64);
+                        }
+                    }
+                    None => text += &crate::checksum::bytes_xxh3_64(&params.to_bytes()),
+                }
+                text += "|\n";
+            }
+            Ok(Some(crate::checksum::bytes_xxh3_64(text.as_bytes())))
+        };
+        let Some(train) = digest(train)? else {
+            return Ok(None);
+        };
+        let val = if val.is_empty() { None } else { digest(val)? };
+        Ok(Some(DataFingerprint {
+            tokenizer: tokenizer.unwrap_or_default(),
+            seq_len,
+            train,
+            val,
+        }))
+    }
+
+    /// How `self` and `other` differ, in words (empty when they do not).
+    pub fn differences(&self, other: &DataFingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tokenizer != other.tokenizer {
+            out.push(format!(
+                "tokenizer `{}` vs `{}`",
+                self.tokenizer, other.tokenizer
+            ));
+        }
+        if self.seq_len != other.seq_len {
+            out.push(format!("seq_len {} vs {}", self.seq_len, other.seq_len));
+        }
+        if self.train != other.train {
+            out.push(format!("training data {} vs {}", self.train, other.train));
+        }
+        if self.val != other.val {
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+            out.push(format!(
+                "validation data {} vs {}",
+                show(&self.val),
+                show(&other.val)
+            ));
+        }
+        out
+    }
+}
+
+/// The loss on the whole evaluation set after a run's last step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct FinalEval {
+    /// Steps completed when it was measured.
+    pub step: usize,
+    /// Mean cross-entropy per counted token (nats).
+    pub loss: f64,
+    /// Rows evaluated (every row of the evaluation set).
+    pub rows: usize,
+    /// Tokens counted.
+    pub tokens: u64,
+}
+
+/// Checkpoint directories (`step-NNNNNNNN`) of run directory `run`, oldest first; complete or
+/// not.
+pub fn checkpoint_dirs(run: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(run.join(CHECKPOINTS))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The newest complete checkpoint of run directory `run` (one that has its `state.json`).
+pub fn latest_checkpoint(run: &Path) -> Option<PathBuf> {
+    checkpoint_dirs(run)
+        .into_iter()
+        .rev()
+        .find(|p| p.join(STATE_FILE).is_file())
+}
 
 fn default_tokenizer() -> String {
     "gpt2".into()

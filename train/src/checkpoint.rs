@@ -160,30 +160,7 @@ pub fn checkpoint_path(out: &Path, step: usize) -> PathBuf {
     out.join(CHECKPOINTS).join(checkpoint_name(step))
 }
 
-/// Checkpoint directories (`step-NNNNNNNN`) in `dir`, oldest first; complete or not.
-fn checkpoint_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
-}
-
-/// The newest complete checkpoint of run directory `out` (one that has its `state.json`).
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    checkpoint_dirs(&out.join(CHECKPOINTS))
-        .into_iter()
-        .rev()
-        .find(|p| p.join("state.json").is_file())
-}
+pub use h5gpt_formats::run::{checkpoint_dirs, latest_checkpoint};
 
 /// A checkpoint directory from what a user typed: a checkpoint itself, or a run directory
 /// (its newest complete checkpoint).
@@ -269,7 +246,7 @@ pub type Resume = (Option<(PathBuf, CheckpointState)>, Vec<String>);
 /// why). `Ok((None, _))`: no checkpoint at all; an error when there are some and none passes.
 pub fn newest_usable_checkpoint(out: &Path) -> Result<Resume> {
     let mut skipped = Vec::new();
-    let complete = checkpoint_dirs(&out.join(CHECKPOINTS))
+    let complete = checkpoint_dirs(out)
         .into_iter()
         .rev()
         .filter(|p| p.join("state.json").is_file());
@@ -335,7 +312,7 @@ pub fn save(
     }
     write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(&state)?)?;
     commit_dir(&tmp, &target)?;
-    let mut all = checkpoint_dirs(&dir);
+    let mut all = checkpoint_dirs(out);
     while all.len() > keep.max(1) {
         std::fs::remove_dir_all(all.remove(0))?;
     }
@@ -383,5 +360,21 @@ mod tests {
         assert!(state.files.is_empty());
         assert_eq!(state.step, 2);
         assert_eq!(state.model.n_embd, 64);
+    }
+
+    /// A version-1 `state.json` (checksums, no data fingerprint or final validation) loads.
+    #[test]
+    fn a_state_written_before_the_final_validation_loads() {
+        let state: CheckpointState =
+            serde_json::from_str(include_str!("../tests/fixtures/state-v1.json")).unwrap();
+        assert_eq!(state.version, 1);
+        assert_eq!(state.files.len(), 2);
+        assert!(state.data.is_none() && state.final_eval.is_none());
+        // Written back, the new fields stay absent.
+        let text = serde_json::to_string(&state).unwrap();
+        assert!(
+            !text.contains("final_eval") && !text.contains("\"data\""),
+            "{text}"
+        );
     }
 }

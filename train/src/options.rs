@@ -234,6 +234,11 @@ pub struct TrainOptions {
     /// Micro-batches per validation. [default: 20]
     #[arg(long)]
     pub eval_batches: Option<usize>,
+    /// After the last step, evaluate every row of the validation set (val/, or the held-out
+    /// rows) and record it as the run's final validation loss (state.json `final_eval`,
+    /// metrics.jsonl `final_val_loss`), as `plan fit` reads it. [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub final_eval: Option<bool>,
     /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
     /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
     /// accumulation; checkpoints keep the fp32 masters). [default: auto]
@@ -317,7 +322,7 @@ impl TrainOptions {
             vocab_size, ratio, mup, mup_base_width, mup_embed_mult, mup_init_std, init_from_hf,
             micro_batch, total_batch_tokens, lr, min_lr_ratio, warmup_steps, warmup_tokens,
             max_steps, max_tokens, epochs, seed, save_every, keep_checkpoints, eval_every,
-            eval_batches, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite, verify,
+            eval_batches, final_eval, dtype, device, peak_flops, threads, dist_timeout, skip_nonfinite, verify,
             ffn_size, layer_norm_eps, init_std, init_embedding_std, init_residual_std,
             init_truncation, batch_size, adam_beta1, adam_beta2, adam_eps, weight_decay,
             grad_clip, shuffle);
@@ -833,6 +838,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.keep_checkpoints = cli.keep_checkpoints.unwrap_or(config.keep_checkpoints);
     config.eval_every = cli.eval_every.unwrap_or(50);
     config.eval_batches = cli.eval_batches.unwrap_or(config.eval_batches);
+    config.final_eval = cli.final_eval.unwrap_or(false);
     config.precision = precision;
     config.device = device;
     config.init_from_hf = cli.init_from_hf.clone();
@@ -946,6 +952,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         keep_checkpoints: Some(config.keep_checkpoints),
         eval_every: Some(config.eval_every),
         eval_batches: Some(config.eval_batches),
+        final_eval: Some(config.final_eval),
         dtype: Some(dtype_name(dtype).into()),
         device: Some(device_name(device_request).into()),
         peak_flops: cli.peak_flops,

@@ -67,6 +67,10 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Micro-batches per validation.
     pub eval_batches: usize,
+    /// After the last step, evaluate every row of the evaluation set and record the loss as
+    /// the run's final validation loss (`state.json` `final_eval`, a `final_val_loss` row of
+    /// `metrics.jsonl`).
+    pub final_eval: bool,
     /// fp32 or bf16 autocast.
     pub precision: Precision,
     /// Device.
@@ -136,6 +140,7 @@ impl TrainConfig {
             keep_checkpoints: 2,
             eval_every: 0,
             eval_batches: 20,
+            final_eval: false,
             precision: Precision::Fp32,
             device: Device::Cpu,
             init_from_hf: None,
@@ -216,6 +221,22 @@ pub struct EvalMetrics {
     pub val_loss_sets: std::collections::BTreeMap<String, f64>,
 }
 
+/// The final validation (a `metrics.jsonl` row).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FinalEvalMetrics {
+    /// Steps completed.
+    pub step: usize,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// Mean loss over every row of the evaluation set (for a blend: the sets' losses averaged
+    /// by weight).
+    pub final_val_loss: f64,
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Tokens counted.
+    pub eval_tokens: u64,
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
@@ -233,6 +254,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// The newest checkpoint.
     pub checkpoint: Option<PathBuf>,
+    /// The final validation (`--final-eval`), when the run measured one.
+    pub final_eval: Option<h5gpt_formats::run::FinalEval>,
 }
 
 /// Samples per optimizer step: `total_batch_tokens / seq_len` rounded down to whole
@@ -759,6 +782,64 @@ fn record_segment(
     Ok(())
 }
 
+/// What the final validation evaluates.
+struct FinalValidation<'a> {
+    model: &'a Gpt,
+    /// The evaluation sets: name, rows, weight in the blended loss.
+    sets: &'a [(String, Arc<h5gpt_formats::ShardSet>, f64)],
+    config: &'a TrainConfig,
+    device: Device,
+    /// Steps completed.
+    done: usize,
+    /// Tokens seen.
+    tokens: u64,
+}
+
+/// Evaluates every row of every evaluation set (`--final-eval`): the run's final validation
+/// loss, and its `metrics.jsonl` row.
+fn final_validation(
+    v: &FinalValidation<'_>,
+) -> Result<(h5gpt_formats::run::FinalEval, FinalEvalMetrics)> {
+    let (mut weighted, mut weights, mut rows, mut tokens) = (0.0, 0.0, 0, 0);
+    for (_, set, weight) in v.sets {
+        let result = guarded("final evaluation", v.config.micro_batch, || {
+            evaluate(
+                v.model,
+                set,
+                v.config.micro_batch,
+                None,
+                v.device,
+                v.config.precision,
+            )
+        })?;
+        weighted += weight * result.loss;
+        weights += weight;
+        rows += result.rows;
+        tokens += result.tokens;
+    }
+    let result = h5gpt_formats::run::FinalEval {
+        step: v.done,
+        loss: weighted / weights,
+        rows,
+        tokens,
+    };
+    if !result.loss.is_finite() {
+        bail!(
+            "--final-eval: the loss over the evaluation set is {} after step {}",
+            result.loss,
+            v.done
+        );
+    }
+    let row = FinalEvalMetrics {
+        step: v.done,
+        tokens: v.tokens,
+        final_val_loss: result.loss,
+        rows,
+        eval_tokens: tokens,
+    };
+    Ok((result, row))
+}
+
 /// Runs (or resumes) training.
 pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSummary> {
     let model_cfg = config.model;
@@ -803,7 +884,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 Some(_) => resumed_blend
                     .and_then(|b| b.sets.get(i))
                     .map_or(0, |s| s.held_out),
-                None if config.eval_every > 0 => {
+                None if config.eval_every > 0 || config.final_eval => {
                     held_out_rows(rows, config.eval_batches * config.micro_batch)
                 }
                 None => 0,
@@ -826,7 +907,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             &config.val_shards,
             |rows| match &resumed_state {
                 Some(state) => state.held_out,
-                None if config.eval_every > 0 => {
+                None if config.eval_every > 0 || config.final_eval => {
                     held_out_rows(rows, config.eval_batches * config.micro_batch)
                 }
                 None => 0,
@@ -860,6 +941,13 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
     }
     // A resumed run continues on the tokenizer its model was trained with (compared by
     // content), and keeps the checkpoint's record of it.
+    let fingerprint = {
+        let (train_dirs, mut val_dirs) = split_dirs(&config.shards);
+        if !config.val_shards.is_empty() {
+            val_dirs = config.val_shards.clone();
+        }
+        h5gpt_formats::run::DataFingerprint::of_dirs(&train_dirs, &val_dirs, seq)?
+    };
     let tokenizer = match (&resume_from, &resumed_state) {
         (Some(ckpt), Some(state)) => {
             checkpoint::check_data_tokenizer(ckpt, state, &set)?;
@@ -912,6 +1000,12 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             .map(|v| (String::new(), v.clone(), 1.0))
             .collect(),
     };
+    if config.final_eval && eval_sets.is_empty() {
+        bail!(
+            "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)\n---> HINT: preprocess with a validation split (--val-fraction), or drop --final-eval",
+            describe(&config.shards)
+        );
+    }
     if let Some(record) = &blend {
         let sets: Vec<String> = record
             .sets
@@ -1208,40 +1302,47 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
         total_steps,
         interrupted: false,
         checkpoint: resume_from.clone(),
+        final_eval: None,
     };
     let mut saves = 0usize;
-    let mut save =
-        |done: usize, loader: &Loader, opt: &AdamW, console: &mut Console<'_>| -> Result<PathBuf> {
-            if rank != 0 {
-                return Ok(checkpoint::checkpoint_path(&config.out, done));
-            }
-            saves += 1;
-            let state = CheckpointState {
-                step: done,
-                position: loader.position(),
-                seed,
-                global_batch: global,
-                seq_len: seq,
-                held_out,
-                model: model_cfg,
-                tokenizer: tokenizer.name.clone(),
-                eos_id: tokenizer.eos_id,
-                version: checkpoint::STATE_VERSION,
-                files: Default::default(),
-                blend: blend.clone(),
-            };
-            let path = checkpoint::save(
-                &config.out,
-                &vs,
-                opt,
-                &state,
-                tokenizer.json.as_deref(),
-                saves,
-                config.keep_checkpoints,
-            )?;
-            console.line(&format!("saved {}", path.display()));
-            Ok(path)
+    let mut save = |done: usize,
+                    loader: &Loader,
+                    opt: &AdamW,
+                    final_eval: Option<h5gpt_formats::run::FinalEval>,
+                    console: &mut Console<'_>|
+     -> Result<PathBuf> {
+        if rank != 0 {
+            return Ok(checkpoint::checkpoint_path(&config.out, done));
+        }
+        saves += 1;
+        let state = CheckpointState {
+            step: done,
+            position: loader.position(),
+            seed,
+            global_batch: global,
+            seq_len: seq,
+            held_out,
+            model: model_cfg,
+            tokenizer: tokenizer.name.clone(),
+            eos_id: tokenizer.eos_id,
+            version: checkpoint::STATE_VERSION,
+            files: Default::default(),
+            blend: blend.clone(),
+            data: fingerprint.clone(),
+            final_eval,
         };
+        let path = checkpoint::save(
+            &config.out,
+            &vs,
+            opt,
+            &state,
+            tokenizer.json.as_deref(),
+            saves,
+            config.keep_checkpoints,
+        )?;
+        console.line(&format!("saved {}", path.display()));
+        Ok(path)
+    };
     let run_eval = |done: usize, console: &mut Console<'_>, metrics: &mut Option<std::fs::File>| {
         if eval_sets.is_empty() || rank != 0 {
             return Ok::<_, anyhow::Error>(None);
@@ -1439,8 +1540,24 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
                 plot(&config.out, &curves, &mut console);
             }
         }
+        if last && config.final_eval && rank == 0 {
+            let (result, row) = final_validation(&FinalValidation {
+                model: &model,
+                sets: &eval_sets,
+                config,
+                device,
+                done,
+                tokens: done as u64 * tokens_per_step,
+            })?;
+            console.line(&format!(
+                "step {done:>5} | final val loss {:.6} | every row: {} rows, {} tokens",
+                result.loss, result.rows, result.tokens
+            ));
+            append_row(&mut metrics, &row)?;
+            summary.final_eval = Some(result);
+        }
         if save_due {
-            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
+            summary.checkpoint = Some(save(done, &loader, &opt, summary.final_eval, &mut console)?);
         }
         if eval_due || save_due {
             // The next step's time starts now, not when the last one finished.
@@ -1463,7 +1580,7 @@ pub fn train(config: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<TrainSum
             .as_ref()
             .is_some_and(|c| c.ends_with(checkpoint::checkpoint_name(done)));
         if !saved {
-            summary.checkpoint = Some(save(done, &loader, &opt, &mut console)?);
+            summary.checkpoint = Some(save(done, &loader, &opt, None, &mut console)?);
         }
         console.line(&format!(
             "stopped by a signal after step {done}: rerun the same command to continue"

@@ -30,9 +30,10 @@ macro_rules! usage {
 /// Plan a run: a model's parameters and FLOPs, its predicted loss and training time, the
 /// compute-optimal size for a budget or a corpus, and Chinchilla's tables reproduced.
 ///
-/// With no arguments: GPT-2 small trained on 20 tokens per parameter.
+/// With no arguments: GPT-2 small trained on 20 tokens per parameter. `plan sweep` and
+/// `plan fit` fit your own scaling law.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Args {
     /// `convert-mup`: a Model Zoo config in its μP form.
     #[command(subcommand)]
@@ -110,6 +111,10 @@ struct Args {
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Plan an IsoFLOP sweep: one train config per run and a script that runs them all.
+    Sweep(sweep_command::SweepArgs),
+    /// Fit L(N, D) = E + A/N^α + B/D^β to your runs (Chinchilla's Approach 3 and 2).
+    Fit(fit_command::FitArgs),
     /// Turn a standard-parameterization Model Zoo config into its μP form, as the Model Zoo's
     /// convert_config_to_mup.py does (Cerebras-GPT's base: width 256, LR 6e-3, init std 0.08,
     /// embedding multiplier 10). Writes our TOML (a `train --config` file), or with
@@ -301,6 +306,11 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     Ok(Some(cfg))
 }
 
+#[path = "plan_commands/fit.rs"]
+mod fit_command;
+#[path = "plan_commands/sweep.rs"]
+mod sweep_command;
+
 /// The model of a Model Zoo config, with the shape flags applied.
 fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
     let mut cfg = mapped.model;
@@ -316,8 +326,14 @@ fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    if let Some(Command::ConvertMup(convert)) = &args.command {
-        return convert_mup(convert);
+    match &args.command {
+        Some(Command::ConvertMup(convert)) => return convert_mup(convert),
+        Some(Command::Sweep(sweep)) => {
+            let line: Vec<String> = std::env::args().collect();
+            return sweep_command::run(sweep, &line.join(" "));
+        }
+        Some(Command::Fit(fit)) => return fit_command::run(fit),
+        None => {}
     }
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);

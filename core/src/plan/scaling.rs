@@ -98,6 +98,13 @@ impl LossFit {
             tokens_per_param: tokens / params,
         }
     }
+
+    /// The budget (C = 6ND) for which `tokens` are the compute-optimal D, and its allocation:
+    /// C/6 = (D·G)^((α+β)/α).
+    pub fn optimal_for_tokens(&self, tokens: f64) -> Allocation {
+        let sum = self.alpha + self.beta;
+        self.optimal(6.0 * (tokens * self.g()).powf(sum / self.alpha))
+    }
 }
 
 /// Parameters for `tokens` at `ratio` tokens per parameter, to the nearest integer.
@@ -114,6 +121,8 @@ mod tests {
         for fit in FITS {
             let best = fit.optimal(1e21);
             assert!((6.0 * best.params * best.tokens / 1e21 - 1.0).abs() < 1e-12);
+            let back = fit.optimal_for_tokens(best.tokens);
+            assert!((back.flops / 1e21 - 1.0).abs() < 1e-9, "{}", fit.name);
             for scale in [0.9, 1.1] {
                 let n = best.params * scale;
                 assert!(fit.loss(n, 1e21 / (6.0 * n)) > best.loss, "{}", fit.name);

@@ -241,7 +241,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let dirs = output_dirs(config);
 
     let mut out = match outdir::open(config, &dirs, &files, &fingerprint)? {
-        Opened::Ready(out) => out,
+        Opened::Ready(out) => *out,
         Opened::Complete => {
             return Ok(RunSummary {
                 files: files.len(),

@@ -269,7 +269,7 @@ pub(super) enum Opened {
     /// It already holds the complete output of this very run: nothing to do.
     Complete,
     /// Ready to write: a fresh run, or the unfinished one to continue.
-    Ready(OutputDir),
+    Ready(Box<OutputDir>),
 }
 
 /// Locks `config.out` and applies the resume policy: `--force` clears our files first; a
@@ -361,13 +361,13 @@ pub(super) fn open(
         // From here on the output directory always says which run it belongs to.
         write_atomic(&progress_path, &serde_json::to_vec(&state)?)?;
     }
-    Ok(Opened::Ready(OutputDir {
+    Ok(Opened::Ready(Box::new(OutputDir {
         _lock: lock,
         progress_path,
         state,
         resumed,
         hasher,
-    }))
+    })))
 }
 
 impl OutputDir {

@@ -9,6 +9,7 @@ mod main_job;
 mod nonfinite;
 mod preprocess;
 mod reliability;
+mod scaling;
 mod tokenizers;
 mod train;
 mod train_dist;

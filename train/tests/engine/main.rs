@@ -8,6 +8,7 @@ mod model;
 mod mup;
 mod optim;
 mod shim;
+mod sweep_configs;
 mod trainer;
 
 /// libtorch has one global random generator. Tests that seed it or draw from it (model init,

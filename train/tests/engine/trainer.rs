@@ -405,3 +405,88 @@ fn copy_checkpoint(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(from.join(f), to.join(f)).unwrap();
     }
 }
+
+/// `--final-eval`: every row of val/ is evaluated after the last step; the loss is recorded in
+/// the last checkpoint's `state.json` and `metrics.jsonl`, and equals an evaluation of the saved
+/// model. Every checkpoint records the data fingerprint, which tells other val data apart.
+#[test]
+fn the_final_validation_reads_every_val_row_and_is_recorded() {
+    use h5gpt_formats::synthetic::{write_synthetic, SyntheticSpec};
+    let _rng = crate::torch_rng();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shards");
+    let spec = |examples| SyntheticSpec {
+        examples,
+        seq_len: 16,
+        examples_per_shard: 64,
+        compression: Compression::None,
+        partial_tokens: None,
+    };
+    write_synthetic(&data.join("train"), spec(200)).unwrap();
+    write_synthetic(&data.join("val"), spec(37)).unwrap();
+    let out = dir.path().join("run");
+    let cfg = TrainConfig {
+        final_eval: true,
+        eval_every: 0,
+        ..TrainConfig {
+            model: GptConfig::tiny(4096, 16),
+            ..config(&data, &out)
+        }
+    };
+    let summary = train(&cfg, &mut |_| {}).unwrap();
+    let fin = summary.final_eval.expect("a final validation");
+    assert_eq!((fin.step, fin.rows, fin.tokens), (6, 37, 37 * 16));
+    assert!(
+        summary.evals.is_empty(),
+        "no periodic validation: {:?}",
+        summary.evals
+    );
+    let loaded = h5gpt_train::checkpoint::load_model(&out, tch::Device::Cpu).unwrap();
+    assert_eq!(loaded.state.step, 6);
+    assert_eq!(loaded.state.final_eval, Some(fin));
+    let val = h5gpt_formats::ShardSet::open(&[data.join("val")]).unwrap();
+    let again = h5gpt_train::evaluate::evaluate(
+        &loaded.model,
+        &val,
+        3,
+        None,
+        tch::Device::Cpu,
+        Precision::Fp32,
+    )
+    .unwrap();
+    assert!((again.loss - fin.loss).abs() < 1e-5, "{again:?} vs {fin:?}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let rows: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("final_val_loss"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{metrics}");
+    assert!(rows[0].contains("\"step\":6"), "{}", rows[0]);
+    // The fingerprint: the same data gives the same one, other val data another.
+    let fp = loaded.state.data.clone().expect("a data fingerprint");
+    assert_eq!(fp.seq_len, 16);
+    let earlier =
+        h5gpt_train::checkpoint::read_state(&out.join("checkpoints/step-00000003")).unwrap();
+    assert_eq!(earlier.data.as_ref(), Some(&fp));
+    assert!(
+        earlier.final_eval.is_none(),
+        "only the last checkpoint has it"
+    );
+    write_synthetic(&dir.path().join("other/train"), spec(200)).unwrap();
+    write_synthetic(&dir.path().join("other/val"), spec(36)).unwrap();
+    let other = h5gpt_formats::run::DataFingerprint::of_dirs(
+        &[dir.path().join("other/train")],
+        &[dir.path().join("other/val")],
+        16,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(other.train, fp.train);
+    assert_ne!(other.val, fp.val);
+    assert_eq!(
+        fp.differences(&other).len(),
+        1,
+        "{:?}",
+        fp.differences(&other)
+    );
+}
