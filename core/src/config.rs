@@ -4,13 +4,12 @@
 //! learning rate and batch size its paper trained it with (GPT-3 Table 2.1, Cerebras-GPT
 //! Table 1), which become the defaults of a run that picks it.
 
+use crate::params::{param_specs, ParamSpec, Part};
+use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
 use serde::{Deserialize, Serialize};
 
 /// The multiple the embedding rows are padded to (tensor-core friendly; nanoGPT's 50304).
 pub const VOCAB_PAD_MULTIPLE: usize = 64;
-
-/// GPT-2's vocabulary (`r50k_base`).
-pub const GPT2_VOCAB: usize = 50257;
 
 /// Model shape.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -295,28 +294,37 @@ impl GptConfig {
         Ok(())
     }
 
-    /// Parameters by part, with `rows` token-embedding rows.
-    fn breakdown_with_rows(&self, rows: usize) -> ParameterBreakdown {
-        let (l, d, f) = (self.n_layer, self.n_embd, self.ffn_width());
-        let b = usize::from(self.bias);
-        let layer_norm = d + b * d;
-        ParameterBreakdown {
-            token_embedding: rows * d,
-            position_embedding: self.n_ctx * d,
-            attention: l * (d * 3 * d + b * 3 * d + d * d + b * d),
-            mlp: l * (d * f + b * f + f * d + b * d),
-            layer_norm: (2 * l + 1) * layer_norm,
+    /// Parameters by part: the parameter list ([`param_specs`]) summed, each tensor counted
+    /// with `numel`.
+    fn breakdown_by(&self, numel: impl Fn(&ParamSpec) -> usize) -> ParameterBreakdown {
+        let mut out = ParameterBreakdown {
+            token_embedding: 0,
+            position_embedding: 0,
+            attention: 0,
+            mlp: 0,
+            layer_norm: 0,
+        };
+        for spec in param_specs(self) {
+            let slot = match spec.part {
+                Part::TokenEmbedding => &mut out.token_embedding,
+                Part::PositionEmbedding => &mut out.position_embedding,
+                Part::Attention => &mut out.attention,
+                Part::Mlp => &mut out.mlp,
+                Part::LayerNorm => &mut out.layer_norm,
+            };
+            *slot += numel(&spec);
         }
+        out
     }
 
     /// Parameters as the model allocates them (padded vocabulary when `pad_vocab`).
     pub fn breakdown(&self) -> ParameterBreakdown {
-        self.breakdown_with_rows(self.embedding_rows())
+        self.breakdown_by(ParamSpec::numel)
     }
 
     /// Parameters with the unpadded vocabulary (what Hugging Face's GPT-2 has).
     pub fn breakdown_unpadded(&self) -> ParameterBreakdown {
-        self.breakdown_with_rows(self.vocab_size)
+        self.breakdown_by(|spec| spec.hf_numel(self))
     }
 
     /// Parameters the model allocates (the tied head counted once).
@@ -326,19 +334,19 @@ impl GptConfig {
 
     /// The N of MFU, as nanoGPT counts it: allocated parameters less the position embedding.
     pub fn flops_parameter_count(&self) -> usize {
-        self.parameter_count() - self.n_ctx * self.n_embd
+        let parts = self.breakdown();
+        parts.total() - parts.position_embedding
     }
 
-    /// Training FLOPs per token: 6N + 12·L·H·Q·T (nanoGPT / PaLM appendix B), with N from
-    /// [`flops_parameter_count`](Self::flops_parameter_count) and T the tokens per row.
+    /// Training FLOPs per token: 6N + 12·L·H·Q·T, T the tokens per row (computed by
+    /// [`six_n_plus_attention`](crate::plan::flops::six_n_plus_attention), with N from
+    /// [`flops_parameter_count`](Self::flops_parameter_count)).
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
-        let n = self.flops_parameter_count() as f64;
-        let (l, h, q) = (
-            self.n_layer as f64,
-            self.n_head as f64,
-            self.head_size() as f64,
-        );
-        6.0 * n + 12.0 * l * h * q * seq_len as f64
+        crate::plan::flops::six_n_plus_attention(
+            self.flops_parameter_count() as f64,
+            &crate::plan::flops::TransformerShape::from(self),
+            seq_len,
+        )
     }
 }
 
@@ -623,7 +631,7 @@ impl Preset {
     /// open (1024 when unknown).
     pub fn config(&self, seq_len: Option<usize>) -> GptConfig {
         GptConfig {
-            vocab_size: GPT2_VOCAB,
+            vocab_size: GPT2_VOCAB_SIZE as usize,
             pad_vocab: true,
             n_ctx: self.n_ctx.or(seq_len).unwrap_or(1024),
             n_layer: self.n_layer,

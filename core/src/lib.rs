@@ -1,14 +1,15 @@
 //! # h5gpt-core
 //!
 //! Everything about a GPT run that needs no tensors: the model configuration and its presets,
-//! μP, the learning-rate schedule, FLOPs and scaling laws, the GPU table, the loss plot, and the
-//! `plan` binary built on them. `h5gpt-train` builds the libtorch model from these descriptions;
+//! the list of parameter tensors ([`params`]), μP, the learning-rate schedule, FLOPs and
+//! scaling laws, the GPU table, the loss plot, and the `plan` binary built on them. `h5gpt-train` builds the libtorch model from these descriptions;
 //! this crate links no libtorch.
 
 pub mod cerebras;
 pub mod config;
 pub mod hardware;
 pub mod mup;
+pub mod params;
 pub mod plan;
 pub mod plot;
 pub mod schedule;

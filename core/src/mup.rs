@@ -1,7 +1,8 @@
 //! Per-tensor initialization, learning rate and weight decay: μP (Maximal Update
 //! Parameterization) as Cerebras-GPT uses it, or the standard parameterization (SP). Free of
-//! libtorch: the model's initialization, the optimizer's groups and `plan --mup` all read
-//! [`mup_table`].
+//! libtorch. Each tensor's rule follows from its [`Role`] in the model's parameter list
+//! ([`crate::params::param_specs`]): the model's initialization, the optimizer's groups,
+//! [`rule_for`] and `plan --mup`'s [`mup_table`] all read it there.
 //!
 //! With width multiplier m = `n_embd` / D₀, σ = σ_base and η = the run's base learning rate:
 //!
@@ -21,6 +22,7 @@
 //! learning rate (PyTorch's AdamW), so it shrinks with the LR of hidden matrices.
 
 use crate::config::GptConfig;
+use crate::params::{param_specs, Role};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -108,7 +110,8 @@ impl TensorKind {
     }
 }
 
-/// One row of [`mup_table`]: the parameters whose names match `pattern`.
+/// One row of [`mup_table`]: the rule of the parameters of one [`Role`], whose names match
+/// `pattern`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TensorRule {
     /// Hugging Face GPT-2 parameter names; `*` matches any text, dots included.
@@ -126,7 +129,23 @@ pub struct TensorRule {
 }
 
 impl TensorRule {
-    /// Whether parameter `name` falls under this rule.
+    /// The rule of `role`'s tensors in a model with `config` trained at base learning rate
+    /// `base_lr`.
+    pub fn new(role: Role, config: &GptConfig, base_lr: f64) -> TensorRule {
+        let kind = role.kind();
+        let lr_mult = kind.lr_mult(config);
+        TensorRule {
+            pattern: role.pattern(),
+            kind,
+            init: kind.init(config),
+            lr_mult,
+            lr: base_lr * lr_mult,
+            weight_decay: kind.weight_decay(),
+        }
+    }
+
+    /// Whether parameter `name` falls under this rule (by its pattern; [`rule_for`] looks the
+    /// name up in the parameter list instead).
     pub fn matches(&self, name: &str) -> bool {
         glob(self.pattern.as_bytes(), name.as_bytes())
     }
@@ -142,48 +161,26 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// The rules for every parameter of a model with `config` trained at base learning rate
-/// `base_lr`: μP's when `config.mup` is set, the standard parameterization's otherwise. Each
-/// parameter matches exactly one rule ([`rule_for`]); bias rows appear only when the model has
-/// biases.
+/// `base_lr`: μP's when `config.mup` is set, the standard parameterization's otherwise. One row
+/// per [`Role`] the model's parameter list ([`param_specs`]) has, in the roles' order, so bias
+/// rows appear only when the model has biases; each parameter matches exactly one row.
 pub fn mup_table(config: &GptConfig, base_lr: f64) -> Vec<TensorRule> {
-    let mut rows = vec![
-        ("transformer.wte.weight", TensorKind::Embedding),
-        ("transformer.wpe.weight", TensorKind::Embedding),
-        ("transformer.h.*.attn.c_attn.weight", TensorKind::Hidden),
-        ("transformer.h.*.mlp.c_fc.weight", TensorKind::Hidden),
-        (
-            "transformer.h.*.attn.c_proj.weight",
-            TensorKind::ResidualOutput,
-        ),
-        (
-            "transformer.h.*.mlp.c_proj.weight",
-            TensorKind::ResidualOutput,
-        ),
-        ("transformer.*ln_*.weight", TensorKind::LayerNormGain),
-    ];
-    if config.bias {
-        rows.push(("transformer.*.bias", TensorKind::Bias));
-    }
-    rows.into_iter()
-        .map(|(pattern, kind)| {
-            let lr_mult = kind.lr_mult(config);
-            TensorRule {
-                pattern,
-                kind,
-                init: kind.init(config),
-                lr_mult,
-                lr: base_lr * lr_mult,
-                weight_decay: kind.weight_decay(),
-            }
-        })
+    let mut roles: Vec<Role> = param_specs(config).iter().map(|spec| spec.role).collect();
+    roles.sort_unstable();
+    roles.dedup();
+    roles
+        .into_iter()
+        .map(|role| TensorRule::new(role, config, base_lr))
         .collect()
 }
 
-/// The rule of parameter `name` (as `h5gpt_train::model::Gpt` names it), if any.
+/// The rule of parameter `name` (as `h5gpt_train::model::Gpt` names it), from its role in the
+/// parameter list; `None` when the model has no such parameter.
 pub fn rule_for(config: &GptConfig, base_lr: f64, name: &str) -> Option<TensorRule> {
-    mup_table(config, base_lr)
+    param_specs(config)
         .into_iter()
-        .find(|rule| rule.matches(name))
+        .find(|spec| spec.name == name)
+        .map(|spec| TensorRule::new(spec.role, config, base_lr))
 }
 
 /// The table as text: a header saying the parameterization, then one line per rule.
@@ -228,4 +225,65 @@ pub fn format_table(config: &GptConfig, base_lr: f64) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MupConfig;
+
+    /// The table built from the parameter list has the rows it had when it was written by
+    /// hand, in the same order, with the same rules.
+    #[test]
+    fn the_table_is_the_hand_written_one() {
+        let cfg = GptConfig {
+            mup: Some(MupConfig::default()),
+            n_embd: 512,
+            n_head: 4,
+            ..GptConfig::tiny(64, 8)
+        };
+        let table = mup_table(&cfg, 6e-3);
+        let rows: Vec<(&str, TensorKind)> = table.iter().map(|r| (r.pattern, r.kind)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("transformer.wte.weight", TensorKind::Embedding),
+                ("transformer.wpe.weight", TensorKind::Embedding),
+                ("transformer.h.*.attn.c_attn.weight", TensorKind::Hidden),
+                ("transformer.h.*.mlp.c_fc.weight", TensorKind::Hidden),
+                (
+                    "transformer.h.*.attn.c_proj.weight",
+                    TensorKind::ResidualOutput
+                ),
+                (
+                    "transformer.h.*.mlp.c_proj.weight",
+                    TensorKind::ResidualOutput
+                ),
+                ("transformer.*ln_*.weight", TensorKind::LayerNormGain),
+                ("transformer.*.bias", TensorKind::Bias),
+            ]
+        );
+        // m = 2: hidden matrices at η/2, N(0, 0.08/√2); residual outputs N(0, 0.08/√(2·2·2)).
+        assert_eq!(table[2].lr, 3e-3);
+        assert_eq!(table[2].init, Init::Normal(0.08 / 2f64.sqrt()));
+        assert_eq!(table[4].init, Init::Normal(0.08 / 8f64.sqrt()));
+        assert_eq!((table[7].init, table[7].weight_decay), (Init::Zeros, false));
+        // Without biases the bias row goes.
+        let no_bias = mup_table(&GptConfig { bias: false, ..cfg }, 6e-3);
+        assert_eq!(no_bias.len(), 7);
+        assert!(no_bias.iter().all(|r| r.kind != TensorKind::Bias));
+    }
+
+    #[test]
+    fn rule_for_reads_the_parameter_list() {
+        let cfg = GptConfig::tiny(64, 8); // 2 layers
+        let rule = rule_for(&cfg, 1.0, "transformer.h.1.mlp.c_fc.weight").unwrap();
+        assert_eq!(rule.kind, TensorKind::Hidden);
+        let rule = rule_for(&cfg, 1.0, "transformer.h.0.ln_2.bias").unwrap();
+        assert_eq!(rule.kind, TensorKind::Bias);
+        // A name the model does not have (a third layer) has no rule, though a pattern
+        // would match it.
+        assert_eq!(rule_for(&cfg, 1.0, "transformer.h.2.mlp.c_fc.weight"), None);
+        assert_eq!(rule_for(&cfg, 1.0, "lm_head.weight"), None);
+    }
 }

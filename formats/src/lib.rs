@@ -16,6 +16,7 @@
 //! - [`blend`]: weighted blends of several shard sets.
 //! - [`split`]: the train/val directory rule.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
+//! - [`text`]: numbers formatted for people (`thousands`).
 
 pub mod audit;
 pub mod blend;
@@ -34,6 +35,7 @@ pub mod spec;
 pub mod split;
 pub mod stream;
 pub mod synthetic;
+pub mod text;
 pub mod verify;
 pub mod writer;
 

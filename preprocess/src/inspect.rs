@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use h5gpt_formats::reader::ExampleBuf;
+use h5gpt_formats::text::thousands;
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
 use h5gpt_tokenizer::tokenizer::{Tokenizer, TokenizerError};
@@ -307,19 +308,6 @@ pub fn run(options: &InspectOptions) -> Result<InspectOutput> {
         rows,
         verify,
     })
-}
-
-/// Formats a count with thousands separators.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Formats bytes as MiB/GiB.

@@ -52,7 +52,7 @@ pub const TIKTOKEN_ENCODINGS: [TiktokenEncoding; 3] = [
     TiktokenEncoding {
         name: "gpt2",
         bpe: tiktoken_rs::r50k_base_singleton,
-        ordinary: 50256,
+        ordinary: 50_256,
         eos: GPT2_EOS_ID,
         vocab_size: GPT2_VOCAB_SIZE,
         // tiktoken's r50k_base pattern, verbatim.

@@ -2,9 +2,10 @@
 //! `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads, and [`load`] such a directory
 //! back into our layout (then [`copy_into`] a model built with the returned config).
 //!
-//! An HF GPT-2 directory holds `config.json` (a `GPT2Config`) and `model.safetensors`. The
-//! tensor names are ours (`transformer.wte.weight`, `transformer.h.{i}.attn.c_attn.weight`,
-//! …); what differs is the layout:
+//! An HF GPT-2 directory holds `config.json` (a `GPT2Config`) and `model.safetensors`. Which
+//! tensors there are, their HF names (ours: `transformer.wte.weight`,
+//! `transformer.h.{i}.attn.c_attn.weight`, …) and layouts come from the model's parameter list
+//! ([`param_specs`]); what differs is the layout ([`HfLayout`]):
 //!
 //! - HF's `Conv1D` stores the weights of `c_attn`, `c_proj` and `c_fc` as `[in, out]`; our
 //!   linear layers hold `[out, in]`, so those weights are transposed both ways;
@@ -17,8 +18,10 @@
 //! HF GPT-2 always has biases, LayerNorm ε = 1e-5 and the tanh GELU; a model or config that
 //! differs is refused with a message saying what, rather than exported or loaded subtly wrong.
 
-use h5gpt_core::config::{GptConfig, GPT2_VOCAB};
+use h5gpt_core::config::{GptConfig, DEFAULT_LAYER_NORM_EPS};
+use h5gpt_core::params::{param_specs, HfLayout};
 use h5gpt_formats::fsio::{begin_dir, commit_dir, fsync_file, write_atomic};
+use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
 use h5gpt_formats::FormatError;
 use h5gpt_tokenizer::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
@@ -32,14 +35,8 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The config file of an HF model directory.
 pub const CONFIG_FILE: &str = "config.json";
 
-/// GPT-2's end-of-text token, its `bos_token_id` and `eos_token_id`.
-pub const GPT2_EOS: usize = 50256;
-
 /// Activations HF GPT-2 may name for our GELU (the tanh approximation).
 const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
-
-/// LayerNorm ε of our model (and of GPT-2).
-const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// What can go wrong exporting or loading a Hugging Face GPT-2 model. Messages name the file
 /// (or tensor) and what is wrong, with a hint where there is something to do.
@@ -139,86 +136,9 @@ fn tch_error(path: &Path) -> impl FnOnce(TchError) -> HfError + '_ {
     }
 }
 
-/// How a parameter's HF tensor relates to ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// Same shape, same values.
-    Same,
-    /// A `Conv1D` weight: HF `[in, out]`, ours `[out, in]`.
-    Conv1d,
-    /// The token embedding: HF `vocab_size` rows, ours `embedding_rows()`.
-    TokenEmbedding,
-}
-
-/// One parameter of the model: its name, our shape and its HF layout.
-struct Parameter {
-    name: String,
-    shape: Vec<i64>,
-    layout: Layout,
-}
-
-impl Parameter {
-    /// Its shape in HF's layout.
-    fn hf_shape(&self, config: &GptConfig) -> Vec<i64> {
-        match self.layout {
-            Layout::Same => self.shape.clone(),
-            Layout::Conv1d => vec![self.shape[1], self.shape[0]],
-            Layout::TokenEmbedding => vec![config.vocab_size as i64, self.shape[1]],
-        }
-    }
-}
-
-/// Every parameter of the model `config` builds (see `model.rs`), in HF's order.
-fn parameters(config: &GptConfig) -> Vec<Parameter> {
-    let d = config.n_embd as i64;
-    let mut out = Vec::new();
-    let mut push = |name: String, shape: Vec<i64>, layout| {
-        out.push(Parameter {
-            name,
-            shape,
-            layout,
-        })
-    };
-    let rows = config.embedding_rows() as i64;
-    push(
-        "transformer.wte.weight".into(),
-        vec![rows, d],
-        Layout::TokenEmbedding,
-    );
-    push(
-        "transformer.wpe.weight".into(),
-        vec![config.n_ctx as i64, d],
-        Layout::Same,
-    );
-    // (name, in, out) of each layer of a block; LayerNorms have `in` = `out` = d.
-    let layers = [
-        ("ln_1", d, d),
-        ("attn.c_attn", d, 3 * d),
-        ("attn.c_proj", d, d),
-        ("ln_2", d, d),
-        ("mlp.c_fc", d, 4 * d),
-        ("mlp.c_proj", 4 * d, d),
-    ];
-    let blocks = (0..config.n_layer).flat_map(|i| {
-        layers
-            .iter()
-            .map(move |&(name, input, output)| (format!("transformer.h.{i}.{name}"), input, output))
-    });
-    for (prefix, input, output) in blocks.chain([("transformer.ln_f".to_string(), d, d)]) {
-        if prefix.contains(".ln_") {
-            push(format!("{prefix}.weight"), vec![output], Layout::Same);
-        } else {
-            push(
-                format!("{prefix}.weight"),
-                vec![output, input],
-                Layout::Conv1d,
-            );
-        }
-        if config.bias {
-            push(format!("{prefix}.bias"), vec![output], Layout::Same);
-        }
-    }
-    out
+/// A spec's shape as libtorch takes it.
+fn dims(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&n| n as i64).collect()
 }
 
 /// The `config.json` of an export: a `GPT2Config` with our shape.
@@ -228,7 +148,8 @@ fn parameters(config: &GptConfig) -> Vec<Parameter> {
 /// synthetic data) has no known end-of-text token, so they are `null` rather than an id that
 /// may be out of range or mean something else.
 fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
-    let eos = eos.or((config.vocab_size == GPT2_VOCAB).then_some(GPT2_EOS));
+    let eos =
+        eos.or((config.vocab_size == GPT2_VOCAB_SIZE as usize).then_some(GPT2_EOS_ID as usize));
     json!({
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -369,28 +290,28 @@ fn export_tensors(vs: &nn::VarStore, config: &GptConfig) -> Result<Vec<(String, 
     let within = "the model's variables".to_string();
     let mut variables = vs.variables();
     let mut out = Vec::new();
-    for p in parameters(config) {
+    for p in param_specs(config) {
         let var = variables
             .remove(&p.name)
             .ok_or_else(|| HfError::MissingTensor {
                 within: within.clone(),
                 name: p.name.clone(),
             })?;
-        if var.size() != p.shape {
+        if var.size() != dims(&p.shape) {
             return Err(HfError::ShapeMismatch {
                 within,
                 name: p.name,
-                expected: p.shape,
+                expected: dims(&p.shape),
                 found: var.size(),
             });
         }
         let t = var.detach().to_device(Device::Cpu).to_kind(Kind::Float);
-        let t = match p.layout {
-            Layout::Same => t,
-            Layout::Conv1d => t.tr(),
-            Layout::TokenEmbedding => t.narrow(0, 0, config.vocab_size as i64),
+        let t = match p.hf_layout {
+            HfLayout::Same => t,
+            HfLayout::Conv1d => t.tr(),
+            HfLayout::TokenEmbedding => t.narrow(0, 0, config.vocab_size as i64),
         };
-        out.push((p.name, t.contiguous()));
+        out.push((p.hf_name, t.contiguous()));
     }
     if let Some(name) = variables.into_keys().min() {
         return Err(HfError::UnexpectedTensor { within, name });
@@ -489,7 +410,7 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
     // GPT2Config's defaults.
     let n_embd = r.usize("n_embd", 768)?;
     let config = GptConfig {
-        vocab_size: r.usize("vocab_size", GPT2_VOCAB)?,
+        vocab_size: r.usize("vocab_size", GPT2_VOCAB_SIZE as usize)?,
         pad_vocab: true,
         n_ctx: r.usize("n_positions", 1024)?,
         n_layer: r.usize("n_layer", 12)?,
@@ -499,7 +420,7 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
         dropout: r.f64("resid_pdrop", 0.1)?,
         mup: None,
         ffn_size: None,
-        layer_norm_eps: h5gpt_core::config::DEFAULT_LAYER_NORM_EPS,
+        layer_norm_eps: DEFAULT_LAYER_NORM_EPS,
         init: None,
     };
     config
@@ -514,7 +435,7 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
     }
     // `n_inner` null: 4 × n_embd.
     let n_inner = r.usize("n_inner", 4 * n_embd)?;
-    let eps = r.f64("layer_norm_epsilon", LAYER_NORM_EPS)?;
+    let eps = r.f64("layer_norm_epsilon", DEFAULT_LAYER_NORM_EPS)?;
     let config = GptConfig {
         ffn_size: (n_inner != 4 * n_embd).then_some(n_inner),
         layer_norm_eps: eps,
@@ -539,10 +460,11 @@ fn read_config(path: &Path) -> Result<(GptConfig, bool), HfError> {
     Ok((config, r.bool("tie_word_embeddings", true)?))
 }
 
-/// The name of an HF tensor in our naming: `transformer.` prefixed (the original `gpt2` hub
-/// checkpoint omits it); `None` for what the model does not hold (`lm_head.weight`, which is
-/// handled separately, and the causal-mask buffers `attn.bias`/`attn.masked_bias`).
-fn our_name(hf: &str) -> Option<String> {
+/// The name of an HF tensor as the parameter list spells HF names: `transformer.` prefixed
+/// (the original `gpt2` hub checkpoint omits it); `None` for what the model does not hold
+/// (`lm_head.weight`, which is handled separately, and the causal-mask buffers
+/// `attn.bias`/`attn.masked_bias`).
+fn canonical_hf_name(hf: &str) -> Option<String> {
     if hf == "lm_head.weight" {
         return None;
     }
@@ -598,7 +520,7 @@ pub fn load(dir: &Path) -> Result<(GptConfig, Vec<(String, Tensor)>), HfError> {
     let mut lm_head = None;
     for (hf, tensor) in Tensor::read_safetensors(&path).map_err(tch_error(&path))? {
         let tensor = tensor.to_kind(Kind::Float);
-        match our_name(&hf) {
+        match canonical_hf_name(&hf) {
             Some(name) if found.contains_key(&name) => {
                 return Err(HfError::UnexpectedTensor {
                     within,
@@ -613,28 +535,31 @@ pub fn load(dir: &Path) -> Result<(GptConfig, Vec<(String, Tensor)>), HfError> {
         }
     }
     let mut out = Vec::new();
-    for p in parameters(&config) {
+    let mut wte = None;
+    for p in param_specs(&config) {
         let t = found
-            .remove(&p.name)
+            .remove(&p.hf_name)
             .ok_or_else(|| HfError::MissingTensor {
                 within: within.clone(),
-                name: p.name.clone(),
+                name: p.hf_name.clone(),
             })?;
-        let expected = p.hf_shape(&config);
+        let expected = dims(&p.hf_shape(&config));
         if t.size() != expected {
             return Err(HfError::ShapeMismatch {
                 within,
-                name: p.name,
+                name: p.hf_name,
                 expected,
                 found: t.size(),
             });
         }
-        let t = match p.layout {
-            Layout::Same => t,
-            Layout::Conv1d => t.tr(),
-            Layout::TokenEmbedding => {
+        let t = match p.hf_layout {
+            HfLayout::Same => t,
+            HfLayout::Conv1d => t.tr(),
+            HfLayout::TokenEmbedding => {
+                wte = Some(t.shallow_clone());
                 let pad = config.embedding_rows() - config.vocab_size;
-                let zeros = Tensor::zeros([pad as i64, p.shape[1]], (Kind::Float, Device::Cpu));
+                let zeros =
+                    Tensor::zeros([pad as i64, p.shape[1] as i64], (Kind::Float, Device::Cpu));
                 Tensor::cat(&[t, zeros], 0)
             }
         };
@@ -644,7 +569,7 @@ pub fn load(dir: &Path) -> Result<(GptConfig, Vec<(String, Tensor)>), HfError> {
         return Err(HfError::UnexpectedTensor { within, name });
     }
     if let (Some(head), false) = (lm_head, tied) {
-        let wte = out[0].1.narrow(0, 0, config.vocab_size as i64);
+        let wte = wte.expect("the parameter list has the token embedding");
         if head.size() != wte.size() || !head.equal(&wte) {
             return Err(HfError::Unsupported {
                 path,

@@ -1,33 +1,100 @@
 //! GPT-2 in tch: learned token and position embeddings, pre-LayerNorm blocks (causal
 //! self-attention through `scaled_dot_product_attention`, an MLP (4× wide unless `ffn_size`
-//! says) with tanh-GELU), a final
-//! LayerNorm and an LM head tied to the token embedding.
+//! says) with tanh-GELU), a final LayerNorm and an LM head tied to the token embedding.
 //!
 //! Initialization follows [`mup_table`](h5gpt_core::mup::mup_table): GPT-2's N(0, 0.02) with the
 //! residual projections at 0.02/√(2L), or μP's when the config has a
 //! [`MupConfig`](h5gpt_core::config::MupConfig) — which also multiplies the embedding output by
 //! `embed_mult`, the logits by 1/m and scales attention scores by 1/d_head.
 //!
-//! Parameter names follow Hugging Face's GPT-2 (`transformer.wte.weight`,
-//! `transformer.h.{i}.attn.c_attn.weight`, …), so weights can move both ways; our linear
-//! weights are `[out, in]` (HF's Conv1D stores `[in, out]`).
+//! The variables are those of the parameter list ([`param_specs`]): its names (Hugging Face's
+//! GPT-2's, `transformer.wte.weight`, `transformer.h.{i}.attn.c_attn.weight`, …, so weights can
+//! move both ways), its shapes (linear weights `[out, in]`; HF's Conv1D stores `[in, out]`), its
+//! order of creation and each tensor's initialization.
 
-use h5gpt_core::mup::TensorKind;
+use h5gpt_core::mup::Init;
+use h5gpt_core::params::{param_specs, ParamSpec};
+use std::collections::HashMap;
 use tch::nn;
 use tch::{Kind, Tensor};
 
 pub use h5gpt_core::config::{padded_vocab, GptConfig};
 
-fn linear(path: nn::Path, input: usize, output: usize, std: f64, bias: bool) -> nn::Linear {
-    let config = nn::LinearConfig {
-        ws_init: nn::Init::Randn {
-            mean: 0.0,
-            stdev: std,
-        },
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias,
+/// Creates every variable of `config`'s parameter list under `root`, in the list's order
+/// (which fixes what the random-number generator draws for each), initialized by its rule
+/// (a normal truncated right after it is drawn when the config's `init` says). Returns them by
+/// name.
+fn create_variables(root: &nn::Path, config: &GptConfig) -> Variables {
+    let variables = param_specs(config)
+        .into_iter()
+        .map(|spec| {
+            let tensor = create_variable(root, &spec, config);
+            (spec.name, tensor)
+        })
+        .collect();
+    Variables(variables)
+}
+
+/// One variable of the list under `root` (tch names a variable by path components, joined by
+/// dots).
+fn create_variable(root: &nn::Path, spec: &ParamSpec, config: &GptConfig) -> Tensor {
+    let (dir, leaf) = spec
+        .name
+        .rsplit_once('.')
+        .expect("parameter names have a module path");
+    let mut parts = dir.split('.');
+    let first = parts.next().expect("split yields at least one part");
+    let path = parts.fold(root / first, |path, part| &path / part);
+    let init = match spec.init(config) {
+        Init::Normal(stdev) => nn::Init::Randn { mean: 0.0, stdev },
+        Init::Zeros => nn::Init::Const(0.0),
+        Init::Ones => nn::Init::Const(1.0),
     };
-    nn::linear(path, input as i64, output as i64, config)
+    let shape: Vec<i64> = spec.shape.iter().map(|&n| n as i64).collect();
+    let var = path.var(leaf, &shape, init);
+    if let (Init::Normal(std), Some(bound)) = (
+        spec.init(config),
+        config.init.and_then(|init| init.truncation),
+    ) {
+        truncate_normal_init(&var, std, bound);
+    }
+    var
+}
+
+/// The model's variables by name, taken out one by one as the layers are assembled.
+struct Variables(HashMap<String, Tensor>);
+
+impl Variables {
+    /// The variable `name`, which the parameter list must have.
+    fn take(&mut self, name: &str) -> Tensor {
+        self.0
+            .remove(name)
+            .unwrap_or_else(|| panic!("the parameter list has no {name}"))
+    }
+
+    /// The variable `name`, if the list has it (biases, when the model has them).
+    fn take_optional(&mut self, name: &str) -> Option<Tensor> {
+        self.0.remove(name)
+    }
+}
+
+/// A linear layer `y = x·Wᵀ + b`, `W` `[out, in]`.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(vars: &mut Variables, prefix: &str) -> Linear {
+        Linear {
+            weight: vars.take(&format!("{prefix}.weight")),
+            bias: vars.take_optional(&format!("{prefix}.bias")),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
 }
 
 /// LayerNorm with an optional bias (tch's has both or neither).
@@ -48,14 +115,15 @@ impl LayerNorm {
             true,
         )
     }
-}
 
-fn layer_norm(path: nn::Path, width: usize, cfg: &GptConfig) -> LayerNorm {
-    LayerNorm {
-        weight: path.ones("weight", &[width as i64]),
-        bias: cfg.bias.then(|| path.zeros("bias", &[width as i64])),
-        width: width as i64,
-        eps: cfg.layer_norm_eps,
+    fn new(vars: &mut Variables, prefix: &str, cfg: &GptConfig) -> LayerNorm {
+        let weight = vars.take(&format!("{prefix}.weight"));
+        LayerNorm {
+            width: weight.size()[0],
+            weight,
+            bias: vars.take_optional(&format!("{prefix}.bias")),
+            eps: cfg.layer_norm_eps,
+        }
     }
 }
 
@@ -78,11 +146,11 @@ pub fn truncate_normal_init(weight: &Tensor, std: f64, bound: f64) {
 
 struct Block {
     ln_1: LayerNorm,
-    c_attn: nn::Linear,
-    attn_proj: nn::Linear,
+    c_attn: Linear,
+    attn_proj: Linear,
     ln_2: LayerNorm,
-    c_fc: nn::Linear,
-    mlp_proj: nn::Linear,
+    c_fc: Linear,
+    mlp_proj: Linear,
     n_head: i64,
     dropout: f64,
     /// Attention-score scale; `None`: SDPA's 1/√d_head.
@@ -90,36 +158,26 @@ struct Block {
 }
 
 impl Block {
-    fn new(path: &nn::Path, cfg: &GptConfig) -> Block {
-        let d = cfg.n_embd;
-        let std = TensorKind::Hidden.init(cfg).std();
-        // Residual projections: scaled by 1/√(2·n_layer) (GPT-2 paper; μP: 1/√(2·m·n_layer)).
-        let residual_std = TensorKind::ResidualOutput.init(cfg).std();
-        let f = cfg.ffn_width();
-        let block = Block {
-            ln_1: layer_norm(path / "ln_1", d, cfg),
-            c_attn: linear(path / "attn" / "c_attn", d, 3 * d, std, cfg.bias),
-            attn_proj: linear(path / "attn" / "c_proj", d, d, residual_std, cfg.bias),
-            ln_2: layer_norm(path / "ln_2", d, cfg),
-            c_fc: linear(path / "mlp" / "c_fc", d, f, std, cfg.bias),
-            mlp_proj: linear(path / "mlp" / "c_proj", f, d, residual_std, cfg.bias),
+    /// Block `i` from its variables (`transformer.h.{i}.…`).
+    fn new(vars: &mut Variables, i: usize, cfg: &GptConfig) -> Block {
+        let p = format!("transformer.h.{i}");
+        Block {
+            ln_1: LayerNorm::new(vars, &format!("{p}.ln_1"), cfg),
+            c_attn: Linear::new(vars, &format!("{p}.attn.c_attn")),
+            attn_proj: Linear::new(vars, &format!("{p}.attn.c_proj")),
+            ln_2: LayerNorm::new(vars, &format!("{p}.ln_2"), cfg),
+            c_fc: Linear::new(vars, &format!("{p}.mlp.c_fc")),
+            mlp_proj: Linear::new(vars, &format!("{p}.mlp.c_proj")),
             n_head: cfg.n_head as i64,
             dropout: cfg.dropout,
             attn_scale: cfg.attention_scale(),
-        };
-        if let Some(bound) = cfg.init.and_then(|init| init.truncation) {
-            truncate_normal_init(&block.c_attn.ws, std, bound);
-            truncate_normal_init(&block.c_fc.ws, std, bound);
-            truncate_normal_init(&block.attn_proj.ws, residual_std, bound);
-            truncate_normal_init(&block.mlp_proj.ws, residual_std, bound);
         }
-        block
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let (b, t, c) = x.size3().expect("(B, T, C)");
         let hs = c / self.n_head;
-        let qkv = self.ln_1.forward(x).apply(&self.c_attn); // (B, T, 3C)
+        let qkv = self.c_attn.forward(&self.ln_1.forward(x)); // (B, T, 3C)
         let split = qkv.split(c, 2);
         // (B, T, C) -> (B, nh, T, hs)
         let heads = |t_: &Tensor| t_.view([b, t, self.n_head, hs]).transpose(1, 2);
@@ -136,49 +194,39 @@ impl Block {
             false,
         );
         let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
-        let x = x + y.apply(&self.attn_proj).dropout(p, train);
-        let h = self.ln_2.forward(&x).apply(&self.c_fc).gelu("tanh"); // (B, T, ffn)
-        &x + h.apply(&self.mlp_proj).dropout(p, train)
+        let x = x + self.attn_proj.forward(&y).dropout(p, train);
+        let h = self.c_fc.forward(&self.ln_2.forward(&x)).gelu("tanh"); // (B, T, ffn)
+        &x + self.mlp_proj.forward(&h).dropout(p, train)
     }
 }
 
 /// The GPT-2 model.
 pub struct Gpt {
     config: GptConfig,
-    wte: nn::Embedding,
-    wpe: nn::Embedding,
+    /// Token embedding `[rows, C]`, also the tied LM head.
+    wte: Tensor,
+    /// Position embedding `[n_ctx, C]`.
+    wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
 }
 
 impl Gpt {
-    /// Builds the model's parameters under `root` (named as in Hugging Face GPT-2).
+    /// Builds the model's parameters under `root`: the variables of the parameter list
+    /// ([`param_specs`]), named as in Hugging Face GPT-2.
     pub fn new(root: &nn::Path, config: GptConfig) -> Gpt {
-        let tr = root / "transformer";
-        let embedding_std = TensorKind::Embedding.init(&config).std();
-        let embedding = |path: nn::Path, n: usize| {
-            let cfg = nn::EmbeddingConfig {
-                ws_init: nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: embedding_std,
-                },
-                ..Default::default()
-            };
-            nn::embedding(path, n as i64, config.n_embd as i64, cfg)
-        };
+        let mut vars = create_variables(root, &config);
         let gpt = Gpt {
             config,
-            wte: embedding(&tr / "wte", config.embedding_rows()),
-            wpe: embedding(&tr / "wpe", config.n_ctx),
+            wte: vars.take("transformer.wte.weight"),
+            wpe: vars.take("transformer.wpe.weight"),
             blocks: (0..config.n_layer)
-                .map(|i| Block::new(&(&tr / "h" / i), &config))
+                .map(|i| Block::new(&mut vars, i, &config))
                 .collect(),
-            ln_f: layer_norm(&tr / "ln_f", config.n_embd, &config),
+            ln_f: LayerNorm::new(&mut vars, "transformer.ln_f", &config),
         };
-        if let Some(bound) = config.init.and_then(|init| init.truncation) {
-            truncate_normal_init(&gpt.wte.ws, embedding_std, bound);
-            truncate_normal_init(&gpt.wpe.ws, embedding_std, bound);
-        }
+        let unused: Vec<&String> = vars.0.keys().collect();
+        assert!(unused.is_empty(), "parameters no layer takes: {unused:?}");
         gpt
     }
 
@@ -210,7 +258,7 @@ impl Gpt {
             self.config.n_ctx
         );
         let pos = Tensor::arange(t, (Kind::Int64, idx.device()));
-        let mut x = idx.apply(&self.wte) + pos.apply(&self.wpe); // (B, T, C)
+        let mut x = embed(&self.wte, idx) + embed(&self.wpe, &pos); // (B, T, C)
         if let Some(mult) = self.config.embedding_multiplier() {
             x *= mult;
         }
@@ -225,7 +273,7 @@ impl Gpt {
             seen.push(x.shallow_clone());
         }
         // Tied head: logits = ln_f(x) · wteᵀ (μP: × 1/m).
-        let logits = self.ln_f.forward(&x).matmul(&self.wte.ws.tr()); // (B, T, rows)
+        let logits = self.ln_f.forward(&x).matmul(&self.wte.tr()); // (B, T, rows)
         match self.config.output_multiplier() {
             Some(mult) => logits * mult,
             None => logits,
@@ -256,6 +304,11 @@ impl Gpt {
         );
         cross_entropy(&logits.reshape([-1, rows]), &targets.view([-1]))
     }
+}
+
+/// The rows of `table` at `ids` (an embedding lookup, as `nn::Embedding` does it).
+fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
+    Tensor::embedding(table, ids, -1, false, false)
 }
 
 /// Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)`, over targets that are not

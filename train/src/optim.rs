@@ -8,7 +8,7 @@
 //!
 //! A group is a (learning-rate multiplier, decayed or not) pair: the standard parameterization
 //! has two (decayed, not decayed, both at the scheduled LR); μP adds groups at 1/m of it for
-//! the hidden matrices ([`AdamW::for_model`] reads them from [`mup_table`]).
+//! the hidden matrices ([`AdamW::for_model`] reads them from the parameter list, [`param_specs`]).
 //!
 //! With fp32 master weights ([`AdamW::keep_fp32_masters`], for `--dtype bf16-pure`) the model's
 //! weights are bf16 and AdamW steps fp32 copies of them with fp32 gradients (the masters'
@@ -19,7 +19,9 @@ use crate::shim::{
     ShimError,
 };
 use h5gpt_core::config::GptConfig;
-use h5gpt_core::mup::mup_table;
+use h5gpt_core::mup::TensorKind;
+use h5gpt_core::params::param_specs;
+use std::collections::HashMap;
 use tch::{nn, Kind, Tensor};
 
 /// AdamW settings (learning rate aside: it comes from the schedule at every step).
@@ -96,18 +98,19 @@ impl AdamW {
     }
 
     /// Groups the trainable variables of a model with `model`'s config by the learning-rate
-    /// multiplier and decay [`mup_table`] gives them (two groups under the standard
-    /// parameterization, as [`new`](Self::new) makes). A variable no rule names is grouped as
-    /// `new` would.
+    /// multiplier and decay of their role in the parameter list ([`param_specs`], the rules
+    /// [`mup_table`](h5gpt_core::mup::mup_table) shows; two groups under the standard
+    /// parameterization, as [`new`](Self::new) makes). A variable the list does not have is
+    /// grouped as `new` would.
     pub fn for_model(vs: &nn::VarStore, config: AdamWConfig, model: &GptConfig) -> AdamW {
-        let rules = mup_table(model, 1.0);
+        let kinds: HashMap<String, TensorKind> = param_specs(model)
+            .into_iter()
+            .map(|spec| (spec.name.clone(), spec.kind()))
+            .collect();
         Self::grouped(vs, config, |name, param| {
-            rules
-                .iter()
-                .find(|rule| rule.matches(name))
-                .map_or((1.0, param.dim() >= 2), |rule| {
-                    (rule.lr_mult, rule.weight_decay)
-                })
+            kinds.get(name).map_or((1.0, param.dim() >= 2), |kind| {
+                (kind.lr_mult(model), kind.weight_decay())
+            })
         })
     }
 

@@ -608,7 +608,9 @@ fn auto_model(
     let vocab = params
         .post_process
         .vocab_size
-        .map_or(h5gpt_core::config::GPT2_VOCAB, |v| v as usize);
+        .map_or(h5gpt_formats::spec::GPT2_VOCAB_SIZE as usize, |v| {
+            v as usize
+        });
     let sized = h5gpt_core::plan::auto_size(tokens, ratio, seq_len, vocab);
     let log_gap = |p: &Preset| {
         let n = p.config(Some(seq_len)).breakdown().non_embedding() as f64;

@@ -4,16 +4,17 @@
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use h5gpt_core::cerebras;
-use h5gpt_core::config::{GptConfig, MupConfig, Preset, GPT2_VOCAB, MUP_BASE_LR};
+use h5gpt_core::config::{GptConfig, MupConfig, Preset, MUP_BASE_LR};
 use h5gpt_core::hardware::{peak_bf16_flops, GPU_NAMES};
 use h5gpt_core::mup;
-use h5gpt_core::plan::autosize::thousands;
 use h5gpt_core::plan::chinchilla::{table_a4, table_a9, TABLE_3};
 use h5gpt_core::plan::model::{ModelPlan, TrainingPlan};
 use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::{auto_size, AutoSize};
 use h5gpt_formats::exit::{exit_code, UsageError};
+use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
 use h5gpt_formats::split::SplitDirs;
+use h5gpt_formats::text::thousands;
 use h5gpt_formats::DataParams;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -437,7 +438,7 @@ fn run() -> Result<()> {
         let vocab = args
             .vocab_size
             .or(corpus.as_ref().and_then(|c| c.vocab_size))
-            .unwrap_or(GPT2_VOCAB);
+            .unwrap_or(GPT2_VOCAB_SIZE as usize);
         let params = params_for_tokens(t, args.ratio);
         let auto = auto_size(t, args.ratio, seq_len, vocab);
         text += &data_text(t, args.ratio, params, corpus.as_ref(), &auto);

@@ -4,7 +4,7 @@
 use super::map::Mapped;
 use super::schedule::show_lr;
 use super::yaml::Disposition;
-use crate::plan::autosize::thousands;
+use h5gpt_formats::text::thousands;
 use std::fmt::Write as _;
 
 /// Parameters as Cerebras counts them: the unpadded vocabulary, the tied head once, the

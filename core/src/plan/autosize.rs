@@ -9,6 +9,7 @@
 
 use super::scaling::CHINCHILLA_RATIO;
 use crate::config::GptConfig;
+use h5gpt_formats::text::thousands;
 use serde::Serialize;
 use std::fmt;
 
@@ -151,19 +152,6 @@ pub fn auto_size(tokens: f64, ratio: f64, seq_len: usize, vocab_size: usize) -> 
     }
 }
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,13 +170,5 @@ mod tests {
             let aspect = c.n_embd as f64 / c.n_layer as f64;
             assert!((32.0..=64.0).contains(&aspect), "{c:?}");
         }
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(124_439_808), "124,439,808");
     }
 }

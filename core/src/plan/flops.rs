@@ -141,6 +141,11 @@ mod tests {
             cfg.flops_per_token(1024)
         );
         assert_eq!(six_n(n), 6.0 * 123_689_472.0);
+        // nanoGPT's estimate_mfu by hand: 6N + 12·L·H·Q·T = 6N + 12·12·12·64·1024.
+        assert_eq!(
+            cfg.flops_per_token(1024),
+            6.0 * 123_689_472.0 + 12.0 * 12.0 * 12.0 * 64.0 * 1024.0
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::text::thousands;
 use h5gpt_formats::Compression;
-use h5gpt_preprocess::inspect::{human_bytes, thousands};
+use h5gpt_preprocess::inspect::human_bytes;
 use h5gpt_preprocess::pipeline::{run, PreprocessConfig, TokenizerChoice};
 use h5gpt_preprocess::val_split::{DocPart, SplitRule};
 use h5gpt_tokenizer::train::{TrainKind, TrainSpec};

@@ -1,6 +1,7 @@
 //! The GPT-2 model on CPU.
 
-use h5gpt_core::config::{Preset, PRESETS};
+use h5gpt_core::config::{InitConfig, MupConfig, Preset, PRESETS};
+use h5gpt_core::params::param_specs;
 use h5gpt_core::plan::auto_size;
 use h5gpt_core::plan::model::ParamCounts;
 use h5gpt_train::model::{cross_entropy, Gpt, GptConfig};
@@ -27,6 +28,67 @@ fn parameter_count_matches_what_is_allocated() {
     }
     // GPT-2 small with the padded vocabulary (nanoGPT's figure: 124,475,904).
     assert_eq!(GptConfig::gpt2_small().parameter_count(), 124_475_904);
+}
+
+/// The model allocates exactly the parameter list: the same names, shapes and order of
+/// creation, with and without biases, padded and unpadded vocabularies, under μP, and with
+/// another FFN width and a truncated-normal initialization.
+#[test]
+fn the_model_allocates_the_parameter_list() {
+    let _rng = crate::torch_rng();
+    for cfg in [
+        GptConfig::tiny(96, 16),
+        GptConfig {
+            bias: false,
+            ..GptConfig::tiny(64, 8)
+        },
+        GptConfig {
+            pad_vocab: true,
+            n_layer: 3,
+            ..GptConfig::tiny(6_350, 8) // padded to 6,400 rows
+        },
+        GptConfig {
+            mup: Some(MupConfig::default()),
+            ..GptConfig::tiny(64, 8)
+        },
+        GptConfig {
+            ffn_size: Some(72),
+            layer_norm_eps: 1e-6,
+            init: Some(InitConfig {
+                std: None,
+                truncation: Some(2.0),
+            }),
+            ..GptConfig::tiny(64, 8)
+        },
+    ] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _model = Gpt::new(&vs.root(), cfg);
+        let variables = vs.variables();
+        let specs = param_specs(&cfg);
+        assert_eq!(variables.len(), specs.len(), "{cfg:?}");
+        for spec in &specs {
+            let var = variables
+                .get(&spec.name)
+                .unwrap_or_else(|| panic!("{} not allocated ({cfg:?})", spec.name));
+            let shape: Vec<usize> = var.size().iter().map(|&n| n as usize).collect();
+            assert_eq!(shape, spec.shape, "{}", spec.name);
+            assert!(var.requires_grad(), "{}", spec.name);
+        }
+        // Created in the list's order: tch numbers variables as they are made.
+        let created: Vec<String> = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| {
+                let (name, _) = variables
+                    .iter()
+                    .find(|(_, t)| t.data_ptr() == v.data_ptr())
+                    .unwrap();
+                name.clone()
+            })
+            .collect();
+        let listed: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(created, listed, "{cfg:?}");
+    }
 }
 
 #[test]

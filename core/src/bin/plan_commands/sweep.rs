@@ -111,7 +111,9 @@ fn read_shards(dir: &Path) -> Result<Shards> {
         vocab_size: params
             .post_process
             .vocab_size
-            .map_or(h5gpt_core::config::GPT2_VOCAB, |v| v as usize),
+            .map_or(h5gpt_formats::spec::GPT2_VOCAB_SIZE as usize, |v| {
+                v as usize
+            }),
     })
 }
 
@@ -365,9 +367,9 @@ fn sweep_text(
     let mut out = format!(
         "shards {}: {} training rows of {} tokens ({} tokens)\n",
         shards.dir.display(),
-        h5gpt_core::plan::autosize::thousands(shards.rows),
+        h5gpt_formats::text::thousands(shards.rows),
         shards.seq_len,
-        h5gpt_core::plan::autosize::thousands(shards.tokens)
+        h5gpt_formats::text::thousands(shards.tokens)
     );
     out += &format!(
         "every run: μP (base width {}, base LR {}), {} rows × {} tokens per step, micro-batch {}, seed {}, warm-up 5%, cosine to 0.1× over its own steps, the whole val/ set evaluated after the last step\n\n",
