@@ -52,6 +52,7 @@ fn nccl_includes(torch_root: &std::path::Path, lib: &std::path::Path) -> Option<
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/guard.h");
     println!("cargo:rerun-if-env-changed=H5GPT_GLOO_INCLUDE");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")

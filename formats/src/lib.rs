@@ -14,6 +14,7 @@
 //! - [`run`]: the records of a training run (`state.json`, `segments.jsonl`).
 //! - [`audit`]: which rows each step of a run read, and the per-epoch coverage proof.
 //! - [`blend`]: weighted blends of several shard sets.
+//! - [`split`]: the train/val directory rule.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
 //! - [`text`]: numbers formatted for people (`thousands`).
 
@@ -31,6 +32,7 @@ pub mod permutation;
 pub mod reader;
 pub mod run;
 pub mod spec;
+pub mod split;
 pub mod stream;
 pub mod synthetic;
 pub mod text;

@@ -1,6 +1,8 @@
 // h5gpt's data-parallel shim: c10d's TCPStore rendezvous and process groups (Gloo on CPU;
 // NCCL only when built with H5GPT_NCCL), the collectives the trainer needs. Errors follow
-// shim.cpp: an int return code and a thread-local message read by h5gpt_dist_last_error().
+// shim.cpp (guard.h): an int return code and the shim's one thread-local message, read by
+// h5gpt_last_error().
+#include "guard.h"
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -12,31 +14,13 @@
 #include <string>
 #include <vector>
 
-static thread_local std::string dist_last_error;
-
 // A process group: the store (kept alive: rank 0 serves it) and the backend.
 struct H5gptGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
-template <typename F> static int guard(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const c10::Error &e) {
-    // The message without the C++ stack trace c10 appends.
-    dist_last_error = e.what_without_backtrace();
-    return 1;
-  } catch (const std::exception &e) {
-    dist_last_error = e.what();
-    return 1;
-  }
-}
-
 extern "C" {
-
-const char *h5gpt_dist_last_error() { return dist_last_error.c_str(); }
 
 // Whether the NCCL backend was compiled in.
 int h5gpt_dist_has_nccl() {
@@ -55,7 +39,7 @@ int h5gpt_dist_has_nccl() {
 int h5gpt_dist_new(int backend, int rank, int world, const char *master_addr, int master_port,
                    int is_server, const char *prefix, long long timeout_ms,
                    const char *gloo_iface, const char *gloo_host, H5gptGroup **out) {
-  return guard([&] {
+  return h5gpt_guard([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(master_port);
@@ -103,7 +87,7 @@ int h5gpt_dist_new(int backend, int rank, int world, const char *master_addr, in
 
 // Sums `tensor` in place over all ranks.
 int h5gpt_dist_all_reduce_sum(H5gptGroup *group, at::Tensor *tensor) {
-  return guard([&] {
+  return h5gpt_guard([&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
@@ -113,7 +97,7 @@ int h5gpt_dist_all_reduce_sum(H5gptGroup *group, at::Tensor *tensor) {
 
 // Overwrites `tensor` on every rank with rank `root`'s.
 int h5gpt_dist_broadcast(H5gptGroup *group, at::Tensor *tensor, int root) {
-  return guard([&] {
+  return h5gpt_guard([&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
@@ -123,7 +107,7 @@ int h5gpt_dist_broadcast(H5gptGroup *group, at::Tensor *tensor, int root) {
 
 // Waits until every rank gets here.
 int h5gpt_dist_barrier(H5gptGroup *group) {
-  return guard([&] { group->backend->barrier()->wait(); });
+  return h5gpt_guard([&] { group->backend->barrier()->wait(); });
 }
 
 void h5gpt_dist_free(H5gptGroup *group) { delete group; }

@@ -11,14 +11,16 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
+#include <memory>
 #include <string>
 #include <vector>
 
-static thread_local std::string last_error;
+#include "guard.h"
 
 extern "C" {
 
-const char *h5gpt_last_error() { return last_error.c_str(); }
+// The message of the last failure of any shim function (shim.cpp, dist.cpp) on this thread.
+const char *h5gpt_last_error() { return h5gpt_last_error_message.c_str(); }
 
 static std::vector<at::Tensor> tensors(at::Tensor **ts, int n) {
   std::vector<at::Tensor> out;
@@ -36,7 +38,7 @@ int h5gpt_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_
                       at::Tensor **exp_avg_sqs, at::Tensor **steps, int n, double lr,
                       double beta1, double beta2, double weight_decay, double eps,
                       at::Tensor *found_inf) {
-  try {
+  return h5gpt_guard([&] {
     auto p = tensors(params, n), g = tensors(grads, n), m = tensors(exp_avgs, n),
          v = tensors(exp_avg_sqs, n), s = tensors(steps, n);
     std::optional<at::Tensor> inf;
@@ -50,106 +52,77 @@ int h5gpt_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_
     at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, s, lr, beta1, beta2, weight_decay,
                       eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
                       inf);
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // A pinned copy of a CPU tensor (Tensor.pin_memory() without the deprecated device argument,
 // which tch always passes and PyTorch warns about on every call).
 int h5gpt_pin_memory(at::Tensor *t, at::Tensor **out) {
-  try {
+  return h5gpt_guard([&] {
     *out = new at::Tensor(t->pin_memory());
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // Drops the gradients of n tensors (`optimizer.zero_grad(set_to_none=True)`): backward then
 // writes them once instead of adding into zeros.
 int h5gpt_grads_to_none(at::Tensor **params, int n) {
-  try {
+  return h5gpt_guard([&] {
     for (int i = 0; i < n; i++) params[i]->mutable_grad().reset();
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // Makes `grad` the gradient of `param` (a view into a flat buffer, for the all-reduce);
 // backward then accumulates into it in place.
 int h5gpt_set_grad(at::Tensor *param, at::Tensor *grad) {
-  try {
+  return h5gpt_guard([&] {
     param->mutable_grad() = *grad;
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // dst[i] = src[i] (add == 0) or dst[i] += src[i] (add != 0) over n pairs, converting dtypes
 // (bf16 gradients into fp32 main gradients, fp32 masters into bf16 weights).
 int h5gpt_foreach_copy_or_add(at::Tensor **dst, at::Tensor **src, int n, int add) {
-  try {
+  return h5gpt_guard([&] {
     auto d = tensors(dst, n), s = tensors(src, n);
     if (add) {
       at::_foreach_add_(d, s);
     } else {
       at::_foreach_copy_(d, s);
     }
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // torch.nn.utils.clip_grad_norm_ with foreach kernels and no host sync: the global L2 norm of
 // n gradients (fp32, a new 0-d tensor on their device, written to *out_norm), then every
 // gradient × min(1, max_norm / (norm + 1e-6)).
 int h5gpt_clip_grad_norm(at::Tensor **grads, int n, double max_norm, at::Tensor **out_norm) {
-  try {
+  return h5gpt_guard([&] {
     auto g = tensors(grads, n);
     auto norms = at::_foreach_norm(g, 2, at::kFloat);
     auto total = at::linalg_vector_norm(at::stack(norms), 2);
     auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
     at::_foreach_mul_(g, coef);
     *out_norm = new at::Tensor(total);
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // A marker recorded on the current stream of CUDA device `index`: synchronizing on it waits
 // for the work queued before it, not for what was queued after (as a device sync would).
 void *h5gpt_cuda_event_record(int index) {
-  try {
+  c10::Event *event = nullptr;
+  int failed = h5gpt_guard([&] {
     c10::Device device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
-    auto *event = new c10::Event(c10::DeviceType::CUDA);
-    event->record(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(device));
-    return event;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return nullptr;
-  }
+    auto recorded = std::make_unique<c10::Event>(c10::DeviceType::CUDA);
+    recorded->record(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(device));
+    event = recorded.release();
+  });
+  return failed ? nullptr : event;
 }
 
 int h5gpt_cuda_event_synchronize(void *event) {
-  try {
+  return h5gpt_guard([&] {
     static_cast<c10::Event *>(event)->synchronize();
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 void h5gpt_cuda_event_free(void *event) { delete static_cast<c10::Event *>(event); }
@@ -158,49 +131,49 @@ void h5gpt_cuda_event_free(void *event) { delete static_cast<c10::Event *>(event
 // the last reset (torch.cuda.max_memory_allocated / max_memory_reserved); reset != 0 then
 // resets the peaks.
 int h5gpt_cuda_peak_memory(int index, int64_t *allocated, int64_t *reserved, int reset) {
-  try {
+  return h5gpt_guard([&] {
     auto *alloc = c10::getDeviceAllocator(c10::DeviceType::CUDA);
     auto stats = alloc->getDeviceStats(static_cast<c10::DeviceIndex>(index));
     auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
     *allocated = stats.allocated_bytes[all].peak;
     *reserved = stats.reserved_bytes[all].peak;
     if (reset) alloc->resetPeakStats(static_cast<c10::DeviceIndex>(index));
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
-// Autocast as PyTorch's context manager does it: enter sets dtype, enables and bumps the
+// Autocast as PyTorch's context manager does it: enter saves the device's autocast state
+// (enabled, dtype) into *prev_enabled / *prev_dtype, sets the dtype, enables and bumps the
 // nesting counter; exit decrements and, at the outermost level, clears the cast cache so
-// weights updated by the optimizer are re-cast on the next forward.
-// device: 0 = CPU, 1 = CUDA. dtype: 0 = bfloat16, 1 = float16.
-int h5gpt_autocast_enter(int device, int dtype) {
-  try {
-    auto dev = device == 1 ? at::kCUDA : at::kCPU;
+// weights updated by the optimizer are re-cast on the next forward, then restores the saved
+// state (an inner guard's exit leaves the outer one's autocast on).
+// device: 0 = CPU, 1 = CUDA. dtype: 0 = bfloat16, 1 = float16. prev_dtype: a c10::ScalarType.
+static at::DeviceType autocast_device(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
+
+int h5gpt_autocast_enter(int device, int dtype, int *prev_enabled, int *prev_dtype) {
+  return h5gpt_guard([&] {
+    auto dev = autocast_device(device);
+    *prev_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+    *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
     at::autocast::set_autocast_dtype(dev, dtype == 1 ? at::kHalf : at::kBFloat16);
     at::autocast::set_autocast_enabled(dev, true);
     at::autocast::increment_nesting();
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
-int h5gpt_autocast_exit(int device) {
-  try {
-    auto dev = device == 1 ? at::kCUDA : at::kCPU;
+int h5gpt_autocast_exit(int device, int prev_enabled, int prev_dtype) {
+  return h5gpt_guard([&] {
+    auto dev = autocast_device(device);
     if (at::autocast::decrement_nesting() == 0) {
       at::autocast::clear_cache();
     }
-    at::autocast::set_autocast_enabled(dev, false);
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+    at::autocast::set_autocast_enabled(dev, prev_enabled != 0);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(prev_dtype));
+  });
+}
+
+// Whether autocast is on for device (0 = CPU, 1 = CUDA) on this thread.
+int h5gpt_autocast_enabled(int device) {
+  return at::autocast::is_autocast_enabled(autocast_device(device)) ? 1 : 0;
 }
 
 const char *h5gpt_torch_version() { return TORCH_VERSION; }
@@ -208,13 +181,9 @@ const char *h5gpt_torch_version() { return TORCH_VERSION; }
 // float32 matmul precision, as torch.set_float32_matmul_precision: "highest" (true fp32) or
 // "high" (TF32 tensor cores on CUDA).
 int h5gpt_set_float32_matmul_precision(const char *precision) {
-  try {
+  return h5gpt_guard([&] {
     at::globalContext().setFloat32MatmulPrecision(precision);
-    return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return 1;
-  }
+  });
 }
 
 // Whether this libtorch has a CUDA backend registered (libtorch_cuda loaded).

@@ -11,7 +11,7 @@ use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
 use h5gpt_core::config::GptConfig;
 use h5gpt_formats::checksum::file_xxh3_64;
-use h5gpt_formats::fsio::{fsync_dir, fsync_file, write_atomic};
+use h5gpt_formats::fsio::{begin_dir, commit_dir, fsync_file, write_atomic};
 use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -282,12 +282,8 @@ pub fn save(
 ) -> Result<PathBuf> {
     let dir = out.join(CHECKPOINTS);
     std::fs::create_dir_all(&dir)?;
-    let name = checkpoint_name(state.step);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir_all(&tmp)?;
+    let target = dir.join(checkpoint_name(state.step));
+    let tmp = begin_dir(&target)?;
     // bf16-pure: the fp32 masters, so that resume and export stay exact.
     match opt.master_weights() {
         Some(masters) => Tensor::write_safetensors(&masters, tmp.join("model.safetensors"))?,
@@ -315,13 +311,7 @@ pub fn save(
         }
     }
     write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(&state)?)?;
-    fsync_dir(&tmp)?;
-    let target = dir.join(&name);
-    if target.exists() {
-        std::fs::remove_dir_all(&target)?;
-    }
-    std::fs::rename(&tmp, &target)?;
-    fsync_dir(&dir)?;
+    commit_dir(&tmp, &target)?;
     let mut all = checkpoint_dirs(out);
     while all.len() > keep.max(1) {
         std::fs::remove_dir_all(all.remove(0))?;

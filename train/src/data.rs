@@ -3,6 +3,7 @@
 //! tensors on the device.
 
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,18 +43,14 @@ pub fn describe(dirs: &[PathBuf]) -> String {
 }
 
 /// The training and validation directories of `shards`: each is a directory with `train/`
-/// (and optionally `val/`) subdirectories, or a plain shard directory.
+/// (and optionally `val/`) subdirectories, or a plain shard directory (the rule:
+/// [`SplitDirs`]).
 pub fn split_dirs(shards: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for dir in shards {
-        if dir.join("train").is_dir() {
-            train.push(dir.join("train"));
-            if dir.join("val").is_dir() {
-                val.push(dir.join("val"));
-            }
-        } else {
-            train.push(dir.clone());
-        }
+        let split = SplitDirs::of(dir);
+        train.push(split.train);
+        val.extend(split.val);
     }
     (train, val)
 }

@@ -84,25 +84,36 @@ pub fn cuda_unusable_reason() -> Option<String> {
     ))
 }
 
+/// The device [`select`] picked, and what to tell the user about the choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    /// The device.
+    pub device: Device,
+    /// A note for the user (the caller prints it): `--device auto` fell back to the CPU on a
+    /// machine where a GPU seems to be present, and why.
+    pub note: Option<String>,
+}
+
 /// The device for `request`; asking for CUDA where it is unusable is an error that says why.
-pub fn select(request: DeviceRequest) -> Result<Device> {
-    Ok(match request {
-        DeviceRequest::Cpu => Device::Cpu,
+pub fn select(request: DeviceRequest) -> Result<Selected> {
+    let (device, note) = match request {
+        DeviceRequest::Cpu => (Device::Cpu, None),
         DeviceRequest::Auto => match cuda_unusable_reason() {
-            None => Device::Cuda(0),
-            Some(reason) => {
-                // Worth a word only where a GPU seems to be present.
-                if Path::new("/proc/driver/nvidia/version").exists() {
-                    eprintln!("note: using the CPU: CUDA is not usable: {reason}");
-                }
-                Device::Cpu
-            }
+            None => (Device::Cuda(0), None),
+            // Worth a word only where a GPU seems to be present.
+            Some(reason) => (
+                Device::Cpu,
+                Path::new("/proc/driver/nvidia/version")
+                    .exists()
+                    .then(|| format!("note: using the CPU: CUDA is not usable: {reason}")),
+            ),
         },
         DeviceRequest::Cuda => match cuda_unusable_reason() {
-            None => Device::Cuda(0),
+            None => (Device::Cuda(0), None),
             Some(reason) => bail!("--device cuda, but CUDA is not usable: {reason}"),
         },
-    })
+    };
+    Ok(Selected { device, note })
 }
 
 /// The GPU's marketing name (`nvidia-smi`), when there is one.

@@ -20,7 +20,7 @@
 
 use h5gpt_core::config::{GptConfig, DEFAULT_LAYER_NORM_EPS};
 use h5gpt_core::params::{param_specs, HfLayout};
-use h5gpt_formats::fsio::{fsync_dir, fsync_file, temporary_path, write_atomic};
+use h5gpt_formats::fsio::{begin_dir, commit_dir, fsync_file, write_atomic};
 use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
 use h5gpt_formats::FormatError;
 use h5gpt_tokenizer::tokenizer::Tokenizer;
@@ -77,6 +77,14 @@ pub enum HfError {
         path: PathBuf,
         /// What cannot be expressed, and why.
         what: String,
+    },
+    /// The Hugging Face tokenizer files could not be written into the export.
+    #[error("{path}: cannot write the tokenizer files: {source}")]
+    TokenizerFiles {
+        /// The export directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: h5gpt_tokenizer::hf_files::HfFilesError,
     },
     /// The export target exists, is not empty and is not an earlier export.
     #[error("{path}: exists, is not empty and has no {CONFIG_FILE}: not replacing it\n---> HINT: pass a new directory, an empty one, or an earlier export")]
@@ -220,10 +228,12 @@ pub fn export_with_tokenizer(
     }
     let tensors = export_tensors(vs, config)?;
 
-    let name = dir.file_name().ok_or_else(|| HfError::Unsupported {
-        path: dir.to_path_buf(),
-        what: "the export directory needs a name (not `.`, `..` or `/`)".into(),
-    })?;
+    if dir.file_name().is_none() {
+        return Err(HfError::Unsupported {
+            path: dir.to_path_buf(),
+            what: "the export directory needs a name (not `.`, `..` or `/`)".into(),
+        });
+    }
     if dir.exists() {
         check_replaceable(dir)?;
     }
@@ -232,11 +242,7 @@ pub fn export_with_tokenizer(
         std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     }
 
-    let tmp = temporary_path(dir);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
-    }
-    std::fs::create_dir(&tmp).map_err(io_error(&tmp))?;
+    let tmp = begin_dir(dir)?;
     let weights = tmp.join(WEIGHTS_FILE);
     Tensor::write_safetensors(&tensors, &weights).map_err(tch_error(&weights))?;
     fsync_file(&weights)?;
@@ -246,27 +252,14 @@ pub fn export_with_tokenizer(
     write_atomic(&tmp.join(CONFIG_FILE), &json)?;
     if let Some(t) = tokenizer {
         h5gpt_tokenizer::hf_files::write_hf_tokenizer_files(t.name(), t.json(), t.eos_id(), &tmp)
-            .map_err(|e| HfError::Unsupported {
+            .map_err(|source| HfError::TokenizerFiles {
             path: dir.to_path_buf(),
-            what: format!("cannot write the tokenizer files: {e}"),
+            source,
         })?;
     }
-    fsync_dir(&tmp)?;
-
-    // Replace an earlier export by moving it aside first: a crash in between leaves both
-    // complete copies (`.NAME.old`, `.NAME.tmp`), never a half-written `dir`.
-    let old = dir.with_file_name(format!(".{}.old", name.to_string_lossy()));
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
-        }
-        std::fs::rename(dir, &old).map_err(io_error(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
-    fsync_dir(parent)?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
-    }
+    // An earlier export is moved aside first: a crash in between leaves both complete copies
+    // (`.NAME.old`, `.NAME.tmp`), never a half-written `dir`.
+    commit_dir(&tmp, dir)?;
     Ok(())
 }
 

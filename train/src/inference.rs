@@ -31,12 +31,15 @@ pub struct Inference {
     pub device: Device,
     /// In which precision.
     pub precision: Precision,
+    /// What to tell the user about the device choice (see [`crate::device::Selected`]).
+    pub note: Option<String>,
 }
 
 impl InferenceArgs {
     /// Picks the device and precision and loads the checkpoint's model onto the device.
     pub fn load(&self) -> Result<Inference> {
-        let device = select(self.device)?;
+        let selected = select(self.device)?;
+        let device = selected.device;
         // Inference keeps the checkpoint's fp32 weights: bf16-pure runs as autocast here.
         let precision = match Precision::resolve(self.dtype, device) {
             Precision::Bf16Pure => Precision::Bf16,
@@ -47,6 +50,7 @@ impl InferenceArgs {
             loaded,
             device,
             precision,
+            note: selected.note,
         })
     }
 }

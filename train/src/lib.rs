@@ -15,6 +15,7 @@ pub mod inference;
 pub mod model;
 pub mod optim;
 pub mod options;
+pub mod panics;
 pub mod precision;
 mod run_log;
 pub mod shim;

@@ -830,7 +830,9 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .validate()
         .map_err(|e| UsageError::new(format!("model configuration: {e}")))?;
 
-    let device = select(filled(cli.device))?;
+    let selected = select(filled(cli.device))?;
+    notes.extend(selected.note);
+    let device = selected.device;
     let precision = Precision::resolve(filled(cli.dtype), device);
 
     let mut config = TrainConfig::new(PathBuf::new(), out, model);

@@ -47,8 +47,14 @@ extern "C" {
     fn h5gpt_cuda_event_record(index: i32) -> *mut std::ffi::c_void;
     fn h5gpt_cuda_event_synchronize(event: *mut std::ffi::c_void) -> i32;
     fn h5gpt_cuda_event_free(event: *mut std::ffi::c_void);
-    fn h5gpt_autocast_enter(device: i32, dtype: i32) -> i32;
-    fn h5gpt_autocast_exit(device: i32) -> i32;
+    fn h5gpt_autocast_enter(
+        device: i32,
+        dtype: i32,
+        prev_enabled: *mut i32,
+        prev_dtype: *mut i32,
+    ) -> i32;
+    fn h5gpt_autocast_exit(device: i32, prev_enabled: i32, prev_dtype: i32) -> i32;
+    fn h5gpt_autocast_enabled(device: i32) -> i32;
     fn h5gpt_torch_version() -> *const std::ffi::c_char;
     fn h5gpt_set_float32_matmul_precision(precision: *const std::ffi::c_char) -> i32;
     fn h5gpt_has_cuda() -> i32;
@@ -59,14 +65,21 @@ extern "C" {
 #[error("libtorch: {0}")]
 pub struct ShimError(pub String);
 
+/// The message of the shim's last failure on this thread: the one error channel of every
+/// shim function (`csrc/guard.h`), the process group's (`csrc/dist.cpp`) included.
+pub(crate) fn last_error() -> String {
+    // SAFETY: the shim returns a pointer to a thread-local, NUL-terminated string that lives
+    // until the next failing call on this thread; we copy it at once.
+    unsafe { CStr::from_ptr(h5gpt_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn check(code: i32) -> Result<(), ShimError> {
     if code == 0 {
         return Ok(());
     }
-    // SAFETY: the shim returns a pointer to a thread-local, NUL-terminated string that lives
-    // until the next failing call on this thread; we copy it at once.
-    let message = unsafe { CStr::from_ptr(h5gpt_last_error()) };
-    Err(ShimError(message.to_string_lossy().into_owned()))
+    Err(ShimError(last_error()))
 }
 
 /// The libtorch version the shim was compiled against (e.g. `2.11.0`).
@@ -289,24 +302,44 @@ impl AutocastDevice {
     }
 }
 
-/// bf16 autocast for the guard's lifetime, like `torch.autocast(device, dtype=torch.bfloat16)`;
-/// leaving the outermost guard clears the cast cache.
+/// Whether autocast is on for `device` on this thread.
+pub fn autocast_enabled(device: AutocastDevice) -> bool {
+    // SAFETY: a plain query of libtorch's thread-local autocast state.
+    unsafe { h5gpt_autocast_enabled(device.code()) == 1 }
+}
+
+/// bf16 autocast for the guard's lifetime, like `torch.autocast(device, dtype=torch.bfloat16)`:
+/// dropping it restores the autocast state it found (so guards nest), and leaving the
+/// outermost guard clears the cast cache.
 pub struct AutocastGuard {
     device: AutocastDevice,
+    /// The state entering found: enabled (0/1) and dtype (a `c10::ScalarType`).
+    prev_enabled: i32,
+    prev_dtype: i32,
 }
 
 impl AutocastGuard {
     /// Enters bf16 autocast on `device`.
     pub fn bf16(device: AutocastDevice) -> Result<AutocastGuard, ShimError> {
-        // SAFETY: plain calls into libtorch's thread-local autocast state.
-        check(unsafe { h5gpt_autocast_enter(device.code(), 0) })?;
-        Ok(AutocastGuard { device })
+        let (mut prev_enabled, mut prev_dtype) = (0, 0);
+        // SAFETY: plain calls into libtorch's thread-local autocast state; the outputs are
+        // written by the shim.
+        check(unsafe {
+            h5gpt_autocast_enter(device.code(), 0, &mut prev_enabled, &mut prev_dtype)
+        })?;
+        Ok(AutocastGuard {
+            device,
+            prev_enabled,
+            prev_dtype,
+        })
     }
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
-        // SAFETY: as in `bf16`.
-        let _ = check(unsafe { h5gpt_autocast_exit(self.device.code()) });
+        // SAFETY: as in `bf16`; the state given back is what `bf16` read.
+        let _ = check(unsafe {
+            h5gpt_autocast_exit(self.device.code(), self.prev_enabled, self.prev_dtype)
+        });
     }
 }

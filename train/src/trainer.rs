@@ -20,7 +20,6 @@ use h5gpt_formats::blend::BlendRecord;
 use h5gpt_formats::Loader;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -315,22 +314,12 @@ pub fn step_seed(seed: u64, step: usize, rank: usize) -> i64 {
     (x >> 1) as i64
 }
 
-/// The message of a caught panic (tch raises libtorch errors as panics).
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// Runs `f`, turning a libtorch error raised as a panic into an error; out-of-memory gets the
 /// knobs to turn.
 fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match crate::panics::catch_libtorch(f) {
         Ok(result) => result,
-        Err(payload) => {
-            let message = panic_message(payload);
+        Err(message) => {
             if message.contains("out of memory") {
                 bail!(
                     "{what}: out of memory with --micro-batch {micro_batch}\n---> HINT: lower --micro-batch (gradient accumulation keeps --total-batch-tokens), use --dtype bf16, or pick a smaller --model\n{message}"

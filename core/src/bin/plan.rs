@@ -13,6 +13,7 @@ use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::{auto_size, AutoSize};
 use h5gpt_formats::exit::{exit_code, UsageError};
 use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
+use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::text::thousands;
 use h5gpt_formats::DataParams;
 use serde::Serialize;
@@ -250,10 +251,11 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
         DataParams::read_from_dir(d)
             .with_context(|| format!("cannot read {}", d.join("data_params.json").display()))
     };
+    let train = SplitDirs::of(dir).train;
     let (path, params) = match read(dir)? {
         Some(p) => (dir.to_path_buf(), p),
-        None => match read(&dir.join("train"))? {
-            Some(p) => (dir.join("train"), p),
+        None => match read(&train)? {
+            Some(p) => (train, p),
             None => usage!(
                 "{}: no data_params.json here or in train/\n---> HINT: point --shards at a directory `preprocess --out` wrote",
                 dir.display()

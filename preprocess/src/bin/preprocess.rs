@@ -197,7 +197,7 @@ fn real_main() -> Result<()> {
     if summary.resumed {
         println!("continued an interrupted run");
     }
-    let tokens: u64 = summary.outputs.iter().map(|o| o.2).sum();
+    let tokens: u64 = summary.outputs.iter().map(|o| o.tokens).sum();
     println!(
         "tokenizer          {} ({} tokens)",
         summary.tokenizer,
@@ -228,14 +228,14 @@ fn real_main() -> Result<()> {
         ),
         (None, _) => {}
     }
-    for (dir, docs, toks, rows, shards) in &summary.outputs {
+    for out in &summary.outputs {
         println!(
             "{:<18} {} documents, {} tokens, {} rows, {} shards",
-            dir.display(),
-            thousands(*docs),
-            thousands(*toks),
-            thousands(*rows),
-            shards
+            out.dir.display(),
+            thousands(out.documents),
+            thousands(out.tokens),
+            thousands(out.rows),
+            out.shards
         );
     }
     println!(

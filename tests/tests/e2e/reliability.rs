@@ -706,7 +706,7 @@ fn a_corrupt_newest_checkpoint_falls_back_to_an_older_one() {
     let ckpt = |step: usize| out.join(format!("checkpoints/step-{step:08}"));
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ckpt(4).join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["version"], 1);
+    assert_eq!(state["version"], h5gpt_formats::run::STATE_VERSION);
     assert!(state["files"]["model.safetensors"].is_string(), "{state}");
 
     // Truncated: the header promises more than the file has.

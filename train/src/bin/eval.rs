@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use h5gpt_train::checkpoint::check_data_tokenizer;
 use h5gpt_train::evaluate::evaluate;
@@ -45,12 +46,21 @@ fn run() -> Result<()> {
         loaded,
         device,
         precision,
+        note,
     } = args.model.load()?;
-    let val = args.shards.join("val");
-    let dir = if val.is_dir() {
-        val
-    } else {
-        args.shards.clone()
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    // A split's val/ rows, or a plain shard directory's rows.
+    let split = SplitDirs::of(&args.shards);
+    let dir = match split.val {
+        Some(val) => val,
+        None if split.is_split => bail!(
+            "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
+            args.shards.display(),
+            split.train.display()
+        ),
+        None => split.train,
     };
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;

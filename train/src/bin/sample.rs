@@ -49,7 +49,11 @@ fn run() -> Result<()> {
         loaded,
         device,
         precision,
+        note,
     } = args.model.load()?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     let tokenizer = load_tokenizer(&loaded.path, &loaded.state)?;
     let mut prompt: Vec<i64> = tokenizer
         .encode(&args.prompt)

@@ -7,6 +7,7 @@ use h5gpt_formats::exit::{exit_code, RUNTIME};
 use h5gpt_formats::lock::RunLock;
 use h5gpt_train::dist::Launch;
 use h5gpt_train::options::{resolve, TrainOptions};
+use h5gpt_train::panics;
 use h5gpt_train::trainer::{train, RunHandles};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 
 fn main() -> ExitCode {
     // libtorch errors arrive as panics; the trainer turns them into errors with hints, so the
-    // default hook's backtrace banner would only repeat them.
-    std::panic::set_hook(Box::new(|_| {}));
+    // hook keeps quiet about those, and reports any other panic (a bug) with its file:line.
+    panics::install_hook();
     match std::panic::catch_unwind(run) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -24,11 +25,7 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(e.as_ref()))
         }
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = panics::panic_message(payload.as_ref());
             eprintln!("train: internal error (a bug; please report it): {message}");
             ExitCode::from(RUNTIME)
         }

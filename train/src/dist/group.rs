@@ -2,7 +2,7 @@
 //! in-place collectives on tensors.
 
 use super::{DistError, Launch};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 use tch::Tensor;
 
@@ -10,7 +10,6 @@ use tch::Tensor;
 type C_tensor = torch_sys::C_tensor;
 
 extern "C" {
-    fn h5gpt_dist_last_error() -> *const c_char;
     fn h5gpt_dist_has_nccl() -> i32;
     fn h5gpt_dist_new(
         backend: i32,
@@ -31,13 +30,7 @@ extern "C" {
     fn h5gpt_dist_free(group: *mut c_void);
 }
 
-/// The message of the shim's last failure on this thread.
-fn last_error() -> String {
-    // SAFETY: a thread-local NUL-terminated string in the shim, copied at once.
-    unsafe { CStr::from_ptr(h5gpt_dist_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use crate::shim::last_error;
 
 /// The c10d backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

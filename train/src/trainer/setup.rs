@@ -240,7 +240,11 @@ fn data_fingerprint(
     if !config.val_shards.is_empty() {
         val_dirs = config.val_shards.clone();
     }
-    Ok(h5gpt_formats::run::DataFingerprint::of_dirs(&train_dirs, &val_dirs, seq)?)
+    Ok(h5gpt_formats::run::DataFingerprint::of_dirs(
+        &train_dirs,
+        &val_dirs,
+        seq,
+    )?)
 }
 
 /// The largest divisor of `rows` that is at most `micro_batch`: a rank's micro-batch.
@@ -584,9 +588,7 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
                 .as_ref()
                 .and_then(|b| b.sets.get(i))
                 .map_or(0, |s| s.held_out),
-            None if config.eval_every > 0 || config.final_eval => {
-                held_out_rows(rows, eval_rows)
-            }
+            None if config.eval_every > 0 || config.final_eval => held_out_rows(rows, eval_rows),
             None => 0,
         })?),
         None => None,
@@ -599,9 +601,7 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
         },
         None => open_split(&config.shards, &config.val_shards, |rows| match resumed {
             Some(state) => state.held_out,
-            None if config.eval_every > 0 || config.final_eval => {
-                held_out_rows(rows, eval_rows)
-            }
+            None if config.eval_every > 0 || config.final_eval => held_out_rows(rows, eval_rows),
             None => 0,
         })?,
     };

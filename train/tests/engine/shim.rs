@@ -1,6 +1,9 @@
 //! The libtorch shim on CPU: fused AdamW against a reference, and autocast.
 
-use h5gpt_train::shim::{fused_adamw, torch_version, AdamWHyper, AutocastDevice, AutocastGuard};
+use h5gpt_train::shim::{
+    autocast_enabled, foreach_copy_or_add, fused_adamw, torch_version, AdamWHyper, AutocastDevice,
+    AutocastGuard,
+};
 use tch::{Device, Kind, Tensor};
 
 fn cpu_bf16_safe() {
@@ -124,4 +127,53 @@ fn autocast_casts_matmuls_to_bf16_and_sees_updated_weights() {
         8.0,
         "a stale bf16 copy of the weights was reused"
     );
+}
+
+/// Regression: `h5gpt_autocast_exit` always disabled autocast, so leaving an inner guard
+/// turned off the outer one's. Exit now restores the state enter found.
+#[test]
+fn an_inner_autocast_guard_leaves_the_outer_one_on() {
+    let _rng = crate::torch_rng();
+    cpu_bf16_safe();
+    let cpu = AutocastDevice::Cpu;
+    let x = Tensor::ones([2, 4], (Kind::Float, Device::Cpu));
+    let w = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
+    assert!(!autocast_enabled(cpu), "autocast starts off");
+    let outer = AutocastGuard::bf16(cpu).unwrap();
+    {
+        let _inner = AutocastGuard::bf16(cpu).unwrap();
+        assert_eq!(x.matmul(&w).kind(), Kind::BFloat16);
+    }
+    assert!(
+        autocast_enabled(cpu),
+        "the inner guard's exit turned the outer one's autocast off"
+    );
+    assert_eq!(
+        x.matmul(&w).kind(),
+        Kind::BFloat16,
+        "still under the outer guard"
+    );
+    drop(outer);
+    assert!(
+        !autocast_enabled(cpu),
+        "the outer guard's exit turns it off"
+    );
+    assert_eq!(x.matmul(&w).kind(), Kind::Float);
+}
+
+/// A libtorch error inside the shim comes back through its one error channel, with
+/// libtorch's message and without the C++ stack trace c10 appends.
+#[test]
+fn a_shim_error_carries_the_libtorch_message() {
+    let _rng = crate::torch_rng();
+    let dst = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+    let src = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let err = foreach_copy_or_add(&[&dst], &[&src], false).unwrap_err();
+    let message = err.to_string();
+    assert!(message.starts_with("libtorch: "), "{message}");
+    assert!(message.contains("size"), "{message}");
+    assert!(!message.contains("Exception raised from"), "{message}");
+    // A later success leaves no stale error behind in the result.
+    foreach_copy_or_add(&[&dst], &[&dst.ones_like()], true).unwrap();
+    assert_eq!(dst.double_value(&[0]), 1.0);
 }

@@ -84,15 +84,14 @@ struct Shards {
 
 fn read_shards(dir: &Path) -> Result<Shards> {
     let hint = "---> HINT: preprocess with --val-fraction (a sweep's runs are compared on the validation set)";
-    let train = dir.join("train");
-    let val = dir.join("val");
-    if !train.is_dir() || !val.is_dir() {
+    let split = h5gpt_formats::split::SplitDirs::of(dir);
+    let (train, Some(val)) = (split.train, split.val) else {
         return Err(UsageError::new(format!(
             "--shards {}: a sweep needs train/ and val/ subdirectories\n{hint}",
             dir.display()
         ))
         .into());
-    }
+    };
     let read = |d: &Path| -> Result<DataParams> {
         DataParams::read_from_dir(d)
             .with_context(|| format!("cannot read {}", d.join("data_params.json").display()))?

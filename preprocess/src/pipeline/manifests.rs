@@ -1,0 +1,230 @@
+//! The manifests: one `data_params.json` (and the trained `tokenizer.json`) per output
+//! directory once its shards are in place, or the reason a directory got no rows.
+
+use super::outdir::{files_json, OutputCounts, Progress};
+use super::sink::Written;
+use super::{OutputSummary, PreprocessConfig, RunCounts, TokenizerChoice};
+use crate::input::InputFile;
+use crate::val_split::{DocPart, SplitRule};
+use anyhow::{bail, Result};
+use h5gpt_formats::fsio::write_atomic;
+use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
+use h5gpt_formats::split::{TRAIN_DIR, VAL_DIR};
+use h5gpt_formats::Packing;
+use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+/// Writes the manifest of every output directory in `dirs` (with what the writers finished
+/// and the counts of `state`), or fails naming the directory that got no rows and why.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_manifests(
+    config: &PreprocessConfig,
+    tokenizer: &Tokenizer,
+    files: &[InputFile],
+    fingerprint: &str,
+    packing: Packing,
+    state: &Progress,
+    dirs: &[PathBuf],
+    written: Written,
+) -> Result<Vec<OutputSummary>> {
+    let mut outputs = Vec::new();
+    for (i, (shards, stats)) in written.into_iter().enumerate() {
+        let dir = &dirs[i];
+        let counts = &state.outputs[i].counts;
+        if shards.is_empty() && state.counts.bad_skipped > 0 && counts.documents == 0 {
+            bail!(
+                "{}: no rows to write: all {} records read were bad and skipped (--skip-bad-records), {} of them empty\n---> HINT: the input holds no valid document; the first bad records: {}",
+                dir.display(),
+                state.counts.records,
+                state.counts.empty_skipped,
+                state.bad_examples.join("; ")
+            );
+        }
+        if shards.is_empty() {
+            bail!(
+                "{}: no rows to write ({} documents, {} tokens)\n---> HINT: {}",
+                dir.display(),
+                counts.documents,
+                counts.tokens,
+                no_rows_hint(config, &state.counts, counts, i, dirs.len())
+            );
+        }
+        outputs.push(OutputSummary {
+            dir: dir.clone(),
+            documents: counts.documents,
+            tokens: counts.tokens,
+            rows: stats.num_sequences,
+            shards: shards.len(),
+        });
+        if let Some(json) = tokenizer.json() {
+            write_atomic(&dir.join(TOKENIZER_FILE), json)?;
+        }
+        let params = manifest(
+            config,
+            tokenizer,
+            files,
+            fingerprint,
+            packing,
+            &state.counts,
+            counts,
+            shards,
+            stats,
+            i,
+            dirs.len(),
+        );
+        params.write_to_dir(dir)?;
+    }
+    Ok(outputs)
+}
+
+/// What to say when output `index` of `outputs` got no rows: what actually happened.
+fn no_rows_hint(
+    config: &PreprocessConfig,
+    run: &RunCounts,
+    counts: &OutputCounts,
+    index: usize,
+    outputs: usize,
+) -> String {
+    let read = run.records - run.bad_skipped;
+    if let (DocPart::Head(f) | DocPart::Tail(f), 0) = (config.part, counts.documents) {
+        return format!(
+            "the documents are too short to cut inside (the last {f} of each goes to val/, cut at a newline): nothing is left for this side; use a longer input or --val-fraction 0"
+        );
+    }
+    if read == 0 {
+        return "the input holds no records; check --input, --glob and --text-key".into();
+    }
+    if run.records == run.empty_skipped + run.bad_skipped && run.records > 0 {
+        return format!(
+            "all {} records are empty or bad; check --text-key (is the text under another key?)",
+            run.records
+        );
+    }
+    match config.part {
+        _ if outputs > 1 && counts.documents == 0 => format!(
+            "none of the {} documents went to {} (--val-fraction {}, whole documents by a seeded hash); use another --seed or --val-fraction",
+            read - run.empty_skipped,
+            if index == 0 { "train/" } else { "val/" },
+            config.val_fraction
+        ),
+        _ => format!(
+            "its {} documents hold {} tokens, fewer than the 2 a row needs; use a longer input",
+            counts.documents, counts.tokens
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn manifest(
+    config: &PreprocessConfig,
+    tokenizer: &Tokenizer,
+    files: &[InputFile],
+    fingerprint: &str,
+    packing: Packing,
+    run: &RunCounts,
+    counts: &OutputCounts,
+    shards: Vec<ShardEntry>,
+    stats: DatasetStats,
+    index: usize,
+    outputs: usize,
+) -> DataParams {
+    let mut params = DataParams::from_core(ManifestCore {
+        tokenizer: tokenizer.name().into(),
+        tokenizer_file: tokenizer.file_entry(),
+        packing,
+        seq_len: config.seq_len,
+        compression: config.compression,
+        eos_id: tokenizer.eos_id(),
+        pad_id: tokenizer.eos_id(),
+        vocab_size: tokenizer.vocab_size(),
+        shards,
+        stats,
+    });
+    let setup: &mut Map<String, Value> = &mut params.setup;
+    setup.insert(
+        "input".into(),
+        json!(config
+            .inputs
+            .iter()
+            .map(|p| p.to_string_lossy())
+            .collect::<Vec<_>>()),
+    );
+    setup.insert("input_files".into(), files_json(files));
+    setup.insert("fingerprint".into(), fingerprint.into());
+    setup.insert(
+        "split".into(),
+        (match config.part {
+            DocPart::Head(_) => TRAIN_DIR,
+            DocPart::Tail(_) => VAL_DIR,
+            DocPart::Whole if outputs == 1 => "all",
+            DocPart::Whole if index == 0 => TRAIN_DIR,
+            DocPart::Whole => VAL_DIR,
+        })
+        .into(),
+    );
+    let p = &mut params.processing;
+    match (tokenizer.name(), tokenizer.json()) {
+        ("gpt2", _) => {
+            p.insert("tokenizer_type".into(), "GPT2Tokenizer".into());
+            p.insert("encoding".into(), "r50k_base".into());
+        }
+        (name, None) => {
+            p.insert("tokenizer_type".into(), "tiktoken".into());
+            p.insert("encoding".into(), name.into());
+        }
+        (_, Some(_)) => {
+            p.insert("tokenizer_type".into(), "HuggingFaceTokenizer".into());
+            p.insert("huggingface_tokenizer".into(), TOKENIZER_FILE.into());
+        }
+    }
+    match &config.tokenizer {
+        TokenizerChoice::Given { name, .. } => {
+            p.insert("tokenizer".into(), name.clone().into());
+        }
+        TokenizerChoice::Train(spec) => {
+            p.insert("tokenizer_training".into(), json!(spec));
+        }
+    }
+    p.insert("use_ftfy".into(), false.into());
+    p.insert(
+        "normalize".into(),
+        (if config.normalize_nfc { "nfc" } else { "none" }).into(),
+    );
+    p.insert("jsonl_key".into(), config.text_key.clone().into());
+    p.insert("glob".into(), config.glob.clone().into());
+    p.insert("files_per_record".into(), config.examples_per_shard.into());
+    p.insert("compression".into(), config.compression.to_string().into());
+    match config.part {
+        DocPart::Head(f) | DocPart::Tail(f) => {
+            p.insert("val_fraction".into(), f.into());
+            p.insert(
+                "split_rule".into(),
+                SplitRule::WithinDocuments.name().into(),
+            );
+        }
+        DocPart::Whole => {
+            p.insert("val_fraction".into(), config.val_fraction.into());
+            if config.val_fraction > 0.0 {
+                p.insert("split_rule".into(), SplitRule::Documents.name().into());
+            }
+        }
+    }
+    p.insert("seed".into(), config.seed.into());
+    p.insert("skip_bad_records".into(), config.skip_bad_records.into());
+    let extra = &mut params.post_process.extra;
+    extra.insert("n_docs".into(), counts.documents.into());
+    if tokenizer.unk_id().is_some() {
+        extra.insert("unknown_tokens".into(), counts.unknown.into());
+    }
+    extra.insert("num_stream_tokens".into(), counts.tokens.into());
+    extra.insert("records_read".into(), run.records.into());
+    extra.insert("empty_documents_skipped".into(), run.empty_skipped.into());
+    extra.insert("bad_records_skipped".into(), run.bad_skipped.into());
+    extra.insert("processed_files".into(), files.len().into());
+    extra.insert(
+        "raw_bytes_count".into(),
+        files.iter().map(|f| f.bytes).sum::<u64>().into(),
+    );
+    params
+}

@@ -1,0 +1,344 @@
+//! The `preprocess` run: read → tokenize → pack → write, every stage but packing in parallel
+//! (see [`crate::schedule`]), with a progress file after every shard so an interrupted run
+//! continues where it stopped and ends byte-identical to an uninterrupted one.
+//!
+//! [`run`] goes through the stages in order, each in its own module:
+//! - [`outdir`]: the output directory's state (the lock, the resume policy, the progress file);
+//! - [`tokenize`]: the reader/tokenizer stage (a given tokenizer or one trained first);
+//! - [`sink`]: packers, shard writers, progress saves and the progress bar;
+//! - [`manifests`]: one `data_params.json` per output directory.
+
+mod manifests;
+mod outdir;
+mod sink;
+mod tokenize;
+
+pub use outdir::PROGRESS_FILE;
+pub use tokenize::{tokenize_batch, Doc, TokenizedDoc};
+
+use crate::input::discover;
+use crate::val_split::{count_documents, DocPart, SplitRule};
+use anyhow::{bail, Result};
+use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::permutation::mix64;
+use h5gpt_formats::split::split_paths;
+use h5gpt_formats::{Compression, Packing};
+use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
+use h5gpt_tokenizer::train::TrainSpec;
+use outdir::Opened;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which tokenizer a run uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum TokenizerChoice {
+    /// `--tokenizer NAME|FILE`: a tiktoken encoding or a `tokenizer.json` (with an optional
+    /// `--eos-token`).
+    Given {
+        /// Name or path, as given.
+        name: String,
+        /// End-of-document token of a `tokenizer.json`.
+        eos_token: Option<String>,
+    },
+    /// `--train-tokenizer`: trained on the training documents first.
+    Train(TrainSpec),
+}
+
+impl Default for TokenizerChoice {
+    fn default() -> Self {
+        TokenizerChoice::Given {
+            name: "gpt2".into(),
+            eos_token: None,
+        }
+    }
+}
+
+/// Everything that shapes the output (`threads` and `progress` do not).
+#[derive(Debug, Clone, Serialize)]
+pub struct PreprocessConfig {
+    /// Files and directories, as given.
+    pub inputs: Vec<PathBuf>,
+    /// Output directory.
+    #[serde(skip)]
+    pub out: PathBuf,
+    /// JSON key / Parquet column holding the text.
+    pub text_key: String,
+    /// File-name filter for directory inputs.
+    pub glob: Option<String>,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Rows per shard.
+    pub examples_per_shard: usize,
+    /// Shard layout.
+    pub compression: Compression,
+    /// Stream packing (`true`) or one document per row.
+    pub pack: bool,
+    /// Apply Unicode NFC before tokenizing.
+    pub normalize_nfc: bool,
+    /// Fraction of documents that go to `val/`.
+    pub val_fraction: f64,
+    /// The part of each document this run reads: the whole text, or (for a split inside
+    /// documents, see [`crate::val_split`]) its head or tail. Set by [`run`] itself.
+    #[serde(skip_serializing_if = "DocPart::is_whole")]
+    pub part: DocPart,
+    /// Seed of the train/val choice.
+    pub seed: u64,
+    /// Skip bad records instead of failing.
+    pub skip_bad_records: bool,
+    /// The tokenizer.
+    pub tokenizer: TokenizerChoice,
+    /// Tokenizer threads.
+    #[serde(skip)]
+    pub threads: usize,
+    /// Start over even if `out` holds another run.
+    #[serde(skip)]
+    pub force: bool,
+    /// Show a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+    /// Print per-stage time counters after the summary (`--profile`).
+    #[serde(skip)]
+    pub profile: bool,
+}
+
+/// Global counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Records read (documents, empty ones and bad ones).
+    pub records: u64,
+    /// Empty documents skipped.
+    pub empty_skipped: u64,
+    /// Bad records skipped (`--skip-bad-records`).
+    pub bad_skipped: u64,
+}
+
+/// What a run did, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Input files.
+    pub files: usize,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Counts.
+    pub counts: RunCounts,
+    /// What each output directory received.
+    pub outputs: Vec<OutputSummary>,
+    /// Seconds.
+    pub seconds: f64,
+    /// Whether the output was already complete (nothing done).
+    pub already_complete: bool,
+    /// Whether this run continued an interrupted one.
+    pub resumed: bool,
+    /// The first skipped bad records.
+    pub bad_examples: Vec<String>,
+    /// Tokenizer name, as recorded in `data_params.json`.
+    pub tokenizer: String,
+    /// Its vocabulary size.
+    pub vocab_size: u32,
+    /// Tokens that are the unknown-word id, over all outputs (`None`: the tokenizer has none).
+    pub unknown_tokens: Option<u64>,
+    /// How `train/` and `val/` were split (`None`: no `--val-fraction`).
+    pub split_rule: Option<SplitRule>,
+    /// Non-empty documents counted before the split rule was chosen.
+    pub documents_counted: Option<u64>,
+}
+
+/// What one output directory received.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputSummary {
+    /// The directory (`OUT`, or `OUT/train` and `OUT/val`).
+    pub dir: PathBuf,
+    /// Documents packed into it.
+    pub documents: u64,
+    /// Their tokens (end-of-document tokens included).
+    pub tokens: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Shards written.
+    pub shards: usize,
+}
+
+/// Whether document `(file, record)` goes to the validation set.
+fn is_val(config: &PreprocessConfig, file_index: usize, record_index: u64) -> bool {
+    if config.val_fraction <= 0.0 {
+        return false;
+    }
+    let h = mix64(config.seed ^ mix64(((file_index as u64) << 40) ^ record_index));
+    (h as f64 / u64::MAX as f64) < config.val_fraction
+}
+
+impl PreprocessConfig {
+    /// Checks every numeric setting before anything uses it (a [`UsageError`]: exit code 2).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        for (flag, value) in [
+            ("seq-len", self.seq_len),
+            ("examples-per-shard", self.examples_per_shard),
+            ("threads", self.threads),
+        ] {
+            if value == 0 {
+                return Err(UsageError::new(format!("--{flag} 0: must be at least 1")));
+            }
+        }
+        if self.seq_len > MAX_SEQ_LEN {
+            return Err(UsageError::new(format!(
+                "--seq-len {}: at most {MAX_SEQ_LEN} tokens per row",
+                self.seq_len
+            )));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(UsageError::new(format!(
+                "--val-fraction {}: must be in [0, 1) (the fraction of documents written to val/)",
+                self.val_fraction
+            )));
+        }
+        if let TokenizerChoice::Train(spec) = &self.tokenizer {
+            if spec.min_frequency == 0 {
+                return Err(UsageError::new(
+                    "--min-frequency 0: must be at least 1 (a count of occurrences)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest row `--seq-len` accepts (a row's three int32 arrays must stay far below a shard).
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+
+/// Runs `preprocess`: the output directory's state, the tokenizer, then packing and writing,
+/// and the manifests last.
+pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
+    let started = Instant::now();
+    config.validate()?;
+    let files = discover(&config.inputs, config.glob.as_deref())?;
+    if files.is_empty() {
+        bail!(
+            "no input files found in {:?}\n---> HINT: check --input and --glob",
+            config.inputs
+        );
+    }
+    if config.part.is_whole() && config.val_fraction > 0.0 {
+        let documents = count_documents(&config.inputs, config.glob.as_deref(), &config.text_key);
+        if SplitRule::choose(documents, config.val_fraction) == SplitRule::WithinDocuments {
+            return run_within_documents(config, documents);
+        }
+    }
+    let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let packing = if config.pack {
+        Packing::Stream
+    } else {
+        Packing::Document
+    };
+    let given = tokenize::resolve_given(config)?;
+    let given_file = given.as_ref().and_then(Tokenizer::file_entry);
+    let fingerprint = outdir::fingerprint(
+        config,
+        &files,
+        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
+    );
+    let dirs = output_dirs(config);
+
+    let mut out = match outdir::open(config, &dirs, &files, &fingerprint)? {
+        Opened::Ready(out) => *out,
+        Opened::Complete => {
+            return Ok(RunSummary {
+                files: files.len(),
+                input_bytes,
+                counts: RunCounts::default(),
+                outputs: Vec::new(),
+                seconds: started.elapsed().as_secs_f64(),
+                already_complete: true,
+                resumed: false,
+                bad_examples: Vec::new(),
+                tokenizer: given.as_ref().map_or_else(String::new, |t| t.name().into()),
+                vocab_size: given.as_ref().map_or(0, Tokenizer::vocab_size),
+                unknown_tokens: None,
+                split_rule: None,
+                documents_counted: None,
+            })
+        }
+    };
+    let tokenizer = Arc::new(tokenize::train_or_given(config, given, &files)?);
+    let written =
+        sink::pack_and_write(config, &files, tokenizer.clone(), packing, &dirs, &mut out)?;
+    let outputs = manifests::write_manifests(
+        config,
+        &tokenizer,
+        &files,
+        &fingerprint,
+        packing,
+        &out.state,
+        &dirs,
+        written,
+    )?;
+    let resumed = out.resumed;
+    let state = out.finish()?;
+    Ok(RunSummary {
+        files: files.len(),
+        input_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        already_complete: false,
+        resumed,
+        unknown_tokens: tokenizer
+            .unk_id()
+            .map(|_| state.outputs.iter().map(|o| o.counts.unknown).sum()),
+        counts: state.counts,
+        outputs,
+        bad_examples: state.bad_examples,
+        tokenizer: tokenizer.name().into(),
+        vocab_size: tokenizer.vocab_size(),
+        split_rule: (config.val_fraction > 0.0).then_some(SplitRule::Documents),
+        documents_counted: None,
+    })
+}
+
+/// The output directories: `OUT`, or `OUT/train` and `OUT/val` with `--val-fraction`.
+fn output_dirs(config: &PreprocessConfig) -> Vec<PathBuf> {
+    if config.val_fraction > 0.0 {
+        split_paths(&config.out).to_vec()
+    } else {
+        vec![config.out.clone()]
+    }
+}
+
+/// `--val-fraction F` with too few documents for a whole-document split: two runs over the
+/// same input, the heads of the documents into `OUT/train` and their tails into `OUT/val`
+/// (see [`crate::val_split`]). A tokenizer trained with `--train-tokenizer` is trained on the
+/// heads, and the tails are tokenized with that very `tokenizer.json`.
+fn run_within_documents(config: &PreprocessConfig, documents: u64) -> Result<RunSummary> {
+    let fraction = config.val_fraction;
+    let [train_dir, val_dir] = split_paths(&config.out);
+    let head = PreprocessConfig {
+        out: train_dir,
+        val_fraction: 0.0,
+        part: DocPart::Head(fraction),
+        ..config.clone()
+    };
+    let mut train = run(&head)?;
+    let mut tail = PreprocessConfig {
+        out: val_dir,
+        val_fraction: 0.0,
+        part: DocPart::Tail(fraction),
+        ..config.clone()
+    };
+    if let TokenizerChoice::Train(_) = &config.tokenizer {
+        tail.tokenizer = TokenizerChoice::Given {
+            name: head.out.join(TOKENIZER_FILE).to_string_lossy().into_owned(),
+            eos_token: None,
+        };
+    }
+    let val = run(&tail)?;
+    train.outputs.extend(val.outputs);
+    train.seconds += val.seconds;
+    train.already_complete &= val.already_complete;
+    train.resumed |= val.resumed;
+    train.unknown_tokens = match (train.unknown_tokens, val.unknown_tokens) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    train.split_rule = Some(SplitRule::WithinDocuments);
+    train.documents_counted = Some(documents);
+    Ok(train)
+}

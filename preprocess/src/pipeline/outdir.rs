@@ -1,0 +1,381 @@
+//! The output directory's state: whose run it holds (the fingerprint of the inputs and
+//! settings), the resume policy (continue an unfinished run, skip a complete one, refuse a
+//! foreign one, `--force` clears ours), and the progress file that lets an interrupted run
+//! continue, with the proof that the inputs it read are unchanged.
+
+use super::{PreprocessConfig, RunCounts};
+use crate::input::InputFile;
+use anyhow::{bail, Context, Result};
+use h5gpt_formats::fsio::write_atomic;
+use h5gpt_formats::lock::{RunLock, LOCK_FILE};
+use h5gpt_formats::manifest::{DataParams, DatasetStats, ShardEntry};
+use h5gpt_formats::spec::DATA_PARAMS_FILE;
+use h5gpt_formats::split::split_paths;
+use h5gpt_tokenizer::tokenizer::TOKENIZER_FILE;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Name of the progress file kept in the output directory while a run is unfinished.
+pub const PROGRESS_FILE: &str = ".preprocess-progress.json";
+
+/// Per-output counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(super) struct OutputCounts {
+    pub(super) documents: u64,
+    pub(super) tokens: u64,
+    /// Tokens that are the tokenizer's unknown-word id (word-level tokenizers).
+    #[serde(default)]
+    pub(super) unknown: u64,
+}
+
+/// State of one output directory at a shard boundary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct OutputState {
+    pub(super) shards: Vec<ShardEntry>,
+    pub(super) stats: DatasetStats,
+    pub(super) carry: Vec<i32>,
+    pub(super) counts: OutputCounts,
+}
+
+/// The progress file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Progress {
+    pub(super) fingerprint: String,
+    /// The document in progress: input file index and record index within it.
+    pub(super) file_index: usize,
+    pub(super) record_index: u64,
+    /// Tokens of that document (EOS included) already packed.
+    pub(super) token_offset: usize,
+    pub(super) counts: RunCounts,
+    pub(super) outputs: Vec<OutputState>,
+    /// The first bad records seen (reported at the end).
+    pub(super) bad_examples: Vec<String>,
+    /// The input bytes read so far, per file (the files before the current one whole): what a
+    /// resume proves unchanged before it continues. Absent from older progress files.
+    #[serde(default)]
+    pub(super) inputs: Vec<InputPrefix>,
+}
+
+/// The first `offset` bytes of an input file and their xxh3-64.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct InputPrefix {
+    offset: u64,
+    xxh3_64: String,
+}
+
+/// Running xxh3-64 of the input files' bytes, file after file, extended as the run reads on.
+/// Streamed files are hashed up to the offset the reader reached; a Parquet file, read by
+/// random access, counts as read whole once it is opened, so it is hashed whole.
+pub(super) struct PrefixHasher {
+    done: Vec<InputPrefix>,
+    file: usize,
+    offset: u64,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    reader: Option<std::fs::File>,
+}
+
+impl PrefixHasher {
+    fn new() -> PrefixHasher {
+        PrefixHasher {
+            done: Vec::new(),
+            file: 0,
+            offset: 0,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            reader: None,
+        }
+    }
+
+    /// Extends the hashes to byte `offset` of file `index` (the files before it whole).
+    fn advance(&mut self, files: &[InputFile], index: usize, offset: u64) -> Result<()> {
+        while self.file < index.min(files.len()) {
+            self.extend_to(files, files[self.file].bytes)?;
+            self.done.push(self.current());
+            (self.file, self.offset, self.reader) = (self.file + 1, 0, None);
+            self.hasher = xxhash_rust::xxh3::Xxh3::new();
+        }
+        if let Some(file) = files.get(index) {
+            self.extend_to(files, offset.min(file.bytes))?;
+        }
+        Ok(())
+    }
+
+    fn extend_to(&mut self, files: &[InputFile], target: u64) -> Result<()> {
+        use std::io::Read;
+        if target <= self.offset {
+            return Ok(());
+        }
+        let path = &files[self.file].path;
+        if self.reader.is_none() {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            file.seek(std::io::SeekFrom::Start(self.offset))
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            self.reader = Some(file);
+        }
+        let reader = self.reader.as_mut().expect("opened above");
+        let mut buf = vec![0u8; (1 << 20).min((target - self.offset) as usize)];
+        while self.offset < target {
+            let want = buf.len().min((target - self.offset) as usize);
+            let n = reader
+                .read(&mut buf[..want])
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                // Shorter than before: hash what there is; the comparison tells.
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            self.offset += n as u64;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> InputPrefix {
+        InputPrefix {
+            offset: self.offset,
+            xxh3_64: h5gpt_formats::checksum::format_xxh3_64(self.hasher.digest()),
+        }
+    }
+
+    /// Every file's prefix so far.
+    fn prefixes(&self) -> Vec<InputPrefix> {
+        let mut all = self.done.clone();
+        all.push(self.current());
+        all
+    }
+}
+
+impl PrefixHasher {
+    /// Advances to where the reader is and returns every file's prefix so far: the current
+    /// file is `file_index`, and the offset reached in it comes from the count of bytes read
+    /// over all files (the reader runs ahead of the writer, so this covers every document
+    /// already packed).
+    pub(super) fn read_up_to(
+        &mut self,
+        files: &[InputFile],
+        file_index: usize,
+        bytes_read: u64,
+    ) -> Result<Vec<InputPrefix>> {
+        let before: u64 = files[..file_index].iter().map(|f| f.bytes).sum();
+        self.advance(files, file_index, bytes_read.saturating_sub(before))?;
+        Ok(self.prefixes())
+    }
+}
+
+/// Proves that the inputs an unfinished run read are unchanged: their recorded prefixes hash
+/// the same now. Returns the hasher, advanced to where the run stopped.
+fn check_inputs(files: &[InputFile], recorded: &[InputPrefix]) -> Result<PrefixHasher> {
+    let mut hasher = PrefixHasher::new();
+    let Some(last) = recorded.len().checked_sub(1) else {
+        return Ok(hasher);
+    };
+    hasher.advance(files, last, recorded[last].offset)?;
+    for (i, (now, then)) in hasher.prefixes().iter().zip(recorded).enumerate() {
+        if now != then {
+            bail!(
+                "{}: changed since the unfinished run in --out began (its first {} bytes hash to {} now, {} then): continuing would splice shards of the old and the new text\n---> HINT: rerun with --force to start over from the inputs as they are now, or restore the file",
+                files[i].path.display(),
+                then.offset,
+                now.xxh3_64,
+                then.xxh3_64
+            );
+        }
+    }
+    Ok(hasher)
+}
+
+/// The input files as recorded in the fingerprint and the manifest: path and size.
+pub(super) fn files_json(files: &[InputFile]) -> Value {
+    files
+        .iter()
+        .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
+        .collect()
+}
+
+/// `tokenizer_file` is the checksum of a given `tokenizer.json` (a trained one follows from
+/// the settings in `config`). `--skip-bad-records` is left out: it changes no row of a run
+/// that has met no bad record, so a run stopped by one continues with it.
+pub(super) fn fingerprint(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    tokenizer_file: Option<&str>,
+) -> String {
+    let files = files_json(files);
+    let config = PreprocessConfig {
+        skip_bad_records: false,
+        ..config.clone()
+    };
+    let text = json!({"config": config, "files": files, "tokenizer_file": tokenizer_file, "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// Temporary files: a writer's staging names, never complete output.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Files a preprocess run writes into an output directory.
+fn is_ours(name: &str) -> bool {
+    name.ends_with(".h5")
+        || name == DATA_PARAMS_FILE
+        || name == PROGRESS_FILE
+        || name == TOKENIZER_FILE
+        || name == h5gpt_formats::verify::VERIFIED_CACHE
+        || is_temporary(name)
+}
+
+/// Removes the files in `dir` whose names match `which` (a missing `dir` has none).
+fn remove_files(dir: &Path, which: fn(&str) -> bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && which(&name) {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds anything but our own lock file.
+fn dir_has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name() != LOCK_FILE)
+    })
+}
+
+/// An output directory this run writes to, locked for it, with the run's progress.
+pub(super) struct OutputDir {
+    /// One writer per output folder: a second `preprocess --out` into it stops at the lock.
+    _lock: RunLock,
+    /// The progress file.
+    pub(super) progress_path: PathBuf,
+    /// Where the run stands (loaded from the progress file when resuming).
+    pub(super) state: Progress,
+    /// Whether this run continues an interrupted one.
+    pub(super) resumed: bool,
+    /// The inputs' hashes, advanced to where the run stands.
+    pub(super) hasher: PrefixHasher,
+}
+
+/// What [`open`] found in the output directory.
+pub(super) enum Opened {
+    /// It already holds the complete output of this very run: nothing to do.
+    Complete,
+    /// Ready to write: a fresh run, or the unfinished one to continue.
+    Ready(Box<OutputDir>),
+}
+
+/// Locks `config.out` and applies the resume policy: `--force` clears our files first; a
+/// progress file of this run (same `fingerprint`) is continued once the inputs it read prove
+/// unchanged, one of another run is refused; a complete output of this run is
+/// [`Opened::Complete`]; any other non-empty directory is refused. Then `dirs` exist without
+/// stale temporaries, and the progress file says which run the directory belongs to.
+pub(super) fn open(
+    config: &PreprocessConfig,
+    dirs: &[PathBuf],
+    files: &[InputFile],
+    fingerprint: &str,
+) -> Result<Opened> {
+    let progress_path = config.out.join(PROGRESS_FILE);
+    let lock = RunLock::acquire(&config.out, "preprocess", "--out")?;
+    if let Some(stale) = lock.took_over() {
+        eprintln!(
+            "preprocess: took over the lock of {stale}, which is no longer running ({})",
+            lock.path().display()
+        );
+    }
+
+    if config.force {
+        let split = split_paths(&config.out);
+        for dir in std::iter::once(&config.out)
+            .chain(dirs.iter())
+            .chain(split.iter())
+        {
+            remove_files(dir, is_ours)?;
+        }
+        for dir in split.iter().filter(|d| !dirs.contains(d)) {
+            // A split of an earlier run that this one does not write: gone once empty, so
+            // that `train --shards OUT` does not look inside it.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    let mut progress: Option<Progress> = None;
+    if progress_path.exists() {
+        let saved: Progress = serde_json::from_slice(&std::fs::read(&progress_path)?)
+            .with_context(|| format!("{}: unreadable progress file", progress_path.display()))?;
+        if saved.fingerprint != fingerprint {
+            bail!(
+                "{} holds an unfinished run with other inputs or settings\n---> HINT: use the same command to continue it, --force to start over, or another --out",
+                config.out.display()
+            );
+        }
+        progress = Some(saved);
+    } else if !config.force && dir_has_files(&config.out) {
+        let complete = dirs.iter().all(|d| {
+            DataParams::read_from_dir(d)
+                .ok()
+                .flatten()
+                .and_then(|p| {
+                    p.setup
+                        .get("fingerprint")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .is_some_and(|f| f == fingerprint)
+        });
+        if complete {
+            return Ok(Opened::Complete);
+        }
+        bail!(
+            "{} is not empty and holds no run of these inputs and settings\n---> HINT: use --force to overwrite it, or pick another --out",
+            config.out.display()
+        );
+    }
+    let resumed = progress.is_some();
+    let hasher = match &progress {
+        Some(saved) => check_inputs(files, &saved.inputs)?,
+        None => PrefixHasher::new(),
+    };
+    let state = progress.unwrap_or(Progress {
+        fingerprint: fingerprint.to_owned(),
+        file_index: 0,
+        record_index: 0,
+        token_offset: 0,
+        counts: RunCounts::default(),
+        outputs: vec![OutputState::default(); dirs.len()],
+        bad_examples: Vec::new(),
+        inputs: Vec::new(),
+    });
+    for dir in dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        remove_files(dir, is_temporary)?;
+    }
+    if !resumed {
+        // From here on the output directory always says which run it belongs to.
+        write_atomic(&progress_path, &serde_json::to_vec(&state)?)?;
+    }
+    Ok(Opened::Ready(Box::new(OutputDir {
+        _lock: lock,
+        progress_path,
+        state,
+        resumed,
+        hasher,
+    })))
+}
+
+impl OutputDir {
+    /// Ends the run once every manifest is written: the progress file goes last.
+    pub(super) fn finish(self) -> Result<Progress> {
+        if self.progress_path.exists() {
+            std::fs::remove_file(&self.progress_path)?;
+        }
+        Ok(self.state)
+    }
+}
