@@ -100,17 +100,17 @@ enum Check {
 
 /// A setting's value as the range checks read it.
 trait Number {
-    fn as_f64(self) -> f64;
+    fn to_f64(self) -> f64;
 }
 
 impl Number for usize {
-    fn as_f64(self) -> f64 {
+    fn to_f64(self) -> f64 {
         self as f64
     }
 }
 
 impl Number for f64 {
-    fn as_f64(self) -> f64 {
+    fn to_f64(self) -> f64 {
         self
     }
 }
@@ -139,7 +139,7 @@ fn within(range: std::ops::RangeInclusive<f64>, open_end: bool, what: &'static s
 impl Check {
     /// Checks `value` of setting `field`; the error names the flag.
     fn apply(&self, field: &str, value: impl Number) -> Result<(), UsageError> {
-        let v = value.as_f64();
+        let v = value.to_f64();
         let flag = field.replace('_', "-");
         let why = match self {
             Check::AtLeastOne(what) if v < 1.0 => format!("{what} must be at least 1"),

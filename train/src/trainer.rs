@@ -8,7 +8,7 @@
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::BatchTensors;
 use crate::dist::{GradBuckets, Launch, ProcessGroup};
-use crate::evaluate::evaluate;
+use crate::evaluate::{evaluate, EvalResult};
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::options::{filled, TrainOptions};
@@ -686,22 +686,24 @@ impl Run<'_> {
         Ok(m)
     }
 
-    /// Validation after `done` steps (rank 0): each evaluation set's loss, blended by weight,
-    /// logged and recorded. `None` on other ranks and without evaluation rows.
-    fn evaluate(&mut self, done: usize) -> Result<Option<EvalMetrics>> {
-        if self.eval_sets.is_empty() || self.rank != 0 {
-            return Ok(None);
-        }
+    /// The loss over the evaluation sets (the first `limit` rows of each, or all of them),
+    /// averaged by the sets' weights, with rows and tokens summed; and, for a blend, each
+    /// set's loss by name.
+    fn evaluate_sets(
+        &self,
+        what: &str,
+        limit: Option<usize>,
+    ) -> Result<(EvalResult, std::collections::BTreeMap<String, f64>)> {
         let config = self.config;
-        let (mut weighted, mut weights, mut rows) = (0.0, 0.0, 0);
+        let (mut weighted, mut weights, mut rows, mut tokens) = (0.0, 0.0, 0, 0);
         let mut per_set = std::collections::BTreeMap::new();
         for set in &self.eval_sets {
-            let result = guarded("evaluation", config.micro_batch, || {
+            let result = guarded(what, config.micro_batch, || {
                 evaluate(
                     &self.model,
                     &set.rows,
                     config.micro_batch,
-                    Some(config.eval_batches * config.micro_batch),
+                    limit,
                     self.device,
                     config.precision,
                 )
@@ -709,11 +711,28 @@ impl Run<'_> {
             weighted += set.weight * result.loss;
             weights += set.weight;
             rows += result.rows;
+            tokens += result.tokens;
             if self.record.blend.is_some() {
                 per_set.insert(set.name.clone(), result.loss);
             }
         }
-        let loss = weighted / weights;
+        let blended = EvalResult {
+            loss: weighted / weights,
+            tokens,
+            rows,
+        };
+        Ok((blended, per_set))
+    }
+
+    /// Validation after `done` steps (rank 0): each evaluation set's loss, blended by weight,
+    /// logged and recorded. `None` on other ranks and without evaluation rows.
+    fn evaluate(&mut self, done: usize) -> Result<Option<EvalMetrics>> {
+        if self.eval_sets.is_empty() || self.rank != 0 {
+            return Ok(None);
+        }
+        let limit = self.config.eval_batches * self.config.micro_batch;
+        let (blended, per_set) = self.evaluate_sets("evaluation", Some(limit))?;
+        let (loss, rows) = (blended.loss, blended.rows);
         let row = EvalMetrics {
             step: done,
             tokens: done as u64 * self.ctx.tokens_per_step,
@@ -747,27 +766,11 @@ impl Run<'_> {
         if self.rank != 0 {
             return Ok(());
         }
-        let config = self.config;
-        let (mut weighted, mut weights, mut rows, mut tokens) = (0.0, 0.0, 0, 0);
-        for set in &self.eval_sets {
-            let result = guarded("final evaluation", config.micro_batch, || {
-                evaluate(
-                    &self.model,
-                    &set.rows,
-                    config.micro_batch,
-                    None,
-                    self.device,
-                    config.precision,
-                )
-            })?;
-            weighted += set.weight * result.loss;
-            weights += set.weight;
-            rows += result.rows;
-            tokens += result.tokens;
-        }
+        let (blended, _) = self.evaluate_sets("final evaluation", None)?;
+        let (rows, tokens) = (blended.rows, blended.tokens);
         let result = h5gpt_formats::run::FinalEval {
             step: done,
-            loss: weighted / weights,
+            loss: blended.loss,
             rows,
             tokens,
         };

@@ -3,10 +3,10 @@
 //! continues where it stopped and ends byte-identical to an uninterrupted one.
 //!
 //! [`run`] goes through the stages in order, each in its own module:
-//! - [`outdir`]: the output directory's state (the lock, the resume policy, the progress file);
-//! - [`tokenize`]: the reader/tokenizer stage (a given tokenizer or one trained first);
-//! - [`sink`]: packers, shard writers, progress saves and the progress bar;
-//! - [`manifests`]: one `data_params.json` per output directory.
+//! - `outdir`: the output directory's state (the lock, the resume policy, the progress file);
+//! - `tokenize`: the reader/tokenizer stage (a given tokenizer or one trained first);
+//! - `sink`: packers, shard writers, progress saves and the progress bar;
+//! - `manifests`: one `data_params.json` per output directory.
 
 mod manifests;
 mod outdir;
