@@ -51,6 +51,28 @@ const SMALL: &[&str] = &[
     "cpu",
 ];
 
+/// `train --config CONFIG --data-root ROOT --out OUT`, shrunk to CPU size by [`SMALL`], with
+/// `extra` flags after them.
+fn train_from_config(
+    config: &Path,
+    root: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let paths = [config, root, out].map(|p| p.display().to_string());
+    let mut args = vec![
+        "--config",
+        paths[0].as_str(),
+        "--data-root",
+        paths[1].as_str(),
+        "--out",
+        paths[2].as_str(),
+    ];
+    args.extend(SMALL);
+    args.extend(extra);
+    run("train", &args)
+}
+
 fn metrics(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -65,17 +87,7 @@ fn train_runs_the_gpt3_xl_config_as_it_is() {
     let root = data_root(dir.path());
     let out = dir.path().join("run");
     let config = fixture("r2.0.3-params_gpt3_xl.yaml");
-    let mut args = vec![
-        "--config".to_string(),
-        config.display().to_string(),
-        "--data-root".into(),
-        root.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    args.extend(SMALL.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run("train", &args);
+    let o = train_from_config(&config, &root, &out, &[]);
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     assert!(log.contains("Cerebras Model Zoo config"), "{log}");
@@ -140,17 +152,7 @@ fn train_runs_the_2_10_mup_config_and_refuses_unknown_keys() {
     let root = data_root(dir.path());
     let out = dir.path().join("run");
     let config = fixture("r2.10.0-Cerebras_GPT-111m_mup.yaml");
-    let mut args = vec![
-        "--config".to_string(),
-        config.display().to_string(),
-        "--data-root".into(),
-        root.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    args.extend(SMALL.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run("train", &args);
+    let o = train_from_config(&config, &root, &out, &[]);
     let log = text(&o);
     assert!(o.status.success(), "{log}");
     assert!(log.contains("μP: on"), "{log}");
@@ -167,17 +169,8 @@ fn train_runs_the_2_10_mup_config_and_refuses_unknown_keys() {
         "      num_heads: 12\n      num_haeds: 3\n",
     );
     std::fs::write(&typo, body).unwrap();
-    let mut args: Vec<String> = vec![
-        "--config".into(),
-        typo.display().to_string(),
-        "--data-root".into(),
-        root.display().to_string(),
-        "--out".into(),
-        dir.path().join("run2").display().to_string(),
-    ];
-    args.extend(SMALL.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run("train", &refs);
+    let run2 = dir.path().join("run2");
+    let o = train_from_config(&typo, &root, &run2, &[]);
     let log = text(&o);
     assert_eq!(o.status.code(), Some(2), "{log}");
     assert!(
@@ -186,9 +179,7 @@ fn train_runs_the_2_10_mup_config_and_refuses_unknown_keys() {
     );
     assert!(!dir.path().join("run2/config.toml").exists());
     // --allow-unknown runs, and the report lists the key.
-    args.push("--allow-unknown".into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run("train", &refs);
+    let o = train_from_config(&typo, &root, &run2, &["--allow-unknown"]);
     assert!(o.status.success(), "{}", text(&o));
     let report =
         std::fs::read_to_string(dir.path().join("run2/cerebras-config-report.txt")).unwrap();
