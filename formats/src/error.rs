@@ -98,6 +98,16 @@ pub enum FormatError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// `data_params.json` of a format this reader does not know (a newer writer's).
+    #[error("{path}: format_version {found}: written by a newer h5gpt (this one reads format_version {supported} and older)\n---> HINT: read these shards with the h5gpt that wrote them, or a newer one")]
+    NewerFormat {
+        /// The manifest.
+        path: PathBuf,
+        /// Its `format_version`.
+        found: u32,
+        /// The newest this reader knows ([`crate::spec::FORMAT_VERSION`]).
+        supported: u32,
+    },
     /// The shards disagree with `data_params.json`.
     #[error("{path}: disagrees with data_params.json: {what}\n---> HINT: shards were added, removed or replaced after preprocess wrote the manifest; re-run preprocess or restore the files")]
     ManifestMismatch {

@@ -229,13 +229,32 @@ pub struct ShardEntry {
 }
 
 impl DataParams {
-    /// Reads `dir/data_params.json`; `Ok(None)` when there is none.
+    /// Reads `dir/data_params.json`; `Ok(None)` when there is none. A manifest of a newer
+    /// `format_version` than [`crate::spec::FORMAT_VERSION`] is refused
+    /// ([`FormatError::NewerFormat`]): its shards may mean something this reader would
+    /// misread. (Fields added later are additive and keep the version: unknown ones are
+    /// ignored.)
     pub fn read_from_dir(dir: &Path) -> Result<Option<DataParams>> {
         let path = dir.join(DATA_PARAMS_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| FormatError::ManifestParse { path, source }),
+            Ok(bytes) => {
+                let params: DataParams = serde_json::from_slice(&bytes).map_err(|source| {
+                    FormatError::ManifestParse {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                match params.h5gpt.as_ref().map(|s| s.format_version) {
+                    Some(found) if found > crate::spec::FORMAT_VERSION => {
+                        Err(FormatError::NewerFormat {
+                            path,
+                            found,
+                            supported: crate::spec::FORMAT_VERSION,
+                        })
+                    }
+                    _ => Ok(Some(params)),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FormatError::io(path, e)),
         }

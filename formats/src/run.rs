@@ -22,8 +22,9 @@ pub const STATE_FILE: &str = "state.json";
 /// The folder of a run that holds its checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
 
-/// Version of the [`Segment`] lines this build writes. 2: `shuffle` (absent: true).
-pub const SEGMENT_VERSION: u32 = 2;
+/// Version of the [`Segment`] lines this build writes. 2: `shuffle` (absent: true). 3:
+/// `data_change` (absent: none).
+pub const SEGMENT_VERSION: u32 = 3;
 
 /// A checkpoint's `state.json`. `M` is the model's shape: `train` reads it as its model
 /// configuration, tools without the model read it as plain JSON (the default).
@@ -256,6 +257,11 @@ pub struct Segment {
     /// epoch; `train --shuffle false`). Absent (true) in segments of version 1.
     #[serde(default = "shuffled", skip_serializing_if = "is_shuffled")]
     pub shuffle: bool,
+    /// A resume that changed what the run reads (`train --allow-data-change`): what changed,
+    /// in words. `None` for a start, a resume on the same data, and segments of versions
+    /// before 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_change: Option<String>,
 }
 
 fn shuffled() -> bool {
@@ -264,6 +270,12 @@ fn shuffled() -> bool {
 
 fn is_shuffled(shuffle: &bool) -> bool {
     *shuffle
+}
+
+/// The segment that fed step `step`: the last (in file order) whose `first_step` is at most
+/// `step`.
+pub fn segment_of_step(segments: &[Segment], step: usize) -> Option<&Segment> {
+    segments.iter().rev().find(|s| s.first_step <= step)
 }
 
 impl Segment {
@@ -358,5 +370,7 @@ mod segment_tests {
         sequential.shuffle = true;
         let line = serde_json::to_string(&sequential).unwrap();
         assert!(!line.contains("shuffle"), "the default is left out: {line}");
+        assert!(!line.contains("data_change"), "{line}");
+        assert_eq!(sequential.data_change, None, "absent before version 3");
     }
 }

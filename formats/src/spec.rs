@@ -25,7 +25,9 @@ pub const ROW_LABELS: usize = 2;
 pub const TOKEN_BYTES: usize = 4;
 /// The manifest that sits beside the shards.
 pub const DATA_PARAMS_FILE: &str = "data_params.json";
-/// Version of our own `h5gpt` section of `data_params.json`.
+/// Version of our own `h5gpt` section of `data_params.json`. Raised only by a change an older
+/// reader would misread; fields added later (counts, notes) are additive and keep it. A reader
+/// refuses a manifest of a newer version ("written by a newer h5gpt").
 pub const FORMAT_VERSION: u32 = 1;
 /// GPT-2's `<|endoftext|>` id; also the pad id of GPT-2 shards.
 pub const GPT2_EOS_ID: u32 = 50256;

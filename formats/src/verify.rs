@@ -265,14 +265,22 @@ pub fn verify(
 /// read-only, in the run folder).
 pub const VERIFIED_CACHE: &str = ".h5gpt-verified.json";
 
-/// One shard whose checksum was found right, keyed by what changes when the file does.
+/// One shard whose checksum was found right, keyed by what changes when the file does: its
+/// ctime too, which any write sets and which, unlike the mtime (`touch -r`), cannot be set
+/// back. Entries of caches written before the ctime was kept (version 1) have none and never
+/// match: those shards are hashed once more.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct VerifiedShard {
     size: u64,
     mtime_ns: u64,
+    #[serde(default)]
+    ctime_ns: u64,
     inode: u64,
     xxh3_64: String,
 }
+
+/// Version of [`VERIFIED_CACHE`]: 2 keys on the ctime as well.
+const VERIFIED_CACHE_VERSION: u32 = 2;
 
 /// The cache file: shard path → its verified identity.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -290,6 +298,11 @@ impl VerifiedCache {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("the cache serializes");
+        crate::fsio::write_atomic(path, &bytes)
+    }
 }
 
 /// What [`verify_checksums`] did.
@@ -297,7 +310,7 @@ impl VerifiedCache {
 pub struct ChecksumOutcome {
     /// Shards the manifest lists with a checksum.
     pub shards: usize,
-    /// Of those, shards the cache vouched for (same path, size, mtime and inode).
+    /// Of those, shards the cache vouched for (same path, size, mtime, ctime and inode).
     pub cached: usize,
     /// Bytes read and hashed.
     pub bytes_hashed: u64,
@@ -315,19 +328,24 @@ fn identity(path: &Path, xxh3_64: &str) -> Result<VerifiedShard> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as u64);
+    let ctime_ns = (meta.ctime() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec() as u64);
     Ok(VerifiedShard {
         size: meta.len(),
         mtime_ns,
+        ctime_ns,
         inode: meta.ino(),
         xxh3_64: xxh3_64.into(),
     })
 }
 
 /// Checks the xxh3-64 of every shard `params` (the manifest of `dir`) lists. Shards are
-/// immutable once written, so a shard verified before, with the same path, size, mtime and
-/// inode (recorded in [`VERIFIED_CACHE`] in `dir`, or in `fallback_dir` when `dir` is
+/// immutable once written, so a shard verified before, with the same path, size, mtime, ctime
+/// and inode (recorded in [`VERIFIED_CACHE`] in `dir`, or in `fallback_dir` when `dir` is
 /// read-only), is not read again unless `full`. A mismatch is a
-/// [`crate::FormatError::ChecksumMismatch`] naming the shard.
+/// [`crate::FormatError::ChecksumMismatch`] naming the shard, and drops every cached entry of
+/// the set (in both caches), so no later check trusts the cache for it.
 pub fn verify_checksums(
     dir: &Path,
     params: &crate::DataParams,
@@ -344,10 +362,7 @@ pub fn verify_checksums(
     let mut added = false;
     for entry in params.h5gpt.iter().flat_map(|s| &s.shards) {
         let path = dir.join(&entry.file);
-        let key = std::fs::canonicalize(&path)
-            .unwrap_or_else(|_| path.clone())
-            .to_string_lossy()
-            .into_owned();
+        let key = cache_key(&path);
         outcome.shards += 1;
         let now = identity(&path, &entry.xxh3_64)?;
         if !full && cache.shards.get(&key) == Some(&now) {
@@ -357,6 +372,7 @@ pub fn verify_checksums(
         let found = file_xxh3_64(&path)?;
         outcome.bytes_hashed += now.size;
         if found != entry.xxh3_64 {
+            forget_set(dir, params, &[&own, &fallback]);
             return Err(crate::FormatError::ChecksumMismatch {
                 path,
                 expected: entry.xxh3_64.clone(),
@@ -367,17 +383,132 @@ pub fn verify_checksums(
         added = true;
     }
     if added {
-        cache.version = 1;
-        let bytes = serde_json::to_vec_pretty(&cache).expect("the cache serializes");
-        outcome.cache = if crate::fsio::write_atomic(&own, &bytes).is_ok() {
+        cache.version = VERIFIED_CACHE_VERSION;
+        outcome.cache = if cache.write(&own).is_ok() {
             Some(own)
         } else {
             std::fs::create_dir_all(fallback_dir)
                 .ok()
-                .and_then(|()| crate::fsio::write_atomic(&fallback, &bytes).ok())
+                .and_then(|()| cache.write(&fallback).ok())
                 .map(|()| fallback)
         };
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// The cache key of a shard: its canonical path.
+fn cache_key(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Drops every shard of `params` (the manifest of `dir`) from the caches at `caches` that
+/// exist (best effort: a cache that cannot be rewritten is removed, or left when even that
+/// fails, and then still keyed on files that changed).
+fn forget_set(dir: &Path, params: &crate::DataParams, caches: &[&Path]) {
+    let keys: Vec<String> = params
+        .h5gpt
+        .iter()
+        .flat_map(|s| &s.shards)
+        .map(|entry| cache_key(&dir.join(&entry.file)))
+        .collect();
+    for path in caches.iter().filter(|p| p.is_file()) {
+        let mut cache = VerifiedCache::read(path);
+        let before = cache.shards.len();
+        cache.shards.retain(|key, _| !keys.contains(key));
+        if cache.shards.len() != before && cache.write(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{write_synthetic, SyntheticSpec};
+
+    /// Flips one byte in the middle of `path` and sets its mtime back, as `touch -r` would.
+    fn tamper_keeping_mtime(path: &Path) {
+        let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 100;
+        bytes[at] ^= 1;
+        std::fs::write(path, &bytes).unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+
+    /// Issue 24 item 6: a shard changed with its mtime set back is hashed again (the cache
+    /// keys on the ctime too), and a `full` check that finds a mismatch the cache vouched for
+    /// drops the set's entries, so the plain check after it fails as well.
+    #[test]
+    fn the_cache_keys_on_ctime_and_a_full_mismatch_drops_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, run) = (tmp.path().join("data"), tmp.path().join("run"));
+        let spec = SyntheticSpec {
+            examples: 40,
+            seq_len: 16,
+            examples_per_shard: 20,
+            compression: crate::spec::Compression::None,
+            partial_tokens: None,
+        };
+        let params = write_synthetic(&dir, spec).unwrap();
+        let first = verify_checksums(&dir, &params, &run, false).unwrap();
+        assert_eq!((first.shards, first.cached), (2, 0));
+        assert_eq!(verify_checksums(&dir, &params, &run, false).unwrap().cached, 2);
+
+        let shard = dir.join(&params.h5gpt.as_ref().unwrap().shards[0].file);
+        tamper_keeping_mtime(&shard);
+        let err = verify_checksums(&dir, &params, &run, false).unwrap_err();
+        assert!(
+            matches!(&err, crate::FormatError::ChecksumMismatch { path, .. } if *path == shard),
+            "{err}"
+        );
+
+        // A cache fooled anyway (rewritten to vouch for the changed shard, as a filesystem
+        // without ctimes would let happen): `full` finds it, and the cache forgets the set.
+        let cache_path = dir.join(VERIFIED_CACHE);
+        let mut cache = VerifiedCache::read(&cache_path);
+        let sum = params.h5gpt.as_ref().unwrap().shards[0].xxh3_64.clone();
+        cache
+            .shards
+            .insert(cache_key(&shard), identity(&shard, &sum).unwrap());
+        cache.write(&cache_path).unwrap();
+        // (The failed check above dropped shard 1's entry: it is hashed again here.)
+        assert_eq!(verify_checksums(&dir, &params, &run, false).unwrap().cached, 1);
+        assert!(verify_checksums(&dir, &params, &run, true).is_err());
+        assert!(VerifiedCache::read(&cache_path).shards.is_empty());
+        assert!(verify_checksums(&dir, &params, &run, false).is_err());
+    }
+
+    /// A cache written before the ctime was kept (version 1) loads, and vouches for nothing.
+    #[test]
+    fn a_version_1_cache_is_read_and_rehashed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let spec = SyntheticSpec {
+            examples: 10,
+            seq_len: 16,
+            examples_per_shard: 10,
+            compression: crate::spec::Compression::None,
+            partial_tokens: None,
+        };
+        let params = write_synthetic(&dir, spec).unwrap();
+        verify_checksums(&dir, &params, tmp.path(), false).unwrap();
+        let cache_path = dir.join(VERIFIED_CACHE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cache_path).unwrap()).unwrap();
+        json["version"] = 1.into();
+        for entry in json["shards"].as_object_mut().unwrap().values_mut() {
+            entry.as_object_mut().unwrap().remove("ctime_ns");
+        }
+        std::fs::write(&cache_path, json.to_string()).unwrap();
+        assert_eq!(VerifiedCache::read(&cache_path).shards.len(), 1);
+        let o = verify_checksums(&dir, &params, tmp.path(), false).unwrap();
+        assert_eq!(o.cached, 0);
+        assert_eq!(VerifiedCache::read(&cache_path).version, 2);
+    }
 }

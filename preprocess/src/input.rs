@@ -132,60 +132,189 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// Expands files and directories (recursively) into a sorted list of input files: the files
+/// of [`discover_inputs`] without an excluded folder, for callers that need no report.
+pub fn discover(inputs: &[PathBuf], glob: Option<&str>) -> Result<Vec<InputFile>, InputError> {
+    Ok(discover_inputs(inputs, glob, &[])?.files)
+}
+
+/// An entry of an input directory that the walk left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry, as reached.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub why: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.why)
+    }
+}
+
+/// What [`discover_inputs`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Discovered {
+    /// The input files, in order, each once.
+    pub files: Vec<InputFile>,
+    /// What was left out, and why (not files whose names start with `.`, nor names `glob`
+    /// filters out: those are left out by rule).
+    pub skipped: Vec<Skipped>,
+}
+
+/// `path` with symbolic links, `.` and `..` resolved: canonical where it exists, else its
+/// nearest existing ancestor canonical with the rest appended. What identifies a file or folder
+/// however it is spelled (`./x`, `x`, through a link).
+pub fn canonical(path: &Path) -> PathBuf {
+    if let Ok(found) = std::fs::canonicalize(path) {
+        return found;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = absolute.as_path();
+    loop {
+        if let Ok(found) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(found, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// Expands files and directories (recursively) into a sorted list of input files. Files named
 /// directly are kept in the order given; directory contents are sorted by path. `glob`
-/// filters file names found in directories.
-pub fn discover(inputs: &[PathBuf], glob: Option<&str>) -> Result<Vec<InputFile>, InputError> {
-    let mut files = Vec::new();
+/// filters file names found in directories. Symbolic links are followed, to files and to
+/// directories; a directory reached a second time (a link loop, or two links to one folder)
+/// is not walked again, and a file reached by two paths is read once (the first, by its
+/// canonical path). Folders in `exclude` (the output folder) are not walked. Everything left
+/// out that way, and dangling links and entries that are not regular files, is reported in
+/// [`Discovered::skipped`].
+pub fn discover_inputs(
+    inputs: &[PathBuf],
+    glob: Option<&str>,
+    exclude: &[PathBuf],
+) -> Result<Discovered, InputError> {
+    let mut walk = Walk {
+        exclude: exclude.iter().map(|p| canonical(p)).collect(),
+        ..Walk::default()
+    };
+    let mut paths = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input)
             .map_err(|e| InputError::file(input, format!("cannot read: {e}")))?;
         if meta.is_dir() {
             let mut found = Vec::new();
-            walk(input, &mut found)?;
+            walk.dir(input, &mut found)?;
             found.sort();
             for path in found {
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
                 if name.starts_with('.') || glob.is_some_and(|g| !glob_match(g, &name)) {
                     continue;
                 }
-                files.push(path);
+                paths.push(path);
             }
         } else {
-            files.push(input.clone());
+            paths.push(input.clone());
         }
     }
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::metadata(&path)
-                .map_err(|e| InputError::file(&path, format!("cannot read: {e}")))?
-                .len();
-            Ok(InputFile {
-                kind: InputKind::of(&path),
+    let mut seen: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| InputError::file(&path, format!("cannot read: {e}")))?;
+        if let Some(first) = seen.get(&canonical(&path)) {
+            walk.skipped.push(Skipped {
+                why: format!("the same file as {}, read once", first.display()),
                 path,
-                bytes,
-            })
-        })
-        .collect()
+            });
+            continue;
+        }
+        seen.insert(canonical(&path), path.clone());
+        files.push(InputFile {
+            kind: InputKind::of(&path),
+            path,
+            bytes: meta.len(),
+        });
+    }
+    Ok(Discovered {
+        files,
+        skipped: walk.skipped,
+    })
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| InputError::file(dir, format!("cannot list: {e}")))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| InputError::file(dir, format!("cannot list: {e}")))?;
-        let path = entry.path();
-        let kind = entry
-            .file_type()
-            .map_err(|e| InputError::file(&path, e.to_string()))?;
-        if kind.is_dir() {
-            walk(&path, out)?;
-        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
-            out.push(path);
+/// The state of one directory walk.
+#[derive(Default)]
+struct Walk {
+    /// Canonical folders not to walk.
+    exclude: Vec<PathBuf>,
+    /// Canonical folders walked so far, with the path they were first reached by.
+    visited: std::collections::HashMap<PathBuf, PathBuf>,
+    skipped: Vec<Skipped>,
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+        let real = canonical(dir);
+        if self.exclude.contains(&real) {
+            self.skipped.push(Skipped {
+                path: dir.into(),
+                why: "the output folder (--out), not read as input".into(),
+            });
+            return Ok(());
         }
+        if let Some(first) = self.visited.get(&real) {
+            self.skipped.push(Skipped {
+                path: dir.into(),
+                why: format!(
+                    "the folder {} again (a symbolic link loop, or a second link to it), walked once",
+                    first.display()
+                ),
+            });
+            return Ok(());
+        }
+        self.visited.insert(real, dir.to_path_buf());
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| InputError::file(dir, format!("cannot list: {e}")))?;
+        let mut entries = entries
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| InputError::file(dir, format!("cannot list: {e}")))?;
+        // Sorted, so that which of two paths to one file or folder comes first is fixed.
+        entries.sort();
+        for path in entries {
+            let link = std::fs::symlink_metadata(&path)
+                .map_err(|e| InputError::file(&path, e.to_string()))?;
+            // Through links: what the entry is.
+            let kind = match std::fs::metadata(&path) {
+                Ok(meta) => meta.file_type(),
+                Err(e) if link.file_type().is_symlink() => {
+                    self.skipped.push(Skipped {
+                        why: format!("a symbolic link that leads nowhere ({e})"),
+                        path,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(InputError::file(&path, e.to_string())),
+            };
+            if kind.is_dir() {
+                self.dir(&path, out)?;
+            } else if kind.is_file() {
+                out.push(path);
+            } else {
+                self.skipped.push(Skipped {
+                    path,
+                    why: "not a regular file (a socket, pipe or device)".into(),
+                });
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Counts bytes read from the underlying file (compressed bytes, for progress).

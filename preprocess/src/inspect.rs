@@ -5,6 +5,7 @@ use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::text::thousands;
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
+use h5gpt_tokenizer::shard_manifest::verify_shard_manifest;
 use h5gpt_tokenizer::tokenizer::{Tokenizer, TokenizerError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -235,7 +236,9 @@ pub struct VerifyJson {
     pub notes: Vec<String>,
 }
 
-/// Checks that every directory among `inputs` has a shard manifest to verify against.
+/// Checks that every directory among `inputs` has a shard manifest to verify against, and
+/// that our manifests agree with their tokenizer ([`verify_shard_manifest`], the check `train`
+/// runs before it reads a row).
 /// Returns the problems (verification fails) and the notes (a Cerebras-written manifest
 /// carries no checksums: nothing to check, and that is said).
 pub fn manifest_problems(inputs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
@@ -248,7 +251,12 @@ pub fn manifest_problems(inputs: &[PathBuf]) -> (Vec<String>, Vec<String>) {
                 path.display()
             )),
             Err(e) => problems.push(e.to_string()),
-            Ok(Some(params)) if params.h5gpt.is_some() => {}
+            Ok(Some(params)) if params.h5gpt.is_some() => {
+                // The check `train` runs: label, tokenizer.json checksum, vocabulary, ids.
+                if let Err(e) = verify_shard_manifest(dir, &params) {
+                    problems.push(e.to_string());
+                }
+            }
             Ok(Some(params)) => {
                 let cerebras = params.seq_len().is_some()
                     && !(params.setup.is_empty()

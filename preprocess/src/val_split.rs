@@ -110,8 +110,13 @@ pub fn count_documents(inputs: &[PathBuf], glob: Option<&str>, text_key: &str) -
     let Ok(files) = discover(inputs, glob) else {
         return 0;
     };
+    count_file_documents(&files, text_key)
+}
+
+/// [`count_documents`] of input files found already.
+pub fn count_file_documents(files: &[crate::input::InputFile], text_key: &str) -> u64 {
     let mut documents = 0;
-    for file in &files {
+    for file in files {
         let Ok(records) = open_records(file, text_key, Arc::new(AtomicU64::new(0))) else {
             continue;
         };

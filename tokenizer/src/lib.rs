@@ -8,6 +8,7 @@
 
 pub mod gpt2_bpe;
 pub mod hf_files;
+pub mod shard_manifest;
 pub mod split;
 pub mod tokenizer;
 pub mod train;

@@ -199,6 +199,13 @@ pub struct TrainOptions {
     #[arg(long)]
     #[serde(skip)]
     reweight: bool,
+    /// Resume although the data differs from the checkpoint's run: other --shards (training
+    /// data of another content) or another --shuffle. The stream continues from the
+    /// checkpoint's position on the new data, and segments.jsonl records what changed.
+    /// Without it such a resume is refused, naming the difference.
+    #[arg(long)]
+    #[serde(skip)]
+    allow_data_change: bool,
     /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
     /// resumes. [default: runs/YYYYMMDD-HHMMSS]
     #[arg(long)]
@@ -899,6 +906,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.shuffle = cli.shuffle.unwrap_or(true);
     config.config_report = config_report;
     config.reweight = cli.reweight;
+    config.allow_data_change = cli.allow_data_change;
     config.skip_nonfinite = filled(cli.skip_nonfinite);
     config.dist_timeout = std::time::Duration::from_secs_f64(filled(cli.dist_timeout));
 
@@ -909,6 +917,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         weights: config.weights.clone().unwrap_or_default(),
         blend: Vec::new(),
         reweight: false,
+        allow_data_change: false,
         out: Some(config.out.clone()),
         config: None,
         allow_unknown: false,

@@ -88,6 +88,9 @@ pub struct TrainConfig {
     pub weights: Option<Vec<f64>>,
     /// Resume with other weights than the checkpoint's (`--reweight`).
     pub reweight: bool,
+    /// Resume on other data or another shuffle than the checkpoint's run
+    /// (`--allow-data-change`).
+    pub allow_data_change: bool,
     /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
     /// one stops it.
     pub skip_nonfinite: usize,
@@ -143,6 +146,7 @@ impl TrainConfig {
             verify: VerifyMode::Cached,
             weights: None,
             reweight: false,
+            allow_data_change: false,
             skip_nonfinite: filled(builtin.skip_nonfinite),
             val_shards: Vec::new(),
             batch_rows: None,

@@ -1,10 +1,10 @@
 //! The manifests: one `data_params.json` (and the trained `tokenizer.json`) per output
 //! directory once its shards are in place, or the reason a directory got no rows.
 
-use super::outdir::{files_json, OutputCounts, Progress};
+use super::outdir::{files_json, OutputCounts, Progress, INPUT_CHECKSUMS};
 use super::sink::Written;
 use super::{OutputSummary, PreprocessConfig, RunCounts, TokenizerChoice};
-use crate::input::InputFile;
+use crate::input::{canonical, InputFile};
 use crate::val_split::{DocPart, SplitRule};
 use anyhow::{bail, Result};
 use h5gpt_formats::fsio::write_atomic;
@@ -13,7 +13,7 @@ use h5gpt_formats::split::{TRAIN_DIR, VAL_DIR};
 use h5gpt_formats::Packing;
 use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use serde_json::{json, Map, Value};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 /// Writes the manifest of every output directory in `dirs` (with what the writers finished
 /// and the counts of `state`), or fails naming the directory that got no rows and why.
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub(super) fn write_manifests(
     config: &PreprocessConfig,
     tokenizer: &Tokenizer,
-    files: &[InputFile],
+    (files, input_sums): (&[InputFile], &[String]),
     fingerprint: &str,
     packing: Packing,
     state: &Progress,
@@ -60,7 +60,7 @@ pub(super) fn write_manifests(
         if let Some(json) = tokenizer.json() {
             write_atomic(&dir.join(TOKENIZER_FILE), json)?;
         }
-        let params = manifest(
+        let mut params = manifest(
             config,
             tokenizer,
             files,
@@ -73,6 +73,24 @@ pub(super) fn write_manifests(
             i,
             dirs.len(),
         );
+        params
+            .setup
+            .insert(INPUT_CHECKSUMS.into(), json!(input_sums));
+        if let TokenizerChoice::Given { name, .. } = &config.tokenizer {
+            if let Some(file) = tokenizer.file_entry() {
+                // A tokenizer.json: by content, and where it lies from here (an output moved
+                // with its tokenizer keeps the path right; no absolute path is written).
+                let p = &mut params.processing;
+                p.insert(
+                    "tokenizer".into(),
+                    relative_path(&canonical(Path::new(name)), &canonical(dir))
+                        .to_string_lossy()
+                        .into_owned()
+                        .into(),
+                );
+                p.insert("tokenizer_xxh3_64".into(), file.xxh3_64.into());
+            }
+        }
         params.write_to_dir(dir)?;
     }
     Ok(outputs)
@@ -227,4 +245,33 @@ fn manifest(
         files.iter().map(|f| f.bytes).sum::<u64>().into(),
     );
     params
+}
+
+/// `path` relative to folder `base` (both canonical): `../train/tokenizer.json`.
+fn relative_path(path: &Path, base: &Path) -> PathBuf {
+    let (to, from): (Vec<Component>, Vec<Component>) =
+        (path.components().collect(), base.components().collect());
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_path;
+    use std::path::Path;
+
+    #[test]
+    fn relative_paths_climb_to_the_common_folder() {
+        let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
+        assert_eq!(rel("/o/train/tokenizer.json", "/o/val"), Path::new("../train/tokenizer.json"));
+        assert_eq!(rel("/o/tokenizer.json", "/o"), Path::new("tokenizer.json"));
+        assert_eq!(rel("/t/tok.json", "/o/val"), Path::new("../../t/tok.json"));
+    }
 }

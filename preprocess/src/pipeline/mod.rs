@@ -16,8 +16,8 @@ mod tokenize;
 pub use outdir::PROGRESS_FILE;
 pub use tokenize::{tokenize_batch, Doc, TokenizedDoc};
 
-use crate::input::discover;
-use crate::val_split::{count_documents, DocPart, SplitRule};
+use crate::input::discover_inputs;
+use crate::val_split::{count_file_documents, DocPart, SplitRule};
 use anyhow::{bail, Result};
 use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::permutation::mix64;
@@ -212,7 +212,18 @@ pub const MAX_SEQ_LEN: usize = 1 << 20;
 pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
-    let files = discover(&config.inputs, config.glob.as_deref())?;
+    let found = discover_inputs(
+        &config.inputs,
+        config.glob.as_deref(),
+        &output_folders(config),
+    )?;
+    if config.part.is_whole() {
+        // (The two runs of a within-document split walk the same inputs again, silently.)
+        for skipped in &found.skipped {
+            eprintln!("preprocess: skipped {skipped}");
+        }
+    }
+    let files = found.files;
     if files.is_empty() {
         bail!(
             "no input files found in {:?}\n---> HINT: check --input and --glob",
@@ -220,7 +231,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         );
     }
     if config.part.is_whole() && config.val_fraction > 0.0 {
-        let documents = count_documents(&config.inputs, config.glob.as_deref(), &config.text_key);
+        let documents = count_file_documents(&files, &config.text_key);
         if SplitRule::choose(documents, config.val_fraction) == SplitRule::WithinDocuments {
             return run_within_documents(config, documents);
         }
@@ -238,9 +249,14 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         &files,
         given_file.as_ref().map(|f| f.xxh3_64.as_str()),
     );
+    let legacy = outdir::legacy_fingerprint(
+        config,
+        &files,
+        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
+    );
     let dirs = output_dirs(config);
 
-    let mut out = match outdir::open(config, &dirs, &files, &fingerprint)? {
+    let mut out = match outdir::open(config, &dirs, &files, &fingerprint, &legacy)? {
         Opened::Ready(out) => *out,
         Opened::Complete => {
             return Ok(RunSummary {
@@ -263,10 +279,11 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let tokenizer = Arc::new(tokenize::train_or_given(config, given, &files)?);
     let written =
         sink::pack_and_write(config, &files, tokenizer.clone(), packing, &dirs, &mut out)?;
+    let input_sums = out.hasher.whole_files(&files)?;
     let outputs = manifests::write_manifests(
         config,
         &tokenizer,
-        &files,
+        (&files, &input_sums),
         &fingerprint,
         packing,
         &out.state,
@@ -292,6 +309,17 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         split_rule: (config.val_fraction > 0.0).then_some(SplitRule::Documents),
         documents_counted: None,
     })
+}
+
+/// The folders the input walk leaves out: `--out` (with an input directory around it, a rerun
+/// would otherwise read its own shards); for the two runs of a within-document split, whose
+/// `out` is `OUT/train` or `OUT/val`, the user's `OUT`.
+fn output_folders(config: &PreprocessConfig) -> Vec<PathBuf> {
+    let mut folders = vec![config.out.clone()];
+    if !config.part.is_whole() {
+        folders.extend(config.out.parent().map(PathBuf::from));
+    }
+    folders
 }
 
 /// The output directories: `OUT`, or `OUT/train` and `OUT/val` with `--val-fraction`.

@@ -3,8 +3,8 @@
 //! foreign one, `--force` clears ours), and the progress file that lets an interrupted run
 //! continue, with the proof that the inputs it read are unchanged.
 
-use super::{PreprocessConfig, RunCounts};
-use crate::input::InputFile;
+use super::{PreprocessConfig, RunCounts, TokenizerChoice};
+use crate::input::{canonical, InputFile};
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::lock::{RunLock, LOCK_FILE};
@@ -138,6 +138,12 @@ impl PrefixHasher {
         }
     }
 
+    /// Every file, whole: the hashes advanced to the end of the last file.
+    pub(super) fn whole_files(&mut self, files: &[InputFile]) -> Result<Vec<String>> {
+        self.advance(files, files.len(), 0)?;
+        Ok(self.done.iter().map(|p| p.xxh3_64.clone()).collect())
+    }
+
     /// Every file's prefix so far.
     fn prefixes(&self) -> Vec<InputPrefix> {
         let mut all = self.done.clone();
@@ -193,10 +199,38 @@ pub(super) fn files_json(files: &[InputFile]) -> Value {
         .collect()
 }
 
-/// `tokenizer_file` is the checksum of a given `tokenizer.json` (a trained one follows from
-/// the settings in `config`). `--skip-bad-records` is left out: it changes no row of a run
-/// that has met no bad record, so a run stopped by one continues with it.
+/// The identity of a run: its inputs and settings. `tokenizer_file` is the checksum of a
+/// given `tokenizer.json` (a trained one follows from the settings in `config`), which
+/// identifies it, wherever it lies. Inputs count by their canonical paths (`./f`, `f` and a
+/// link to it are one input); the output folder does not count (a moved or copied output is
+/// the same run). `--skip-bad-records` is left out: it changes no row of a run that has met no
+/// bad record, so a run stopped by one continues with it.
 pub(super) fn fingerprint(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    tokenizer_file: Option<&str>,
+) -> String {
+    let mut identity = PreprocessConfig {
+        skip_bad_records: false,
+        inputs: config.inputs.iter().map(|p| canonical(p)).collect(),
+        ..config.clone()
+    };
+    if let (TokenizerChoice::Given { name, .. }, Some(_)) = (&mut identity.tokenizer, tokenizer_file)
+    {
+        // By content (its checksum, below), not by where it was.
+        name.clear();
+    }
+    let files: Value = files
+        .iter()
+        .map(|f| json!({"path": canonical(&f.path).to_string_lossy(), "bytes": f.bytes}))
+        .collect();
+    let text = json!({"config": identity, "files": files, "tokenizer_file": tokenizer_file, "format": h5gpt_formats::spec::FORMAT_VERSION, "identity": 2}).to_string();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// The fingerprint earlier versions recorded (paths as given, a given `tokenizer.json` by
+/// its path too): outputs and progress files written with it are still this run's.
+pub(super) fn legacy_fingerprint(
     config: &PreprocessConfig,
     files: &[InputFile],
     tokenizer_file: Option<&str>,
@@ -208,6 +242,30 @@ pub(super) fn fingerprint(
     };
     let text = json!({"config": config, "files": files, "tokenizer_file": tokenizer_file, "format": h5gpt_formats::spec::FORMAT_VERSION}).to_string();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// Key in a manifest's `setup` of the xxh3-64 of every input file, whole, in order: what a
+/// rerun into a complete output compares the inputs with.
+pub(super) const INPUT_CHECKSUMS: &str = "input_xxh3_64";
+
+/// Proves that the inputs of the complete run in `dir` (its manifest `params`) are unchanged:
+/// they hash as `setup.input_xxh3_64` records (manifests written before it was recorded
+/// prove nothing and pass).
+fn check_complete_inputs(files: &[InputFile], params: &DataParams) -> Result<()> {
+    let Some(recorded) = params.setup.get(INPUT_CHECKSUMS).and_then(Value::as_array) else {
+        return Ok(());
+    };
+    let now = PrefixHasher::new().whole_files(files)?;
+    for (i, (now, then)) in now.iter().zip(recorded).enumerate() {
+        if then.as_str() != Some(now.as_str()) {
+            bail!(
+                "{}: changed since the run in --out was made (it hashes to {now} now, {} then): its shards no longer hold this input\n---> HINT: rerun with --force to redo the run from the inputs as they are now, or restore the file",
+                files[i].path.display(),
+                then
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Temporary files: a writer's staging names, never complete output.
@@ -282,12 +340,14 @@ pub(super) fn open(
     dirs: &[PathBuf],
     files: &[InputFile],
     fingerprint: &str,
+    legacy: &str,
 ) -> Result<Opened> {
+    let ours = |f: &str| f == fingerprint || f == legacy;
     let progress_path = config.out.join(PROGRESS_FILE);
     let lock = RunLock::acquire(&config.out, "preprocess", "--out")?;
     if let Some(stale) = lock.took_over() {
         eprintln!(
-            "preprocess: took over the lock of {stale}, which is no longer running ({})",
+            "preprocess: took over the lock left by {stale} ({})",
             lock.path().display()
         );
     }
@@ -310,7 +370,7 @@ pub(super) fn open(
     if progress_path.exists() {
         let saved: Progress = serde_json::from_slice(&std::fs::read(&progress_path)?)
             .with_context(|| format!("{}: unreadable progress file", progress_path.display()))?;
-        if saved.fingerprint != fingerprint {
+        if !ours(&saved.fingerprint) {
             bail!(
                 "{} holds an unfinished run with other inputs or settings\n---> HINT: use the same command to continue it, --force to start over, or another --out",
                 config.out.display()
@@ -318,19 +378,19 @@ pub(super) fn open(
         }
         progress = Some(saved);
     } else if !config.force && dir_has_files(&config.out) {
-        let complete = dirs.iter().all(|d| {
-            DataParams::read_from_dir(d)
-                .ok()
-                .flatten()
-                .and_then(|p| {
-                    p.setup
-                        .get("fingerprint")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .is_some_and(|f| f == fingerprint)
-        });
-        if complete {
+        let manifests: Vec<DataParams> = dirs
+            .iter()
+            .filter_map(|d| DataParams::read_from_dir(d).ok().flatten())
+            .filter(|p| {
+                p.setup
+                    .get("fingerprint")
+                    .and_then(Value::as_str)
+                    .is_some_and(ours)
+            })
+            .collect();
+        if manifests.len() == dirs.len() {
+            // One manifest tells: every output of a run records the same inputs.
+            check_complete_inputs(files, &manifests[0])?;
             return Ok(Opened::Complete);
         }
         bail!(

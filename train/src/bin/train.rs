@@ -95,7 +95,7 @@ fn run() -> Result<()> {
     let lock = RunLock::acquire(&config.out, "train", "--out")?;
     if let Some(stale) = lock.took_over() {
         println!(
-            "note: took over the lock of {stale}, which is no longer running ({})",
+            "note: took over the lock left by {stale} ({})",
             lock.path().display()
         );
     }

@@ -83,6 +83,13 @@ impl<'a> Run<'a> {
         let plan = plan_steps(config, &data, resumed_state, &mut log)?;
         let seq = data.set.seq_len();
         let fingerprint = data_fingerprint(config, seq)?;
+        let data_change = data_change(config, resume.as_ref(), fingerprint.as_ref())?;
+        if let Some(change) = &data_change {
+            log.line(&format!(
+                "warning: --allow-data-change: resuming on changed data: {change} (recorded in {})",
+                h5gpt_formats::run::SEGMENTS_FILE
+            ));
+        }
 
         // Model, optimizer, resume.
         if device.is_cuda() {
@@ -163,6 +170,7 @@ impl<'a> Run<'a> {
                 data.train_rows,
                 data.held_out,
                 blend.clone(),
+                data_change,
             )?;
         }
         // Ids are checked against the tokenizer's vocabulary, not the padded embedding: ids
@@ -245,6 +253,63 @@ fn data_fingerprint(
         &val_dirs,
         seq,
     )?)
+}
+
+/// What a resume would change in what the run reads, compared with the checkpoint's run: its
+/// training data (the fingerprint `state.json` records) and its `--shuffle` (from the segment
+/// of `segments.jsonl` that fed the checkpoint's step). `None` when nothing changes (or for a
+/// fresh start); a refusal naming the difference unless `--allow-data-change`, with which the
+/// difference is returned, for the log and `segments.jsonl`. (The tokenizer is checked by
+/// content beforehand; a blend's weights have `--reweight`.)
+fn data_change(
+    config: &TrainConfig,
+    resume: Option<&(PathBuf, CheckpointState)>,
+    now: Option<&h5gpt_formats::run::DataFingerprint>,
+) -> Result<Option<String>> {
+    let Some((checkpoint, state)) = resume else {
+        return Ok(None);
+    };
+    let segments = h5gpt_formats::run::read_segments(&config.out).unwrap_or_default();
+    let fed = h5gpt_formats::run::segment_of_step(&segments, state.step);
+    let mut changes = Vec::new();
+    if let Some(then) = fed.filter(|s| s.shuffle != config.shuffle) {
+        changes.push(format!(
+            "--shuffle {} then, --shuffle {} now (the rows would be read in another order, and rows already read in this epoch read again)",
+            then.shuffle, config.shuffle
+        ));
+    }
+    if let (Some(then), Some(now)) = (&state.data, now) {
+        if then.seq_len != now.seq_len {
+            changes.push(format!(
+                "rows of {} tokens then, {} now",
+                then.seq_len, now.seq_len
+            ));
+        }
+        if then.train != now.train {
+            let before = fed.map_or_else(
+                || "its shards".to_string(),
+                |s| format!("--shards {}", describe(&s.shards)),
+            );
+            changes.push(format!(
+                "other training data: the checkpoint's run read {before} (content fingerprint {}), this run --shards {} (content fingerprint {})",
+                then.train,
+                describe(&config.shards),
+                now.train
+            ));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let what = changes.join("; ");
+    if !config.allow_data_change {
+        bail!(
+            "{}: resuming would change what the run reads: {what}\n---> HINT: resume with the run's --shards and --shuffle (its config.toml has them); pass --allow-data-change to continue from the checkpoint on this data (recorded in {}); or use another --out",
+            checkpoint.display(),
+            h5gpt_formats::run::SEGMENTS_FILE
+        );
+    }
+    Ok(Some(what))
 }
 
 /// The largest divisor of `rows` that is at most `micro_batch`: a rank's micro-batch.
@@ -486,6 +551,7 @@ fn record_segment(
     train_rows: usize,
     held_out: usize,
     blend: Option<h5gpt_formats::blend::BlendRecord>,
+    data_change: Option<String>,
 ) -> Result<()> {
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("cannot create {}", config.out.display()))?;
@@ -509,6 +575,7 @@ fn record_segment(
         held_out,
         blend,
         shuffle: config.shuffle,
+        data_change,
     };
     h5gpt_formats::run::append_segment(&config.out, &segment)?;
     Ok(())
@@ -580,6 +647,7 @@ fn find_resume(
 /// Opens the data: one set split into training and validation rows, or a blend's sets. A
 /// resumed run holds out what it held out before.
 fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<OpenedData> {
+    check_manifests(config)?;
     let eval_rows = config.eval_batches * config.micro_batch;
     let blend = match &config.weights {
         Some(_) => Some(open_blend(&config.shards, |i, rows| match resumed {
@@ -620,6 +688,22 @@ fn open_data(config: &TrainConfig, resumed: Option<&CheckpointState>) -> Result<
         train_rows,
         held_out,
     })
+}
+
+/// Every training and validation directory's manifest agrees with itself and its tokenizer:
+/// the check `inspect --verify` runs
+/// ([`verify_shard_manifest`](h5gpt_tokenizer::shard_manifest::verify_shard_manifest)).
+fn check_manifests(config: &TrainConfig) -> Result<()> {
+    let (train_dirs, mut val_dirs) = split_dirs(&config.shards);
+    if !config.val_shards.is_empty() {
+        val_dirs = config.val_shards.clone();
+    }
+    for dir in train_dirs.iter().chain(&val_dirs).filter(|d| d.is_dir()) {
+        if let Some(params) = h5gpt_formats::DataParams::read_from_dir(dir)? {
+            h5gpt_tokenizer::shard_manifest::verify_shard_manifest(dir, &params)?;
+        }
+    }
+    Ok(())
 }
 
 /// The shards' rows must fit the model's context, and their vocabulary its embedding.
