@@ -42,12 +42,15 @@ pub fn commit_file(temporary: &Path, target: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
+/// A failed write (a full disk) removes its temporary file and leaves `path` as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_path(path);
     let mut file = File::create(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| FormatError::io(&tmp, e))?;
+    if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_all()) {
+        drop(file);
+        let _ = fs::remove_file(&tmp);
+        return Err(FormatError::io(path, e));
+    }
     drop(file);
     fs::rename(&tmp, path).map_err(|e| FormatError::io(path, e))?;
     fsync_dir(path.parent().unwrap_or(Path::new(".")))

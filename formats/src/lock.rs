@@ -248,7 +248,7 @@ fn examine(dir: &Path, path: &Path, me: &LockHolder, flag: &str) -> Result<Found
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
     let holder: Option<LockHolder> = serde_json::from_str(&text).ok();
-    let refused = |e: LockError| Ok(Found::Refused(Box::new(e)));
+    let refused = |e: LockError| -> Result<Found, LockError> { Ok(Found::Refused(Box::new(e))) };
     if let Some(holder) = holder.as_ref().filter(|h| h.host != me.host) {
         return refused(LockError::OtherHost {
             dir: dir.to_path_buf(),

@@ -281,23 +281,51 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     let dir = out.join(CHECKPOINTS);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let target = dir.join(checkpoint_name(state.step));
     let tmp = begin_dir(&target)?;
+    // A failed write (a full disk, a read-only folder) names the checkpoint and leaves nothing
+    // under its name: the staging folder goes too, so the space is free for the rerun.
+    let written = write_files(&tmp, vs, opt, state, tokenizer_json, save_index)
+        .and_then(|()| Ok(commit_dir(&tmp, &target)?));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("cannot write checkpoint {}", target.display())));
+    }
+    let mut all = checkpoint_dirs(out);
+    while all.len() > keep.max(1) {
+        std::fs::remove_dir_all(all.remove(0))?;
+    }
+    Ok(target)
+}
+
+/// The files of a checkpoint, written into its staging folder `tmp`.
+fn write_files(
+    tmp: &Path,
+    vs: &nn::VarStore,
+    opt: &AdamW,
+    state: &CheckpointState,
+    tokenizer_json: Option<&[u8]>,
+    save_index: usize,
+) -> Result<()> {
+    let model = tmp.join(MODEL_FILE);
+    let written = || format!("cannot write {}", model.display());
     // bf16-pure: the fp32 masters, so that resume and export stay exact.
     match opt.master_weights() {
-        Some(masters) => Tensor::write_safetensors(&masters, tmp.join("model.safetensors"))?,
-        None => vs.save(tmp.join("model.safetensors"))?,
+        Some(masters) => Tensor::write_safetensors(&masters, &model).with_context(written)?,
+        None => vs.save(&model).with_context(written)?,
     }
-    fsync_file(&tmp.join("model.safetensors"))?;
+    fsync_file(&model)?;
     if h5gpt_formats::fault::armed("abort-during-save") == Some(save_index) {
         eprintln!(
             "H5GPT_FAULT: aborting in the middle of checkpoint save {save_index} (testing aid)"
         );
         std::process::abort();
     }
-    Tensor::write_safetensors(&opt.state(), tmp.join("optimizer.safetensors"))?;
-    fsync_file(&tmp.join("optimizer.safetensors"))?;
+    let optimizer = tmp.join(OPTIMIZER_FILE);
+    Tensor::write_safetensors(&opt.state(), &optimizer)
+        .with_context(|| format!("cannot write {}", optimizer.display()))?;
+    fsync_file(&optimizer)?;
     if let Some(json) = tokenizer_json {
         write_atomic(&tmp.join(TOKENIZER_FILE), json)?;
     }
@@ -311,12 +339,7 @@ pub fn save(
         }
     }
     write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(&state)?)?;
-    commit_dir(&tmp, &target)?;
-    let mut all = checkpoint_dirs(out);
-    while all.len() > keep.max(1) {
-        std::fs::remove_dir_all(all.remove(0))?;
-    }
-    Ok(target)
+    Ok(())
 }
 
 /// Restores a training run from checkpoint `dir` (whose state is `state`): the model's weights

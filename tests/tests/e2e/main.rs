@@ -9,6 +9,7 @@ mod main_job;
 mod nonfinite;
 mod preprocess;
 mod reliability;
+mod reliability_checks;
 mod scaling;
 mod tokenizers;
 mod train;
