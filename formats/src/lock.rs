@@ -487,6 +487,7 @@ mod tests {
         assert!(matches!(err, LockError::Held { .. }), "{err}");
         assert_eq!(std::fs::read_to_string(&lock_file).unwrap(), "garbled");
         drop(holder);
+        age(&lock_file);
         let lock = RunLock::acquire(&out, "train", "--out").unwrap();
         assert!(lock.took_over().is_some());
     }

@@ -283,7 +283,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let outputs = manifests::write_manifests(
         config,
         &tokenizer,
-        (&files, &input_sums),
+        (files.as_slice(), input_sums.as_slice()),
         &fingerprint,
         packing,
         &out.state,

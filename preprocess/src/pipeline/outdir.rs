@@ -261,7 +261,7 @@ fn check_complete_inputs(files: &[InputFile], params: &DataParams) -> Result<()>
             bail!(
                 "{}: changed since the run in --out was made (it hashes to {now} now, {} then): its shards no longer hold this input\n---> HINT: rerun with --force to redo the run from the inputs as they are now, or restore the file",
                 files[i].path.display(),
-                then
+                then.as_str().unwrap_or("?")
             );
         }
     }

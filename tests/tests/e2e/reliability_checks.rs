@@ -191,6 +191,7 @@ fn inspect_verify_refuses_a_tampered_tokenizer_json() {
 #[test]
 fn a_resume_on_other_data_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
     let a = fox_shards(&dir.path().join("a"), 300, &[]);
     let b_dir = dir.path().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
@@ -233,7 +234,7 @@ fn a_resume_on_other_data_is_refused_unless_allowed() {
     allowed.push("--allow-data-change".into());
     let o = train(&allowed);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(stdout(&o).contains("--allow-data-change"), "{}", text(&o));
+    assert!(text(&o).contains("--allow-data-change: resuming on changed data"), "{}", text(&o));
     let segments = h5gpt_formats::run::read_segments(&out).unwrap();
     assert_eq!(segments.len(), 2);
     assert_eq!(segments[0].data_change, None);
@@ -478,9 +479,9 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Item 18: a full disk (here: the file-size limit) while writing a shard, or a manifest,
-/// exits 1 naming the file, leaves no partial file under a final name, and the rerun with
-/// room finishes the same output as a run that never failed.
+/// Item 18: a full disk (here: the file-size limit, EFBIG) while writing a shard, or a
+/// manifest that cannot be written, exits 1 naming the file, leaves no partial file under a
+/// final name, and the rerun with room finishes the same output as a run that never failed.
 #[test]
 fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
     let dir = tempfile::tempdir().unwrap();
@@ -506,27 +507,37 @@ fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
     let expected = manifest(&reference)["h5gpt"].clone();
     let shard_bytes = expected["shards"][0]["bytes"].as_u64().unwrap();
 
-    // Limits below a shard, and between a shard and the manifest.
-    for limit in [shard_bytes / 2, shard_bytes + 64] {
-        let out = dir.path().join(format!("out-{limit}"));
-        let o = with_file_size_limit(&bin("preprocess"), &args(&out), limit);
-        assert_eq!(o.status.code(), Some(1), "limit {limit}: {}", text(&o));
-        let err = stderr(&o);
-        assert!(err.contains(&s(&out)), "limit {limit}: names the path: {err}");
-        assert!(
-            !err.contains("panicked") && !err.contains("internal error"),
-            "{err}"
-        );
-        for shard in shard_files(&out) {
-            let set = h5gpt_formats::ShardSet::open(std::slice::from_ref(&shard));
-            assert!(set.is_ok(), "limit {limit}: {} is partial", shard.display());
-            assert!(std::fs::metadata(&shard).unwrap().len() <= limit);
-        }
-        assert!(!out.join("data_params.json").exists(), "limit {limit}");
-        let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
-        assert!(o.status.success(), "limit {limit}: {}", text(&o));
-        assert_eq!(manifest(&out)["h5gpt"], expected, "limit {limit}");
-    }
+    // A shard that does not fit: exit 1 naming it, no partial shard under a final name.
+    let out = dir.path().join("out");
+    let limit = shard_bytes / 2;
+    let o = with_file_size_limit(&bin("preprocess"), &args(&out), limit);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&s(&out)), "names the path: {err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(shard_files(&out).is_empty(), "{:?}", shard_files(&out));
+    assert!(!out.join("data_params.json").exists());
+
+    // The manifest cannot be written (a folder where its temporary file goes): exit 1 naming
+    // it, the shards in place, no data_params.json.
+    let blocker = out.join(".data_params.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains(&s(&blocker)), "{}", text(&o));
+    assert!(!out.join("data_params.json").exists());
+    assert_eq!(
+        shard_files(&out).len(),
+        expected["shards"].as_array().unwrap().len()
+    );
+
+    // Room again: the rerun continues and ends with the output of a run that never failed.
+    std::fs::remove_dir(&blocker).unwrap();
+    let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(manifest(&out)["h5gpt"], expected);
+    let o = run("inspect", &[&s(&out), "--verify"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Item 18: a full disk while writing a checkpoint exits 1 naming it, leaves no checkpoint
