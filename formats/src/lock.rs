@@ -276,7 +276,7 @@ fn examine(dir: &Path, path: &Path, me: &LockHolder, flag: &str) -> Result<Found
                 }),
                 // Held, but not named yet: its holder is writing it.
                 None => Ok(Found::Starting(None)),
-            }
+            };
         }
         Flock::Taken if !same_file() => return Ok(Found::Gone),
         // Free, empty and just made: a creator without hard links, between its create and

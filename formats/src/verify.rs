@@ -458,7 +458,10 @@ mod tests {
         let params = write_synthetic(&dir, spec).unwrap();
         let first = verify_checksums(&dir, &params, &run, false).unwrap();
         assert_eq!((first.shards, first.cached), (2, 0));
-        assert_eq!(verify_checksums(&dir, &params, &run, false).unwrap().cached, 2);
+        assert_eq!(
+            verify_checksums(&dir, &params, &run, false).unwrap().cached,
+            2
+        );
 
         let shard = dir.join(&params.h5gpt.as_ref().unwrap().shards[0].file);
         tamper_keeping_mtime(&shard);
@@ -478,7 +481,10 @@ mod tests {
             .insert(cache_key(&shard), identity(&shard, &sum).unwrap());
         cache.write(&cache_path).unwrap();
         // (The failed check above dropped shard 1's entry: it is hashed again here.)
-        assert_eq!(verify_checksums(&dir, &params, &run, false).unwrap().cached, 1);
+        assert_eq!(
+            verify_checksums(&dir, &params, &run, false).unwrap().cached,
+            1
+        );
         assert!(verify_checksums(&dir, &params, &run, true).is_err());
         assert!(VerifiedCache::read(&cache_path).shards.is_empty());
         assert!(verify_checksums(&dir, &params, &run, false).is_err());

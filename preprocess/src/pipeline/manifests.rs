@@ -270,7 +270,10 @@ mod tests {
     #[test]
     fn relative_paths_climb_to_the_common_folder() {
         let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
-        assert_eq!(rel("/o/train/tokenizer.json", "/o/val"), Path::new("../train/tokenizer.json"));
+        assert_eq!(
+            rel("/o/train/tokenizer.json", "/o/val"),
+            Path::new("../train/tokenizer.json")
+        );
         assert_eq!(rel("/o/tokenizer.json", "/o"), Path::new("tokenizer.json"));
         assert_eq!(rel("/t/tok.json", "/o/val"), Path::new("../../t/tok.json"));
     }

@@ -215,7 +215,8 @@ pub(super) fn fingerprint(
         inputs: config.inputs.iter().map(|p| canonical(p)).collect(),
         ..config.clone()
     };
-    if let (TokenizerChoice::Given { name, .. }, Some(_)) = (&mut identity.tokenizer, tokenizer_file)
+    if let (TokenizerChoice::Given { name, .. }, Some(_)) =
+        (&mut identity.tokenizer, tokenizer_file)
     {
         // By content (its checksum, below), not by where it was.
         name.clear();

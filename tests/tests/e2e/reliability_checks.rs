@@ -134,7 +134,10 @@ fn an_edited_manifest_is_refused_by_train_and_inspect_alike() {
         let o = train(&train_args(&data, &dir.path().join("run"), 1));
         assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
         assert!(stderr(&o).contains(expected), "{name}: {}", text(&o));
-        assert!(!dir.path().join("run").join("checkpoints").exists(), "{name}");
+        assert!(
+            !dir.path().join("run").join("checkpoints").exists(),
+            "{name}"
+        );
         let o = run("inspect", &[&s(&data), "--verify"]);
         assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
         assert!(text(&o).contains(expected), "{name}: {}", text(&o));
@@ -151,7 +154,11 @@ fn an_edited_manifest_is_refused_by_train_and_inspect_alike() {
 fn inspect_verify_refuses_a_tampered_tokenizer_json() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog. ".repeat(300)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(300),
+    )
+    .unwrap();
     let data = dir.path().join("shards");
     let o = preprocess(&[
         "--input",
@@ -183,7 +190,11 @@ fn inspect_verify_refuses_a_tampered_tokenizer_json() {
     args.extend(["--vocab-size".into(), "64".into()]);
     let o = train(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(stderr(&o).contains("data_params.json records"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("data_params.json records"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Item 9: a resume that would read other data (another `--shuffle`, other `--shards`) is
@@ -196,7 +207,11 @@ fn a_resume_on_other_data_is_refused_unless_allowed() {
     let b_dir = dir.path().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
     let b_corpus = b_dir.join("corpus.txt");
-    std::fs::write(&b_corpus, "a slow red hen walks under the busy bridge. ".repeat(300)).unwrap();
+    std::fs::write(
+        &b_corpus,
+        "a slow red hen walks under the busy bridge. ".repeat(300),
+    )
+    .unwrap();
     let b = b_dir.join("shards");
     let o = preprocess(&["--input", &s(&b_corpus), "--out", &s(&b), "--seq-len", "32"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -234,7 +249,11 @@ fn a_resume_on_other_data_is_refused_unless_allowed() {
     allowed.push("--allow-data-change".into());
     let o = train(&allowed);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("--allow-data-change: resuming on changed data"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--allow-data-change: resuming on changed data"),
+        "{}",
+        text(&o)
+    );
     let segments = h5gpt_formats::run::read_segments(&out).unwrap();
     assert_eq!(segments.len(), 2);
     assert_eq!(segments[0].data_change, None);
@@ -252,7 +271,11 @@ fn a_resume_on_other_data_is_refused_unless_allowed() {
 fn a_complete_run_is_rechecked_against_its_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog. ".repeat(100)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(100),
+    )
+    .unwrap();
     let out = dir.path().join("out");
     let args = ["--input", &s(&corpus), "--out", &s(&out), "--seq-len", "32"];
     let o = preprocess(&args);
@@ -261,7 +284,11 @@ fn a_complete_run_is_rechecked_against_its_inputs() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(stdout(&o).contains("nothing to do"), "{}", text(&o));
 
-    std::fs::write(&corpus, "the quick brown cat jumps over the lazy dog. ".repeat(100)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown cat jumps over the lazy dog. ".repeat(100),
+    )
+    .unwrap();
     let o = preprocess(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
@@ -281,8 +308,11 @@ fn an_output_inside_the_input_and_paths_spelled_differently_are_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let corp = dir.path().join("corp");
     std::fs::create_dir_all(&corp).unwrap();
-    std::fs::write(corp.join("a.txt"), "the quick brown fox jumps over the lazy dog. ".repeat(100))
-        .unwrap();
+    std::fs::write(
+        corp.join("a.txt"),
+        "the quick brown fox jumps over the lazy dog. ".repeat(100),
+    )
+    .unwrap();
     let out = corp.join("shards");
     let args = ["--input", &s(&corp), "--out", &s(&out), "--seq-len", "32"];
     let o = preprocess(&args);
@@ -298,12 +328,23 @@ fn an_output_inside_the_input_and_paths_spelled_differently_are_one_run() {
     );
     let o = preprocess(&[&args[..], &["--force"]].concat());
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(manifest(&out)["h5gpt"], first["h5gpt"], "--force redoes the same shards");
+    assert_eq!(
+        manifest(&out)["h5gpt"],
+        first["h5gpt"],
+        "--force redoes the same shards"
+    );
 
     // `./corp` and `corp/`, `./corp/shards` and `corp/shards`: the same run.
     let o = Command::new(bin("preprocess"))
         .current_dir(dir.path())
-        .args(["--input", "./corp/", "--out", "corp/./shards", "--seq-len", "32"])
+        .args([
+            "--input",
+            "./corp/",
+            "--out",
+            "corp/./shards",
+            "--seq-len",
+            "32",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -316,7 +357,11 @@ fn an_output_inside_the_input_and_paths_spelled_differently_are_one_run() {
 fn a_copied_output_with_a_trained_tokenizer_is_the_same_run() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog.\n".repeat(100)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog.\n".repeat(100),
+    )
+    .unwrap();
     let out = dir.path().join("out");
     let args = |out: &Path| {
         [
@@ -335,11 +380,17 @@ fn a_copied_output_with_a_trained_tokenizer_is_the_same_run() {
         ]
         .map(String::from)
     };
-    let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
+    let o = Command::new(bin("preprocess"))
+        .args(args(&out))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let val = manifest(&out.join("val"));
     assert_eq!(val["processing"]["tokenizer"], "../train/tokenizer.json");
-    assert!(!val.to_string().contains(&s(dir.path())), "no absolute path: {val}");
+    assert!(
+        !val.to_string().contains(&s(dir.path())),
+        "no absolute path: {val}"
+    );
 
     let copy = dir.path().join("copy");
     let status = Command::new("cp")
@@ -347,7 +398,10 @@ fn a_copied_output_with_a_trained_tokenizer_is_the_same_run() {
         .status()
         .unwrap();
     assert!(status.success());
-    let o = Command::new(bin("preprocess")).args(args(&copy)).output().unwrap();
+    let o = Command::new(bin("preprocess"))
+        .args(args(&copy))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(stdout(&o).contains("nothing to do"), "{}", text(&o));
 }
@@ -411,11 +465,13 @@ fn symlinks_in_input_directories_are_followed_once_and_skips_reported() {
 fn stale_lock_files_are_taken_over_whatever_they_say() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog. ".repeat(50)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(50),
+    )
+    .unwrap();
     let host = h5gpt_formats::lock::hostname();
-    let pid1 = format!(
-        r#"{{"pid":1,"host":"{host}","started":1,"command":"preprocess"}}"#
-    );
+    let pid1 = format!(r#"{{"pid":1,"host":"{host}","started":1,"command":"preprocess"}}"#);
     for (i, content) in [pid1.as_str(), "", "}{ garbled"].iter().enumerate() {
         let out = dir.path().join(format!("out{i}"));
         std::fs::create_dir_all(&out).unwrap();
@@ -486,7 +542,11 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
 fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog. ".repeat(3000)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(3000),
+    )
+    .unwrap();
     let reference = dir.path().join("reference");
     let args = |out: &Path| -> Vec<String> {
         [
@@ -502,7 +562,10 @@ fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
         .map(String::from)
         .to_vec()
     };
-    let o = Command::new(bin("preprocess")).args(args(&reference)).output().unwrap();
+    let o = Command::new(bin("preprocess"))
+        .args(args(&reference))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let expected = manifest(&reference)["h5gpt"].clone();
     let shard_bytes = expected["shards"][0]["bytes"].as_u64().unwrap();
@@ -514,7 +577,10 @@ fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
     assert!(err.contains(&s(&out)), "names the path: {err}");
-    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
     assert!(shard_files(&out).is_empty(), "{:?}", shard_files(&out));
     assert!(!out.join("data_params.json").exists());
 
@@ -522,7 +588,10 @@ fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
     // it, the shards in place, no data_params.json.
     let blocker = out.join(".data_params.json.tmp");
     std::fs::create_dir(&blocker).unwrap();
-    let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
+    let o = Command::new(bin("preprocess"))
+        .args(args(&out))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(stderr(&o).contains(&s(&blocker)), "{}", text(&o));
     assert!(!out.join("data_params.json").exists());
@@ -533,7 +602,10 @@ fn a_full_disk_while_preprocessing_exits_1_and_the_rerun_continues() {
 
     // Room again: the rerun continues and ends with the output of a run that never failed.
     std::fs::remove_dir(&blocker).unwrap();
-    let o = Command::new(bin("preprocess")).args(args(&out)).output().unwrap();
+    let o = Command::new(bin("preprocess"))
+        .args(args(&out))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(manifest(&out)["h5gpt"], expected);
     let o = run("inspect", &[&s(&out), "--verify"]);
@@ -550,22 +622,39 @@ fn a_full_disk_while_saving_a_checkpoint_exits_1_and_the_rerun_resumes() {
     let o = train(&train_args(&data, &out, 2));
     assert!(o.status.success(), "{}", text(&o));
     let ckpt = out.join("checkpoints").join("step-00000002");
-    let model_bytes = std::fs::metadata(ckpt.join("model.safetensors")).unwrap().len();
+    let model_bytes = std::fs::metadata(ckpt.join("model.safetensors"))
+        .unwrap()
+        .len();
 
     let o = with_file_size_limit(&bin("train"), &train_args(&data, &out, 4), model_bytes / 2);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
-    assert!(err.contains("step-00000004"), "names the checkpoint: {}", text(&o));
+    assert!(
+        err.contains("step-00000004"),
+        "names the checkpoint: {}",
+        text(&o)
+    );
     assert!(
         !err.contains("panicked") && !err.contains("internal error"),
         "{}",
         text(&o)
     );
     assert!(!out.join("checkpoints").join("step-00000004").exists());
-    assert!(ckpt.join("state.json").is_file(), "the older checkpoint is intact");
+    assert!(
+        ckpt.join("state.json").is_file(),
+        "the older checkpoint is intact"
+    );
 
     let o = train(&train_args(&data, &out, 4));
     assert!(o.status.success(), "{}", text(&o));
-    assert!(stdout(&o).contains("step-00000002") || text(&o).contains("resum"), "{}", text(&o));
-    assert!(out.join("checkpoints").join("step-00000004").join("state.json").is_file());
+    assert!(
+        stdout(&o).contains("step-00000002") || text(&o).contains("resum"),
+        "{}",
+        text(&o)
+    );
+    assert!(out
+        .join("checkpoints")
+        .join("step-00000004")
+        .join("state.json")
+        .is_file());
 }
