@@ -10,6 +10,7 @@ mod nonfinite;
 mod preprocess;
 mod reliability;
 mod scaling;
+mod second_pass;
 mod tokenizers;
 mod train;
 mod train_dist;
