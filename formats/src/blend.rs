@@ -396,7 +396,10 @@ mod tests {
     fn huge_weights_normalize_without_overflow() {
         assert_eq!(normalize_weights(&[1e308, 1e308]).unwrap(), [0.5, 0.5]);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert!(close(normalize_weights(&[f64::MAX, f64::MAX / 3.0]).unwrap()[0], 0.75));
+        assert!(close(
+            normalize_weights(&[f64::MAX, f64::MAX / 3.0]).unwrap()[0],
+            0.75
+        ));
         let w = normalize_weights(&[0.7, 0.3]).unwrap();
         assert!(close(w[0], 0.7) && close(w[1], 0.3), "{w:?}");
     }

@@ -381,7 +381,18 @@ mod segment_tests {
             ("world_size", r#""world_size":0"#),
             ("seq_len", r#""seq_len":0"#),
         ] {
-            let from = format!(r#""{field}":{}"#, if field == "train_rows" { 6 } else if field == "seq_len" { 4 } else if field == "world_size" { 1 } else { 2 });
+            let from = format!(
+                r#""{field}":{}"#,
+                if field == "train_rows" {
+                    6
+                } else if field == "seq_len" {
+                    4
+                } else if field == "world_size" {
+                    1
+                } else {
+                    2
+                }
+            );
             let line = good.replace(&from, bad);
             assert_ne!(line, good, "{field}");
             std::fs::write(
@@ -390,7 +401,10 @@ mod segment_tests {
             )
             .unwrap();
             let err = super::read_segments(tmp.path()).unwrap_err().to_string();
-            assert!(err.contains("segments.jsonl") && err.contains("line 2"), "{field}: {err}");
+            assert!(
+                err.contains("segments.jsonl") && err.contains("line 2"),
+                "{field}: {err}"
+            );
         }
     }
 

@@ -526,8 +526,13 @@ mod tests {
                 "{err}"
             );
         }
-        let ok = Tokenizer::from_json("t", word_level_with_id(MAX_VOCAB_SIZE - 1), Eos::Detect, path)
-            .unwrap();
+        let ok = Tokenizer::from_json(
+            "t",
+            word_level_with_id(MAX_VOCAB_SIZE - 1),
+            Eos::Detect,
+            path,
+        )
+        .unwrap();
         assert_eq!(ok.vocab_size(), MAX_VOCAB_SIZE);
     }
 

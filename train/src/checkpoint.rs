@@ -105,7 +105,11 @@ pub fn check_data_tokenizer(
     state: &CheckpointState,
     set: &h5gpt_formats::ShardSet,
 ) -> Result<()> {
-    check_data_against(checkpoint, &SavedTokenizer::of_checkpoint(checkpoint, state), set)
+    check_data_against(
+        checkpoint,
+        &SavedTokenizer::of_checkpoint(checkpoint, state),
+        set,
+    )
 }
 
 /// [`check_data_tokenizer`] against `saved`, the tokenizer `checkpoint`'s model was trained

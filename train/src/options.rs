@@ -491,8 +491,9 @@ impl TrainOptions {
     /// Reads a `--config` file.
     pub fn read_file(path: &Path) -> Result<TrainOptions> {
         // Unreadable, like unparsable, is a usage error (exit 2), as a missing --shards is.
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError::new(format!("cannot read --config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError::new(format!("cannot read --config {}: {e}", path.display()))
+        })?;
         toml::from_str(&text)
             .map_err(|e| UsageError::new(format!("{}: {e}", path.display())).into())
     }

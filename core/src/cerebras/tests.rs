@@ -500,38 +500,68 @@ fn the_2_10_callbacks_are_read_one_by_one() {
     let m = map(&doc, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.options["micro_batch"].as_integer(), Some(30));
     for (key, read) in [
-        ("trainer.init.callbacks[0].ScopedTrainFlags.csx.performance.micro_batch_size", true),
-        ("trainer.init.callbacks[1].ScopedValidateFlags.csx.performance.micro_batch_size", false),
+        (
+            "trainer.init.callbacks[0].ScopedTrainFlags.csx.performance.micro_batch_size",
+            true,
+        ),
+        (
+            "trainer.init.callbacks[1].ScopedValidateFlags.csx.performance.micro_batch_size",
+            false,
+        ),
         ("trainer.init.callbacks[2].ComputeNorm", false),
     ] {
-        let e = m.entries.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("{key}"));
+        let e = m
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("{key}"));
         assert_eq!(matches!(e.disposition, Disposition::Read(_)), read, "{e:?}");
     }
     // A callback or flag not in the Model Zoo's configs stays an error.
     for (from, to, key) in [
-        ("- ComputeNorm: {}", "- CheckLos: {}", "trainer.init.callbacks[2]"),
-        ("micro_batch_size: 30\n    - ScopedValidateFlags", "micro_batch_sise: 30\n    - ScopedValidateFlags", "trainer.init.callbacks[0]"),
+        (
+            "- ComputeNorm: {}",
+            "- CheckLos: {}",
+            "trainer.init.callbacks[2]",
+        ),
+        (
+            "micro_batch_size: 30\n    - ScopedValidateFlags",
+            "micro_batch_sise: 30\n    - ScopedValidateFlags",
+            "trainer.init.callbacks[0]",
+        ),
     ] {
         let bad = text.replacen(from, to, 1);
         assert_ne!(bad, text, "{key}");
         let doc = Document::parse(Path::new("xl.yaml"), &bad).unwrap();
         let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("does not know") && err.contains(key), "{key}: {err}");
+        assert!(
+            err.contains("does not know") && err.contains(key),
+            "{key}: {err}"
+        );
     }
 }
 
 /// Issue 24 item 19: the Model Zoo's sparsity configs are refused as what they are.
 #[test]
 fn sparsity_configs_are_refused_by_name() {
-    let text = std::fs::read_to_string(fixture(SP_111M)).unwrap() + "sparsity:\n    type: \"static\"\n    sparsity: 0.75\n";
+    let text = std::fs::read_to_string(fixture(SP_111M)).unwrap()
+        + "sparsity:\n    type: \"static\"\n    sparsity: 0.75\n";
     let doc = Document::parse(Path::new("sparse.yaml"), &text).unwrap();
     let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("sparse.yaml: sparsity") && err.contains("not supported"), "{err}");
-    let text = std::fs::read_to_string(fixture(MUP_111M_2_10)).unwrap().replace(
-        "    callbacks:\n",
-        "    sparsity:\n      sparsity: 0.75\n    callbacks:\n",
+    assert!(
+        err.contains("sparse.yaml: sparsity") && err.contains("not supported"),
+        "{err}"
     );
+    let text = std::fs::read_to_string(fixture(MUP_111M_2_10))
+        .unwrap()
+        .replace(
+            "    callbacks:\n",
+            "    sparsity:\n      sparsity: 0.75\n    callbacks:\n",
+        );
     let doc = Document::parse(Path::new("sparse.yaml"), &text).unwrap();
     let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("trainer.init.sparsity") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains("trainer.init.sparsity") && err.contains("not supported"),
+        "{err}"
+    );
 }

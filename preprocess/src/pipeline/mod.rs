@@ -174,10 +174,12 @@ impl RunSummary {
             fraction / 2.0,
             fraction * 2.0,
             match self.split_rule {
-                Some(SplitRule::WithinDocuments) => "each document is cut at the newline nearest \
+                Some(SplitRule::WithinDocuments) =>
+                    "each document is cut at the newline nearest \
                     the fraction; a text with few newlines cuts far from it: add line breaks, or \
                     give several documents",
-                _ => "whole documents go one way or the other; with a few long documents, try \
+                _ =>
+                    "whole documents go one way or the other; with a few long documents, try \
                     another --seed or more, shorter documents",
             }
         ))

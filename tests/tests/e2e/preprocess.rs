@@ -735,9 +735,21 @@ fn empty_input_leaves_no_progress_file() {
         for round in 0..2 {
             let o = run(
                 "preprocess",
-                &["--input", s(&input), "--out", s(&out), "--val-fraction", val],
+                &[
+                    "--input",
+                    s(&input),
+                    "--out",
+                    s(&out),
+                    "--val-fraction",
+                    val,
+                ],
             );
-            assert_eq!(o.status.code(), Some(1), "val {val} round {round}: {}", text(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "val {val} round {round}: {}",
+                text(&o)
+            );
             let left: Vec<String> = std::fs::read_dir(&out)
                 .map(|d| {
                     d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -54,9 +54,21 @@ fn sample_and_eval_check_their_numbers_and_a_resume_past_max_steps_says_so() {
         ("sample", vec!["--temperature", "inf"], "--temperature"),
         ("sample", vec!["--top-k", "0"], "--top-k"),
         ("sample", vec!["--num-samples", "0"], "--num-samples"),
-        ("eval", vec!["--shards", s(&shards), "--micro-batch", "0"], "--micro-batch"),
-        ("eval", vec!["--shards", s(&shards), "--max-rows", "0"], "--max-rows"),
-        ("sample", vec!["--tokenizer", "no-such-tokenizer"], "--tokenizer"),
+        (
+            "eval",
+            vec!["--shards", s(&shards), "--micro-batch", "0"],
+            "--micro-batch",
+        ),
+        (
+            "eval",
+            vec!["--shards", s(&shards), "--max-rows", "0"],
+            "--max-rows",
+        ),
+        (
+            "sample",
+            vec!["--tokenizer", "no-such-tokenizer"],
+            "--tokenizer",
+        ),
     ] {
         let mut all = vec!["--checkpoint", checkpoint, "--device", "cpu"];
         all.extend(&args);
@@ -173,7 +185,11 @@ fn a_tokenizer_larger_than_the_model_is_refused_and_tokenizer_overrides_it() {
     let tokenizer = shards.join("tokenizer.json");
     let o = sample(&["--tokenizer", s(&tokenizer)]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("fox"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("fox"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A "billion laughs" config: nine or twelve levels of nested aliases in a few hundred bytes.
@@ -215,16 +231,40 @@ fn bombs_huge_shapes_and_bad_arguments_are_usage_errors() {
     }
     let args = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     cases.extend([
-        ("plan", args(&["--n-layer", "4000000000"]), "n_layer 4000000000"),
-        ("plan", args(&["--n-embd", "4000000000", "--n-head", "1"]), "n_embd"),
+        (
+            "plan",
+            args(&["--n-layer", "4000000000"]),
+            "n_layer 4000000000",
+        ),
+        (
+            "plan",
+            args(&["--n-embd", "4000000000", "--n-head", "1"]),
+            "n_embd",
+        ),
         ("plan", args(&["--tokens", "1e300"]), "--tokens"),
         ("plan", args(&["--flops", "1e300"]), "--flops"),
         ("plan", args(&["--peak-tflops", "inf"]), "--peak-tflops"),
         ("plan", args(&["--ratio", "inf"]), "--ratio"),
-        ("plan", args(&["--config", "/nonexistent/x.yaml"]), "/nonexistent/x.yaml"),
-        ("inspect", args(&["/nonexistent/shards"]), "/nonexistent/shards"),
-        ("inspect", args(&["--run", "/nonexistent/run", "--check-epochs"]), "/nonexistent/run"),
-        ("inspect", args(&[s(&shards), "--max-violations", "0"]), "--max-violations"),
+        (
+            "plan",
+            args(&["--config", "/nonexistent/x.yaml"]),
+            "/nonexistent/x.yaml",
+        ),
+        (
+            "inspect",
+            args(&["/nonexistent/shards"]),
+            "/nonexistent/shards",
+        ),
+        (
+            "inspect",
+            args(&["--run", "/nonexistent/run", "--check-epochs"]),
+            "/nonexistent/run",
+        ),
+        (
+            "inspect",
+            args(&[s(&shards), "--max-violations", "0"]),
+            "--max-violations",
+        ),
         (
             "train",
             args(&["--shards", s(&shards), "--config", "/nonexistent/c.toml"]),
@@ -232,7 +272,15 @@ fn bombs_huge_shapes_and_bad_arguments_are_usage_errors() {
         ),
         (
             "train",
-            args(&["--shards", s(&shards), s(&shards), "--weights", "1", "2", "3"]),
+            args(&[
+                "--shards",
+                s(&shards),
+                s(&shards),
+                "--weights",
+                "1",
+                "2",
+                "3",
+            ]),
             "--weights",
         ),
     ]);
@@ -240,7 +288,11 @@ fn bombs_huge_shapes_and_bad_arguments_are_usage_errors() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run(bin, &refs);
         assert_eq!(o.status.code(), Some(2), "{bin} {args:?}: {}", text(&o));
-        assert!(stderr(&o).contains(needle), "{bin} {args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{bin} {args:?}: {}",
+            stderr(&o)
+        );
     }
     assert!(!dir.path().join("never").exists());
 }
@@ -317,5 +369,8 @@ fn a_model_too_large_to_allocate_is_out_of_memory_not_a_bug() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = stderr(&o);
     assert!(err.contains("out of memory"), "{err}");
-    assert!(!err.contains("internal error") && !err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("internal error") && !err.contains("panicked"),
+        "{err}"
+    );
 }

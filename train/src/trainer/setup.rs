@@ -45,7 +45,7 @@ fn build_model(config: &TrainConfig, device: Device) -> Result<(nn::VarStore, Gp
                  {:.1} GB for the weights alone (fp32), and AdamW twice that again\n---> HINT: \
                  pick a smaller --model or shape (--n-layer, --n-embd, --vocab-size)\n{}",
                 params as f64 * 4.0 / 1e9,
-                message.lines().next().unwrap_or_default()
+                allocation_line(&message)
             )
         } else {
             anyhow!("building the model: libtorch error: {message}")
@@ -54,9 +54,24 @@ fn build_model(config: &TrainConfig, device: Device) -> Result<(nn::VarStore, Gp
 }
 
 /// Whether a libtorch error message is an allocation failure (CUDA's "out of memory", the
-/// CPU allocator's "not enough memory").
+/// CPU allocator's "not enough memory" / "can't allocate memory").
 pub(crate) fn is_out_of_memory(message: &str) -> bool {
-    message.contains("out of memory") || message.contains("not enough memory")
+    [
+        "out of memory",
+        "not enough memory",
+        "can't allocate memory",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// The allocator's sentence from a libtorch error ("you tried to allocate N bytes"), without
+/// the C++ backtrace that follows it.
+fn allocation_line(message: &str) -> &str {
+    let start = message.find("you tried to allocate").unwrap_or(0);
+    let rest = &message[start..];
+    let end = rest.find(['\n', '\\']).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 impl<'a> Run<'a> {

@@ -338,16 +338,31 @@ fn a_folder_with_a_config_json_is_not_an_export() {
     let err = hf::export(&vs, &tiny(), &project).unwrap_err();
     assert!(matches!(err, HfError::TargetNotAnExport { .. }), "{err:?}");
     assert_eq!(names(&project), ["config.json", "main.py", "src"]);
-    assert_eq!(std::fs::read_to_string(project.join("config.json")).unwrap(), "{}");
+    assert_eq!(
+        std::fs::read_to_string(project.join("config.json")).unwrap(),
+        "{}"
+    );
 
     // --force: our files are written, the user's others stay.
     hf::export_with_tokenizer(&vs, &tiny(), &project, None, hf::Replace::Force).unwrap();
     assert_eq!(
         names(&project),
-        ["config.json", "h5gpt-export.json", "main.py", "model.safetensors", "src"]
+        [
+            "config.json",
+            "h5gpt-export.json",
+            "main.py",
+            "model.safetensors",
+            "src"
+        ]
     );
-    assert_eq!(std::fs::read_to_string(project.join("main.py")).unwrap(), "x\n");
-    assert_eq!(std::fs::read_to_string(project.join("src/lib.py")).unwrap(), "y\n");
+    assert_eq!(
+        std::fs::read_to_string(project.join("main.py")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("src/lib.py")).unwrap(),
+        "y\n"
+    );
     assert_eq!(hf::load(&project).unwrap().0, tiny());
     // Still not an export (main.py is not ours): a plain export refuses it again.
     assert!(matches!(
@@ -484,7 +499,10 @@ fn export_binaries_write_a_loadable_directory() {
             "{}",
             String::from_utf8_lossy(&result.stderr)
         );
-        assert_eq!(std::fs::read_to_string(project.join("main.py")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_to_string(project.join("main.py")).unwrap(),
+            "x"
+        );
     }
     assert_eq!(hf::load(&project).unwrap().0, tiny());
     // Refusals name the problem and exit non-zero.
