@@ -11,6 +11,20 @@ use serde::{Deserialize, Serialize};
 /// The multiple the embedding rows are padded to (tensor-core friendly; nanoGPT's 50304).
 pub const VOCAB_PAD_MULTIPLE: usize = 64;
 
+/// The most transformer blocks a model may have (GPT-3 175B has 96).
+pub const MAX_N_LAYER: usize = 100_000;
+/// The widest `n_embd` (and most heads) a model may have: 2^20 (GPT-3 175B: 12,288).
+pub const MAX_WIDTH: usize = 1 << 20;
+/// The longest context: 2^24 tokens.
+pub const MAX_N_CTX: usize = 1 << 24;
+/// The largest vocabulary (see [`h5gpt_formats::spec::MAX_VOCAB_SIZE`]).
+pub const MAX_VOCAB_SIZE: usize = h5gpt_formats::spec::MAX_VOCAB_SIZE as usize;
+/// The widest MLP hidden layer: 2^24.
+pub const MAX_FFN_SIZE: usize = 1 << 24;
+/// The shape limits in words, for error messages.
+pub const SHAPE_LIMITS: &str = "limits: n_layer ≤ 100,000, n_embd and n_head ≤ 1,048,576, \
+    n_ctx ≤ 16,777,216, vocab_size ≤ 16,777,216, ffn_size ≤ 16,777,216";
+
 /// Model shape.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,13 +245,28 @@ impl GptConfig {
         self.mup.map(|_| 1.0 / self.head_size() as f64)
     }
 
-    /// Checks the shape is buildable.
+    /// Checks the shape is buildable: every size positive and within [`SHAPE_LIMITS`] (checked
+    /// before anything, the parameter list included, is built from it).
     pub fn validate(&self) -> Result<(), String> {
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.n_ctx == 0 {
             return Err(format!(
                 "n_layer, n_head, n_embd and n_ctx must be positive (got {}, {}, {}, {})",
                 self.n_layer, self.n_head, self.n_embd, self.n_ctx
             ));
+        }
+        for (what, value, limit) in [
+            ("n_layer", self.n_layer, MAX_N_LAYER),
+            ("n_embd", self.n_embd, MAX_WIDTH),
+            ("n_head", self.n_head, MAX_WIDTH),
+            ("n_ctx", self.n_ctx, MAX_N_CTX),
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("ffn_size", self.ffn_width(), MAX_FFN_SIZE),
+        ] {
+            if value > limit {
+                return Err(format!(
+                    "{what} {value} is beyond the largest this program builds ({limit}; {SHAPE_LIMITS})"
+                ));
+            }
         }
         if self.n_embd % self.n_head != 0 {
             return Err(format!(

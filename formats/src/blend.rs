@@ -45,8 +45,10 @@ pub fn normalize_weights(weights: &[f64]) -> Result<Vec<f64>> {
             "blend weight {w} is not a positive number"
         )));
     }
-    let sum: f64 = weights.iter().sum();
-    Ok(weights.iter().map(|w| w / sum).collect())
+    // Scaled by the largest first, so that weights near f64::MAX do not sum to infinity.
+    let max = weights.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = weights.iter().map(|w| w / max).sum();
+    Ok(weights.iter().map(|w| w / max / sum).collect())
 }
 
 /// Per-block quotas of `weights` (summing to 1): largest remainder, ties to the first set;
@@ -388,6 +390,19 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 24 item 15: `--weights 1e308 1e308` summed to infinity and normalized to 0.
+    #[test]
+    fn huge_weights_normalize_without_overflow() {
+        assert_eq!(normalize_weights(&[1e308, 1e308]).unwrap(), [0.5, 0.5]);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(
+            normalize_weights(&[f64::MAX, f64::MAX / 3.0]).unwrap()[0],
+            0.75
+        ));
+        let w = normalize_weights(&[0.7, 0.3]).unwrap();
+        assert!(close(w[0], 0.7) && close(w[1], 0.3), "{w:?}");
+    }
 
     fn phase(start: u64, weights: &[f64]) -> BlendPhase {
         BlendPhase {

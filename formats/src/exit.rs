@@ -20,6 +20,28 @@ impl UsageError {
     }
 }
 
+/// Checks count option `flag` (as typed: `--top-k`): at least 1.
+pub fn check_at_least_one(flag: &str, value: usize) -> Result<(), UsageError> {
+    if value == 0 {
+        return Err(UsageError::new(format!("{flag} 0: must be at least 1")));
+    }
+    Ok(())
+}
+
+/// Checks number option `flag`: finite and within `[min, max]` (`max` may be infinite: no
+/// upper bound). NaN and ±∞ are refused.
+pub fn check_finite_within(flag: &str, value: f64, min: f64, max: f64) -> Result<(), UsageError> {
+    if !value.is_finite() || value < min || value > max {
+        let range = if max.is_infinite() {
+            format!("a finite number, at least {min}")
+        } else {
+            format!("a finite number in [{min}, {max}]")
+        };
+        return Err(UsageError::new(format!("{flag} {value}: must be {range}")));
+    }
+    Ok(())
+}
+
 /// The exit code for `error`: [`USAGE`] when it or any error in its source chain is a
 /// [`UsageError`], else [`RUNTIME`].
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
@@ -40,6 +62,19 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("wrapped")]
     struct Wrapper(#[source] UsageError);
+
+    #[test]
+    fn numeric_checks_name_the_flag_and_refuse_nan() {
+        assert!(check_at_least_one("--top-k", 1).is_ok());
+        let e = check_at_least_one("--top-k", 0).unwrap_err().to_string();
+        assert_eq!(e, "--top-k 0: must be at least 1");
+        assert!(check_finite_within("--temperature", 0.0, 0.0, f64::INFINITY).is_ok());
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            let e = check_finite_within("--temperature", bad, 0.0, f64::INFINITY).unwrap_err();
+            assert!(e.to_string().starts_with("--temperature "), "{e}");
+        }
+        assert!(check_finite_within("--mfu", 1.5, 0.0, 1.0).is_err());
+    }
 
     #[test]
     fn usage_errors_are_found_in_the_source_chain() {

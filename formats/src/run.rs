@@ -279,6 +279,26 @@ pub fn segment_of_step(segments: &[Segment], step: usize) -> Option<&Segment> {
 }
 
 impl Segment {
+    /// Checks the numbers a reader divides by or samples from: the batch layout (every size at
+    /// least 1, dividing evenly), `seq_len`, and at least one training row in every set.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        crate::stream::BatchLayout {
+            global_batch: self.global_batch,
+            micro_batch: self.micro_batch,
+            world_size: self.world_size,
+            rank: 0,
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        if self.seq_len == 0 {
+            return Err("seq_len 0: must be at least 1".into());
+        }
+        if self.set_rows().contains(&0) {
+            return Err("a training set of 0 rows: a run reads at least one".into());
+        }
+        Ok(())
+    }
+
     /// The sampler this segment read with.
     pub fn sampler(&self) -> Result<Sampler> {
         match &self.blend {
@@ -337,7 +357,13 @@ pub fn read_segments(run: &Path) -> Result<Vec<Segment>> {
     let mut segments = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str::<Segment>(line) {
-            Ok(segment) => segments.push(segment),
+            Ok(segment) => {
+                segment.check().map_err(|what| FormatError::RunRecord {
+                    path: path.clone(),
+                    what: format!("line {}: {what}", i + 1),
+                })?;
+                segments.push(segment)
+            }
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
             Err(e) => {
                 return Err(FormatError::RunRecord {
@@ -353,6 +379,46 @@ pub fn read_segments(run: &Path) -> Result<Vec<Segment>> {
 #[cfg(test)]
 mod segment_tests {
     use super::Segment;
+
+    /// Issue 24 item 3: `inspect --run` divided by zero (or sampled an empty stream) on a
+    /// segment with `micro_batch: 0` or `train_rows: 0`; the reader refuses such a line.
+    #[test]
+    fn a_segment_with_zero_sizes_is_refused_naming_the_line() {
+        let good = r#"{"version":1,"first_step":0,"position":0,"seed":7,"global_batch":2,"micro_batch":2,"world_size":1,"seq_len":4,"shards":["d"],"train_dirs":["d"],"train_rows":6,"held_out":0}"#;
+        let tmp = tempfile::tempdir().unwrap();
+        for (field, bad) in [
+            ("micro_batch", r#""micro_batch":0"#),
+            ("train_rows", r#""train_rows":0"#),
+            ("global_batch", r#""global_batch":0"#),
+            ("world_size", r#""world_size":0"#),
+            ("seq_len", r#""seq_len":0"#),
+        ] {
+            let from = format!(
+                r#""{field}":{}"#,
+                if field == "train_rows" {
+                    6
+                } else if field == "seq_len" {
+                    4
+                } else if field == "world_size" {
+                    1
+                } else {
+                    2
+                }
+            );
+            let line = good.replace(&from, bad);
+            assert_ne!(line, good, "{field}");
+            std::fs::write(
+                tmp.path().join(super::SEGMENTS_FILE),
+                format!("{good}\n{line}\n"),
+            )
+            .unwrap();
+            let err = super::read_segments(tmp.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("segments.jsonl") && err.contains("line 2"),
+                "{field}: {err}"
+            );
+        }
+    }
 
     /// A version-1 line (before `shuffle`) reads as shuffled; `shuffle: false` reads in order.
     #[test]

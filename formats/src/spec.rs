@@ -33,6 +33,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const GPT2_EOS_ID: u32 = 50256;
 /// GPT-2's vocabulary size.
 pub const GPT2_VOCAB_SIZE: u32 = 50257;
+/// The largest vocabulary any h5gpt tool accepts: 2^24 = 16,777,216 tokens (64 times GPT-4o's
+/// 200k; far below the 2^31 − 1 that the shards' int32 ids could hold). A tokenizer with an id
+/// at or beyond it is refused when it is read.
+pub const MAX_VOCAB_SIZE: u32 = 1 << 24;
 /// Suffix of every complete shard. Temporary files never end in it.
 pub const SHARD_SUFFIX: &str = ".h5";
 

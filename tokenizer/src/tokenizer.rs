@@ -8,7 +8,7 @@
 //! [`Tokenizer::for_shard_dir`] loads it back.
 
 use h5gpt_formats::manifest::{DataParams, TokenizerFile};
-use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
+use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE, MAX_VOCAB_SIZE};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use tiktoken_rs::CoreBPE;
@@ -228,6 +228,18 @@ impl Tokenizer {
                 })?,
         };
         let vocab = tokenizer.get_vocab(true);
+        if let Some((token, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if id >= MAX_VOCAB_SIZE {
+                return Err(TokenizerError::File {
+                    path: path.into(),
+                    what: format!(
+                        "token {token:?} has id {id}, beyond the largest vocabulary h5gpt reads \
+                         ({MAX_VOCAB_SIZE} tokens, ids 0..{}; shard ids are int32)",
+                        MAX_VOCAB_SIZE - 1
+                    ),
+                });
+            }
+        }
         let vocab_size = vocab.values().max().map_or(0, |&m| m + 1);
         let unk_id = tokenizer.token_to_id(UNK_TOKEN);
         Ok(Tokenizer {
@@ -475,6 +487,53 @@ mod tests {
             assert!(bpe.decode_bytes(&[t.vocab_size()]).is_err(), "{name}");
         }
         assert!(Tokenizer::tiktoken("p50k_base").is_none());
+    }
+
+    /// A word-level tokenizer.json with `[UNK]`, `hello`, `</s>` and `big` at id `big_id`.
+    fn word_level_with_id(big_id: u32) -> Vec<u8> {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "post_processor": null,
+            "decoder": null,
+            "model": {
+                "type": "WordLevel",
+                "vocab": {"[UNK]": 0, "hello": 1, "</s>": 2, "big": big_id},
+                "unk_token": "[UNK]"
+            }
+        });
+        serde_json::to_vec(&json).unwrap()
+    }
+
+    /// Issue 24 item 5: an id of 3,000,000,000 was accepted and `vocab_size 3000000001`
+    /// written into the manifest, although shard ids are int32.
+    #[test]
+    fn ids_beyond_the_vocabulary_limit_are_refused_when_read() {
+        let path = Path::new("big/tokenizer.json");
+        for id in [3_000_000_000, i32::MAX as u32, MAX_VOCAB_SIZE] {
+            let err = Tokenizer::from_json("t", word_level_with_id(id), Eos::Detect, path)
+                .err()
+                .unwrap_or_else(|| panic!("id {id} accepted"))
+                .to_string();
+            assert!(
+                err.contains("big/tokenizer.json")
+                    && err.contains(&format!("id {id}"))
+                    && err.contains("16777216"),
+                "{err}"
+            );
+        }
+        let ok = Tokenizer::from_json(
+            "t",
+            word_level_with_id(MAX_VOCAB_SIZE - 1),
+            Eos::Detect,
+            path,
+        )
+        .unwrap();
+        assert_eq!(ok.vocab_size(), MAX_VOCAB_SIZE);
     }
 
     #[test]

@@ -105,8 +105,21 @@ pub fn check_data_tokenizer(
     state: &CheckpointState,
     set: &h5gpt_formats::ShardSet,
 ) -> Result<()> {
+    check_data_against(
+        checkpoint,
+        &SavedTokenizer::of_checkpoint(checkpoint, state),
+        set,
+    )
+}
+
+/// [`check_data_tokenizer`] against `saved`, the tokenizer `checkpoint`'s model was trained
+/// with as its record or the user (`eval --tokenizer`) gives it.
+pub fn check_data_against(
+    checkpoint: &Path,
+    saved: &SavedTokenizer,
+    set: &h5gpt_formats::ShardSet,
+) -> Result<()> {
     let data = SavedTokenizer::of_set(set)?;
-    let saved = SavedTokenizer::of_checkpoint(checkpoint, state);
     let eos_differs = matches!((data.eos_id, saved.eos_id), (Some(a), Some(b)) if a != b);
     if data.key() != saved.key() || eos_differs {
         let detail = |t: &SavedTokenizer| match &t.json {

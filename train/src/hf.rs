@@ -35,6 +35,24 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The config file of an HF model directory.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// The marker every export writes beside its files: JSON naming the tool and the files the
+/// export wrote (`{"written_by": "h5gpt export", "version": 1, "files": [...]}`). An existing
+/// directory is replaced whole only when it holds this marker and no file it does not list.
+pub const MARKER_FILE: &str = "h5gpt-export.json";
+
+/// Every file an export writes besides its marker. A directory from before the marker
+/// ([`MARKER_FILE`]) with `config.json`, `model.safetensors` and nothing outside this set is
+/// still taken for an earlier export.
+const LEGACY_EXPORT_FILES: [&str; 7] = [
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+];
+
 /// Activations HF GPT-2 may name for our GELU (the tanh approximation).
 const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
 
@@ -86,11 +104,14 @@ pub enum HfError {
         /// What went wrong.
         source: h5gpt_tokenizer::hf_files::HfFilesError,
     },
-    /// The export target exists, is not empty and is not an earlier export.
-    #[error("{path}: exists, is not empty and has no {CONFIG_FILE}: not replacing it\n---> HINT: pass a new directory, an empty one, or an earlier export")]
+    /// The export target exists, is not empty and is not an earlier export (no
+    /// [`MARKER_FILE`], or files an export did not write).
+    #[error("{path}: exists, is not empty and is not an earlier export ({why}): not replacing it\n---> HINT: pass a new directory, an empty one, or an earlier export; `--force` writes the export's files into it and leaves every other file alone")]
     TargetNotAnExport {
         /// The target directory.
         path: PathBuf,
+        /// Why it is not taken for an export (the first foreign file, or no marker).
+        why: String,
     },
     /// A tensor the model needs is missing.
     #[error("{within}: tensor {name} is missing")]
@@ -182,10 +203,24 @@ fn config_json(config: &GptConfig, eos: Option<usize>) -> Value {
 ///
 /// The directory is written crash-safely: into a temporary sibling `.NAME.tmp`, every file
 /// fsynced, then renamed into place. An existing `dir` is replaced only when it is empty or an
-/// earlier export (has `config.json`); any other non-empty directory is refused. A model HF
+/// earlier export (see [`Replace`]); any other non-empty directory is refused. A model HF
 /// GPT-2 cannot express (no biases, μP) is refused.
 pub fn export(vs: &nn::VarStore, config: &GptConfig, dir: &Path) -> Result<(), HfError> {
-    export_with_tokenizer(vs, config, dir, None)
+    export_with_tokenizer(vs, config, dir, None, Replace::ExportsOnly)
+}
+
+/// What an export may do to an existing target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Replace it whole only when it is empty or an earlier export: it holds [`MARKER_FILE`]
+    /// and only files that marker lists (or, from before the marker, only export files with
+    /// `config.json` and `model.safetensors`). Anything else is refused
+    /// ([`HfError::TargetNotAnExport`]).
+    ExportsOnly,
+    /// `--force`: write the export's files into any directory, each replacing a file of the
+    /// same name; remove files an earlier export listed in its marker and this one does not
+    /// write; never touch any other file.
+    Force,
 }
 
 /// [`export`], plus the tokenizer files `transformers` loads with
@@ -198,6 +233,7 @@ pub fn export_with_tokenizer(
     config: &GptConfig,
     dir: &Path,
     tokenizer: Option<&Tokenizer>,
+    replace: Replace,
 ) -> Result<(), HfError> {
     config.validate().map_err(|what| HfError::Unsupported {
         path: dir.to_path_buf(),
@@ -234,9 +270,20 @@ pub fn export_with_tokenizer(
             what: "the export directory needs a name (not `.`, `..` or `/`)".into(),
         });
     }
-    if dir.exists() {
-        check_replaceable(dir)?;
-    }
+    let merge_into = if dir.exists() {
+        match (existing_export(dir)?, replace) {
+            (Ok(()), _) => false,
+            (Err(_), Replace::Force) => true,
+            (Err(why), Replace::ExportsOnly) => {
+                return Err(HfError::TargetNotAnExport {
+                    path: dir.to_path_buf(),
+                    why,
+                })
+            }
+        }
+    } else {
+        false
+    };
     let parent = dir.parent().unwrap_or(Path::new(""));
     if !parent.as_os_str().is_empty() {
         std::fs::create_dir_all(parent).map_err(io_error(parent))?;
@@ -250,38 +297,126 @@ pub fn export_with_tokenizer(
     let json =
         serde_json::to_vec_pretty(&config_json(config, eos)).expect("a JSON value serializes");
     write_atomic(&tmp.join(CONFIG_FILE), &json)?;
+    let mut files = vec![CONFIG_FILE.to_string(), WEIGHTS_FILE.to_string()];
     if let Some(t) = tokenizer {
-        h5gpt_tokenizer::hf_files::write_hf_tokenizer_files(t.name(), t.json(), t.eos_id(), &tmp)
+        files.extend(
+            h5gpt_tokenizer::hf_files::write_hf_tokenizer_files(
+                t.name(),
+                t.json(),
+                t.eos_id(),
+                &tmp,
+            )
             .map_err(|source| HfError::TokenizerFiles {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+                path: dir.to_path_buf(),
+                source,
+            })?,
+        );
     }
-    // An earlier export is moved aside first: a crash in between leaves both complete copies
-    // (`.NAME.old`, `.NAME.tmp`), never a half-written `dir`.
-    commit_dir(&tmp, dir)?;
+    files.sort();
+    let marker = json!({"written_by": "h5gpt export", "version": 1, "files": files});
+    write_atomic(
+        &tmp.join(MARKER_FILE),
+        &serde_json::to_vec_pretty(&marker).expect("a JSON value serializes"),
+    )?;
+    if merge_into {
+        merge_export(&tmp, dir, &files)?;
+    } else {
+        // An earlier export is moved aside first: a crash in between leaves both complete
+        // copies (`.NAME.old`, `.NAME.tmp`), never a half-written `dir`.
+        commit_dir(&tmp, dir)?;
+    }
     Ok(())
 }
 
-/// Refuses an export target that is neither empty nor an earlier export.
-fn check_replaceable(dir: &Path) -> Result<(), HfError> {
+/// The files an earlier export's marker in `dir` lists (None without a readable marker, or
+/// when it lists a name no export writes: such a marker was not written by us).
+fn marked_files(dir: &Path) -> Option<Vec<String>> {
+    let bytes = std::fs::read(dir.join(MARKER_FILE)).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    if value.get("written_by")?.as_str()? != "h5gpt export" {
+        return None;
+    }
+    let files: Vec<String> = value
+        .get("files")?
+        .as_array()?
+        .iter()
+        .map(|f| f.as_str().map(str::to_string))
+        .collect::<Option<_>>()?;
+    files
+        .iter()
+        .all(|f| LEGACY_EXPORT_FILES.contains(&f.as_str()))
+        .then_some(files)
+}
+
+/// Whether the existing target `dir` may be replaced whole: `Ok(Ok(()))` when it is empty or
+/// an earlier export, `Ok(Err(why))` when it is not (why: the first file no export wrote, or
+/// the missing marker). Only a directory that is not one is an error.
+fn existing_export(dir: &Path) -> Result<Result<(), String>, HfError> {
     if !dir.is_dir() {
         return Err(HfError::Unsupported {
             path: dir.to_path_buf(),
             what: "exists and is not a directory".into(),
         });
     }
-    let empty = std::fs::read_dir(dir)
-        .map_err(io_error(dir))?
-        .next()
-        .is_none();
-    if empty || dir.join(CONFIG_FILE).is_file() {
-        Ok(())
-    } else {
-        Err(HfError::TargetNotAnExport {
-            path: dir.to_path_buf(),
-        })
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let is_file = entry.file_type().map_err(io_error(dir))?.is_file();
+        names.push((entry.file_name().to_string_lossy().into_owned(), is_file));
     }
+    names.sort();
+    if names.is_empty() {
+        return Ok(Ok(()));
+    }
+    let (ours, from): (Vec<String>, &str) = match marked_files(dir) {
+        Some(files) => (files, MARKER_FILE),
+        None => {
+            let legacy = [CONFIG_FILE, WEIGHTS_FILE]
+                .iter()
+                .all(|f| names.iter().any(|(n, file)| n == f && *file));
+            if !legacy {
+                return Ok(Err(format!(
+                    "no {MARKER_FILE}, and not the files an earlier export writes"
+                )));
+            }
+            (
+                LEGACY_EXPORT_FILES.iter().map(|f| f.to_string()).collect(),
+                "the files an export writes",
+            )
+        }
+    };
+    for (name, is_file) in &names {
+        let known = name == MARKER_FILE || ours.iter().any(|f| f == name);
+        if !known || !is_file {
+            return Ok(Err(format!("{name} is not among {from}")));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// `--force` into a directory that holds other files: moves each finished file of the export
+/// in `staged` into `dir` (each rename atomic, replacing a file of that name), removes files an
+/// earlier export's marker lists that this export does not write, and leaves every other file
+/// of `dir` alone. The marker is moved last, so it never lists a file not yet in place.
+fn merge_export(staged: &Path, dir: &Path, files: &[String]) -> Result<(), HfError> {
+    let stale: Vec<String> = marked_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !files.contains(f))
+        .collect();
+    for name in files.iter().map(String::as_str).chain([MARKER_FILE]) {
+        let target = dir.join(name);
+        std::fs::rename(staged.join(name), &target).map_err(io_error(&target))?;
+    }
+    for name in stale {
+        let path = dir.join(&name);
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    h5gpt_formats::fsio::fsync_dir(dir)?;
+    std::fs::remove_dir(staged).map_err(io_error(staged))?;
+    Ok(())
 }
 
 /// The model's variables in HF's names and layout: contiguous f32 on the CPU.
@@ -642,10 +777,15 @@ mod cli {
         /// `checkpoints/step-N` directories.
         #[arg(long, value_name = "RUN|CHECKPOINT")]
         checkpoint: PathBuf,
-        /// Output directory. Created if missing; an earlier export there is replaced; any
-        /// other non-empty directory is refused.
+        /// Output directory. Created if missing; an earlier export there (it holds
+        /// `h5gpt-export.json` and only the files that lists) is replaced; any other non-empty
+        /// directory is refused (exit 1) unless --force.
         #[arg(long, value_name = "DIR")]
         hf: PathBuf,
+        /// Write into a non-empty directory that is not an earlier export: the export's files
+        /// replace files of the same names; every other file there is left alone.
+        #[arg(long)]
+        force: bool,
     }
 
     pub(super) fn main(bin: &'static str) -> ExitCode {
@@ -675,7 +815,12 @@ mod cli {
             .as_ref()
             .ok()
             .filter(|t| t.vocab_size() as usize == config.vocab_size);
-        super::export_with_tokenizer(&loaded.vs, &config, &args.hf, usable)
+        let replace = if args.force {
+            super::Replace::Force
+        } else {
+            super::Replace::ExportsOnly
+        };
+        super::export_with_tokenizer(&loaded.vs, &config, &args.hf, usable, replace)
             .with_context(|| format!("cannot export to {}", args.hf.display()))?;
         let params = config.breakdown_unpadded().total();
         println!(

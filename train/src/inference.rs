@@ -1,10 +1,12 @@
 //! The front end `sample` and `eval` share: which checkpoint, on which device, in which
 //! precision, and loading it.
 
-use crate::checkpoint::{load_model, LoadedModel};
+use crate::checkpoint::{load_model, load_tokenizer, LoadedModel};
 use crate::device::{select, DeviceRequest};
 use crate::precision::{DtypeRequest, Precision};
-use anyhow::Result;
+use anyhow::{bail, Result};
+use h5gpt_formats::exit::UsageError;
+use h5gpt_tokenizer::tokenizer::{resolve_tokenizer_arg, Tokenizer};
 use std::path::PathBuf;
 use tch::Device;
 
@@ -21,6 +23,11 @@ pub struct InferenceArgs {
     /// `auto`, `fp32` or `bf16`.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeRequest,
+    /// The tokenizer the model was trained with, when the checkpoint's record of it is missing
+    /// or wrong: a tiktoken name (gpt2, cl100k_base, o200k_base) or a tokenizer.json file.
+    /// [default: the checkpoint's]
+    #[arg(long, value_name = "FILE|NAME")]
+    pub tokenizer: Option<String>,
 }
 
 /// A checkpoint's model, loaded for inference.
@@ -46,11 +53,45 @@ impl InferenceArgs {
             p => p,
         };
         let loaded = load_model(&self.checkpoint, device)?;
+        if let Some(arg) = &self.tokenizer {
+            // Checked before the caller does anything with the model.
+            resolve_tokenizer_arg(arg, None)
+                .map_err(|e| UsageError::new(format!("--tokenizer {arg}: {e}")))?;
+        }
         Ok(Inference {
             loaded,
             device,
             precision,
             note: selected.note,
         })
+    }
+}
+
+impl InferenceArgs {
+    /// The tokenizer of `loaded`'s model: `--tokenizer` when given, else the checkpoint's.
+    /// Refused when its ids can reach beyond the model's vocabulary (its prompt would index
+    /// past the embedding): a checkpoint written from shards without our manifest section
+    /// records `gpt2`, whatever vocabulary its model has.
+    pub fn tokenizer(&self, loaded: &LoadedModel) -> Result<Tokenizer> {
+        let tokenizer = match &self.tokenizer {
+            Some(arg) => resolve_tokenizer_arg(arg, None)
+                .map_err(|e| UsageError::new(format!("--tokenizer {arg}: {e}")))?,
+            None => load_tokenizer(&loaded.path, &loaded.state)?,
+        };
+        let model_vocab = loaded.state.model.vocab_size;
+        if tokenizer.vocab_size() as usize > model_vocab {
+            let source = match &self.tokenizer {
+                Some(arg) => format!("--tokenizer {arg}"),
+                None => format!("the checkpoint's tokenizer `{}`", loaded.state.tokenizer),
+            };
+            bail!(
+                "{}: {source} has {} tokens, but the model's vocabulary has {model_vocab}: its ids \
+                 would reach past the model's embedding\n---> HINT: pass the tokenizer the model \
+                 was trained with: --tokenizer FILE.json (or a tiktoken name)",
+                loaded.path.display(),
+                tokenizer.vocab_size()
+            );
+        }
+        Ok(tokenizer)
     }
 }

@@ -497,8 +497,10 @@ impl TrainOptions {
 
     /// Reads a `--config` file.
     pub fn read_file(path: &Path) -> Result<TrainOptions> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        // Unreadable, like unparsable, is a usage error (exit 2), as a missing --shards is.
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError::new(format!("cannot read --config {}: {e}", path.display()))
+        })?;
         toml::from_str(&text)
             .map_err(|e| UsageError::new(format!("{}: {e}", path.display())).into())
     }
@@ -742,11 +744,12 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     }
     if !cli.weights.is_empty() {
         if cli.weights.len() != cli.shards.len() {
-            bail!(
+            return Err(UsageError::new(format!(
                 "--weights: {} weights for {} --shards sets\n---> HINT: one weight per set, in the order of --shards",
                 cli.weights.len(),
                 cli.shards.len()
-            );
+            ))
+            .into());
         }
         h5gpt_formats::blend::normalize_weights(&cli.weights)
             .map_err(|e| UsageError::new(format!("--weights: {e}")))?;

@@ -324,7 +324,7 @@ fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> 
     match crate::panics::catch_libtorch(f) {
         Ok(result) => result,
         Err(message) => {
-            if message.contains("out of memory") {
+            if setup::is_out_of_memory(&message) {
                 bail!(
                     "{what}: out of memory with --micro-batch {micro_batch}\n---> HINT: lower --micro-batch (gradient accumulation keeps --total-batch-tokens), use --dtype bf16, or pick a smaller --model\n{message}"
                 );

@@ -69,8 +69,8 @@ struct Args {
     #[arg(long)]
     vocab_size: Option<usize>,
     /// Training tokens (9e9 and 9_000_000_000 both work). Without --model: the model size
-    /// these tokens call for. [default with --model: --ratio × its parameters]
-    #[arg(long, value_parser = parse_amount)]
+    /// these tokens call for; at most 1e18. [default with --model: --ratio × its parameters]
+    #[arg(long, value_parser = parse_tokens)]
     tokens: Option<f64>,
     /// Tokens per parameter for sizing from data (Chinchilla: 20; Kaplan/GPT-3: 1.7).
     #[arg(long, default_value_t = 20.0)]
@@ -78,8 +78,8 @@ struct Args {
     /// Shard directory: its data_params.json gives the tokens (and seq_len and vocabulary).
     #[arg(long, conflicts_with = "tokens")]
     shards: Option<PathBuf>,
-    /// Compute budget C = 6ND in FLOPs (5.76e23): the compute-optimal N and D.
-    #[arg(long, value_parser = parse_amount)]
+    /// Compute budget C = 6ND in FLOPs (5.76e23; at most 1e32): the compute-optimal N and D.
+    #[arg(long, value_parser = parse_flops)]
     flops: Option<f64>,
     /// Loss fit: chinchilla (Hoffmann et al. 2022), epoch (Besiroglu et al. 2024), or both.
     #[arg(long, value_enum, default_value_t = FitChoice::Both)]
@@ -216,13 +216,34 @@ impl FitChoice {
     }
 }
 
-/// A count written as `9e9`, `9000000000`, `9_000_000_000` or `9,000,000,000`.
-fn parse_amount(s: &str) -> Result<f64, String> {
+/// The most tokens `plan` takes (10^18: far past any corpus, and within what a 64-bit count
+/// holds, which 10^20 is not).
+const MAX_TOKENS: f64 = 1e18;
+
+/// The largest compute budget `plan` takes, in FLOPs (10^32; GPT-4-class runs are ~10^25).
+const MAX_FLOPS: f64 = 1e32;
+
+/// A positive amount written as `9e9`, `9000000000`, `9_000_000_000` or `9,000,000,000`, at
+/// most `max`.
+fn parse_bounded(s: &str, max: f64, what: &str) -> Result<f64, String> {
     let cleaned: String = s.chars().filter(|c| *c != '_' && *c != ',').collect();
     match cleaned.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) if v.is_finite() && v > 0.0 && v <= max => Ok(v),
+        Ok(v) if v.is_finite() && v > max => Err(format!(
+            "`{s}` is more {what} than plan takes (at most {max:e})"
+        )),
         _ => Err(format!("`{s}` is not a positive number (e.g. 9e9)")),
     }
+}
+
+/// A token count (`--tokens`, `--batch-tokens`): see [`parse_bounded`], at most [`MAX_TOKENS`].
+fn parse_tokens(s: &str) -> Result<f64, String> {
+    parse_bounded(s, MAX_TOKENS, "tokens")
+}
+
+/// A compute budget (`--flops`): see [`parse_bounded`], at most [`MAX_FLOPS`].
+fn parse_flops(s: &str) -> Result<f64, String> {
+    parse_bounded(s, MAX_FLOPS, "FLOPs")
 }
 
 fn main() -> ExitCode {
@@ -339,11 +360,11 @@ fn run() -> Result<()> {
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);
     }
-    if args.ratio.is_nan() || args.ratio <= 0.0 {
-        usage!("--ratio {} is not positive", args.ratio);
+    if !(args.ratio.is_finite() && args.ratio > 0.0) {
+        usage!("--ratio {} is not a positive, finite number", args.ratio);
     }
     let peak = match args.peak_tflops {
-        Some(t) if t > 0.0 => t * 1e12,
+        Some(t) if t.is_finite() && t > 0.0 => t * 1e12,
         Some(t) => usage!("--peak-tflops {t} is not positive"),
         None => match peak_bf16_flops(&args.gpu) {
             Some(peak) => peak,

@@ -160,6 +160,23 @@ pub fn map(doc: &Document, options: &LoadOptions) -> Result<Mapped, ConfigError>
     let generation = Generation::of(doc)?;
     let mut c = Collected::default();
     let top = doc.top();
+    let sparsity = match generation {
+        Generation::Release2_0 => top.has("sparsity").then(|| "sparsity".to_string()),
+        Generation::Release2_10 => match top.raw("trainer") {
+            Some(Yaml::Hash(trainer)) => trainer
+                .get(&Yaml::String("init".into()))
+                .and_then(|init| init.as_hash())
+                .filter(|init| init.contains_key(&Yaml::String("sparsity".into())))
+                .map(|_| "trainer.init.sparsity".to_string()),
+            _ => None,
+        },
+    };
+    if let Some(key) = sparsity {
+        return Err(doc.error(
+            &key,
+            "weight-sparse training (the Model Zoo's sparsity configs) is not supported: we train dense models\n---> HINT: the same config without its `sparsity` section trains the dense model",
+        ));
+    }
     match generation {
         Generation::Release2_0 => walk_2_0(&top, &mut c, options)?,
         Generation::Release2_10 => walk_2_10(&top, &mut c, options)?,
@@ -377,10 +394,7 @@ fn walk_2_10(
         logging.ignore("log_level", "our log is the console and metrics.jsonl");
     }
     init.ignore("backend", "Cerebras hardware (backend_type, cluster)");
-    init.ignore(
-        "callbacks",
-        "Cerebras callbacks (ComputeNorm: we log the gradient norm every step)",
-    );
+    read_callbacks(&init, c)?;
     init.ignore("loggers", "our log is the console and metrics.jsonl");
     init.ignore("model_dir", "our run folder is --out");
     if let Some(fit) = trainer.section("fit")? {
@@ -400,6 +414,42 @@ fn walk_2_10(
         "validate_all",
         "a separate validation run; we evaluate fit.val_dataloader during training",
     );
+    Ok(())
+}
+
+/// The callbacks of a 2.10 `trainer.init`: `ComputeNorm` (ignored: we log the gradient norm
+/// every step), `ScopedTrainFlags` (its `csx.performance.micro_batch_size` is our
+/// `--micro-batch`) and `ScopedValidateFlags` (ignored). Any other callback, or flag, is left
+/// unread, so it is reported as unknown.
+fn read_callbacks(init: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
+    const MICRO_BATCH: &str = "csx.performance.micro_batch_size";
+    let items: Vec<&Yaml> = match init.raw("callbacks") {
+        None | Some(Yaml::Null) => return Ok(()),
+        Some(Yaml::Array(items)) => items.iter().collect(),
+        Some(_) => return Err(init.error("callbacks", "expected a list of callbacks")),
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let callback = init.nested(format!("{}[{i}]", init.key("callbacks")), item)?;
+        for name in callback.keys() {
+            match name {
+                "ComputeNorm" => callback.ignore(name, "we log the gradient norm every step"),
+                "ScopedTrainFlags" | "ScopedValidateFlags" => {
+                    let Some(flags) = callback.section(name)? else {
+                        callback.ignore(name, "no flags");
+                        continue;
+                    };
+                    if name == "ScopedTrainFlags" {
+                        if let Some(micro) = flags.usize(MICRO_BATCH, "--micro-batch")? {
+                            c.micro_batch = Some(micro);
+                        }
+                    } else {
+                        flags.ignore(MICRO_BATCH, "evaluation uses --micro-batch");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 
@@ -726,6 +776,10 @@ fn read_optimizer_2_0(o: &Section<'_>, c: &mut Collected) -> Result<(), ConfigEr
     o.ignore(
         "log_summaries",
         "we log the loss, LR and gradient norm every step",
+    );
+    o.ignore(
+        "ws_summary",
+        "TensorFlow-era summary logging (zero gradients, parameter norm): we log the gradient norm every step",
     );
     o.ignore("loss_scaling_factor", "no loss scaling in bf16");
     o.ignore("initial_loss_scale", "no loss scaling in bf16");

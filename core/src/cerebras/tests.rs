@@ -398,3 +398,170 @@ fn the_mapped_options_read_as_a_toml_config() {
         assert_eq!(table, mapped(name).options, "{name}");
     }
 }
+
+/// A "billion laughs" YAML: `levels` anchors, each a list of nine aliases of the one before
+/// (`a: &a [x,…]`, `b: &b [*a,…]`, …): a few hundred bytes that expand to 9^levels values.
+fn alias_bomb(levels: usize) -> String {
+    let names: Vec<char> = ('a'..='z').take(levels).collect();
+    let mut text = format!("{}: &{} [x, x, x, x, x, x, x, x, x]\n", names[0], names[0]);
+    for pair in names.windows(2) {
+        let items = vec![format!("*{}", pair[0]); 9].join(", ");
+        text.push_str(&format!("{}: &{} [{items}]\n", pair[1], pair[1]));
+    }
+    text
+}
+
+/// Issue 24 item 2: a 546-byte config with nine levels of nested aliases grew without bound
+/// (yaml-rust2's loader clones each alias); twelve levels were killed at 24 GB. The node count
+/// is taken from the parser's events before anything is built, and refused past the limit.
+#[test]
+fn alias_bombs_are_refused_before_they_are_built() {
+    for levels in [9, 12] {
+        let text = alias_bomb(levels);
+        assert!(text.len() < 1000, "{}", text.len());
+        let err = match Document::parse(Path::new("bomb.yaml"), &text) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{levels} levels accepted"),
+        };
+        assert!(
+            err.contains("bomb.yaml") && err.contains("100000 values") && err.contains("aliases"),
+            "{err}"
+        );
+    }
+    // A few aliases within the limit still expand as YAML says.
+    let small = Document::parse(Path::new("ok.yaml"), &alias_bomb(3)).unwrap();
+    let Yaml::Array(c) = &small.root()["c"] else {
+        panic!("c is a list")
+    };
+    assert_eq!(c.len(), 9);
+    assert_eq!(c[0], small.root()["b"]);
+}
+
+#[test]
+fn oversized_and_over_deep_configs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.yaml");
+    let mut text = String::from("model:\n");
+    while text.len() <= super::yaml::MAX_CONFIG_BYTES as usize {
+        text.push_str("  # padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    let err = Document::read(&big).err().expect("refused").to_string();
+    assert!(err.contains("big.yaml") && err.contains("1 MiB"), "{err}");
+    let deep = format!("a: {}{}\n", "[".repeat(150), "]".repeat(150));
+    let err = Document::parse(Path::new("deep.yaml"), &deep)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("deep.yaml") && err.contains("nested"), "{err}");
+}
+
+/// Issue 24 item 19: release 2.0.3's `params_gpt3_20b.yaml` was refused for
+/// `optimizer.ws_summary` (a TensorFlow-era logging switch). Its other extra keys (loss
+/// scaling, cluster settings, numerics switches) are known too.
+#[test]
+fn the_2_0_3_gpt3_20b_keys_are_known() {
+    let text = std::fs::read_to_string(fixture(SP_111M))
+        .unwrap()
+        .replace(
+            "    log_summaries: True\n",
+            "    log_summaries: True\n    ws_summary: True\n    loss_scaling_factor: \"dynamic\"\n    initial_loss_scale: 2147483648.0\n    max_loss_scale: 2147483648.0\n",
+        )
+        .replace(
+            "    mixed_precision: True\n",
+            "    mixed_precision: True\n    boundary_casting: False\n    tf_summary: False\n",
+        )
+        .replace(
+            "runconfig:\n",
+            "runconfig:\n    keep_checkpoint_max: 21\n    seed: 0\n    num_wgt_servers: 24\n    num_workers_per_csx: 1\n",
+        );
+    assert!(text.contains("ws_summary") && text.contains("num_wgt_servers"));
+    let doc = Document::parse(Path::new("20b.yaml"), &text).unwrap();
+    let m = map(&doc, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let ws = m
+        .entries
+        .iter()
+        .find(|e| e.key == "optimizer.ws_summary")
+        .expect("recorded");
+    assert!(matches!(ws.disposition, Disposition::Ignored(_)), "{ws:?}");
+    assert_eq!(m.options["seed"].as_integer(), Some(0));
+}
+
+/// Issue 24 item 19: release 2.10's GPT-3 XL config sets its micro-batch in a callback
+/// (`ScopedTrainFlags: {csx.performance.micro_batch_size: 88}`); it is our --micro-batch, the
+/// validation one and ComputeNorm are known and ignored, and any other callback is unknown.
+#[test]
+fn the_2_10_callbacks_are_read_one_by_one() {
+    let base = std::fs::read_to_string(fixture(MUP_111M_2_10)).unwrap();
+    let flags = "    callbacks:\n    - ScopedTrainFlags:\n        csx.performance.micro_batch_size: 30\n    - ScopedValidateFlags:\n        csx.performance.micro_batch_size: 30\n    - ComputeNorm: {}\n";
+    let text = base.replace("    callbacks:\n    - ComputeNorm: {}\n", flags);
+    assert!(text.contains("ScopedTrainFlags"));
+    let doc = Document::parse(Path::new("xl.yaml"), &text).unwrap();
+    let m = map(&doc, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.options["micro_batch"].as_integer(), Some(30));
+    for (key, read) in [
+        (
+            "trainer.init.callbacks[0].ScopedTrainFlags.csx.performance.micro_batch_size",
+            true,
+        ),
+        (
+            "trainer.init.callbacks[1].ScopedValidateFlags.csx.performance.micro_batch_size",
+            false,
+        ),
+        ("trainer.init.callbacks[2].ComputeNorm", false),
+    ] {
+        let e = m
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(matches!(e.disposition, Disposition::Read(_)), read, "{e:?}");
+    }
+    // A callback or flag not in the Model Zoo's configs stays an error.
+    for (from, to, key) in [
+        (
+            "- ComputeNorm: {}",
+            "- CheckLos: {}",
+            "trainer.init.callbacks[2]",
+        ),
+        (
+            "micro_batch_size: 30\n    - ScopedValidateFlags",
+            "micro_batch_sise: 30\n    - ScopedValidateFlags",
+            "trainer.init.callbacks[0]",
+        ),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "{key}");
+        let doc = Document::parse(Path::new("xl.yaml"), &bad).unwrap();
+        let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("does not know") && err.contains(key),
+            "{key}: {err}"
+        );
+    }
+}
+
+/// Issue 24 item 19: the Model Zoo's sparsity configs are refused as what they are.
+#[test]
+fn sparsity_configs_are_refused_by_name() {
+    let text = std::fs::read_to_string(fixture(SP_111M)).unwrap()
+        + "sparsity:\n    type: \"static\"\n    sparsity: 0.75\n";
+    let doc = Document::parse(Path::new("sparse.yaml"), &text).unwrap();
+    let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("sparse.yaml: sparsity") && err.contains("not supported"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(fixture(MUP_111M_2_10))
+        .unwrap()
+        .replace(
+            "    callbacks:\n",
+            "    sparsity:\n      sparsity: 0.75\n    callbacks:\n",
+        );
+    let doc = Document::parse(Path::new("sparse.yaml"), &text).unwrap();
+    let err = map(&doc, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("trainer.init.sparsity") && err.contains("not supported"),
+        "{err}"
+    );
+}

@@ -4,8 +4,74 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlLoader};
+
+/// The largest config file read: 1 MiB (a Model Zoo config is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The most YAML nodes (scalars, sequences, mappings) a config may hold once its anchors and
+/// aliases are expanded; a document beyond it (an "alias bomb": a few hundred bytes of nested
+/// aliases that expand to billions of nodes) is refused before it is built.
+pub const MAX_CONFIG_NODES: u64 = 100_000;
+
+/// The deepest nesting of sequences and mappings a config may have.
+pub const MAX_CONFIG_DEPTH: usize = 100;
+
+/// Counts the nodes of `text` with its aliases expanded, from the parser's events (each
+/// anchor's expanded size remembered, each alias adding it), without building anything, and
+/// refuses a document beyond [`MAX_CONFIG_NODES`] or [`MAX_CONFIG_DEPTH`]. Syntax errors are
+/// left to the loader, which reports them with their position.
+fn check_bounds(text: &str) -> Result<(), String> {
+    let mut parser = Parser::new_from_str(text);
+    // Expanded size of each anchor, by the parser's anchor id (0: no anchor).
+    let mut sizes: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    // The open sequences and mappings: their anchor and the node count where they began.
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    loop {
+        let Ok((event, mark)) = parser.next_token() else {
+            return Ok(());
+        };
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Scalar(_, _, anchor, _) => {
+                total += 1;
+                if anchor > 0 {
+                    sizes.insert(anchor, 1);
+                }
+            }
+            Event::Alias(anchor) => total += sizes.get(&anchor).copied().unwrap_or(1),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, total));
+                total += 1;
+                if open.len() > MAX_CONFIG_DEPTH {
+                    return Err(format!(
+                        "line {}: nested more than {MAX_CONFIG_DEPTH} levels deep",
+                        mark.line()
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, start)) = open.pop() {
+                    if anchor > 0 {
+                        sizes.insert(anchor, total - start);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if total > MAX_CONFIG_NODES {
+            return Err(format!(
+                "line {}: more than {MAX_CONFIG_NODES} values once its anchors and aliases are \
+                 expanded (the limit of a config file)\n---> HINT: a Model Zoo config has a few \
+                 hundred; nested aliases (`&a`, `*a`) multiply",
+                mark.line()
+            ));
+        }
+    }
+}
 
 /// A config we cannot read or run, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +115,14 @@ pub struct Document {
     entries: RefCell<Vec<Entry>>,
 }
 
+/// The message for a config of `size` bytes, beyond [`MAX_CONFIG_BYTES`].
+fn too_large(size: u64) -> String {
+    format!(
+        "{size} bytes: larger than a config file may be ({MAX_CONFIG_BYTES} bytes, 1 MiB)\n---> \
+         HINT: is this the config file?"
+    )
+}
+
 /// The value as a short text for the report.
 pub fn show(value: &Yaml) -> String {
     let text = match value {
@@ -77,8 +151,19 @@ pub fn show(value: &Yaml) -> String {
 }
 
 impl Document {
-    /// Parses `text` (anchors and aliases resolved) as read from `file`.
+    /// Parses `text` (anchors and aliases resolved) as read from `file`. A text of more than
+    /// [`MAX_CONFIG_BYTES`], or more than [`MAX_CONFIG_NODES`] values once its aliases are
+    /// expanded, is refused before anything is built.
     pub fn parse(file: &Path, text: &str) -> Result<Document, ConfigError> {
+        let whole = |what: String| ConfigError {
+            file: file.to_path_buf(),
+            key: String::new(),
+            what,
+        };
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(whole(too_large(text.len() as u64)));
+        }
+        check_bounds(text).map_err(whole)?;
         let docs = YamlLoader::load_from_str(text).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             key: String::new(),
@@ -107,13 +192,26 @@ impl Document {
         Document::parse(file, &text)
     }
 
-    /// Reads and parses `file`.
+    /// Reads and parses `file` (refused unread when larger than [`MAX_CONFIG_BYTES`]).
     pub fn read(file: &Path) -> Result<Document, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        let whole = |what: String| ConfigError {
             file: file.to_path_buf(),
             key: String::new(),
-            what: format!("cannot read: {e}"),
-        })?;
+            what,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+            })
+            .map_err(|e| whole(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            let size = std::fs::metadata(file).map_or(bytes.len() as u64, |m| m.len());
+            return Err(whole(too_large(size)));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| whole(format!("cannot read: not UTF-8 text: {e}")))?;
         Document::parse(file, &text)
     }
 

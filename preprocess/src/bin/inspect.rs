@@ -23,7 +23,7 @@ struct Args {
     /// checksum; exit with status 1 naming the first violations.
     #[arg(long)]
     verify: bool,
-    /// Violations to list with --verify.
+    /// Violations to list with --verify (at least 1).
     #[arg(long, default_value_t = 20, value_name = "N")]
     max_violations: usize,
     /// Print one JSON object instead of text.
@@ -95,8 +95,34 @@ mod erased {
     }
 }
 
+/// Refuses (exit 2, like a missing `--shards` elsewhere) a path given on the command line
+/// that does not exist or cannot be opened, and a count out of range.
+fn check_args(args: &Args) -> Result<(), h5gpt_formats::exit::UsageError> {
+    use h5gpt_formats::exit::UsageError;
+    h5gpt_formats::exit::check_at_least_one("--max-violations", args.max_violations)?;
+    let paths = args.inputs.iter().map(|p| ("", p));
+    for (flag, path) in paths.chain(args.run.iter().map(|p| ("--run ", p))) {
+        let opened = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(path).map(drop),
+            Ok(_) => std::fs::File::open(path).map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = opened {
+            return Err(UsageError::new(format!(
+                "{flag}{}: cannot open: {e}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = check_args(&args) {
+        eprintln!("inspect: error: {e}");
+        return ExitCode::from(h5gpt_formats::exit::USAGE);
+    }
     if let Some(run_dir) = &args.run {
         if args.step.is_none() && !args.check_epochs && args.find.is_none() {
             eprintln!("inspect: error: --run needs --step K, --check-epochs or --find TEXT");

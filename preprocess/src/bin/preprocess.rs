@@ -228,6 +228,9 @@ fn real_main() -> Result<()> {
         ),
         (None, _) => {}
     }
+    if let Some(warning) = summary.val_fraction_warning(config.val_fraction) {
+        eprintln!("preprocess: warning: {warning}");
+    }
     for out in &summary.outputs {
         println!(
             "{:<18} {} documents, {} tokens, {} rows, {} shards",

@@ -145,6 +145,47 @@ pub struct RunSummary {
     pub documents_counted: Option<u64>,
 }
 
+impl RunSummary {
+    /// A warning when the validation share realised (val/'s tokens over both sides') is
+    /// outside `[F/2, 2F]` for `--val-fraction F`: a cut at the only newline of a document, or
+    /// a hash that sent a few long documents one way, can give far more or far less.
+    pub fn val_fraction_warning(&self, fraction: f64) -> Option<String> {
+        if fraction <= 0.0 || self.already_complete {
+            return None;
+        }
+        let side = |name: &str| {
+            self.outputs
+                .iter()
+                .filter(|o| o.dir.file_name().is_some_and(|n| n == name))
+                .map(|o| o.tokens)
+                .sum::<u64>()
+        };
+        let (train, val) = (side("train"), side("val"));
+        if train + val == 0 {
+            return None;
+        }
+        let realised = val as f64 / (train + val) as f64;
+        if (fraction / 2.0..=fraction * 2.0).contains(&realised) {
+            return None;
+        }
+        Some(format!(
+            "--val-fraction {fraction}: val/ got {val} tokens and train/ {train}, a fraction of \
+             {realised:.3}, outside [{}, {}]\n---> HINT: {}",
+            fraction / 2.0,
+            fraction * 2.0,
+            match self.split_rule {
+                Some(SplitRule::WithinDocuments) =>
+                    "each document is cut at the newline nearest \
+                    the fraction; a text with few newlines cuts far from it: add line breaks, or \
+                    give several documents",
+                _ =>
+                    "whole documents go one way or the other; with a few long documents, try \
+                    another --seed or more, shorter documents",
+            }
+        ))
+    }
+}
+
 /// What one output directory received.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputSummary {
@@ -280,7 +321,8 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let written =
         sink::pack_and_write(config, &files, tokenizer.clone(), packing, &dirs, &mut out)?;
     let input_sums = out.hasher.whole_files(&files)?;
-    let outputs = manifests::write_manifests(
+    let no_rows = written.iter().any(|(shards, _)| shards.is_empty());
+    let outputs = match manifests::write_manifests(
         config,
         &tokenizer,
         (files.as_slice(), input_sums.as_slice()),
@@ -289,7 +331,16 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         &out.state,
         &dirs,
         written,
-    )?;
+    ) {
+        Ok(outputs) => outputs,
+        // An output that got no rows fails the same way on every rerun: nothing of it is
+        // worth resuming, so nothing of it is left (no progress file, no shards).
+        Err(e) if no_rows => {
+            out.abandon(&dirs, &config.out)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let resumed = out.resumed;
     let state = out.finish()?;
     Ok(RunSummary {

@@ -432,6 +432,23 @@ pub(super) fn open(
 }
 
 impl OutputDir {
+    /// Gives up a run that cannot succeed (an output got no rows): removes what it wrote
+    /// (shards, temporaries, the progress file) and the directories in `dirs` other than
+    /// `out` that are left empty. Files that are not ours are never touched.
+    pub(super) fn abandon(self, dirs: &[PathBuf], out: &Path) -> Result<()> {
+        for dir in dirs {
+            remove_files(dir, is_ours)?;
+        }
+        if self.progress_path.exists() {
+            std::fs::remove_file(&self.progress_path)?;
+        }
+        for dir in dirs.iter().filter(|d| d.as_path() != out) {
+            // Only an empty directory goes.
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
     /// Ends the run once every manifest is written: the progress file goes last.
     pub(super) fn finish(self) -> Result<Progress> {
         if self.progress_path.exists() {

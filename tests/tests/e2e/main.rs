@@ -11,6 +11,7 @@ mod preprocess;
 mod reliability;
 mod reliability_checks;
 mod scaling;
+mod second_pass;
 mod tokenizers;
 mod train;
 mod train_dist;

@@ -721,3 +721,43 @@ fn killed_parallel_run_resumes_to_identical_bytes() {
         }
     }
 }
+
+/// Issue 24 item 17: `preprocess` on an empty input failed (no rows) but left its progress
+/// file behind, so the output folder looked like an unfinished run. Nothing of such a run is
+/// left, and the identical rerun fails the same way (not "holds an unfinished run").
+#[test]
+fn empty_input_leaves_no_progress_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("empty.txt");
+    std::fs::write(&input, "").unwrap();
+    let out = dir.path().join("out");
+    for val in ["0", "0.1"] {
+        for round in 0..2 {
+            let o = run(
+                "preprocess",
+                &[
+                    "--input",
+                    s(&input),
+                    "--out",
+                    s(&out),
+                    "--val-fraction",
+                    val,
+                ],
+            );
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "val {val} round {round}: {}",
+                text(&o)
+            );
+            let left: Vec<String> = std::fs::read_dir(&out)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != h5gpt_formats::lock::LOCK_FILE)
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(left.is_empty(), "val {val} round {round}: left {left:?}");
+        }
+    }
+}

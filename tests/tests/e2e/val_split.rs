@@ -180,3 +180,37 @@ fn a_document_too_short_to_split_says_so() {
     assert!(err.contains("too short to cut inside"), "{err}");
     assert!(!err.contains("input is empty"), "{err}");
 }
+
+/// Issue 24 item 17: a within-document cut at the only newline gave 5 train tokens against
+/// 501 val tokens at `--val-fraction 0.1`, without a word. The realised fraction outside
+/// [F/2, 2F] is now a warning; one near F is not.
+#[test]
+fn a_realised_val_fraction_far_from_the_asked_one_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let lopsided = dir.path().join("lopsided.txt");
+    std::fs::write(&lopsided, format!("hello\n{}", "word ".repeat(500))).unwrap();
+    let even = dir.path().join("even.txt");
+    std::fs::write(&even, play(400)).unwrap();
+    for (input, warned) in [(&lopsided, true), (&even, false)] {
+        let o = run(
+            "preprocess",
+            &[
+                "--input",
+                s(input),
+                "--out",
+                s(&dir.path().join(format!("out-{warned}"))),
+                "--seq-len",
+                "4",
+                "--val-fraction",
+                "0.1",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.contains("warning: --val-fraction 0.1: val/ got"),
+            warned,
+            "{err}"
+        );
+    }
+}

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use h5gpt_formats::exit::check_at_least_one;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
-use h5gpt_train::checkpoint::check_data_tokenizer;
+use h5gpt_train::checkpoint::{check_data_against, check_data_tokenizer, SavedTokenizer};
 use h5gpt_train::evaluate::evaluate;
 use h5gpt_train::inference::{Inference, InferenceArgs};
 use std::path::PathBuf;
@@ -19,10 +20,10 @@ struct Args {
     /// Shard directory (a directory with `val/` is evaluated on `val/`).
     #[arg(long)]
     shards: PathBuf,
-    /// Rows per forward pass.
+    /// Rows per forward pass (at least 1).
     #[arg(long, default_value_t = 8)]
     micro_batch: usize,
-    /// Evaluate at most this many rows. [default: all]
+    /// Evaluate at most this many rows (at least 1). [default: all]
     #[arg(long)]
     max_rows: Option<usize>,
     /// Print one JSON object instead of text.
@@ -42,6 +43,10 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    check_at_least_one("--micro-batch", args.micro_batch)?;
+    if let Some(rows) = args.max_rows {
+        check_at_least_one("--max-rows", rows)?;
+    }
     let Inference {
         loaded,
         device,
@@ -64,7 +69,28 @@ fn run() -> Result<()> {
     };
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;
-    check_data_tokenizer(&loaded.path, &loaded.state, &set)?;
+    match &args.model.tokenizer {
+        // The shards must be of the tokenizer the user says the model was trained with.
+        Some(_) => {
+            let t = args.model.tokenizer(&loaded)?;
+            let given = SavedTokenizer {
+                name: t.name().to_string(),
+                json: t.json().map(<[u8]>::to_vec),
+                eos_id: Some(t.eos_id()),
+            };
+            check_data_against(&loaded.path, &given, &set)?;
+        }
+        None => check_data_tokenizer(&loaded.path, &loaded.state, &set)?,
+    }
+    let model_rows = loaded.model.config().embedding_rows();
+    if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
+        if vocab as usize > model_rows {
+            bail!(
+                "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({model_rows}): their ids would reach past its embedding",
+                dir.display()
+            );
+        }
+    }
     if set.seq_len() > loaded.model.config().n_ctx {
         bail!(
             "{}: rows of {} tokens do not fit the model's context of {}",

@@ -1,8 +1,8 @@
 //! `sample`: text from a trained model's checkpoint.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
-use h5gpt_train::checkpoint::load_tokenizer;
+use h5gpt_formats::exit::{check_at_least_one, check_finite_within};
 use h5gpt_train::generate::{generate, SampleOptions};
 use h5gpt_train::inference::{Inference, InferenceArgs};
 use std::process::ExitCode;
@@ -19,16 +19,16 @@ struct Args {
     /// Tokens to generate.
     #[arg(long, default_value_t = 200)]
     max_new_tokens: usize,
-    /// Sampling temperature (0: greedy).
+    /// Sampling temperature, finite and at least 0 (0: greedy).
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Sample among the k most likely tokens (1: greedy).
+    /// Sample among the k most likely tokens, at least 1 (1: greedy).
     #[arg(long, default_value_t = 200)]
     top_k: usize,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Samples to draw (seeds seed, seed+1, …).
+    /// Samples to draw, at least 1 (seeds seed, seed+1, …).
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
 }
@@ -45,6 +45,16 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    check_finite_within("--temperature", args.temperature, 0.0, f64::INFINITY)?;
+    check_at_least_one("--top-k", args.top_k)?;
+    check_at_least_one("--num-samples", args.num_samples)?;
+    if args.seed.checked_add(args.num_samples as u64 - 1).is_none() {
+        return Err(h5gpt_formats::exit::UsageError::new(format!(
+            "--seed {} with --num-samples {}: the seeds seed, seed+1, … overflow",
+            args.seed, args.num_samples
+        ))
+        .into());
+    }
     let Inference {
         loaded,
         device,
@@ -54,7 +64,7 @@ fn run() -> Result<()> {
     if let Some(note) = note {
         eprintln!("{note}");
     }
-    let tokenizer = load_tokenizer(&loaded.path, &loaded.state)?;
+    let tokenizer = args.model.tokenizer(&loaded)?;
     let mut prompt: Vec<i64> = tokenizer
         .encode(&args.prompt)
         .into_iter()
@@ -63,16 +73,13 @@ fn run() -> Result<()> {
     if prompt.is_empty() {
         prompt.push(i64::from(tokenizer.eos_id()));
     }
-    if args.top_k == 0 {
-        bail!("--top-k must be at least 1");
-    }
     eprintln!(
         "sample: {} (step {}) on {device:?}, {}",
         loaded.path.display(),
         loaded.state.step,
         precision.name()
     );
-    for i in 0..args.num_samples.max(1) {
+    for i in 0..args.num_samples {
         let new = generate(
             &loaded.model,
             &prompt,

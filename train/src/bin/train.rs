@@ -142,6 +142,14 @@ fn run() -> Result<()> {
                 .as_ref()
                 .map_or("-".into(), |p| p.display().to_string())
         );
+    } else if summary.start_step > summary.total_steps {
+        println!(
+            "done: nothing to train: the run is already at step {}, past the {} steps asked \
+             (--max-steps, --max-tokens or --epochs) | {}",
+            summary.start_step,
+            summary.total_steps,
+            config.out.display()
+        );
     } else {
         println!(
             "done: steps {}..{} of {} | {}",

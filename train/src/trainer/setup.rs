@@ -26,6 +26,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{nn, Device, Tensor};
 
+/// Builds the model and its optimizer state on `device`. libtorch's allocation failure (it
+/// raises it as a panic through tch: "not enough memory" on the CPU, "out of memory" on CUDA)
+/// becomes the out-of-memory error with what the model needs, not a crash.
+fn build_model(config: &TrainConfig, device: Device) -> Result<(nn::VarStore, Gpt, AdamW)> {
+    let model_cfg = config.model;
+    let built = crate::panics::catch_libtorch(|| {
+        let vs = nn::VarStore::new(device);
+        let model = Gpt::new(&vs.root(), model_cfg);
+        let opt = AdamW::for_model(&vs, config.adamw, &model_cfg);
+        (vs, model, opt)
+    });
+    built.map_err(|message| {
+        if is_out_of_memory(&message) {
+            let params = model_cfg.parameter_count();
+            anyhow!(
+                "out of memory building the model on {device:?}: {params} parameters need \
+                 {:.1} GB for the weights alone (fp32), and AdamW twice that again\n---> HINT: \
+                 pick a smaller --model or shape (--n-layer, --n-embd, --vocab-size)\n{}",
+                params as f64 * 4.0 / 1e9,
+                allocation_line(&message)
+            )
+        } else {
+            anyhow!("building the model: libtorch error: {message}")
+        }
+    })
+}
+
+/// Whether a libtorch error message is an allocation failure (CUDA's "out of memory", the
+/// CPU allocator's "not enough memory" / "can't allocate memory").
+pub(crate) fn is_out_of_memory(message: &str) -> bool {
+    [
+        "out of memory",
+        "not enough memory",
+        "can't allocate memory",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// The allocator's sentence from a libtorch error ("you tried to allocate N bytes"), without
+/// the C++ backtrace that follows it.
+fn allocation_line(message: &str) -> &str {
+    let start = message.find("you tried to allocate").unwrap_or(0);
+    let rest = &message[start..];
+    let end = rest.find(['\n', '\\']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
 impl<'a> Run<'a> {
     /// Sets the run up, each part in its function: the process group, the checkpoint every
     /// rank resumes from, the data and its split, the shape and vocabulary checks, the shard
@@ -96,9 +144,7 @@ impl<'a> Run<'a> {
             crate::shim::allow_tf32(true)?;
         }
         tch::manual_seed(config.seed as i64);
-        let mut vs = nn::VarStore::new(device);
-        let model = Gpt::new(&vs.root(), model_cfg);
-        let mut opt = AdamW::for_model(&vs, config.adamw, &model_cfg);
+        let (mut vs, model, mut opt) = build_model(config, device)?;
         let start = initialize(config, resume.as_ref(), &mut vs, &mut opt, &mut log)?;
         if let Some(group) = &group {
             // Every rank starts from rank 0's weights.

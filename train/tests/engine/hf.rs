@@ -304,9 +304,94 @@ fn refuses_another_activation_and_a_foreign_directory() {
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let err = hf::export(&vs, &tiny(), &foreign).unwrap_err();
     assert!(matches!(err, HfError::TargetNotAnExport { .. }), "{err:?}");
+    assert!(err.to_string().contains("--force"), "{err}");
     assert_eq!(
         std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
         "mine"
+    );
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 24 item 1: a folder holding a `config.json` was taken for an earlier export and
+/// replaced whole, deleting the user's other files. Only a directory with our marker and only
+/// the files it lists (or an export from before the marker: export files only) is replaced;
+/// `--force` writes into any other and deletes nothing it did not write.
+#[test]
+fn a_folder_with_a_config_json_is_not_an_export() {
+    let _rng = crate::torch_rng();
+    let tmp = tempfile::tempdir().unwrap();
+    let (vs, _model) = random_model(tiny(), 9);
+    let project = tmp.path().join("p");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(project.join("config.json"), "{}").unwrap();
+    std::fs::write(project.join("main.py"), "x\n").unwrap();
+    std::fs::write(project.join("src/lib.py"), "y\n").unwrap();
+    let err = hf::export(&vs, &tiny(), &project).unwrap_err();
+    assert!(matches!(err, HfError::TargetNotAnExport { .. }), "{err:?}");
+    assert_eq!(names(&project), ["config.json", "main.py", "src"]);
+    assert_eq!(
+        std::fs::read_to_string(project.join("config.json")).unwrap(),
+        "{}"
+    );
+
+    // --force: our files are written, the user's others stay.
+    hf::export_with_tokenizer(&vs, &tiny(), &project, None, hf::Replace::Force).unwrap();
+    assert_eq!(
+        names(&project),
+        [
+            "config.json",
+            "h5gpt-export.json",
+            "main.py",
+            "model.safetensors",
+            "src"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("main.py")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("src/lib.py")).unwrap(),
+        "y\n"
+    );
+    assert_eq!(hf::load(&project).unwrap().0, tiny());
+    // Still not an export (main.py is not ours): a plain export refuses it again.
+    assert!(matches!(
+        hf::export(&vs, &tiny(), &project).unwrap_err(),
+        HfError::TargetNotAnExport { .. }
+    ));
+    // Nothing is left beside it.
+    assert_eq!(names(tmp.path()), ["p"]);
+
+    // A marker that lists a file no export writes is not ours.
+    let forged = tmp.path().join("forged");
+    std::fs::create_dir(&forged).unwrap();
+    std::fs::write(
+        forged.join(hf::MARKER_FILE),
+        r#"{"written_by": "h5gpt export", "version": 1, "files": ["main.py"]}"#,
+    )
+    .unwrap();
+    std::fs::write(forged.join("main.py"), "x").unwrap();
+    assert!(hf::export(&vs, &tiny(), &forged).is_err());
+    assert!(forged.join("main.py").exists());
+
+    // An export from before the marker (export files only) is replaced, and gets the marker.
+    let legacy = tmp.path().join("legacy");
+    hf::export(&vs, &tiny(), &legacy).unwrap();
+    std::fs::remove_file(legacy.join(hf::MARKER_FILE)).unwrap();
+    hf::export(&vs, &tiny(), &legacy).unwrap();
+    assert_eq!(
+        names(&legacy),
+        ["config.json", "h5gpt-export.json", "model.safetensors"]
     );
 }
 
@@ -396,6 +481,30 @@ fn export_binaries_write_a_loadable_directory() {
         hf::copy_into(&fresh, &tensors).unwrap();
         assert!(our_logits(&model).equal(&our_logits(&copy)));
     }
+    // A folder that is not an export: exit 1, nothing of it lost; --force keeps its files.
+    let project = tmp.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("config.json"), "{}").unwrap();
+    std::fs::write(project.join("main.py"), "x").unwrap();
+    for (force, code) in [(false, 1), (true, 0)] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_h5gpt-export"));
+        cmd.arg("--checkpoint").arg(&run).arg("--hf").arg(&project);
+        if force {
+            cmd.arg("--force");
+        }
+        let result = cmd.output().unwrap();
+        assert_eq!(
+            result.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(project.join("main.py")).unwrap(),
+            "x"
+        );
+    }
+    assert_eq!(hf::load(&project).unwrap().0, tiny());
     // Refusals name the problem and exit non-zero.
     let result = Command::new(env!("CARGO_BIN_EXE_h5gpt-export"))
         .args(["--checkpoint", "/nonexistent/run", "--hf"])

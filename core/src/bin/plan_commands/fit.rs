@@ -1,6 +1,6 @@
 //! `plan fit`: your own scaling law from your own runs.
 
-use crate::{parse_amount, sci, table};
+use crate::{parse_flops, parse_tokens, sci, table};
 use anyhow::Result;
 use h5gpt_core::config::Preset;
 use h5gpt_core::plan::fit::{
@@ -32,10 +32,10 @@ pub struct FitArgs {
     #[arg(required = true, value_name = "RUN")]
     pub runs: Vec<PathBuf>,
     /// The compute-optimal N and D for this budget (C = 6ND) under the fitted law.
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_flops)]
     pub flops: Option<f64>,
     /// The compute-optimal N for these training tokens; with --predict, the named run's tokens.
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_tokens)]
     pub tokens: Option<f64>,
     /// Predict the loss of a bigger run: --predict --model gpt2-medium --tokens 9e9.
     #[arg(long, requires_all = ["model", "tokens"])]

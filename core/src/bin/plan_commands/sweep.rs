@@ -1,7 +1,7 @@
 //! `plan sweep`: an IsoFLOP grid of `train` configs, a script that runs them, and a table of
 //! N, D, steps and time.
 
-use crate::{duration, parse_amount, sci, table};
+use crate::{duration, parse_flops, parse_tokens, sci, table};
 use anyhow::{bail, Context, Result};
 use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub struct SweepArgs {
     /// Compute budgets C in FLOPs (what a run costs: FLOPs per token × D), comma-separated:
     /// 1e15,4e15,1.6e16.
-    #[arg(long, value_delimiter = ',', value_parser = parse_amount, required = true)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_flops, required = true)]
     pub flops: Vec<f64>,
     /// Shard directory with train/ and val/ (preprocess --val-fraction).
     #[arg(long)]
@@ -44,7 +44,7 @@ pub struct SweepArgs {
     pub ratio: f64,
     /// Tokens per optimizer step, the same for every run. [default: 32 rows, halved while an
     /// epoch would give fewer than 100 steps, as train does]
-    #[arg(long, value_parser = parse_amount)]
+    #[arg(long, value_parser = parse_tokens)]
     pub batch_tokens: Option<f64>,
     /// Rows per forward/backward pass.
     #[arg(long, default_value_t = 8)]
