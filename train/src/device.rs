@@ -162,11 +162,10 @@ pub fn startup_actions(device: Device, distributed: bool) -> Vec<StartupAction> 
         Device::Cuda(index) => Some(index),
         _ => None,
     };
-    let mut actions: Vec<StartupAction> = cuda.map(StartupAction::SetCudaDevice).into_iter().collect();
+    let mut actions: Vec<StartupAction> =
+        cuda.map(StartupAction::SetCudaDevice).into_iter().collect();
     if distributed {
-        actions.push(StartupAction::JoinGroup {
-            bound_device: cuda,
-        });
+        actions.push(StartupAction::JoinGroup { bound_device: cuda });
     }
     actions
 }
@@ -181,7 +180,9 @@ pub fn bf16_supported(capability: Option<(i32, i32)>) -> bool {
 /// The compute capability of `device` (`None` on the CPU, or where it cannot be read).
 pub fn capability(device: Device) -> Option<(i32, i32)> {
     match device {
-        Device::Cuda(index) => crate::shim::cuda_device_info(index).ok().map(|i| i.capability),
+        Device::Cuda(index) => crate::shim::cuda_device_info(index)
+            .ok()
+            .map(|i| i.capability),
         _ => None,
     }
 }

@@ -354,7 +354,7 @@ pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
         return logits.cross_entropy_loss(targets, None::<Tensor>, tch::Reduction::Sum, -100, 0.0);
     }
     let ignored = targets.eq(-100); // (N,)
-    // The dtype named explicitly: autocast would otherwise run log_softmax in fp32.
+                                    // The dtype named explicitly: autocast would otherwise run log_softmax in fp32.
     let log_probs = logits.log_softmax(-1, logits.kind()); // (N, V), logits' dtype
     let picked = log_probs
         .gather(-1, &targets.clamp_min(0).unsqueeze(-1), false)

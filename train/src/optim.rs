@@ -323,7 +323,8 @@ impl AdamW {
         if grads.is_empty() {
             return Ok(None);
         }
-        tch::no_grad(|| clip_grad_norm(&grads.iter().collect::<Vec<_>>(), max_norm, scale)).map(Some)
+        tch::no_grad(|| clip_grad_norm(&grads.iter().collect::<Vec<_>>(), max_norm, scale))
+            .map(Some)
     }
 
     /// One step at learning rate `lr` (each group at `lr` × its multiplier): one fused call

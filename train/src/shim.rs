@@ -238,9 +238,7 @@ pub fn clip_grad_norm(
     let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: live `at::Tensor*`s (and `scale`, live or null) borrowed for the call; on success
     // the shim stores a new heap `at::Tensor*` in `out`, which `from_ptr` takes ownership of.
-    check(unsafe {
-        h5gpt_clip_grad_norm(g.as_ptr(), g.len() as i32, max_norm, scale, &mut out)
-    })?;
+    check(unsafe { h5gpt_clip_grad_norm(g.as_ptr(), g.len() as i32, max_norm, scale, &mut out) })?;
     // SAFETY: `out` is a fresh, owned `at::Tensor*`.
     Ok(unsafe { Tensor::from_ptr(out) })
 }

@@ -278,7 +278,12 @@ fn join_group(
             "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (README, Many GPUs and machines), or train data-parallel on CPU with --device cpu (Gloo)"
         );
     }
-    Ok(ProcessGroup::connect(launch, backend, cuda_device, timeout)?)
+    Ok(ProcessGroup::connect(
+        launch,
+        backend,
+        cuda_device,
+        timeout,
+    )?)
 }
 
 /// The checkpoint every rank resumes from: rank 0 picks its newest that loads and verifies

@@ -17,7 +17,10 @@ fn each_rank_takes_its_gpu_or_the_only_one() {
     assert_eq!(cuda_index_for(3, 1), Ok(0));
     // LOCAL_RANK unset falls back to RANK: rank 9 on a node of 8 GPUs.
     let e = cuda_index_for(9, 8).unwrap_err();
-    assert!(e.contains("local rank 9") && e.contains("sees 8 CUDA devices"), "{e}");
+    assert!(
+        e.contains("local rank 9") && e.contains("sees 8 CUDA devices"),
+        "{e}"
+    );
     let e = cuda_index_for(0, 0).unwrap_err();
     assert!(e.contains("no CUDA device"), "{e}");
 }

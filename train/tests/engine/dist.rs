@@ -149,7 +149,8 @@ fn on_ranks<T: Send + 'static>(
                 .unwrap()
                 .unwrap();
                 let group =
-                    ProcessGroup::connect(&launch, Backend::Gloo, None, Duration::from_secs(30)).unwrap();
+                    ProcessGroup::connect(&launch, Backend::Gloo, None, Duration::from_secs(30))
+                        .unwrap();
                 assert_eq!((group.rank(), group.world_size()), (rank, world));
                 f(&group)
             })

@@ -332,11 +332,18 @@ fn summed_losses_and_counts_give_the_batch_mean_over_tokens() {
     let sum: f64 = halves.iter().map(|l| l.sum.double_value(&[])).sum();
     let tokens: f64 = halves.iter().map(|l| l.tokens.double_value(&[])).sum();
     assert_eq!(tokens, 20.0);
-    assert!(((sum / tokens) - whole).abs() < 1e-6 * whole, "{} vs {whole}", sum / tokens);
+    assert!(
+        ((sum / tokens) - whole).abs() < 1e-6 * whole,
+        "{} vs {whole}",
+        sum / tokens
+    );
     let mean_of_means: f64 = halves
         .iter()
         .map(|l| l.sum.double_value(&[]) / l.tokens.double_value(&[]))
         .sum::<f64>()
         / 2.0;
-    assert!((mean_of_means - whole).abs() > 1e-4, "the test needs unequal halves");
+    assert!(
+        (mean_of_means - whole).abs() > 1e-4,
+        "the test needs unequal halves"
+    );
 }

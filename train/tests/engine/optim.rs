@@ -208,7 +208,9 @@ fn bf16_pure_flat_accumulation_equals_per_tensor_accumulation() {
     let mask = Tensor::ones([6, 8], (Kind::Int64, Device::Cpu));
     let micro = |model: &Gpt, i: i64| {
         let sl = |t: &Tensor| t.narrow(0, 2 * i, 2);
-        model.loss_sum(&sl(&idx), &sl(&labels), &sl(&mask), false).sum
+        model
+            .loss_sum(&sl(&idx), &sl(&labels), &sl(&mask), false)
+            .sum
     };
     let build = || {
         tch::manual_seed(6);
@@ -253,7 +255,11 @@ fn bf16_pure_flat_accumulation_equals_per_tensor_accumulation() {
         micro(&model, i).backward();
         let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
         tch::no_grad(|| {
-            foreach_copy_or_add(&main.iter().collect::<Vec<_>>(), &grads.iter().collect::<Vec<_>>(), i > 0)
+            foreach_copy_or_add(
+                &main.iter().collect::<Vec<_>>(),
+                &grads.iter().collect::<Vec<_>>(),
+                i > 0,
+            )
         })
         .unwrap();
         grads_to_none(&params).unwrap();
