@@ -344,7 +344,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
 /// not −100, as a 0-d f32 tensor.
 ///
 /// fp32 logits take libtorch's fused `cross_entropy_loss` (log-softmax and NLL, sum reduction,
-/// `ignore_index = -100`): on the CPU it is markedly faster than a gather and a masked sum.
+/// `ignore_index = -100`) instead of a gather and a masked sum (issue 30's suspected cause of
+/// the CPU step's regression; the timing is still to be taken).
 /// bf16 logits run the log-softmax in bf16, accumulating in fp32 (for bf16 logits, PyTorch's
 /// `SoftMaxForward<bf16, float, bf16>` under autocast): they are never copied to fp32, which
 /// would double the traffic of the largest activation in forward and backward; only the N
