@@ -17,6 +17,7 @@
 # Usage: scripts/gpu-bench.sh --bin-dir DIR [--python PY] [--micro-batches "16 32"]
 #            [--dtypes "bf16"] [--warmup N] [--steps N] [--no-compile] [--workdir DIR]
 #        scripts/gpu-bench.sh --smoke [--bin-dir target/debug]
+#        scripts/gpu-bench.sh --check [--bin-dir DIR]
 #   --bin-dir     where `train` and `preprocess` are (default target/release)
 #   --python      a Python with PyTorch 2.11 (default /opt/torch/.venv/bin/python if present,
 #                 else python3); its libtorch is the one our binaries load
@@ -26,11 +27,20 @@
 #   --smoke       CPU, tiny shapes (L2 H2 E64, T 64, micro-batch 2 and 4, 2 + 3 steps, no
 #                 compile): checks the script end to end where there is no GPU
 #   --workdir     keep the shards, runs and JSON lines there (default: a temporary directory)
+#   --check       the GPU checks of the CUDA step instead of the benchmark (a small model, a few
+#                 steps; exit 1 when one fails): (1) no call inside a training step makes the host
+#                 wait for the GPU (H5GPT_CUDA_SYNC_DEBUG=warn for the steps: CUDA's sync-debug
+#                 warnings are counted); (2) no rank creates a CUDA context on a GPU other than
+#                 its own: with two GPUs, two ranks (NCCL) whose processes nvidia-smi must show
+#                 on their own GPU only; with one, a 1-rank NCCL run (LOCAL_RANK=0) whose
+#                 processes on the GPU are listed; (3) the NCCL group shuts down cleanly (no
+#                 "destroy_process_group() was not called"); (4) MFU is reported (the peak found
+#                 from the rank's own GPU name).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 bin_dir="$root/target/release"; python=""; micro_batches="16 32"; dtypes="bf16"
-warmup=10; steps=30; compile=1; smoke=0; workdir=""
+warmup=10; steps=30; compile=1; smoke=0; check=0; workdir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir="$2"; shift 2 ;;
@@ -41,8 +51,9 @@ while [ $# -gt 0 ]; do
     --steps) steps="$2"; shift 2 ;;
     --no-compile) compile=0; shift ;;
     --smoke) smoke=1; shift ;;
+    --check) check=1; shift ;;
     --workdir) workdir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "gpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +69,59 @@ done
 torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX512_CORE_BF16}"
+
+if [ "$check" = 1 ]; then
+  if [ -z "$workdir" ]; then workdir="$(mktemp -d)"; trap 'rm -rf "$workdir"' EXIT; fi
+  mkdir -p "$workdir"; failed=0
+  "$python" - "$workdir/corpus.txt" 300000 <<'PY'
+import random, sys
+path, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(1234)
+syllables = [c + v for c in "bdfghklmnprstvwz" for v in "aeiou"]
+lexicon = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
+with open(path, "w") as f:
+    for line in range(n // 100):
+        f.write(" ".join(rng.choice(lexicon) for _ in range(100)) + ".\n")
+PY
+  "$bin_dir/preprocess" --input "$workdir/corpus.txt" --out "$workdir/shards" --seq-len 256 >"$workdir/preprocess.log" 2>&1 \
+    || { cat "$workdir/preprocess.log" >&2; exit 1; }
+  small=(--shards "$workdir/shards" --model gpt2-small --n-layer 4 --n-head 4 --n-embd 256 --n-ctx 256
+         --micro-batch 4 --total-batch-tokens 2048 --warmup-steps 2 --eval-every 0 --device cuda --dtype bf16)
+  ngpu="$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)"
+  gpu_apps() { nvidia-smi --query-compute-apps=pid,gpu_bus_id,used_memory --format=csv,noheader 2>/dev/null || true; }
+  # (1) Host syncs inside the step: every step after the first two under the sync-debug switch.
+  H5GPT_CUDA_SYNC_DEBUG=warn "$bin_dir/train" "${small[@]}" --out "$workdir/sync" --max-steps 5 \
+    >"$workdir/sync.log" 2>&1 || { tail -n 30 "$workdir/sync.log" >&2; exit 1; }
+  syncs="$(grep -c "synchronizing CUDA operation\|synchronizing operation" "$workdir/sync.log" || true)"
+  if [ "$syncs" = 0 ]; then echo "check: PASS no host sync inside the training step (5 steps under H5GPT_CUDA_SYNC_DEBUG=warn)"
+  else echo "check: FAIL $syncs synchronizing calls inside the training step:"; grep -m 10 -B1 -A3 "synchronizing" "$workdir/sync.log"; failed=1; fi
+  # (4) MFU from the rank's own GPU name.
+  if grep -q '"mfu"' "$workdir/sync/metrics.jsonl"; then echo "check: PASS MFU reported (peak from the device's own name)"
+  else echo "check: NOTE no MFU in metrics.jsonl (GPU not in the peak table: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1))"; fi
+  # (2) and (3): ranks on their own GPUs, NCCL shut down cleanly.
+  world=$(( ngpu >= 2 ? 2 : 1 )); port=$(( 29500 + RANDOM % 1000 )); pids=()
+  for r in $(seq 0 $((world - 1))); do
+    RANK=$r LOCAL_RANK=$r WORLD_SIZE=$world MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      "$bin_dir/train" "${small[@]}" --out "$workdir/ranks" --max-steps 40 >"$workdir/rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+  : >"$workdir/apps.txt"
+  while kill -0 "${pids[0]}" 2>/dev/null; do gpu_apps >>"$workdir/apps.txt"; sleep 0.5; done
+  for pid in "${pids[@]}"; do wait "$pid" || { echo "check: FAIL a rank failed:"; tail -n 20 "$workdir"/rank*.log; failed=1; }; done
+  bus=($(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader))
+  echo "check: processes seen on the GPUs during the $world-rank run (pid, GPU bus id, memory):"
+  sort -u "$workdir/apps.txt" | sed 's/^/  /'
+  for r in $(seq 0 $((world - 1))); do
+    pid="${pids[$r]}"; own="${bus[$r]}"
+    others="$(grep "^$pid," "$workdir/apps.txt" | grep -v -i "$own" | sort -u || true)"
+    if [ -z "$others" ]; then echo "check: PASS rank $r (pid $pid) has a context on its own GPU only ($own)"
+    else echo "check: FAIL rank $r (pid $pid) also holds memory on another GPU: $others"; failed=1; fi
+  done
+  if grep -q "destroy_process_group() was not called" "$workdir"/rank*.log; then
+    echo "check: FAIL the NCCL group was destroyed without shutdown"; failed=1
+  else echo "check: PASS the NCCL group shut down cleanly"; fi
+  exit "$failed"
+fi
 
 if [ "$smoke" = 1 ]; then
   device=cpu; shape=(--layers 2 --heads 2 --embd 64 --seq 64); ours_shape=(--n-layer 2 --n-head 2 --n-embd 64 --n-ctx 64)

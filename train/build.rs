@@ -86,9 +86,12 @@ fn main() {
         .flag("-w");
     let nccl = nccl_includes(&root, &lib);
     if let Some(dirs) = &nccl {
+        // The same headers give the shim the CUDA runtime's (device properties, the current
+        // device, the sync-debug switch).
         build
             .define("USE_C10D_NCCL", None)
-            .define("H5GPT_NCCL", None);
+            .define("H5GPT_NCCL", None)
+            .define("H5GPT_CUDA", None);
         for dir in dirs {
             build.include(dir);
         }

@@ -33,12 +33,15 @@ int h5gpt_dist_has_nccl() {
 
 // Connects to (or, with is_server, hosts) the TCPStore at master_addr:master_port, wraps it in
 // `prefix` when non-empty, and creates the process group of `world` ranks.
-// backend: 0 = Gloo, 1 = NCCL. For Gloo, `gloo_iface` (a network interface name) or else
+// backend: 0 = Gloo, 1 = NCCL; an NCCL group is bound to CUDA device `cuda_device` (the
+// rank's, already current), so its communicator is made there and never guessed from the rank.
+// For Gloo, `gloo_iface` (a network interface name) or else
 // `gloo_host` (an address of this machine) picks the transport device; both empty: the
 // address this machine's hostname resolves to.
 int h5gpt_dist_new(int backend, int rank, int world, const char *master_addr, int master_port,
                    int is_server, const char *prefix, long long timeout_ms,
-                   const char *gloo_iface, const char *gloo_host, H5gptGroup **out) {
+                   const char *gloo_iface, const char *gloo_host, int cuda_device,
+                   H5gptGroup **out) {
   return h5gpt_guard([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
@@ -71,6 +74,8 @@ int h5gpt_dist_new(int backend, int rank, int world, const char *master_addr, in
         auto options = c10d::ProcessGroupNCCL::Options::create();
         options->timeout = timeout;
         group->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
+        group->backend->setBoundDeviceId(
+            at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)));
 #else
         throw std::runtime_error(
             "NCCL backend not built: this h5gpt was compiled without the NCCL headers "
@@ -108,6 +113,12 @@ int h5gpt_dist_broadcast(H5gptGroup *group, at::Tensor *tensor, int root) {
 // Waits until every rank gets here.
 int h5gpt_dist_barrier(H5gptGroup *group) {
   return h5gpt_guard([&] { group->backend->barrier()->wait(); });
+}
+
+// Shuts the backend down cleanly (NCCL: its communicators finalized, instead of aborted with a
+// warning by the destructor); a no-op for Gloo. Call after the last collective.
+int h5gpt_dist_shutdown(H5gptGroup *group) {
+  return h5gpt_guard([&] { group->backend->shutdown(); });
 }
 
 void h5gpt_dist_free(H5gptGroup *group) { delete group; }

@@ -11,11 +11,29 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/version.h>
+#include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "guard.h"
+
+#ifdef H5GPT_CUDA
+// The CUDA runtime's headers (the venv's nvidia/cu13, as for NCCL): device properties, the
+// current device and the sync-debug switch of libc10_cuda.
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+namespace at::cuda {
+// ATen/cuda/CUDAContextLight.h declares it, but also pulls in cuSPARSE and cuSOLVER headers.
+cudaDeviceProp *getDeviceProperties(c10::DeviceIndex device);
+}
+#endif
+
+// The message of the CUDA functions below in a build without the CUDA headers.
+static const char *h5gpt_no_cuda_headers =
+    "this h5gpt was built without the CUDA runtime headers (see the README, Many GPUs and "
+    "machines)";
 
 extern "C" {
 
@@ -92,15 +110,19 @@ int h5gpt_foreach_copy_or_add(at::Tensor **dst, at::Tensor **src, int n, int add
   });
 }
 
-// torch.nn.utils.clip_grad_norm_ with foreach kernels and no host sync: the global L2 norm of
-// n gradients (fp32, a new 0-d tensor on their device, written to *out_norm), then every
-// gradient × min(1, max_norm / (norm + 1e-6)).
-int h5gpt_clip_grad_norm(at::Tensor **grads, int n, double max_norm, at::Tensor **out_norm) {
+// torch.nn.utils.clip_grad_norm_ with foreach kernels and no host sync, of n gradients times
+// `scale` (a 0-d float tensor on their device, or null for 1): the global L2 norm of the scaled
+// gradients (fp32, a new 0-d tensor on their device, written to *out_norm), then every
+// gradient × scale × min(1, max_norm / (norm + 1e-6)), one multiply.
+int h5gpt_clip_grad_norm(at::Tensor **grads, int n, double max_norm, at::Tensor *scale,
+                         at::Tensor **out_norm) {
   return h5gpt_guard([&] {
     auto g = tensors(grads, n);
     auto norms = at::_foreach_norm(g, 2, at::kFloat);
     auto total = at::linalg_vector_norm(at::stack(norms), 2);
+    if (scale != nullptr) total = total * *scale;
     auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+    if (scale != nullptr) coef = coef * *scale;
     at::_foreach_mul_(g, coef);
     *out_norm = new at::Tensor(total);
   });
@@ -183,6 +205,47 @@ const char *h5gpt_torch_version() { return TORCH_VERSION; }
 int h5gpt_set_float32_matmul_precision(const char *precision) {
   return h5gpt_guard([&] {
     at::globalContext().setFloat32MatmulPrecision(precision);
+  });
+}
+
+// Makes CUDA device `index` this process's current device (cudaSetDevice): the device every
+// later guard restores and every event or stream defaults to, so no CUDA context is ever
+// created on another GPU.
+int h5gpt_cuda_set_device(int index) {
+  return h5gpt_guard([&] {
+#ifdef H5GPT_CUDA
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(index), /*force=*/true);
+#else
+    throw std::runtime_error(h5gpt_no_cuda_headers);
+#endif
+  });
+}
+
+// Name (NUL-terminated, at most name_len bytes with the NUL) and compute capability of CUDA
+// device `index`, from its properties (no context is created).
+int h5gpt_cuda_device_info(int index, char *name, int name_len, int *major, int *minor) {
+  return h5gpt_guard([&] {
+#ifdef H5GPT_CUDA
+    const cudaDeviceProp *prop = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
+    std::string full(prop->name);
+    std::snprintf(name, static_cast<size_t>(name_len), "%s", full.c_str());
+    *major = prop->major;
+    *minor = prop->minor;
+#else
+    throw std::runtime_error(h5gpt_no_cuda_headers);
+#endif
+  });
+}
+
+// CUDA's synchronizing-call check (torch.cuda.set_sync_debug_mode): 0 off, 1 a warning at
+// every call that makes the host wait for the device, 2 an error there.
+int h5gpt_cuda_set_sync_debug_mode(int mode) {
+  return h5gpt_guard([&] {
+#ifdef H5GPT_CUDA
+    c10::cuda::warning_state().set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(mode));
+#else
+    throw std::runtime_error(h5gpt_no_cuda_headers);
+#endif
   });
 }
 

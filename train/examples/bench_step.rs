@@ -1,7 +1,8 @@
 //! One training step of our GPT-2, timed on CPU, for `scripts/bench-train.sh`; its PyTorch
 //! eager twin is `scripts/bench_train_torch.py` (same shapes, flags and output).
 //!
-//! A step is forward + masked cross-entropy + backward + global-norm clip (1.0) + fused AdamW,
+//! A step is forward + masked cross-entropy (summed; the gradients divided by the count of loss
+//! tokens where they are clipped, as the trainer does) + backward + global-norm clip (1.0) + fused AdamW,
 //! on random token batches (fixed seed), fp32. After `--warmup` untimed steps, `--steps` steps
 //! are timed one by one. The last line printed is JSON:
 //! `{"impl": "h5gpt", "median_ms": …, "mean_ms": …, "tok_per_s": …, …}` (tok/s from the median),
@@ -46,6 +47,29 @@ struct Args {
     /// Seed of the initial weights and the token batches.
     #[arg(long, default_value_t = 1337)]
     seed: i64,
+    /// Time the loss as it was before the fused fp32 cross-entropy (a log-softmax, a gather
+    /// and a masked fp32 sum), to compare the forward phase.
+    #[arg(long)]
+    gather_loss: bool,
+}
+
+/// The loss before the fused fp32 cross-entropy: log-softmax, gather, masked fp32 sum (what
+/// the trainer still does for bf16 logits), summed over the positions whose mask is not 0.
+fn gather_loss_sum(model: &Gpt, idx: &Tensor, labels: &Tensor, mask: &Tensor) -> Tensor {
+    let logits = model.forward(idx, true);
+    let (rows, v) = (logits.size()[2], model.config().vocab_size as i64);
+    tch::no_grad(|| {
+        let _ = logits.narrow(2, v, rows - v).fill_(f64::NEG_INFINITY);
+    });
+    let logits = logits.reshape([-1, rows]);
+    let targets = labels.masked_fill(&mask.eq(0), -100).view([-1]);
+    let valid = targets.ne(-100);
+    let picked = logits
+        .log_softmax(-1, logits.kind())
+        .gather(-1, &targets.clamp_min(0).unsqueeze(-1), false)
+        .squeeze_dim(-1)
+        .to_kind(Kind::Float);
+    -(picked * valid.to_kind(Kind::Float)).sum(Kind::Float)
 }
 
 fn main() {
@@ -99,14 +123,24 @@ fn main() {
         // CPU kernels are synchronous: a clock read between phases times them.
         let start = Instant::now();
         optimizer.zero_grad().expect("zero_grad");
-        let l = model.loss(&idx, &labels, &mask, true);
+        // As the trainer's step: the summed loss backpropagated, the gradients divided by the
+        // count of loss tokens where they are clipped.
+        let (sum, count) = if args.gather_loss {
+            let count = mask.ne(0).sum(Kind::Float);
+            (gather_loss_sum(&model, &idx, &labels, &mask), count)
+        } else {
+            let l = model.loss_sum(&idx, &labels, &mask, true);
+            (l.sum, l.tokens)
+        };
         let forward = Instant::now();
-        l.backward();
+        sum.backward();
         let backward = Instant::now();
-        let _norm = optimizer.clip_grad_norm(1.0).expect("clip");
+        let _norm = optimizer
+            .clip_grad_norm_scaled(1.0, Some(&count.reciprocal()))
+            .expect("clip");
         let clip = Instant::now();
         optimizer.step(6e-4, None).expect("AdamW step");
-        loss = l.double_value(&[]);
+        loss = (sum / count).double_value(&[]);
         let end = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let phases = [

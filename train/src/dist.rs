@@ -9,7 +9,7 @@ mod buckets;
 mod group;
 mod launch;
 
-pub use buckets::{GradBuckets, BUCKET_BYTES};
+pub use buckets::{bucket_ranges, flat_grad_buffers, GradBuckets, BUCKET_BYTES};
 pub use group::{Backend, ProcessGroup};
 pub use launch::{first_slurm_host, Launch, Launcher, DEFAULT_PORT};
 

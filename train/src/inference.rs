@@ -45,10 +45,13 @@ pub struct Inference {
 impl InferenceArgs {
     /// Picks the device and precision and loads the checkpoint's model onto the device.
     pub fn load(&self) -> Result<Inference> {
-        let selected = select(self.device)?;
+        let selected = select(self.device, 0)?;
         let device = selected.device;
+        let bf16 = crate::device::bf16_supported(crate::device::capability(device));
+        let (precision, dtype_note) =
+            Precision::resolve(self.dtype, device, bf16).map_err(anyhow::Error::msg)?;
         // Inference keeps the checkpoint's fp32 weights: bf16-pure runs as autocast here.
-        let precision = match Precision::resolve(self.dtype, device) {
+        let precision = match precision {
             Precision::Bf16Pure => Precision::Bf16,
             p => p,
         };
@@ -62,7 +65,10 @@ impl InferenceArgs {
             loaded,
             device,
             precision,
-            note: selected.note,
+            note: match (selected.note, dtype_note) {
+                (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                (a, b) => a.or(b),
+            },
         })
     }
 }

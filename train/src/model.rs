@@ -280,8 +280,19 @@ impl Gpt {
         }
     }
 
-    /// Mean cross-entropy over positions whose `mask` is 1.
+    /// Mean cross-entropy over positions whose `mask` is 1 (the summed loss of
+    /// [`loss_sum`](Self::loss_sum) over its count of loss tokens).
     pub fn loss(&self, idx: &Tensor, labels: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let LossSum { sum, tokens } = self.loss_sum(idx, labels, mask, train);
+        sum / tokens
+    }
+
+    /// The cross-entropy summed over the positions whose `mask` is not 0, and their count, both
+    /// 0-d f32 tensors on the model's device. The training step backpropagates the sum and
+    /// divides by the global batch's count (Megatron's per-token loss), so the loss and the
+    /// gradient weigh every loss token alike, however the batch is cut into micro-batches and
+    /// ranks. Nothing here moves a host value to the device or reads one back.
+    pub fn loss_sum(&self, idx: &Tensor, labels: &Tensor, mask: &Tensor, train: bool) -> LossSum {
         let logits = self.forward(idx, train); // (B, T, rows)
 
         // The softmax runs over the real vocabulary: padding rows are never targets, and leaving
@@ -298,12 +309,24 @@ impl Gpt {
                 let _ = logits.narrow(2, v, rows - v).fill_(f64::NEG_INFINITY);
             });
         }
-        let targets = labels.where_self(
-            &mask.ne(0),
-            &Tensor::from(-100i64).to_device(labels.device()),
-        );
-        cross_entropy(&logits.reshape([-1, rows]), &targets.view([-1]))
+        // −100 (ignored) where the mask is 0: a fill with a scalar, not a `where` with a 0-d
+        // tensor, which on CUDA is a blocking copy from pageable host memory.
+        let masked = mask.eq(0);
+        let targets = labels.masked_fill(&masked, -100);
+        LossSum {
+            sum: cross_entropy_sum(&logits.reshape([-1, rows]), &targets.view([-1])),
+            tokens: masked.logical_not().sum(Kind::Float),
+        }
     }
+}
+
+/// A micro-batch's loss before the mean: the summed cross-entropy of its loss tokens and their
+/// count (0-d f32 tensors on the device).
+pub struct LossSum {
+    /// Σ −log p(label) over the loss tokens.
+    pub sum: Tensor,
+    /// Number of loss tokens.
+    pub tokens: Tensor,
 }
 
 /// The rows of `table` at `ids` (an embedding lookup, as `nn::Embedding` does it).
@@ -312,21 +335,32 @@ fn embed(table: &Tensor, ids: &Tensor) -> Tensor {
 }
 
 /// Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)`, over targets that are not
-/// −100, as a 0-d f32 tensor.
-///
-/// The log-softmax runs in the logits' own dtype, accumulating in fp32 (for bf16 logits,
-/// PyTorch's `SoftMaxForward<bf16, float, bf16>` under autocast): bf16 logits are never
-/// copied to fp32, which would double the traffic of the largest activation in forward and
-/// backward. Only the N picked log-probabilities are summed in fp32. (In fp32 it is the loss
-/// of `cross_entropy_loss` with `ignore_index = -100`.)
+/// −100, as a 0-d f32 tensor: [`cross_entropy_sum`] over the count of such targets.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
-    let valid = targets.ne(-100); // (N,)
-                                  // The dtype named explicitly: autocast would otherwise run log_softmax in fp32.
+    cross_entropy_sum(logits, targets) / targets.ne(-100).sum(Kind::Float)
+}
+
+/// Summed cross-entropy of `logits` `(N, V)` against `targets` `(N,)` over targets that are
+/// not −100, as a 0-d f32 tensor.
+///
+/// fp32 logits take libtorch's fused `cross_entropy_loss` (log-softmax and NLL, sum reduction,
+/// `ignore_index = -100`) instead of a gather and a masked sum (issue 30's suspected cause of
+/// the CPU step's regression; the timing is still to be taken).
+/// bf16 logits run the log-softmax in bf16, accumulating in fp32 (for bf16 logits, PyTorch's
+/// `SoftMaxForward<bf16, float, bf16>` under autocast): they are never copied to fp32, which
+/// would double the traffic of the largest activation in forward and backward; only the N
+/// picked log-probabilities are summed in fp32.
+pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
+    if logits.kind() == Kind::Float {
+        return logits.cross_entropy_loss(targets, None::<Tensor>, tch::Reduction::Sum, -100, 0.0);
+    }
+    let ignored = targets.eq(-100); // (N,)
+                                    // The dtype named explicitly: autocast would otherwise run log_softmax in fp32.
     let log_probs = logits.log_softmax(-1, logits.kind()); // (N, V), logits' dtype
     let picked = log_probs
         .gather(-1, &targets.clamp_min(0).unsqueeze(-1), false)
         .squeeze_dim(-1)
-        .to_kind(Kind::Float); // (N,)
-    let count = valid.sum(Kind::Float);
-    -(picked * valid.to_kind(Kind::Float)).sum(Kind::Float) / count
+        .to_kind(Kind::Float) // (N,)
+        .masked_fill(&ignored, 0.0);
+    -picked.sum(Kind::Float)
 }

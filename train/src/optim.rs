@@ -15,8 +15,7 @@
 //! `.grad`, Megatron's `main_grad`), then copies the masters into the bf16 weights.
 
 use crate::shim::{
-    clip_grad_norm, foreach_copy_or_add, fused_adamw, grads_to_none, set_grad, AdamWHyper,
-    ShimError,
+    clip_grad_norm, foreach_copy_or_add, fused_adamw, grads_to_none, AdamWHyper, ShimError,
 };
 use h5gpt_core::config::GptConfig;
 use h5gpt_core::mup::TensorKind;
@@ -84,10 +83,22 @@ pub struct ParamGroup<'a> {
     pub names: Vec<&'a str>,
 }
 
+/// bf16-pure's gradients in flat buffers: the bf16 gradients of the model's weights and the
+/// fp32 main gradients of the masters, cut into the same runs of parameters, so one add (or
+/// copy) per buffer moves a micro-batch's gradients into the main ones.
+struct FlatGrads {
+    /// bf16, the variables' `.grad` views; zero before every backward.
+    bf16: Vec<Tensor>,
+    /// fp32, the masters' `.grad` views.
+    main: Vec<Tensor>,
+}
+
 /// The optimizer.
 pub struct AdamW {
     config: AdamWConfig,
     groups: Vec<Group>,
+    /// With fp32 masters: the flat gradient buffers.
+    flat: Option<FlatGrads>,
 }
 
 impl AdamW {
@@ -151,7 +162,11 @@ impl AdamW {
             }
         }
         groups.sort_by(|a, b| b.decay.cmp(&a.decay).then(b.lr_mult.total_cmp(&a.lr_mult)));
-        AdamW { config, groups }
+        AdamW {
+            config,
+            groups,
+            flat: None,
+        }
     }
 
     /// Names of the parameters that are decayed and that are not (over all groups).
@@ -190,20 +205,45 @@ impl AdamW {
         self.groups.iter().flat_map(|g| &g.slots)
     }
 
-    /// Keeps an fp32 master copy of every weight, with an fp32 gradient buffer as its `.grad`,
-    /// before the caller casts the model's variables to bf16 (`VarStore::bfloat16`). From then
-    /// on [`accumulate_main_grads`](Self::accumulate_main_grads) moves each micro-batch's bf16
-    /// gradients into the buffers, [`step`](Self::step) updates the masters and copies them into
-    /// the variables, and [`master_weights`](Self::master_weights) is what a checkpoint saves.
-    pub fn keep_fp32_masters(&mut self) -> Result<(), ShimError> {
+    /// Keeps an fp32 master copy of every weight, then casts the model's variables in `vs`
+    /// to bf16 (`VarStore::bfloat16`) and puts both gradients in flat buffers of runs of at
+    /// most `bucket_bytes` of fp32 (the data-parallel buckets' size, so the buckets can be the
+    /// main buffers, [`main_grad_buffers`](Self::main_grad_buffers)): the masters' fp32 `.grad`
+    /// (Megatron's `main_grad`) and the variables' bf16 `.grad`, views at the same offsets.
+    /// From then on [`accumulate_main_grads`](Self::accumulate_main_grads) moves each
+    /// micro-batch's bf16 gradients into the main ones (one add per buffer), [`step`](Self::step)
+    /// updates the masters and copies them into the variables, and
+    /// [`master_weights`](Self::master_weights) is what a checkpoint saves.
+    pub fn keep_fp32_masters(
+        &mut self,
+        vs: &mut nn::VarStore,
+        bucket_bytes: usize,
+    ) -> Result<(), ShimError> {
         for slot in self.groups.iter_mut().flat_map(|g| &mut g.slots) {
             let master = tch::no_grad(|| slot.param.to_kind(Kind::Float).copy())
                 .detach()
                 .set_requires_grad(true);
-            set_grad(&master, &master.zeros_like())?;
             slot.master = Some(master);
         }
+        vs.bfloat16();
+        let (masters, params): (Vec<Tensor>, Vec<Tensor>) = self
+            .slots()
+            .map(|s| (s.weight().shallow_clone(), s.param.shallow_clone()))
+            .unzip();
+        let ranges = crate::dist::bucket_ranges(&masters, bucket_bytes);
+        self.flat = Some(FlatGrads {
+            main: crate::dist::flat_grad_buffers(&masters, &ranges, Kind::Float),
+            bf16: crate::dist::flat_grad_buffers(&params, &ranges, Kind::BFloat16),
+        });
         Ok(())
+    }
+
+    /// With fp32 masters: the flat buffers the main gradients are views into (for the
+    /// data-parallel buckets to all-reduce in place).
+    pub fn main_grad_buffers(&self) -> Option<Vec<Tensor>> {
+        self.flat
+            .as_ref()
+            .map(|f| f.main.iter().map(Tensor::shallow_clone).collect())
     }
 
     /// Whether the optimizer steps fp32 masters ([`keep_fp32_masters`](Self::keep_fp32_masters)).
@@ -232,35 +272,31 @@ impl AdamW {
     }
 
     /// With masters: moves the bf16 gradients of the micro-batch just back-propagated into the
-    /// fp32 buffers (a foreach copy on the first micro-batch of a step, a foreach add after),
-    /// then drops them. Without: nothing (backward accumulated into the variables' `.grad`).
+    /// fp32 main gradients (a copy on the first micro-batch of a step, an add after; one per
+    /// flat buffer), then zeroes them for the next backward (one fill per buffer). Without:
+    /// nothing (backward accumulated into the variables' `.grad`).
     pub fn accumulate_main_grads(&mut self, first: bool) -> Result<(), ShimError> {
-        if !self.has_masters() {
+        let Some(flat) = &self.flat else {
             return Ok(());
-        }
-        let (mut main, mut grads, mut params) = (Vec::new(), Vec::new(), Vec::new());
-        for slot in self.slots() {
-            let grad = slot.param.grad();
-            if grad.defined() {
-                main.push(slot.weight().grad());
-                grads.push(grad);
-                params.push(&slot.param);
-            }
-        }
+        };
+        let (main, bf16): (Vec<&Tensor>, Vec<&Tensor>) = flat.main.iter().zip(&flat.bf16).unzip();
         tch::no_grad(|| {
-            foreach_copy_or_add(
-                &main.iter().collect::<Vec<_>>(),
-                &grads.iter().collect::<Vec<_>>(),
-                !first,
-            )
-        })?;
-        grads_to_none(&params)
+            foreach_copy_or_add(&main, &bf16, !first)?;
+            for buffer in &bf16 {
+                let _ = buffer.shallow_clone().zero_();
+            }
+            Ok(())
+        })
     }
 
     /// Drops every gradient of the variables (`zero_grad(set_to_none=True)`): the next backward
-    /// writes each once, instead of a fill with zeros and an add into them. (Masters' fp32
-    /// buffers are overwritten by the first micro-batch of the next step.)
+    /// writes each once, instead of a fill with zeros and an add into them. With masters:
+    /// nothing (the bf16 buffers are zero after every micro-batch, and the first micro-batch of
+    /// the next step overwrites the main gradients).
     pub fn zero_grad(&mut self) -> Result<(), ShimError> {
+        if self.flat.is_some() {
+            return Ok(());
+        }
         grads_to_none(&self.slots().map(|s| &s.param).collect::<Vec<_>>())
     }
 
@@ -268,6 +304,17 @@ impl AdamW {
     /// them so it is at most `max_norm` (`clip_grad_norm_` with foreach kernels: no per-parameter
     /// kernels, no host sync). `None` when no parameter has a gradient.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Option<Tensor>, ShimError> {
+        self.clip_grad_norm_scaled(max_norm, None)
+    }
+
+    /// [`clip_grad_norm`](Self::clip_grad_norm) of the gradients × `scale` (a 0-d f32 tensor on
+    /// their device; the trainer's 1 / the step's loss tokens): the norm is that of the scaled
+    /// gradients, and the one multiply per gradient applies the scale and the clip together.
+    pub fn clip_grad_norm_scaled(
+        &mut self,
+        max_norm: f64,
+        scale: Option<&Tensor>,
+    ) -> Result<Option<Tensor>, ShimError> {
         let grads: Vec<Tensor> = self
             .slots()
             .map(|s| s.weight().grad())
@@ -276,7 +323,8 @@ impl AdamW {
         if grads.is_empty() {
             return Ok(None);
         }
-        tch::no_grad(|| clip_grad_norm(&grads.iter().collect::<Vec<_>>(), max_norm)).map(Some)
+        tch::no_grad(|| clip_grad_norm(&grads.iter().collect::<Vec<_>>(), max_norm, scale))
+            .map(Some)
     }
 
     /// One step at learning rate `lr` (each group at `lr` × its multiplier): one fused call

@@ -840,10 +840,15 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         .validate()
         .map_err(|e| UsageError::new(format!("model configuration: {e}")))?;
 
-    let selected = select(filled(cli.device))?;
+    // Each rank picks its GPU by its local rank (0 in a single process).
+    let local_rank = crate::dist::Launch::from_env()?.map_or(0, |launch| launch.local_rank);
+    let selected = select(filled(cli.device), local_rank)?;
     notes.extend(selected.note);
     let device = selected.device;
-    let precision = Precision::resolve(filled(cli.dtype), device);
+    let bf16 = crate::device::bf16_supported(crate::device::capability(device));
+    let (precision, note) =
+        Precision::resolve(filled(cli.dtype), device, bf16).map_err(UsageError::new)?;
+    notes.extend(note);
 
     let mut config = TrainConfig::new(PathBuf::new(), out, model);
     config.shards = shards;

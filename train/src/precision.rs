@@ -81,15 +81,36 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Resolves `--dtype` for `device`.
-    pub fn resolve(request: DtypeRequest, device: Device) -> Precision {
-        match request {
-            DtypeRequest::Fp32 => Precision::Fp32,
-            DtypeRequest::Bf16 => Precision::Bf16,
-            DtypeRequest::Bf16Pure => Precision::Bf16Pure,
-            DtypeRequest::Auto if device.is_cuda() => Precision::Bf16,
-            DtypeRequest::Auto => Precision::Fp32,
-        }
+    /// Resolves `--dtype` for `device`, which runs bf16 at speed or not (`bf16`:
+    /// [`crate::device::bf16_supported`]): `auto` is bf16 autocast on such a GPU, fp32 elsewhere
+    /// (with a note on a GPU without bf16); `bf16` and `bf16-pure` on a GPU without it are
+    /// refused. Returns the precision and the note.
+    pub fn resolve(
+        request: DtypeRequest,
+        device: Device,
+        bf16: bool,
+    ) -> std::result::Result<(Precision, Option<String>), String> {
+        let gpu_without_bf16 = device.is_cuda() && !bf16;
+        let refuse = |name: &str| {
+            Err(format!(
+                "--dtype {name}: this GPU ({device:?}) has no fast bf16 (compute capability below 8.0: cuBLAS and flash attention would be slow or fail)\n---> HINT: use --dtype fp32 (or auto), or a GPU of compute capability 8.0 or newer (A100, H100, L40S, RTX 30xx and up)"
+            ))
+        };
+        Ok(match request {
+            DtypeRequest::Fp32 => (Precision::Fp32, None),
+            DtypeRequest::Bf16 if gpu_without_bf16 => return refuse("bf16"),
+            DtypeRequest::Bf16Pure if gpu_without_bf16 => return refuse("bf16-pure"),
+            DtypeRequest::Bf16 => (Precision::Bf16, None),
+            DtypeRequest::Bf16Pure => (Precision::Bf16Pure, None),
+            DtypeRequest::Auto if gpu_without_bf16 => (
+                Precision::Fp32,
+                Some(format!(
+                    "note: --dtype auto: fp32, as this GPU ({device:?}) has no fast bf16 (compute capability below 8.0)"
+                )),
+            ),
+            DtypeRequest::Auto if device.is_cuda() => (Precision::Bf16, None),
+            DtypeRequest::Auto => (Precision::Fp32, None),
+        })
     }
 
     /// Name as `--dtype` spells it.

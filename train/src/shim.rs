@@ -36,6 +36,7 @@ extern "C" {
         grads: *const *mut C_tensor,
         n: i32,
         max_norm: f64,
+        scale: *mut C_tensor,
         out_norm: *mut *mut C_tensor,
     ) -> i32;
     fn h5gpt_cuda_peak_memory(
@@ -58,6 +59,15 @@ extern "C" {
     fn h5gpt_torch_version() -> *const std::ffi::c_char;
     fn h5gpt_set_float32_matmul_precision(precision: *const std::ffi::c_char) -> i32;
     fn h5gpt_has_cuda() -> i32;
+    fn h5gpt_cuda_set_device(index: i32) -> i32;
+    fn h5gpt_cuda_device_info(
+        index: i32,
+        name: *mut std::ffi::c_char,
+        name_len: i32,
+        major: *mut i32,
+        minor: *mut i32,
+    ) -> i32;
+    fn h5gpt_cuda_set_sync_debug_mode(mode: i32) -> i32;
 }
 
 /// An error raised inside libtorch, with its message.
@@ -214,15 +224,21 @@ pub fn foreach_copy_or_add(dst: &[&Tensor], src: &[&Tensor], add: bool) -> Resul
     })
 }
 
-/// `torch.nn.utils.clip_grad_norm_(foreach=True)`: the global L2 norm of `grads` as a 0-d f32
-/// tensor on their device, after which every gradient is scaled by
-/// min(1, `max_norm` / (norm + 1e-6)) — two foreach kernels and no host sync.
-pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<Tensor, ShimError> {
+/// `torch.nn.utils.clip_grad_norm_(foreach=True)` of `grads` × `scale` (a 0-d f32 tensor on
+/// their device; `None`: 1): the global L2 norm of the scaled gradients as a 0-d f32 tensor on
+/// their device, after which every gradient is multiplied by
+/// scale × min(1, `max_norm` / (norm + 1e-6)) — two foreach kernels and no host sync.
+pub fn clip_grad_norm(
+    grads: &[&Tensor],
+    max_norm: f64,
+    scale: Option<&Tensor>,
+) -> Result<Tensor, ShimError> {
     let g = ptrs(grads);
+    let scale = scale.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut C_tensor);
     let mut out: *mut C_tensor = std::ptr::null_mut();
-    // SAFETY: live `at::Tensor*`s borrowed for the call; on success the shim stores a new
-    // heap `at::Tensor*` in `out`, which `from_ptr` takes ownership of.
-    check(unsafe { h5gpt_clip_grad_norm(g.as_ptr(), g.len() as i32, max_norm, &mut out) })?;
+    // SAFETY: live `at::Tensor*`s (and `scale`, live or null) borrowed for the call; on success
+    // the shim stores a new heap `at::Tensor*` in `out`, which `from_ptr` takes ownership of.
+    check(unsafe { h5gpt_clip_grad_norm(g.as_ptr(), g.len() as i32, max_norm, scale, &mut out) })?;
     // SAFETY: `out` is a fresh, owned `at::Tensor*`.
     Ok(unsafe { Tensor::from_ptr(out) })
 }
@@ -341,5 +357,117 @@ impl Drop for AutocastGuard {
         let _ = check(unsafe {
             h5gpt_autocast_exit(self.device.code(), self.prev_enabled, self.prev_dtype)
         });
+    }
+}
+
+/// Makes CUDA device `index` the process's current device (`cudaSetDevice`), before any
+/// tensor, event or process group exists: libtorch's device guards restore the current device,
+/// and an event recorded or destroyed through them sets it, so with device 0 current every rank
+/// would create a CUDA context (about 0.5 GB) on GPU 0 as well as on its own.
+pub fn cuda_set_device(index: usize) -> Result<(), ShimError> {
+    // SAFETY: a plain call.
+    check(unsafe { h5gpt_cuda_set_device(index as i32) })
+}
+
+/// What MFU and `--dtype` need to know of a CUDA device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaDeviceInfo {
+    /// The marketing name (`NVIDIA H100 80GB HBM3`).
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub capability: (i32, i32),
+}
+
+/// The name and compute capability of CUDA device `index` (its properties; no context is
+/// created). An error on a build or machine without CUDA.
+pub fn cuda_device_info(index: usize) -> Result<CudaDeviceInfo, ShimError> {
+    let mut name = [0 as std::ffi::c_char; 256];
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the shim writes at most `name.len()` bytes, NUL-terminated, and two ints.
+    check(unsafe {
+        h5gpt_cuda_device_info(
+            index as i32,
+            name.as_mut_ptr(),
+            name.len() as i32,
+            &mut major,
+            &mut minor,
+        )
+    })?;
+    // SAFETY: NUL-terminated by the shim within the buffer.
+    let name = unsafe { CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    Ok(CudaDeviceInfo {
+        name,
+        capability: (major, minor),
+    })
+}
+
+/// CUDA's check for calls that make the host wait for the device
+/// (`torch.cuda.set_sync_debug_mode`), set by the environment variable
+/// [`SYNC_DEBUG_VAR`]: `warn` or `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncDebug {
+    /// No check.
+    #[default]
+    Off,
+    /// A warning at every synchronizing call.
+    Warn,
+    /// An error at every synchronizing call.
+    Error,
+}
+
+/// The environment variable that turns [`SyncDebug`] on for the training step.
+pub const SYNC_DEBUG_VAR: &str = "H5GPT_CUDA_SYNC_DEBUG";
+
+impl SyncDebug {
+    /// Reads `value` (`off`/`0`/empty, `warn`, `error`).
+    pub fn parse(value: &str) -> Result<SyncDebug, String> {
+        match value.trim() {
+            "" | "0" | "off" => Ok(SyncDebug::Off),
+            "warn" | "1" => Ok(SyncDebug::Warn),
+            "error" | "2" => Ok(SyncDebug::Error),
+            other => Err(format!(
+                "{SYNC_DEBUG_VAR}={other:?}: expected off, warn or error"
+            )),
+        }
+    }
+
+    /// The mode [`SYNC_DEBUG_VAR`] asks for (off when unset).
+    pub fn from_env() -> Result<SyncDebug, String> {
+        std::env::var(SYNC_DEBUG_VAR).map_or(Ok(SyncDebug::Off), |v| SyncDebug::parse(&v))
+    }
+
+    fn code(self) -> i32 {
+        match self {
+            SyncDebug::Off => 0,
+            SyncDebug::Warn => 1,
+            SyncDebug::Error => 2,
+        }
+    }
+}
+
+/// [`SyncDebug`] on for the guard's lifetime (nothing when off); dropping it turns the check
+/// off again, so only the code inside is checked.
+pub struct SyncDebugGuard(bool);
+
+impl SyncDebugGuard {
+    /// Turns `mode` on (a CUDA run's step; nothing to do when off).
+    pub fn enter(mode: SyncDebug) -> Result<SyncDebugGuard, ShimError> {
+        if mode == SyncDebug::Off {
+            return Ok(SyncDebugGuard(false));
+        }
+        // SAFETY: a plain call.
+        check(unsafe { h5gpt_cuda_set_sync_debug_mode(mode.code()) })?;
+        Ok(SyncDebugGuard(true))
+    }
+}
+
+impl Drop for SyncDebugGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: a plain call.
+            let _ = check(unsafe { h5gpt_cuda_set_sync_debug_mode(0) });
+        }
     }
 }

@@ -199,7 +199,7 @@ pub struct StepMetrics {
     pub step: usize,
     /// Tokens seen after this step.
     pub tokens: u64,
-    /// Mean training loss over the step's micro-batches.
+    /// Training loss: the mean over the global batch's loss tokens.
     pub loss: f32,
     /// Learning rate used.
     pub lr: f64,
@@ -464,7 +464,8 @@ struct Run<'a> {
     device: Device,
     group: Option<ProcessGroup>,
     rank: usize,
-    world: usize,
+    /// CUDA's check for host syncs inside the step (`H5GPT_CUDA_SYNC_DEBUG`; off on CPU).
+    sync_debug: crate::shim::SyncDebug,
     vs: nn::VarStore,
     model: Gpt,
     opt: AdamW,
@@ -526,14 +527,23 @@ impl Run<'_> {
             .as_ref()
             .map_or_else(|| self.schedule.lr(step), |phases| phases.lr(step));
         tch::manual_seed(step_seed(self.record.seed, step, self.rank));
-        let (device, world) = (self.device, self.world);
+        let device = self.device;
         let (stats, event) = guarded(&format!("step {step}"), self.config.micro_batch, || {
+            let _sync_debug = crate::shim::SyncDebugGuard::enter(self.sync_debug)?;
             match &mut self.buckets {
-                // Gradients are views into the buckets: zeroed there, one fill per bucket.
-                Some(buckets) => buckets.zero_grad(),
-                None => self.opt.zero_grad()?,
+                // Gradients are views into the buckets: zeroed there, one fill per bucket
+                // (bf16-pure: the buckets hold the fp32 main gradients, which the first
+                // micro-batch overwrites).
+                Some(buckets) if !self.opt.has_masters() => buckets.zero_grad(),
+                _ => self.opt.zero_grad()?,
             }
+            // The step's loss is the mean over the global batch's loss tokens (Megatron's
+            // per-token loss): each micro-batch backpropagates its summed loss, and the
+            // gradients are divided by the count of loss tokens over every micro-batch and rank,
+            // which rides on the loss's all-reduce. So neither --micro-batch nor the number of
+            // ranks changes the loss or the gradient.
             let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+            let mut tokens = Tensor::zeros([], (Kind::Float, device));
             for micro in 0..self.micro_steps {
                 let batch = self.loader.next_batch()?;
                 let tensors = BatchTensors::new(
@@ -546,44 +556,48 @@ impl Run<'_> {
                     &|r| format!("training example {}", batch.sample_ids[r]),
                 )?;
                 self.loader.recycle(batch);
-                let mut loss = {
+                let mut micro_loss = {
                     let _autocast = self.config.precision.autocast(device)?;
                     self.model
-                        .loss(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
-                        / self.micro_steps as f64
+                        .loss_sum(&tensors.input_ids, &tensors.labels, &tensors.mask, true)
                 };
                 if self.nan_at == Some(step) && micro == 0 {
                     if self.rank == 0 {
                         eprintln!("H5GPT_FAULT: a NaN loss at step {step} (testing aid)");
                     }
-                    loss *= f64::NAN;
+                    micro_loss.sum *= f64::NAN;
                 }
-                loss.backward();
+                micro_loss.sum.backward();
                 // bf16-pure: into the fp32 main gradients.
                 self.opt.accumulate_main_grads(micro == 0)?;
-                loss_sum += loss.detach();
+                loss_sum += micro_loss.sum.detach();
+                tokens += micro_loss.tokens;
             }
-            // The loss and this rank's stop vote travel together: one all-reduce, one read.
+            // The summed loss, the count of loss tokens and this rank's stop vote travel
+            // together: one all-reduce, one read.
             let shared = Tensor::stack(
                 &[
                     loss_sum,
+                    tokens,
                     Tensor::full([], f64::from(u8::from(stop_here)), (Kind::Float, device)),
                 ],
                 0,
             );
             if let (Some(group), Some(buckets)) = (&self.group, &mut self.buckets) {
-                // Gradients and loss averaged over the ranks before clipping.
-                buckets.all_reduce_mean(group)?;
+                // Gradients and loss summed over the ranks before clipping.
+                buckets.all_reduce_sum(group)?;
                 group.all_reduce_sum(&shared)?;
             }
-            let loss = shared.get(0) / world as f64;
+            let tokens = shared.get(1);
+            let loss = shared.get(0) / &tokens;
             let clip = match self.config.grad_clip {
                 0.0 => f64::INFINITY, // the norm, measured, nothing clipped
                 clip => clip,
             };
+            // The gradients of the summed loss, divided by the count in the clipping's scale.
             let norm = self
                 .opt
-                .clip_grad_norm(clip)?
+                .clip_grad_norm_scaled(clip, Some(&tokens.reciprocal()))?
                 .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
             // A non-finite loss or norm skips the update on the device (no host sync).
             let found_inf = (&loss + &norm)
@@ -591,7 +605,7 @@ impl Run<'_> {
                 .logical_not()
                 .to_kind(Kind::Float);
             self.opt.step(lr, Some(&found_inf))?;
-            let stats = Tensor::stack(&[loss, norm, found_inf, shared.get(1)], 0);
+            let stats = Tensor::stack(&[loss, norm, found_inf, shared.get(2)], 0);
             // To pinned host memory without blocking (a CUDA event marks when it has landed).
             let host = stats.to_device_(Device::Cpu, Kind::Float, true, false);
             let event = match device {
@@ -839,12 +853,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Closes the log (the final `loss.png`), and waits for the other ranks.
+    /// Closes the log (the final `loss.png`), waits for the other ranks, and shuts the
+    /// process group down.
     fn finish(mut self) -> Result<()> {
         self.log.finish()?;
-        if let Some(group) = &self.group {
+        if let Some(group) = self.group.take() {
             // No rank leaves before rank 0 has written the last checkpoint.
             group.barrier()?;
+            group.shutdown()?;
         }
         Ok(())
     }

@@ -366,3 +366,68 @@ fn train_sigterm_on_one_rank_checkpoints_and_stops_all() {
         "checkpoint after step {done}: {stdout}"
     );
 }
+
+/// `--no-pack` shards of documents of many lengths: most rows are partly masked, with different
+/// counts of loss tokens.
+fn unpacked_shards(dir: &Path) -> PathBuf {
+    let corpus = dir.join("docs.jsonl");
+    let body: String = (0..400)
+        .map(|i| {
+            let words: Vec<String> = (0..(i * 7) % 23 + 1)
+                .map(|w| format!("word{}", (i * 13 + w * 5) % 61))
+                .collect();
+            format!("{{\"text\": \"{}\"}}\n", words.join(" "))
+        })
+        .collect();
+    std::fs::write(&corpus, body).unwrap();
+    let out = dir.join("unpacked");
+    let o = run(
+        "preprocess",
+        &[
+            "--input",
+            &p(&corpus),
+            "--out",
+            &p(&out),
+            "--seq-len",
+            "32",
+            "--no-pack",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+/// The step's loss and gradient are the mean over the global batch's loss tokens (Megatron's
+/// per-token loss), not a mean of micro-batch means: on rows with different counts of loss
+/// tokens, micro-batches of 2 and of 8 rows, and 1 and 2 ranks, give the same per-step losses
+/// (1e-5 relative: only the order of fp32 sums differs) for a global batch of 8 rows.
+#[test]
+fn train_loss_is_the_mean_over_the_global_batch_whatever_the_micro_batch_and_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = unpacked_shards(dir.path());
+    let run_with = |name: &str, micro: &str, world: usize| {
+        let out = dir.path().join(name);
+        let mut a = args(&data, &out, 6);
+        let at = a.iter().position(|x| x == "--micro-batch").unwrap();
+        a[at + 1] = micro.to_string();
+        // Exactly 8 rows per step, never shrunk for the small data set.
+        let at = a.iter().position(|x| x == "--total-batch-tokens").unwrap();
+        a.splice(at..at + 2, ["--batch-size".to_string(), "8".to_string()]);
+        run_ranks(&a, world);
+        losses(&out)
+    };
+    let eight = run_with("mb8", "8", 1);
+    let two = run_with("mb2", "2", 1);
+    let ranks = run_with("ranks2", "2", 2);
+    assert_eq!(eight.len(), 6, "{eight:?}");
+    for (step, loss) in &eight {
+        for (what, other) in [("--micro-batch 2", &two), ("2 ranks", &ranks)] {
+            let rel = (loss - other[step]).abs() / loss.abs();
+            assert!(
+                rel <= 1e-5,
+                "step {step}: {loss} at --micro-batch 8 vs {} with {what} (relative {rel:.2e})",
+                other[step]
+            );
+        }
+    }
+}

@@ -22,11 +22,13 @@ extern "C" {
         timeout_ms: i64,
         gloo_iface: *const c_char,
         gloo_host: *const c_char,
+        cuda_device: i32,
         out: *mut *mut c_void,
     ) -> i32;
     fn h5gpt_dist_all_reduce_sum(group: *mut c_void, tensor: *mut C_tensor) -> i32;
     fn h5gpt_dist_broadcast(group: *mut c_void, tensor: *mut C_tensor, root: i32) -> i32;
     fn h5gpt_dist_barrier(group: *mut c_void) -> i32;
+    fn h5gpt_dist_shutdown(group: *mut c_void) -> i32;
     fn h5gpt_dist_free(group: *mut c_void);
 }
 
@@ -72,10 +74,13 @@ impl ProcessGroup {
     /// Joins the group `launch` describes: rank 0 (unless torchrun's agent does) serves the
     /// `TCPStore`, every rank waits for the others at most `timeout`, which also bounds each
     /// later collective. Gloo binds to `GLOO_SOCKET_IFNAME` when set, to the loopback address
-    /// when the store is on it, else to the address this machine's hostname resolves to.
+    /// when the store is on it, else to the address this machine's hostname resolves to. NCCL
+    /// is bound to CUDA device `cuda_device` (the rank's, made current before:
+    /// [`crate::device::startup_actions`]).
     pub fn connect(
         launch: &Launch,
         backend: Backend,
+        cuda_device: Option<usize>,
         timeout: Duration,
     ) -> Result<ProcessGroup, DistError> {
         let connect_error = |message: String| DistError::Connect {
@@ -117,6 +122,7 @@ impl ProcessGroup {
                 timeout.as_millis() as i64,
                 iface.as_ptr(),
                 host.as_ptr(),
+                cuda_device.map_or(-1, |d| d as i32),
                 &mut raw,
             )
         };
@@ -175,6 +181,17 @@ impl ProcessGroup {
         // SAFETY: `raw` is a live group.
         let code = unsafe { h5gpt_dist_barrier(self.raw) };
         self.check("barrier", code)
+    }
+}
+
+impl ProcessGroup {
+    /// Shuts the group down after its last collective (NCCL: the communicators are finalized
+    /// rather than aborted by the destructor, which warns "destroy_process_group() was not
+    /// called"; a no-op for Gloo). The group must not be used afterwards.
+    pub fn shutdown(self) -> Result<(), DistError> {
+        // SAFETY: `raw` is a live group; it is freed once, by Drop, after this.
+        let code = unsafe { h5gpt_dist_shutdown(self.raw) };
+        self.check("shutdown", code)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::{
     describe, held_out_rows, open_blend, open_split, split_dirs, BlendData, DataSplit, EvalSource,
 };
-use crate::device::{gpu_name, peak_bf16_flops};
+use crate::device::{gpu_name, peak_bf16_flops, startup_actions, StartupAction};
 use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::model::Gpt;
 use crate::optim::AdamW;
@@ -89,6 +89,11 @@ impl<'a> Run<'a> {
             .validate()
             .map_err(|e| anyhow!("model configuration: {e}"))?;
         let (device, group) = connect(config, handles)?;
+        // H5GPT_CUDA_SYNC_DEBUG: CUDA's check for host syncs, on for the steps only.
+        let sync_debug = match crate::shim::SyncDebug::from_env().map_err(anyhow::Error::msg)? {
+            mode if device.is_cuda() => mode,
+            _ => crate::shim::SyncDebug::Off,
+        };
         let (rank, world) = group
             .as_ref()
             .map_or((0, 1), |g| (g.rank(), g.world_size()));
@@ -153,13 +158,14 @@ impl<'a> Run<'a> {
         }
         if config.precision == Precision::Bf16Pure {
             // fp32 masters of the weights as they are now (initialized, loaded or resumed),
-            // then the model in bf16.
-            opt.keep_fp32_masters()?;
-            vs.bfloat16();
+            // then the model in bf16, its gradients in flat buffers.
+            opt.keep_fp32_masters(&mut vs, BUCKET_BYTES)?;
         }
-        let buckets = group
-            .as_ref()
-            .map(|_| GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES));
+        // bf16-pure: the fp32 main gradients are flat buffers already, which the buckets take.
+        let buckets = group.as_ref().map(|_| match opt.main_grad_buffers() {
+            Some(buffers) => GradBuckets::from_buffers(buffers),
+            None => GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES),
+        });
         std::fs::create_dir_all(&config.out)
             .with_context(|| format!("cannot create {}", config.out.display()))?;
         if let (Some(toml), 0) = (&handles.config_toml, rank) {
@@ -248,7 +254,7 @@ impl<'a> Run<'a> {
             device,
             group,
             rank,
-            world,
+            sync_debug,
             vs,
             model,
             opt,
@@ -366,9 +372,14 @@ fn rank_micro_batch(rows: usize, micro_batch: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Joins the process group `launch` describes: Gloo on CPU, NCCL on CUDA.
-fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<ProcessGroup> {
-    let backend = if device.is_cuda() {
+/// Joins the process group `launch` describes: Gloo on CPU, NCCL on CUDA (bound to the rank's
+/// device `cuda_device`).
+fn join_group(
+    launch: &Launch,
+    cuda_device: Option<usize>,
+    timeout: Duration,
+) -> Result<ProcessGroup> {
+    let backend = if cuda_device.is_some() {
         Backend::Nccl
     } else {
         Backend::Gloo
@@ -378,7 +389,12 @@ fn join_group(launch: &Launch, device: Device, timeout: Duration) -> Result<Proc
             "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (README, Many GPUs and machines), or train data-parallel on CPU with --device cpu (Gloo)"
         );
     }
-    Ok(ProcessGroup::connect(launch, backend, timeout)?)
+    Ok(ProcessGroup::connect(
+        launch,
+        backend,
+        cuda_device,
+        timeout,
+    )?)
 }
 
 /// The checkpoint every rank resumes from: rank 0 picks its newest that loads and verifies
@@ -655,17 +671,22 @@ struct Start {
     seed: u64,
 }
 
-/// The device this process trains on and its process group (`None`: a single process). Each
-/// rank of a CUDA run takes its LOCAL_RANK's GPU.
+/// The device this process trains on (the rank's GPU, picked by its local rank when the
+/// options were resolved: [`crate::device::select`]) and its process group (`None`: a single
+/// process), set up in the order [`startup_actions`] gives, before any tensor exists.
 fn connect(config: &TrainConfig, handles: &RunHandles) -> Result<(Device, Option<ProcessGroup>)> {
-    let device = match (config.device, &handles.launch) {
-        (Device::Cuda(_), Some(launch)) => Device::Cuda(launch.local_rank),
-        (device, _) => device,
-    };
-    let group = match &handles.launch {
-        Some(launch) => Some(join_group(launch, device, config.dist_timeout)?),
-        None => None,
-    };
+    let device = config.device;
+    let mut group = None;
+    for action in startup_actions(device, handles.launch.is_some()) {
+        match (action, &handles.launch) {
+            (StartupAction::SetCudaDevice(index), _) => crate::shim::cuda_set_device(index)
+                .with_context(|| format!("cannot make CUDA device {index} current"))?,
+            (StartupAction::JoinGroup { bound_device }, Some(launch)) => {
+                group = Some(join_group(launch, bound_device, config.dist_timeout)?);
+            }
+            (StartupAction::JoinGroup { .. }, None) => unreachable!("a group only with a launch"),
+        }
+    }
     Ok((device, group))
 }
 
@@ -988,14 +1009,12 @@ fn initialize(
     })
 }
 
-/// Peak FLOP/s for MFU: `--peak-flops`, else looked up from the GPU's name (none on CPU).
+/// Peak FLOP/s for MFU: `--peak-flops`, else looked up from the name of the GPU this rank uses
+/// (none on CPU).
 fn peak_flops(config: &TrainConfig, device: Device) -> Option<f64> {
-    config.peak_flops.or_else(|| {
-        device
-            .is_cuda()
-            .then(gpu_name)
-            .flatten()
-            .and_then(|name| peak_bf16_flops(&name))
+    config.peak_flops.or_else(|| match device {
+        Device::Cuda(index) => gpu_name(index).and_then(|name| peak_bf16_flops(&name)),
+        _ => None,
     })
 }
 

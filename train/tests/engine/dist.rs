@@ -149,7 +149,8 @@ fn on_ranks<T: Send + 'static>(
                 .unwrap()
                 .unwrap();
                 let group =
-                    ProcessGroup::connect(&launch, Backend::Gloo, Duration::from_secs(30)).unwrap();
+                    ProcessGroup::connect(&launch, Backend::Gloo, None, Duration::from_secs(30))
+                        .unwrap();
                 assert_eq!((group.rank(), group.world_size()), (rank, world));
                 f(&group)
             })
@@ -258,7 +259,7 @@ fn a_rank_that_never_comes_fails_the_rendezvous_within_the_timeout() {
     .unwrap()
     .unwrap();
     let started = std::time::Instant::now();
-    let e = match ProcessGroup::connect(&launch, Backend::Gloo, Duration::from_secs(1)) {
+    let e = match ProcessGroup::connect(&launch, Backend::Gloo, None, Duration::from_secs(1)) {
         Ok(_) => panic!("rank 1 never started"),
         Err(e) => e.to_string(),
     };

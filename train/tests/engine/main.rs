@@ -1,6 +1,7 @@
 //! Trainer tests on CPU, in one binary (each test binary that links libtorch costs link time).
 
 mod cerebras;
+mod device;
 mod dist;
 mod hf;
 mod link;

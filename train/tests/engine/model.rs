@@ -264,3 +264,86 @@ fn plan_counts_what_the_model_allocates() {
         );
     }
 }
+
+/// The loss marks ignored targets with a fill of the scalar −100 (`masked_fill`), not a `where`
+/// with a 0-d tensor moved to the device (a blocking copy on CUDA): the targets, the loss and
+/// every gradient are bit-identical to the `where` formulation's.
+#[test]
+fn masked_targets_by_a_scalar_fill_leave_loss_and_gradients_bit_identical() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(21);
+    let cfg = GptConfig {
+        pad_vocab: true,
+        ..GptConfig::tiny(100, 8)
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), cfg);
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+    let idx = Tensor::randint(100, [3, 8], (Kind::Int64, Device::Cpu));
+    let labels = idx.roll([-1], [1]);
+    let mask = Tensor::randint(2, [3, 8], (Kind::Int64, Device::Cpu));
+    let _ = mask.get(0).get(0).fill_(1);
+
+    let ours = model.loss(&idx, &labels, &mask, false);
+    // What the loss did before: `where` with a 0-d −100 tensor, then the mean.
+    let logits = model.forward(&idx, false);
+    let rows = logits.size()[2];
+    tch::no_grad(|| {
+        let _ = logits.narrow(2, 100, rows - 100).fill_(f64::NEG_INFINITY);
+    });
+    let targets = labels.where_self(&mask.ne(0), &Tensor::from(-100i64));
+    let reference = cross_entropy(&logits.reshape([-1, rows]), &targets.view([-1]));
+    assert_eq!(
+        ours.double_value(&[]).to_bits(),
+        reference.double_value(&[]).to_bits()
+    );
+    let (g, r) = (
+        Tensor::run_backward(&[&ours], &params, false, false),
+        Tensor::run_backward(&[&reference], &params, false, false),
+    );
+    for (a, b) in g.iter().zip(&r) {
+        assert!(a.equal(b), "a gradient differs");
+    }
+}
+
+/// `loss_sum` is the summed loss of the loss tokens and their count: with rows of different
+/// lengths, the per-token mean over two halves of a batch (sums added, counts added) is the
+/// whole batch's mean, which a mean of the halves' means is not.
+#[test]
+fn summed_losses_and_counts_give_the_batch_mean_over_tokens() {
+    let _rng = crate::torch_rng();
+    tch::manual_seed(22);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(&vs.root(), GptConfig::tiny(64, 8));
+    let idx = Tensor::randint(64, [4, 8], (Kind::Int64, Device::Cpu));
+    let labels = idx.roll([-1], [1]);
+    let mask = Tensor::ones([4, 8], (Kind::Int64, Device::Cpu));
+    // Rows 0 and 1 keep 2 positions, rows 2 and 3 all 8.
+    let _ = mask.narrow(0, 0, 2).narrow(1, 2, 6).fill_(0);
+    let whole = model.loss(&idx, &labels, &mask, false).double_value(&[]);
+    let halves: Vec<_> = (0..2)
+        .map(|h| {
+            let sl = |t: &Tensor| t.narrow(0, 2 * h, 2);
+            model.loss_sum(&sl(&idx), &sl(&labels), &sl(&mask), false)
+        })
+        .collect();
+    let sum: f64 = halves.iter().map(|l| l.sum.double_value(&[])).sum();
+    let tokens: f64 = halves.iter().map(|l| l.tokens.double_value(&[])).sum();
+    assert_eq!(tokens, 20.0);
+    assert!(
+        ((sum / tokens) - whole).abs() < 1e-6 * whole,
+        "{} vs {whole}",
+        sum / tokens
+    );
+    let mean_of_means: f64 = halves
+        .iter()
+        .map(|l| l.sum.double_value(&[]) / l.tokens.double_value(&[]))
+        .sum::<f64>()
+        / 2.0;
+    assert!(
+        (mean_of_means - whole).abs() > 1e-4,
+        "the test needs unequal halves"
+    );
+}

@@ -191,3 +191,81 @@ fn a_step_with_found_inf_changes_nothing() {
         .collect();
     assert!(steps.iter().all(|&s| s == 1.0), "{steps:?}");
 }
+
+/// bf16-pure keeps the bf16 gradients in flat buffers (views, as the data-parallel buckets do)
+/// and moves them into the fp32 main gradients with one copy or add per buffer: over three
+/// micro-batches the main gradients equal, element for element, what per-tensor accumulation of
+/// freshly written bf16 gradients gave (the code before).
+#[test]
+fn bf16_pure_flat_accumulation_equals_per_tensor_accumulation() {
+    use h5gpt_train::shim::{foreach_copy_or_add, grads_to_none};
+    let _rng = crate::torch_rng();
+    std::env::set_var("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16");
+    let cfg = GptConfig::tiny(64, 8);
+    tch::manual_seed(5);
+    let idx = Tensor::randint(64, [6, 8], (Kind::Int64, Device::Cpu));
+    let labels = idx.roll([-1], [1]);
+    let mask = Tensor::ones([6, 8], (Kind::Int64, Device::Cpu));
+    let micro = |model: &Gpt, i: i64| {
+        let sl = |t: &Tensor| t.narrow(0, 2 * i, 2);
+        model
+            .loss_sum(&sl(&idx), &sl(&labels), &sl(&mask), false)
+            .sum
+    };
+    let build = || {
+        tch::manual_seed(6);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Gpt::new(&vs.root(), cfg);
+        (vs, model)
+    };
+
+    // Ours: flat buffers, one copy/add per buffer (small buckets: several buffers).
+    let (mut vs, model) = build();
+    let mut opt = AdamW::new(&vs, AdamWConfig::default());
+    opt.keep_fp32_masters(&mut vs, 4096).unwrap();
+    let buffers = opt.main_grad_buffers().unwrap();
+    assert!(buffers.len() > 1, "several buffers");
+    opt.zero_grad().unwrap();
+    for i in 0..3 {
+        micro(&model, i).backward();
+        opt.accumulate_main_grads(i == 0).unwrap();
+    }
+    let ours: Vec<(String, Tensor)> = opt
+        .master_weights()
+        .unwrap()
+        .into_iter()
+        .map(|(n, m)| (n, m.grad()))
+        .collect();
+    // The bf16 gradients are views into flat buffers, zero again after the accumulation.
+    let wte = vs.variables()["transformer.wte.weight"].grad();
+    assert_eq!(wte.kind(), Kind::BFloat16);
+    assert_eq!(wte.abs().max().double_value(&[]), 0.0);
+
+    // Before: the bf16 gradients written fresh by each backward, added tensor by tensor.
+    let (mut vs, model) = build();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let main: Vec<Tensor> = named
+        .iter()
+        .map(|(_, p)| p.zeros_like().to_kind(Kind::Float))
+        .collect();
+    vs.bfloat16();
+    let params: Vec<&Tensor> = named.iter().map(|(_, p)| p).collect();
+    for i in 0..3 {
+        micro(&model, i).backward();
+        let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
+        tch::no_grad(|| {
+            foreach_copy_or_add(
+                &main.iter().collect::<Vec<_>>(),
+                &grads.iter().collect::<Vec<_>>(),
+                i > 0,
+            )
+        })
+        .unwrap();
+        grads_to_none(&params).unwrap();
+    }
+    for (name, grad) in &ours {
+        let at = named.iter().position(|(n, _)| n == name).unwrap();
+        assert!(grad.equal(&main[at]), "{name}: main gradients differ");
+    }
+}
