@@ -3,6 +3,7 @@
 mod audit;
 mod blend;
 mod cerebras;
+mod dedup;
 mod crate_graph;
 mod inspect;
 mod main_job;
