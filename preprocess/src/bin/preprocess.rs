@@ -158,7 +158,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("{s}: not a number of bytes (e.g. 16G)"))?;
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         return Err(format!("{s}: must be positive"));
     }
     Ok((value * scale as f64) as u64)

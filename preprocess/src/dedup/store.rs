@@ -178,8 +178,14 @@ pub fn prepare(
             settings.ngram
         );
     }
+    let started = std::time::Instant::now();
     let found = find(settings, files, text_key, skip_bad, threads, &dirs[0])?;
     let inputs = input_hashes(files)?;
+    eprintln!(
+        "preprocess: dedup pass: {} documents in {:.2} s",
+        found.docs.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(decide(settings, files, found, fingerprint, inputs))
 }
 

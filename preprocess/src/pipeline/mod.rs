@@ -280,7 +280,7 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     }
     if config.part.is_whole() && config.val_fraction > 0.0 {
         let documents = count_documents(&config.inputs, config.glob.as_deref(), &config.text_key)
-            - config.dedup_decisions.as_ref().map_or(0, |d| d.dropped());
+            .saturating_sub(config.dedup_decisions.as_ref().map_or(0, |d| d.dropped()));
         if SplitRule::choose(documents, config.val_fraction) == SplitRule::WithinDocuments {
             return run_within_documents(config, documents);
         }

@@ -69,7 +69,7 @@ pub(super) fn pack_and_write(
             let config = Arc::new(config.clone());
             crate::schedule::Cleaner {
                 decontamination: d.clone(),
-                applies: Arc::new(move |f, r| !is_val(&config, f, r)),
+                applies: Arc::new(move |f: usize, r: u64| !is_val(&config, f, r)),
             }
         }),
     };
