@@ -15,8 +15,8 @@ Measured, in the same run, median of RUNS (default 3):
     a document removed when a candidate's estimated Jaccard reaches the threshold), one core;
   - agreement of the removed sets (which (file, line) each removes).
 
-Usage: scripts/bench-dedup.py [CORPUS_DIR]   (RUNS=1 for a quick look; needs a release build:
-cargo build --release -p h5gpt-preprocess)
+Usage: scripts/bench-dedup.py [CORPUS_DIR]   (RUNS=1 for a quick look; needs a release build,
+cargo build --release -p h5gpt-preprocess, or PREPROCESS=path/to/preprocess)
 """
 import json
 import os
@@ -87,7 +87,7 @@ def datasketch_removed(docs: list[str]) -> tuple[set[int], float]:
 
 
 def preprocess(path: Path, out: Path, dedup: str) -> tuple[float, float | None, set[int]]:
-    exe = ROOT / "target/release/preprocess"
+    exe = os.environ.get("PREPROCESS", str(ROOT / "target/release/preprocess"))
     args = [str(exe), "--input", str(path), "--out", str(out), "--force", "--threads", THREADS]
     args += ["--dedup", dedup]
     start = time.perf_counter()

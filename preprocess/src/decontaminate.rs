@@ -124,7 +124,11 @@ pub fn read_items(path: &Path) -> Result<Vec<String>> {
             continue;
         }
         let value: serde_json::Value = serde_json::from_str(line).with_context(|| {
-            format!("{}:{}: invalid JSON (a JSON-lines file of evaluation items)", path.display(), n + 1)
+            format!(
+                "{}:{}: invalid JSON (a JSON-lines file of evaluation items)",
+                path.display(),
+                n + 1
+            )
         })?;
         let Some(object) = value.as_object() else {
             bail!("{}:{}: not a JSON object", path.display(), n + 1);
@@ -159,7 +163,11 @@ impl Decontaminator {
     /// Adds one item's n-grams.
     pub fn add_item(&mut self, item: &str) {
         self.items += 1;
-        let words: Vec<u64> = normalise(item).split(' ').filter(|w| !w.is_empty()).map(word_hash).collect();
+        let words: Vec<u64> = normalise(item)
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(word_hash)
+            .collect();
         for window in words.windows(self.ngram) {
             self.grams.insert(gram_hash(window));
         }
@@ -184,7 +192,10 @@ impl Decontaminator {
         let mut spans = Vec::new();
         let mut hashes = Vec::new();
         let mut start = None;
-        for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        for (i, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+        {
             match (c.is_whitespace(), start) {
                 (true, Some(s)) => {
                     let word: String = text[s..i].nfc().flat_map(char::to_lowercase).collect();
@@ -203,9 +214,13 @@ impl Decontaminator {
                 continue;
             }
             let matched = spans[k].start..spans[k + self.ngram - 1].end;
-            let cut = back_chars(text, matched.start, MARGIN_CHARS)..forward_chars(text, matched.end, MARGIN_CHARS);
+            let cut = back_chars(text, matched.start, MARGIN_CHARS)
+                ..forward_chars(text, matched.end, MARGIN_CHARS);
             matches.push(Match {
-                ngram: text[matched.clone()].split_whitespace().collect::<Vec<_>>().join(" "),
+                ngram: text[matched.clone()]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 matched,
             });
             match cuts.last_mut() {
@@ -234,12 +249,19 @@ impl Decontaminator {
 
 /// The byte offset `n` characters before `at` (or 0).
 fn back_chars(text: &str, at: usize, n: usize) -> usize {
-    text[..at].char_indices().rev().nth(n - 1).map_or(0, |(i, _)| i)
+    text[..at]
+        .char_indices()
+        .rev()
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i)
 }
 
 /// The byte offset `n` characters after `at` (or the end).
 fn forward_chars(text: &str, at: usize, n: usize) -> usize {
-    text[at..].char_indices().nth(n).map_or(text.len(), |(i, _)| at + i)
+    text[at..]
+        .char_indices()
+        .nth(n)
+        .map_or(text.len(), |(i, _)| at + i)
 }
 
 #[cfg(test)]
@@ -247,7 +269,10 @@ mod tests {
     use super::*;
 
     fn words(prefix: &str, n: usize) -> String {
-        (0..n).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn with_item(item: &str) -> Decontaminator {
@@ -279,7 +304,10 @@ mod tests {
         assert_eq!(text[m.end..pieces[1].start].chars().count(), 200);
         assert_eq!((pieces[0].start, pieces[1].end), (0, text.len()));
         // 12 words do not match.
-        assert_eq!(d.clean(&format!("{head} {} {tail}", words("bench", 12))), Cleaned::Clean);
+        assert_eq!(
+            d.clean(&format!("{head} {} {tail}", words("bench", 12))),
+            Cleaned::Clean
+        );
     }
 
     #[test]
@@ -309,7 +337,10 @@ mod tests {
             "{\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n{\"text\": \"lambada passage\"}\n\n",
         )
         .unwrap();
-        assert_eq!(read_items(&path).unwrap(), ["a b", "c", "d", "lambada passage"]);
+        assert_eq!(
+            read_items(&path).unwrap(),
+            ["a b", "c", "d", "lambada passage"]
+        );
         let plain = dir.path().join("items.txt");
         std::fs::write(&plain, "one line\n\nanother\n").unwrap();
         assert_eq!(read_items(&plain).unwrap(), ["one line", "another"]);
@@ -385,45 +416,45 @@ pub fn scan(
         .enumerate();
         let mut done = false;
         while !done {
-        // Bad records are the main pass's to report: here they only count as records.
-        let mut docs: Vec<(u64, u64, String)> = Vec::new();
-        for _ in 0..4096 {
-            let Some((record, item)) = records.next() else {
-                done = true;
-                break;
-            };
-            if let Ok((index, text)) = item {
-                if applies(file_index, record as u64) {
-                    docs.push((record as u64, index, text));
+            // Bad records are the main pass's to report: here they only count as records.
+            let mut docs: Vec<(u64, u64, String)> = Vec::new();
+            for _ in 0..4096 {
+                let Some((record, item)) = records.next() else {
+                    done = true;
+                    break;
+                };
+                if let Ok((index, text)) = item {
+                    if applies(file_index, record as u64) {
+                        docs.push((record as u64, index, text));
+                    }
                 }
             }
-        }
-        let cleaned: Vec<Cleaned> = docs
-            .par_iter()
-            .map(|(_, _, text)| decontaminator.clean(&part.apply(text.clone())))
-            .collect();
-        for ((record, index, _), cleaned) in docs.iter().zip(cleaned) {
-            let (pieces, matches, dropped) = match &cleaned {
-                Cleaned::Clean => continue,
-                Cleaned::Cut(pieces, matches) => (pieces.len(), matches, false),
-                Cleaned::Dropped(matches) => (0, matches, true),
-            };
-            report.documents_cut += 1;
-            report.matches += matches.len() as u64;
-            report.documents_dropped += u64::from(dropped);
-            serde_json::to_writer(
-                &mut jsonl,
-                &ReportLine {
-                    file: file.path.to_string_lossy().into_owned(),
-                    record: *record,
-                    line: index + 1,
-                    pieces,
-                    dropped,
-                    matches,
-                },
-            )?;
-            jsonl.push(b'\n');
-        }
+            let cleaned: Vec<Cleaned> = docs
+                .par_iter()
+                .map(|(_, _, text)| decontaminator.clean(&part.apply(text.clone())))
+                .collect();
+            for ((record, index, _), cleaned) in docs.iter().zip(cleaned) {
+                let (pieces, matches, dropped) = match &cleaned {
+                    Cleaned::Clean => continue,
+                    Cleaned::Cut(pieces, matches) => (pieces.len(), matches, false),
+                    Cleaned::Dropped(matches) => (0, matches, true),
+                };
+                report.documents_cut += 1;
+                report.matches += matches.len() as u64;
+                report.documents_dropped += u64::from(dropped);
+                serde_json::to_writer(
+                    &mut jsonl,
+                    &ReportLine {
+                        file: file.path.to_string_lossy().into_owned(),
+                        record: *record,
+                        line: index + 1,
+                        pieces,
+                        dropped,
+                        matches,
+                    },
+                )?;
+                jsonl.push(b'\n');
+            }
         }
     }
     Ok(Decontamination {

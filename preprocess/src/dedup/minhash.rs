@@ -102,7 +102,10 @@ mod tests {
         let sig = |w: &[String]| hasher.signature(w.iter().map(String::as_str)).unwrap();
         let estimate = estimated_jaccard(&sig(&base), &sig(&other));
         let error = (truth * (1.0 - truth) / 256.0).sqrt();
-        assert!((estimate - truth).abs() < 4.0 * error, "{estimate} vs {truth}");
+        assert!(
+            (estimate - truth).abs() < 4.0 * error,
+            "{estimate} vs {truth}"
+        );
         assert_eq!(estimated_jaccard(&sig(&base), &sig(&base)), 1.0);
         assert!(hasher.signature(std::iter::empty()).is_none());
     }

@@ -105,7 +105,9 @@ impl DedupSettings {
     /// Checks the numbers (a [`UsageError`]: exit code 2).
     pub fn validate(&self) -> Result<(), UsageError> {
         if self.ngram == 0 {
-            return Err(UsageError::new("--dedup-ngram 0: must be at least 1 (words)"));
+            return Err(UsageError::new(
+                "--dedup-ngram 0: must be at least 1 (words)",
+            ));
         }
         if self.perm == 0 || self.perm > MAX_PERM {
             return Err(UsageError::new(format!(

@@ -36,7 +36,10 @@ mod tests {
 
     #[test]
     fn case_whitespace_and_composition_do_not_count() {
-        assert_eq!(normalise("  Hello,\t\tWORLD \n\n again "), "hello, world again");
+        assert_eq!(
+            normalise("  Hello,\t\tWORLD \n\n again "),
+            "hello, world again"
+        );
         // "é" composed and decomposed (e + U+0301) normalise alike.
         assert_eq!(normalise("Caf\u{e9}"), normalise("Cafe\u{301}"));
         assert_eq!(normalise(" \n\t "), "");

@@ -247,6 +247,13 @@ pub(super) fn find(
     dir: &Path,
 ) -> Result<Found> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // A pass killed before it ended leaves its file behind: gone before this one starts.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".dedup-signatures-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let temp = dir.join(format!(".dedup-signatures-{}.tmp", std::process::id()));
     let result = find_with(settings, files, text_key, skip_bad, threads, &temp);
     let _ = std::fs::remove_file(&temp);
@@ -262,7 +269,11 @@ fn find_with(
     temp: &Path,
 ) -> Result<Found> {
     let near = settings.mode == DedupMode::Near;
-    let hasher = MinHasher::new(if near { settings.perm } else { 0 }, settings.ngram, settings.seed);
+    let hasher = MinHasher::new(
+        if near { settings.perm } else { 0 },
+        settings.ngram,
+        settings.seed,
+    );
     let record_bytes = HEADER_BYTES + 4 * hasher.perm();
     let per_doc = bytes_per_document(settings);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -332,7 +343,9 @@ fn find_with(
         }
         batches += 1;
         if fault_at == Some(batches) {
-            eprintln!("H5GPT_FAULT: aborting in the dedup pass after batch {batches} (testing aid)");
+            eprintln!(
+                "H5GPT_FAULT: aborting in the dedup pass after batch {batches} (testing aid)"
+            );
             std::process::abort();
         }
         batch = next?;
@@ -342,7 +355,8 @@ fn find_with(
     drop(out);
 
     // Stage 2: the index, in input order.
-    let file = std::fs::File::open(temp).with_context(|| format!("cannot open {}", temp.display()))?;
+    let file =
+        std::fs::File::open(temp).with_context(|| format!("cannot open {}", temp.display()))?;
     let random = file.try_clone()?;
     let read_print = |id: u32| -> Result<Print> {
         let mut buf = vec![0u8; record_bytes];
@@ -362,7 +376,9 @@ fn find_with(
         let print = Print::parse(&buf);
         places.push(print.place);
         let signature = near.then_some(print.signature.as_slice());
-        index.add(print.exact, signature, &mut |id| Ok(read_print(id)?.signature))?;
+        index.add(print.exact, signature, &mut |id| {
+            Ok(read_print(id)?.signature)
+        })?;
     }
     let mut docs = Vec::with_capacity(places.len());
     for (id, place) in places.into_iter().enumerate() {
@@ -400,7 +416,9 @@ mod tests {
                 })
                 .unwrap();
         }
-        (0..texts.len() as u32).map(|i| index.clusters.find(i)).collect()
+        (0..texts.len() as u32)
+            .map(|i| index.clusters.find(i))
+            .collect()
     }
 
     /// A planted corpus: `bases` random 300-word documents; each followed by copies at known
@@ -477,7 +495,10 @@ mod tests {
             } else if j <= 0.3 {
                 far += 1;
                 assert_ne!(roots[b], roots[a], "a pair at Jaccard {j:.3} was linked");
-                assert_eq!(roots[b], b as u32, "a pair at Jaccard {j:.3} was linked elsewhere");
+                assert_eq!(
+                    roots[b], b as u32,
+                    "a pair at Jaccard {j:.3} was linked elsewhere"
+                );
             }
         }
         // The banding for 0.8 with 128 permutations, 9 × 13, makes a pair of Jaccard s a
@@ -487,14 +508,20 @@ mod tests {
         // 3.5 standard deviations (0.0066 for 600 pairs) below that.
         assert!(close >= 590 && far >= 390, "{close} close, {far} far pairs");
         let expected = expected / close as f64;
-        assert!((0.96..0.98).contains(&expected), "expected recall {expected}");
+        assert!(
+            (0.96..0.98).contains(&expected),
+            "expected recall {expected}"
+        );
         assert!(
             found as f64 >= 0.95 * close as f64,
             "found {found} of {close} pairs at Jaccard ≥ 0.9 (expected {expected:.3})"
         );
         // Unrelated originals stay apart.
         let originals: Vec<u32> = (0..200).map(|i| roots[i * 6]).collect();
-        assert!(originals.iter().enumerate().all(|(i, &r)| r == (i * 6) as u32));
+        assert!(originals
+            .iter()
+            .enumerate()
+            .all(|(i, &r)| r == (i * 6) as u32));
     }
 
     #[test]

@@ -65,8 +65,12 @@ pub fn duplicate_rows(set: &ShardSet) -> Result<RowDuplicates> {
                 .map(|example| {
                     let ids = &example[ROW_INPUT_IDS * seq..(ROW_INPUT_IDS + 1) * seq];
                     let mask = &example[ROW_ATTENTION_MASK * seq..(ROW_ATTENTION_MASK + 1) * seq];
-                    let kept: Vec<i32> =
-                        ids.iter().zip(mask).filter(|(_, m)| **m != 0).map(|(t, _)| *t).collect();
+                    let kept: Vec<i32> = ids
+                        .iter()
+                        .zip(mask)
+                        .filter(|(_, m)| **m != 0)
+                        .map(|(t, _)| *t)
+                        .collect();
                     let bytes: Vec<u8> = kept.iter().flat_map(|t| t.to_le_bytes()).collect();
                     let hashes: Vec<u64> = kept.iter().map(|&t| mix64(t as u32 as u64)).collect();
                     (
@@ -76,7 +80,9 @@ pub fn duplicate_rows(set: &ShardSet) -> Result<RowDuplicates> {
                 })
                 .collect();
             for (exact, signature) in prints {
-                index.add(exact, Some(&signature), &mut |id| Ok(signatures[id as usize].clone()))?;
+                index.add(exact, Some(&signature), &mut |id| {
+                    Ok(signatures[id as usize].clone())
+                })?;
                 signatures.push(signature);
             }
             start += count;

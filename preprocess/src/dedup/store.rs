@@ -113,7 +113,12 @@ struct InputHash {
 }
 
 /// The fingerprint of what the decisions depend on: settings, how records are read, files.
-fn fingerprint(settings: &DedupSettings, files: &[InputFile], text_key: &str, skip_bad: bool) -> String {
+fn fingerprint(
+    settings: &DedupSettings,
+    files: &[InputFile],
+    text_key: &str,
+    skip_bad: bool,
+) -> String {
     let s = DedupSettings {
         report_only: false,
         ..*settings
@@ -122,7 +127,9 @@ fn fingerprint(settings: &DedupSettings, files: &[InputFile], text_key: &str, sk
         .iter()
         .map(|f| json!({"path": f.path.to_string_lossy(), "bytes": f.bytes}))
         .collect();
-    let text = json!({"dedup": s, "text_key": text_key, "skip_bad_records": skip_bad, "files": files}).to_string();
+    let text =
+        json!({"dedup": s, "text_key": text_key, "skip_bad_records": skip_bad, "files": files})
+            .to_string();
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
@@ -299,14 +306,20 @@ fn load(
 ) -> Result<Result<Decisions, String>> {
     let state_path = dir.join(DEDUP_STATE);
     let state: DedupState = serde_json::from_slice(
-        &std::fs::read(&state_path).with_context(|| format!("cannot read {}", state_path.display()))?,
+        &std::fs::read(&state_path)
+            .with_context(|| format!("cannot read {}", state_path.display()))?,
     )
     .with_context(|| format!("{}: unreadable", state_path.display()))?;
     if state.version != STATE_VERSION {
-        return Ok(Err(format!("version {} (this build writes {STATE_VERSION})", state.version)));
+        return Ok(Err(format!(
+            "version {} (this build writes {STATE_VERSION})",
+            state.version
+        )));
     }
     if state.fingerprint != fingerprint {
-        return Ok(Err("holds the dedup decisions of other inputs or settings".into()));
+        return Ok(Err(
+            "holds the dedup decisions of other inputs or settings".into()
+        ));
     }
     let now = input_hashes(files)?;
     if let Some((then, now)) = state.inputs.iter().zip(&now).find(|(a, b)| a != b) {
@@ -327,8 +340,13 @@ fn load(
     for (n, line) in text.lines().enumerate() {
         let doc: RemovedDoc = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: unreadable line", jsonl.display(), n + 1))?;
-        let (Some(&file), Some(&kept_file)) = (index.get(&doc.file), index.get(&doc.kept_file)) else {
-            bail!("{}:{}: names a file that is not an input", jsonl.display(), n + 1);
+        let (Some(&file), Some(&kept_file)) = (index.get(&doc.file), index.get(&doc.kept_file))
+        else {
+            bail!(
+                "{}:{}: names a file that is not an input",
+                jsonl.display(),
+                n + 1
+            );
         };
         removed.insert(
             (file, doc.record),

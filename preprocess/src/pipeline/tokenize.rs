@@ -119,7 +119,12 @@ pub fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<T
         .iter()
         .enumerate()
         .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
-        .flat_map(|(i, pieces)| pieces.iter().enumerate().map(move |(j, p)| (i, j, p.as_str())))
+        .flat_map(|(i, pieces)| {
+            pieces
+                .iter()
+                .enumerate()
+                .map(move |(j, p)| (i, j, p.as_str()))
+        })
         .flat_map(|(i, j, t)| {
             let ranges = if tokenizer.splits_documents() {
                 split_for_tokenization(t, SPLIT_BYTES)
@@ -132,7 +137,13 @@ pub fn tokenize_batch(tokenizer: &Tokenizer, docs: Vec<Doc>, nfc: bool) -> Vec<T
     let encoded: Vec<(usize, usize, Vec<u32>)> = units
         .par_iter()
         .with_max_len(1)
-        .map(|&(i, j, text)| (i, j, profile::time(Stage::Tokenize, || tokenizer.encode(text))))
+        .map(|&(i, j, text)| {
+            (
+                i,
+                j,
+                profile::time(Stage::Tokenize, || tokenizer.encode(text)),
+            )
+        })
         .collect();
     let eos = tokenizer.eos_id() as i32;
     let mut tokens: Vec<Vec<i32>> = vec![Vec::new(); texts.len()];

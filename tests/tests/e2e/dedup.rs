@@ -60,10 +60,20 @@ fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     all
 }
 
-fn preprocess(input: &Path, out: &Path, extra: &[&str], fault: Option<&str>) -> std::process::Output {
+fn preprocess(
+    input: &Path,
+    out: &Path,
+    extra: &[&str],
+    fault: Option<&str>,
+) -> std::process::Output {
     let mut args = vec!["--input".to_string(), s(input), "--out".into(), s(out)];
     if !extra.contains(&"--seq-len") {
-        args.extend(["--seq-len".into(), "64".into(), "--examples-per-shard".into(), "40".into()]);
+        args.extend([
+            "--seq-len".into(),
+            "64".into(),
+            "--examples-per-shard".into(),
+            "40".into(),
+        ]);
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     let mut cmd = Command::new(bin("preprocess"));
@@ -115,11 +125,23 @@ fn near_dedup_drops_the_planted_copies_at_any_thread_count() {
     }
     let (out, o) = &outputs[0];
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("120 of 520 documents are duplicates (80 exact, 40 near"), "{stdout}");
+    assert!(
+        stdout.contains("120 of 520 documents are duplicates (80 exact, 40 near"),
+        "{stdout}"
+    );
     // datasketch: MinHashLSH(threshold=0.7, num_perm=128) has b, r = 14, 9 (P(0.93) ≈ 1).
-    assert!(String::from_utf8_lossy(&o.stderr).contains("14 bands × 9 rows"), "{}", text(o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("14 bands × 9 rows"),
+        "{}",
+        text(o)
+    );
     for (other, _) in &outputs[1..] {
-        assert!(files_in(out) == files_in(other), "{} differs from {}", s(other), s(out));
+        assert!(
+            files_in(out) == files_in(other),
+            "{} differs from {}",
+            s(other),
+            s(out)
+        );
     }
     // dedup.jsonl: one line per copy, naming its original, in the train/ output folder.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("train/dedup.jsonl"))
@@ -129,15 +151,25 @@ fn near_dedup_drops_the_planted_copies_at_any_thread_count() {
         .collect();
     let found: Vec<(usize, usize)> = lines
         .iter()
-        .map(|l| (l["kept_line"].as_u64().unwrap() as usize, l["line"].as_u64().unwrap() as usize))
+        .map(|l| {
+            (
+                l["kept_line"].as_u64().unwrap() as usize,
+                l["line"].as_u64().unwrap() as usize,
+            )
+        })
         .collect();
     assert_eq!(found, pairs);
-    assert!(lines[..80].iter().all(|l| l["exact"] == true && l["jaccard"] == 1.0));
+    assert!(lines[..80]
+        .iter()
+        .all(|l| l["exact"] == true && l["jaccard"] == 1.0));
     assert!(lines[80..]
         .iter()
         .all(|l| l["exact"] == false && l["jaccard"].as_f64().unwrap() >= 0.8));
     // The manifests: settings and counts; train + val hold the 400 that remain.
-    let (train, val) = (json(&out.join("train/data_params.json")), json(&out.join("val/data_params.json")));
+    let (train, val) = (
+        json(&out.join("train/data_params.json")),
+        json(&out.join("val/data_params.json")),
+    );
     assert_eq!(train["processing"]["dedup"]["mode"], "near");
     assert_eq!(train["post_process"]["dedup"]["documents_dropped"], 120);
     let docs = |p: &serde_json::Value| p["post_process"]["n_docs"].as_u64().unwrap();
@@ -148,7 +180,14 @@ fn near_dedup_drops_the_planted_copies_at_any_thread_count() {
     }
     // Run again: the output is complete, the decisions are reused, nothing changes.
     let before = files_in(out);
-    let again = ["--dedup", "near", "--dedup-threshold", "0.7", "--val-fraction", "0.1"];
+    let again = [
+        "--dedup",
+        "near",
+        "--dedup-threshold",
+        "0.7",
+        "--val-fraction",
+        "0.1",
+    ];
     let o = preprocess(&input, out, &again, None);
     assert!(o.status.success(), "{}", text(&o));
     assert!(files_in(out) == before);
@@ -164,22 +203,43 @@ fn exact_mode_off_and_report_only() {
     assert!(o.status.success(), "{}", text(&o));
     let lines = std::fs::read_to_string(exact.join("dedup.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 80, "{lines}");
-    assert_eq!(json(&exact.join("data_params.json"))["post_process"]["n_docs"], 440);
+    assert_eq!(
+        json(&exact.join("data_params.json"))["post_process"]["n_docs"],
+        440
+    );
 
     let off = dir.path().join("off");
     let o = preprocess(&input, &off, &[], None);
     assert!(o.status.success(), "{}", text(&o));
     let params = std::fs::read_to_string(off.join("data_params.json")).unwrap();
-    assert!(!params.contains("dedup") && !params.contains("decontaminat"), "{params}");
+    assert!(
+        !params.contains("dedup") && !params.contains("decontaminat"),
+        "{params}"
+    );
     assert!(!off.join("dedup.jsonl").exists() && !off.join("dedup-state.json").exists());
 
     let report = dir.path().join("report");
-    let flags = ["--dedup", "near", "--dedup-threshold", "0.7", "--dedup-report-only"];
+    let flags = [
+        "--dedup",
+        "near",
+        "--dedup-threshold",
+        "0.7",
+        "--dedup-report-only",
+    ];
     let o = preprocess(&input, &report, &flags, None);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(report.join("dedup.jsonl")).unwrap().lines().count(), 120);
+    assert_eq!(
+        std::fs::read_to_string(report.join("dedup.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        120
+    );
     let shards = |d: &Path| -> Vec<(String, Vec<u8>)> {
-        files_in(d).into_iter().filter(|(n, _)| n.ends_with(".h5")).collect()
+        files_in(d)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".h5"))
+            .collect()
     };
     assert!(!shards(&off).is_empty() && shards(&off) == shards(&report));
 }
@@ -189,7 +249,14 @@ fn exact_mode_off_and_report_only() {
 #[test]
 fn a_kill_during_or_after_the_dedup_pass_resumes_byte_identical() {
     let (dir, input, _) = setup();
-    let flags = ["--dedup", "near", "--dedup-threshold", "0.7", "--threads", "2"];
+    let flags = [
+        "--dedup",
+        "near",
+        "--dedup-threshold",
+        "0.7",
+        "--threads",
+        "2",
+    ];
     let clean = dir.path().join("clean");
     let o = preprocess(&input, &clean, &flags, None);
     assert!(o.status.success(), "{}", text(&o));
@@ -205,18 +272,27 @@ fn a_kill_during_or_after_the_dedup_pass_resumes_byte_identical() {
     let after = dir.path().join("after");
     let o = preprocess(&input, &after, &flags, Some("abort-after-shard:2"));
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(after.join("dedup-state.json").exists(), "the decisions are saved before the shards");
+    assert!(
+        after.join("dedup-state.json").exists(),
+        "the decisions are saved before the shards"
+    );
     let o = preprocess(&input, &after, &flags, None);
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("continued an interrupted run") && stdout.contains("decisions reused"), "{stdout}");
+    assert!(
+        stdout.contains("continued an interrupted run") && stdout.contains("decisions reused"),
+        "{stdout}"
+    );
     assert!(files_in(&after) == files_in(&clean));
 
     // Other dedup settings on this folder are refused, naming the saved decisions.
     let o = preprocess(&input, &after, &["--dedup", "exact"], None);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("dedup-state.json") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("dedup-state.json") && err.contains("--force"),
+        "{err}"
+    );
 }
 
 /// A bound on the index's memory that the corpus exceeds is refused, with the figure, before
@@ -225,10 +301,18 @@ fn a_kill_during_or_after_the_dedup_pass_resumes_byte_identical() {
 fn dedup_mem_refuses_a_corpus_too_large_for_it() {
     let (dir, input, _) = setup();
     let out = dir.path().join("out");
-    let o = preprocess(&input, &out, &["--dedup", "near", "--dedup-mem", "10K"], None);
+    let o = preprocess(
+        &input,
+        &out,
+        &["--dedup", "near", "--dedup-mem", "10K"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--dedup-mem") && err.contains("344 bytes"), "{err}");
+    assert!(
+        err.contains("--dedup-mem") && err.contains("344 bytes"),
+        "{err}"
+    );
     assert!(files_in(&out).is_empty());
 }
 
@@ -268,39 +352,67 @@ fn decontamination_cuts_train_and_leaves_val() {
     let input = dir.path().join("c.jsonl");
     std::fs::write(
         &input,
-        docs.iter().map(|d| format!("{}\n", serde_json::json!({ "text": d }))).collect::<String>(),
+        docs.iter()
+            .map(|d| format!("{}\n", serde_json::json!({ "text": d })))
+            .collect::<String>(),
     )
     .unwrap();
     let plain = dir.path().join("plain");
     let o = preprocess(&input, &plain, &["--val-fraction", "0.2"], None);
     assert!(o.status.success(), "{}", text(&o));
     let clean = dir.path().join("clean");
-    let o = preprocess(&input, &clean, &["--val-fraction", "0.2", "--decontaminate", &s(&items)], None);
+    let o = preprocess(
+        &input,
+        &clean,
+        &["--val-fraction", "0.2", "--decontaminate", &s(&items)],
+        None,
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let report: Vec<serde_json::Value> = std::fs::read_to_string(clean.join("train/decontamination.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let val_docs = json(&plain.join("val/data_params.json"))["post_process"]["n_docs"].as_u64().unwrap();
+    let report: Vec<serde_json::Value> =
+        std::fs::read_to_string(clean.join("train/decontamination.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let val_docs = json(&plain.join("val/data_params.json"))["post_process"]["n_docs"]
+        .as_u64()
+        .unwrap();
     assert!(!report.is_empty() && report.len() < 30, "{report:?}");
-    assert!(report.iter().all(|l| l["matches"][0]["ngram"] == bench[2..15].join(" ") && l["pieces"] == 2));
+    assert!(report
+        .iter()
+        .all(|l| l["matches"][0]["ngram"] == bench[2..15].join(" ") && l["pieces"] == 2));
     let params = json(&clean.join("train/data_params.json"));
-    assert_eq!(params["post_process"]["decontamination"]["report"]["documents_cut"], report.len());
+    assert_eq!(
+        params["post_process"]["decontamination"]["report"]["documents_cut"],
+        report.len()
+    );
     // val/ is untouched: the same shards as without --decontaminate.
     let h5 = |d: &Path| -> Vec<(String, Vec<u8>)> {
-        files_in(d).into_iter().filter(|(n, _)| n.ends_with(".h5")).collect()
+        files_in(d)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".h5"))
+            .collect()
     };
     assert!(h5(&plain.join("val")) == h5(&clean.join("val")));
     assert!(val_docs > 0);
     // train/ no longer holds the benchmark words, and the pieces are documents of their own.
-    let shown = run("inspect", &[&s(&clean.join("train")), "--show", "10000", "--decode"]);
+    let shown = run(
+        "inspect",
+        &[&s(&clean.join("train")), "--show", "10000", "--decode"],
+    );
     assert!(shown.status.success(), "{}", text(&shown));
     let decoded = String::from_utf8_lossy(&shown.stdout);
     assert!(!decoded.contains("zzbench"), "a benchmark word is left");
-    let before = run("inspect", &[&s(&plain.join("train")), "--show", "10000", "--decode"]);
+    let before = run(
+        "inspect",
+        &[&s(&plain.join("train")), "--show", "10000", "--decode"],
+    );
     assert!(String::from_utf8_lossy(&before.stdout).contains("zzbench5"));
-    let train_docs = |d: &Path| json(&d.join("train/data_params.json"))["post_process"]["n_docs"].as_u64().unwrap();
+    let train_docs = |d: &Path| {
+        json(&d.join("train/data_params.json"))["post_process"]["n_docs"]
+            .as_u64()
+            .unwrap()
+    };
     assert_eq!(train_docs(&clean), train_docs(&plain));
     let o = run("inspect", &[&s(&clean.join("train")), "--verify"]);
     assert!(o.status.success(), "{}", text(&o));

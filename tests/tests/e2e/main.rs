@@ -3,8 +3,8 @@
 mod audit;
 mod blend;
 mod cerebras;
-mod dedup;
 mod crate_graph;
+mod dedup;
 mod inspect;
 mod main_job;
 mod nonfinite;
