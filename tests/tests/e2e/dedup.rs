@@ -171,8 +171,8 @@ fn near_dedup_drops_the_planted_copies_at_any_thread_count() {
         json(&out.join("val/data_params.json")),
     );
     assert_eq!(train["processing"]["dedup"]["mode"], "near");
-    assert_eq!(train["post_process"]["dedup"]["documents_dropped"], 120);
-    let docs = |p: &serde_json::Value| p["post_process"]["n_docs"].as_u64().unwrap();
+    assert_eq!(train["post-process"]["dedup"]["documents_dropped"], 120);
+    let docs = |p: &serde_json::Value| p["post-process"]["n_docs"].as_u64().unwrap();
     assert_eq!(docs(&train) + docs(&val), 400);
     for side in ["train", "val"] {
         let o = run("inspect", &[&s(&out.join(side)), "--verify"]);
@@ -204,7 +204,7 @@ fn exact_mode_off_and_report_only() {
     let lines = std::fs::read_to_string(exact.join("dedup.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 80, "{lines}");
     assert_eq!(
-        json(&exact.join("data_params.json"))["post_process"]["n_docs"],
+        json(&exact.join("data_params.json"))["post-process"]["n_docs"],
         440
     );
 
@@ -374,7 +374,7 @@ fn decontamination_cuts_train_and_leaves_val() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-    let val_docs = json(&plain.join("val/data_params.json"))["post_process"]["n_docs"]
+    let val_docs = json(&plain.join("val/data_params.json"))["post-process"]["n_docs"]
         .as_u64()
         .unwrap();
     assert!(!report.is_empty() && report.len() < 30, "{report:?}");
@@ -383,7 +383,7 @@ fn decontamination_cuts_train_and_leaves_val() {
         .all(|l| l["matches"][0]["ngram"] == bench[2..15].join(" ") && l["pieces"] == 2));
     let params = json(&clean.join("train/data_params.json"));
     assert_eq!(
-        params["post_process"]["decontamination"]["report"]["documents_cut"],
+        params["post-process"]["decontamination"]["report"]["documents_cut"],
         report.len()
     );
     // val/ is untouched: the same shards as without --decontaminate.
@@ -409,7 +409,7 @@ fn decontamination_cuts_train_and_leaves_val() {
     );
     assert!(String::from_utf8_lossy(&before.stdout).contains("zzbench5"));
     let train_docs = |d: &Path| {
-        json(&d.join("train/data_params.json"))["post_process"]["n_docs"]
+        json(&d.join("train/data_params.json"))["post-process"]["n_docs"]
             .as_u64()
             .unwrap()
     };
