@@ -109,13 +109,13 @@ impl DedupSettings {
                 "--dedup-ngram 0: must be at least 1 (words)",
             ));
         }
-        if self.perm == 0 || self.perm > MAX_PERM {
+        if !(1..=MAX_PERM).contains(&self.perm) {
             return Err(UsageError::new(format!(
                 "--dedup-perm {}: must be in 1..={MAX_PERM}",
                 self.perm
             )));
         }
-        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+        if self.threshold.is_nan() || self.threshold <= 0.0 || self.threshold > 1.0 {
             return Err(UsageError::new(format!(
                 "--dedup-threshold {}: must be in (0, 1] (a Jaccard similarity)",
                 self.threshold

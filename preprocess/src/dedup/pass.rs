@@ -80,13 +80,13 @@ impl Index {
         if let Some(&first) = self.exact.get(&exact) {
             self.clusters.union(first, id);
             self.exact_linked.push(true);
-            self.next.extend(std::iter::repeat(NONE).take(bands));
+            self.next.extend(std::iter::repeat_n(NONE, bands));
             return Ok(id);
         }
         self.exact.insert(exact, id);
         self.exact_linked.push(false);
         let (Some(banding), Some(signature)) = (self.banding, signature) else {
-            self.next.extend(std::iter::repeat(NONE).take(bands));
+            self.next.extend(std::iter::repeat_n(NONE, bands));
             return Ok(id);
         };
         for (band, key) in banding.keys(signature).into_iter().enumerate() {
