@@ -112,9 +112,10 @@ else
   say "installing cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION into the venv (CUDA headers, about 20 MB: the shim builds c10d's NCCL process group with them)"
   "$py" -m pip install -q "cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION" "torch==$TORCH_VERSION"
 fi
-for extra in numpy tiktoken h5py; do
+# datasketch: scripts/bench-dedup.py compares `preprocess --dedup near` with its MinHashLSH.
+for extra in numpy tiktoken h5py datasketch; do
   if have_pkg "$extra" ""; then :; else
-    say "installing $extra into the venv (reference scripts and golden fixtures)"
+    say "installing $extra into the venv (reference scripts, golden fixtures, benchmarks)"
     "$py" -m pip install -q "$extra"
   fi
 done

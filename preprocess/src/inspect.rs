@@ -26,6 +26,8 @@ pub struct InspectOptions {
     pub max_violations: usize,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Count exact and near-duplicate rows (`--duplicates`).
+    pub duplicates: bool,
 }
 
 /// The summary of a shard set.
@@ -216,6 +218,9 @@ pub struct InspectOutput {
     /// The verify report, with `--verify`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyJson>,
+    /// Duplicate rows, with `--duplicates`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<crate::dedup::rows::RowDuplicates>,
 }
 
 /// The verify report as JSON.
@@ -311,10 +316,16 @@ pub fn run(options: &InspectOptions) -> Result<InspectOutput> {
     } else {
         None
     };
+    let duplicates = if options.duplicates {
+        Some(crate::dedup::rows::duplicate_rows(&set)?)
+    } else {
+        None
+    };
     Ok(InspectOutput {
         summary,
         rows,
         verify,
+        duplicates,
     })
 }
 
@@ -336,6 +347,19 @@ pub fn print_human(out: &InspectOutput, decode: bool) {
     println!("seq_len           {}", s.seq_len);
     println!("tokens            {}", thousands(s.stats.num_tokens));
     println!("non-pad tokens    {}", thousands(s.stats.non_pad_tokens));
+    if let Some(d) = &out.duplicates {
+        println!(
+            "duplicate rows    {} exact ({:.2}%), {} more near (exact + near: {:.2}%; token {}-grams, MinHash {} bands × {} rows, Jaccard ≥ {})",
+            thousands(d.exact),
+            100.0 * d.exact_share,
+            thousands(d.near),
+            100.0 * d.near_share,
+            d.ngram,
+            d.banding.0,
+            d.banding.1,
+            d.threshold
+        );
+    }
     println!("loss-valid tokens {}", thousands(s.stats.loss_valid_tokens));
     println!(
         "access path       {} fast (mmap), {} slow (hdf5)",

@@ -4,6 +4,8 @@
 //! (the tiktoken family and Hugging Face tokenizers, trained or given), packing into rows,
 //! and the resumable sharding pipeline.
 
+pub mod decontaminate;
+pub mod dedup;
 pub mod input;
 pub mod inspect;
 pub mod packer;

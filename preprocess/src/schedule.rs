@@ -66,6 +66,18 @@ pub enum Entry {
     Doc(TokenizedDoc),
     /// A bad record skipped with `--skip-bad-records`: what was wrong.
     Bad(String),
+    /// A document dropped (neither tokenized nor written): `true` as a duplicate (`--dedup`),
+    /// `false` by `--decontaminate`.
+    Dropped(bool),
+}
+
+/// Decontamination as the reader applies it.
+#[derive(Clone)]
+pub struct Cleaner {
+    /// The n-grams.
+    pub decontamination: Arc<crate::decontaminate::Decontamination>,
+    /// Whether document `(file, record)` is one to clean (a training document).
+    pub applies: Arc<dyn Fn(usize, u64) -> bool + Send + Sync>,
 }
 
 /// The records of one batch, in order; `error` stops the run after them.
@@ -96,6 +108,10 @@ pub struct ReadSettings {
     pub nfc: bool,
     /// The part of each document to read (its head or tail for a split inside documents).
     pub part: crate::val_split::DocPart,
+    /// The dedup pass's decisions: the documents to drop.
+    pub dedup: Option<Arc<crate::dedup::Decisions>>,
+    /// `--decontaminate`.
+    pub cleaner: Option<Cleaner>,
 }
 
 /// How one output directory is written.
@@ -231,7 +247,9 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
             }
         },
     };
-    let mut raw: Vec<Result<Doc, String>> = Vec::new();
+    // A document, or what to put in its place (`Ok(what)`: a bad record; `Err(duplicate)`:
+    // dropped).
+    let mut raw: Vec<Result<Doc, Result<String, bool>>> = Vec::new();
     let mut bytes = 0usize;
     let mut last = true;
     if let Some(r) = reader.as_mut() {
@@ -245,20 +263,39 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
             r.next += 1;
             let skip = file == s.start_file && this < s.start_record;
             match item {
+                Ok(_) if !skip && s.dedup.as_ref().is_some_and(|d| d.drops(file, this)) => {
+                    raw.push(Err(Err(true)));
+                }
                 Ok((_, text)) => {
                     if !skip {
+                        use crate::decontaminate::Cleaned;
                         let text = s.part.apply(text);
+                        let cleaned = match &s.cleaner {
+                            Some(c) if (c.applies)(file, this) => {
+                                c.decontamination.decontaminator.clean(&text)
+                            }
+                            _ => Cleaned::Clean,
+                        };
+                        let pieces = match cleaned {
+                            Cleaned::Clean => None,
+                            Cleaned::Cut(pieces, _) => Some(pieces),
+                            Cleaned::Dropped(_) => {
+                                raw.push(Err(Err(false)));
+                                continue;
+                            }
+                        };
                         bytes += text.len();
                         raw.push(Ok(Doc {
                             file_index: file,
                             record_index: this,
                             text: Some(text),
+                            pieces,
                         }));
                     }
                 }
                 Err(e) if e.record_level && s.skip_bad => {
                     if !skip {
-                        raw.push(Err(e.to_string()));
+                        raw.push(Err(Ok(e.to_string())));
                     }
                 }
                 Err(e) => {
@@ -292,7 +329,8 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
         .into_iter()
         .map(|o| match o {
             None => Entry::Doc(tokenized.next().expect("one per document")),
-            Some(what) => Entry::Bad(what),
+            Some(Ok(what)) => Entry::Bad(what),
+            Some(Err(duplicate)) => Entry::Dropped(duplicate),
         })
         .collect();
     let tx = shared.tx.lock().expect("sender lock").clone();

@@ -23,6 +23,10 @@ struct Args {
     /// checksum; exit with status 1 naming the first violations.
     #[arg(long)]
     verify: bool,
+    /// Count the rows that are exact duplicates of an earlier row, and those that MinHash over
+    /// token 5-grams finds nearly are (Jaccard ≥ 0.8): all but the first of each cluster.
+    #[arg(long)]
+    duplicates: bool,
     /// Violations to list with --verify (at least 1).
     #[arg(long, default_value_t = 20, value_name = "N")]
     max_violations: usize,
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         verify: args.verify,
         max_violations: args.max_violations,
         progress: std::io::stderr().is_terminal(),
+        duplicates: args.duplicates,
     };
     match run(&options) {
         Ok(out) => {

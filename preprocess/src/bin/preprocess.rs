@@ -5,6 +5,8 @@ use clap::{Parser, ValueEnum};
 use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::text::thousands;
 use h5gpt_formats::Compression;
+use h5gpt_preprocess::decontaminate::DecontaminateSettings;
+use h5gpt_preprocess::dedup::{DedupMode, DedupSettings};
 use h5gpt_preprocess::inspect::human_bytes;
 use h5gpt_preprocess::pipeline::{run, PreprocessConfig, TokenizerChoice};
 use h5gpt_preprocess::val_split::{DocPart, SplitRule};
@@ -102,6 +104,64 @@ struct Args {
     /// Start over, deleting shards of an earlier run in --out.
     #[arg(long)]
     force: bool,
+    /// Remove duplicate documents before anything else (see docs/dedup.md): `exact` (equal
+    /// after normalising case and whitespace), `near` (exact, and MinHash LSH near-duplicates)
+    /// or `off`. The first document of each cluster in input order is kept.
+    #[arg(long, value_enum, default_value_t = DedupMode::Off)]
+    dedup: DedupMode,
+    /// Words per n-gram of --dedup near.
+    #[arg(long, default_value_t = 5)]
+    dedup_ngram: usize,
+    /// MinHash permutations of --dedup near.
+    #[arg(long, default_value_t = 128)]
+    dedup_perm: usize,
+    /// Seed of the MinHash permutations.
+    #[arg(long, default_value_t = 0)]
+    dedup_seed: u64,
+    /// Jaccard similarity at which --dedup near calls two documents duplicates (the LSH bands
+    /// are chosen for it).
+    #[arg(long, default_value_t = 0.8)]
+    dedup_threshold: f64,
+    /// Most memory the dedup index may take, in bytes (suffixes K, M, G, T: powers of 1024);
+    /// a larger corpus is refused with the figure [default: half the machine's memory].
+    #[arg(long, value_parser = parse_bytes)]
+    dedup_mem: Option<u64>,
+    /// Find and report the duplicates (dedup.jsonl, the summary) but keep them in the output.
+    #[arg(long)]
+    dedup_report_only: bool,
+    /// Evaluation files (JSON lines of HellaSwag or LAMBADA items, or plain text lines) whose
+    /// n-grams are cut out of the training documents with 200 characters on either side; a
+    /// document cut into more than 10 pieces is dropped. val/ is left as it is.
+    #[arg(long, num_args = 1..)]
+    decontaminate: Vec<PathBuf>,
+    /// Words per n-gram of --decontaminate.
+    #[arg(long, default_value_t = 13)]
+    decontaminate_ngram: usize,
+}
+
+/// `123`, `512M`, `8G`, `1.5T` (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s}: unknown suffix {c} (use K, M, G or T)")),
+            };
+            (&t[..i], scale)
+        }
+        _ => (t, 1),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s}: not a number of bytes (e.g. 16G)"))?;
+    if value.is_nan() || value <= 0.0 {
+        return Err(format!("{s}: must be positive"));
+    }
+    Ok((value * scale as f64) as u64)
 }
 
 fn main() -> ExitCode {
@@ -166,6 +226,29 @@ fn real_main() -> Result<()> {
         part: DocPart::Whole,
         seed: args.seed,
         skip_bad_records: args.skip_bad_records,
+        dedup: DedupSettings {
+            mode: args.dedup,
+            ngram: args.dedup_ngram,
+            perm: args.dedup_perm,
+            seed: args.dedup_seed,
+            threshold: args.dedup_threshold,
+            report_only: args.dedup_report_only,
+            mem: args
+                .dedup_mem
+                .unwrap_or_else(h5gpt_preprocess::dedup::default_mem),
+        },
+        dedup_decisions: None,
+        decontaminate: if args.decontaminate.is_empty() {
+            DecontaminateSettings::default()
+        } else {
+            if args.decontaminate_ngram == 0 {
+                anyhow::bail!(UsageError::new(
+                    "--decontaminate-ngram 0: must be at least 1 (words)"
+                ));
+            }
+            DecontaminateSettings::new(args.decontaminate, args.decontaminate_ngram)?
+        },
+        decontamination: None,
         tokenizer,
         threads,
         force: args.force,
@@ -186,6 +269,20 @@ fn real_main() -> Result<()> {
         config.seed,
         config.threads
     );
+    if config.dedup.mode != DedupMode::Off {
+        let d = &config.dedup;
+        eprintln!(
+            "preprocess: dedup {:?}{} | ngram {} | perm {} | seed {} | threshold {} | index memory at most {} ({} bytes per document)",
+            d.mode,
+            if d.report_only { " (report only)" } else { "" },
+            d.ngram,
+            d.perm,
+            d.seed,
+            d.threshold,
+            human_bytes(d.mem),
+            h5gpt_preprocess::dedup::bytes_per_document(d)
+        );
+    }
     let summary = run(&config)?;
     if summary.already_complete {
         println!(
@@ -231,6 +328,22 @@ fn real_main() -> Result<()> {
     if let Some(warning) = summary.val_fraction_warning(config.val_fraction) {
         eprintln!("preprocess: warning: {warning}");
     }
+    if let Some(d) = &summary.dedup {
+        print_dedup(d);
+    }
+    if let Some(d) = &summary.decontamination {
+        println!(
+            "decontaminated     {} training documents held {} matches of the {} {}-grams of {} evaluation items; {} of them dropped (more than {} pieces); see {}",
+            thousands(d.documents_cut),
+            thousands(d.matches),
+            thousands(d.ngrams),
+            config.decontaminate.ngram,
+            thousands(d.items),
+            thousands(d.documents_dropped),
+            h5gpt_preprocess::decontaminate::MAX_PIECES,
+            h5gpt_preprocess::decontaminate::DECONTAMINATION_JSONL
+        );
+    }
     for out in &summary.outputs {
         println!(
             "{:<18} {} documents, {} tokens, {} rows, {} shards",
@@ -265,4 +378,49 @@ fn real_main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The dedup part of the summary.
+fn print_dedup(d: &h5gpt_preprocess::dedup::Decisions) {
+    let r = &d.report;
+    println!(
+        "dedup              {} of {} documents are duplicates ({} exact, {} near; {}){}{}",
+        thousands(r.removed),
+        thousands(r.documents),
+        thousands(r.exact),
+        thousands(r.near),
+        human_bytes(r.removed_bytes),
+        if d.settings.report_only {
+            ", kept (--dedup-report-only)"
+        } else {
+            ", dropped"
+        },
+        if d.loaded {
+            "; decisions reused from the output folder"
+        } else {
+            ""
+        }
+    );
+    if r.bands > 0 {
+        println!(
+            "dedup banding      {} bands × {} rows (S-curve 50% at Jaccard {:.3})",
+            r.bands, r.rows, r.half_point
+        );
+    }
+    for f in &r.per_file {
+        println!(
+            "dedup removed      {}: {} documents, {}",
+            f.file,
+            thousands(f.documents),
+            human_bytes(f.bytes)
+        );
+    }
+    for c in r.largest_clusters.iter().take(5) {
+        println!(
+            "dedup cluster      {} documents, kept {}:{}",
+            thousands(c.documents),
+            c.file,
+            c.line
+        );
+    }
 }

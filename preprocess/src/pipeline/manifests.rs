@@ -230,6 +230,35 @@ fn manifest(
     }
     p.insert("seed".into(), config.seed.into());
     p.insert("skip_bad_records".into(), config.skip_bad_records.into());
+    if !config.decontaminate.is_off() {
+        p.insert(
+            "decontaminate".into(),
+            json!({
+                "files": config.decontaminate.files,
+                "ngram": config.decontaminate.ngram,
+                "margin_chars": crate::decontaminate::MARGIN_CHARS,
+                "max_pieces": crate::decontaminate::MAX_PIECES,
+            }),
+        );
+    }
+    if let Some(d) = &config.dedup_decisions {
+        // Only with --dedup exact|near: without it this manifest is what it was.
+        let settings = &d.settings;
+        p.insert(
+            "dedup".into(),
+            json!({
+                "mode": settings.mode,
+                "ngram": settings.ngram,
+                "perm": settings.perm,
+                "seed": settings.seed,
+                "threshold": settings.threshold,
+                "bands": d.report.bands,
+                "rows": d.report.rows,
+                "report_only": settings.report_only,
+                "normalisation": "nfc, lowercase, whitespace runs to one space, trimmed",
+            }),
+        );
+    }
     let extra = &mut params.post_process.extra;
     extra.insert("n_docs".into(), counts.documents.into());
     if tokenizer.unk_id().is_some() {
@@ -239,6 +268,26 @@ fn manifest(
     extra.insert("records_read".into(), run.records.into());
     extra.insert("empty_documents_skipped".into(), run.empty_skipped.into());
     extra.insert("bad_records_skipped".into(), run.bad_skipped.into());
+    if let (Some(d), 0) = (&config.decontamination, index) {
+        extra.insert(
+            "decontamination".into(),
+            json!({"report": d.report, "documents_dropped": run.decontaminated_dropped}),
+        );
+    }
+    if let Some(d) = &config.dedup_decisions {
+        let r = &d.report;
+        extra.insert(
+            "dedup".into(),
+            json!({
+                "documents_compared": r.documents,
+                "duplicates_found": r.removed,
+                "duplicate_bytes": r.removed_bytes,
+                "exact": r.exact,
+                "near": r.near,
+                "documents_dropped": run.dedup_dropped,
+            }),
+        );
+    }
     extra.insert("processed_files".into(), files.len().into());
     extra.insert(
         "raw_bytes_count".into(),

@@ -4,6 +4,9 @@
 //!
 //! [`run`] goes through the stages in order, each in its own module:
 //! - `outdir`: the output directory's state (the lock, the resume policy, the progress file);
+//! - the dedup pass (`--dedup`, [`crate::dedup`]): first of all, its decisions handed to every
+//!   later stage (the split rule counts the documents that remain, the tokenizer trains on
+//!   them, the reader drops the others) and saved in the output folder;
 //! - `tokenize`: the reader/tokenizer stage (a given tokenizer or one trained first);
 //! - `sink`: packers, shard writers, progress saves and the progress bar;
 //! - `manifests`: one `data_params.json` per output directory.
@@ -16,6 +19,8 @@ mod tokenize;
 pub use outdir::PROGRESS_FILE;
 pub use tokenize::{tokenize_batch, Doc, TokenizedDoc};
 
+use crate::decontaminate::{self, DecontaminateSettings, Decontamination, DECONTAMINATION_JSONL};
+use crate::dedup::{self, Decisions, DedupSettings};
 use crate::input::discover_inputs;
 use crate::val_split::{count_file_documents, DocPart, SplitRule};
 use anyhow::{bail, Result};
@@ -87,6 +92,19 @@ pub struct PreprocessConfig {
     pub seed: u64,
     /// Skip bad records instead of failing.
     pub skip_bad_records: bool,
+    /// `--dedup` and its settings (absent from the fingerprint when off, so outputs without
+    /// dedup stay what they were).
+    #[serde(skip_serializing_if = "DedupSettings::is_off")]
+    pub dedup: DedupSettings,
+    /// The dedup pass's decisions, once made (set by [`run`] itself).
+    #[serde(skip)]
+    pub dedup_decisions: Option<Arc<Decisions>>,
+    /// `--decontaminate` (absent from the fingerprint when no file is given).
+    #[serde(skip_serializing_if = "DecontaminateSettings::is_off")]
+    pub decontaminate: DecontaminateSettings,
+    /// The decontamination scan of the training documents (set by [`run`] itself).
+    #[serde(skip)]
+    pub decontamination: Option<Arc<Decontamination>>,
     /// The tokenizer.
     pub tokenizer: TokenizerChoice,
     /// Tokenizer threads.
@@ -112,6 +130,16 @@ pub struct RunCounts {
     pub empty_skipped: u64,
     /// Bad records skipped (`--skip-bad-records`).
     pub bad_skipped: u64,
+    /// Documents dropped as duplicates (`--dedup`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dedup_dropped: u64,
+    /// Training documents dropped by `--decontaminate` (cut into too many pieces).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decontaminated_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a run did, for the summary.
@@ -143,6 +171,11 @@ pub struct RunSummary {
     pub split_rule: Option<SplitRule>,
     /// Non-empty documents counted before the split rule was chosen.
     pub documents_counted: Option<u64>,
+    /// The dedup pass's decisions (`None`: `--dedup off`).
+    #[serde(skip)]
+    pub dedup: Option<Arc<Decisions>>,
+    /// What `--decontaminate` did to the training documents.
+    pub decontamination: Option<decontaminate::DecontaminationReport>,
 }
 
 impl RunSummary {
@@ -201,6 +234,14 @@ pub struct OutputSummary {
     pub shards: usize,
 }
 
+/// Whether document `(file, record)` is dropped as a duplicate.
+fn is_dropped(config: &PreprocessConfig, file_index: usize, record_index: u64) -> bool {
+    config
+        .dedup_decisions
+        .as_ref()
+        .is_some_and(|d| d.drops(file_index, record_index))
+}
+
 /// Whether document `(file, record)` goes to the validation set.
 fn is_val(config: &PreprocessConfig, file_index: usize, record_index: u64) -> bool {
     if config.val_fraction <= 0.0 {
@@ -241,6 +282,7 @@ impl PreprocessConfig {
                 ));
             }
         }
+        self.dedup.validate()?;
         Ok(())
     }
 }
@@ -271,12 +313,53 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
             config.inputs
         );
     }
+    if !config.dedup.is_off() && config.dedup_decisions.is_none() {
+        // The dedup pass comes first: every later stage sees its decisions.
+        let decisions = dedup::prepare(
+            &config.dedup,
+            &files,
+            &config.text_key,
+            config.skip_bad_records,
+            config.threads,
+            config.force,
+            &[config.out.clone(), split_paths(&config.out)[0].clone()],
+        )?;
+        let with = PreprocessConfig {
+            dedup_decisions: Some(Arc::new(decisions)),
+            ..config.clone()
+        };
+        return run(&with);
+    }
     if config.part.is_whole() && config.val_fraction > 0.0 {
-        let documents = count_file_documents(&files, &config.text_key);
+        let documents = count_file_documents(&files, &config.text_key)
+            .saturating_sub(config.dedup_decisions.as_ref().map_or(0, |d| d.dropped()));
         if SplitRule::choose(documents, config.val_fraction) == SplitRule::WithinDocuments {
             return run_within_documents(config, documents);
         }
     }
+    // Decontamination cleans the training documents: those of this run unless it writes the
+    // tails of a split inside documents (val/).
+    let scanned;
+    let config = if !config.decontaminate.is_off()
+        && config.decontamination.is_none()
+        && !matches!(config.part, DocPart::Tail(_))
+    {
+        let applies = |f: usize, r: u64| !is_val(config, f, r) && !is_dropped(config, f, r);
+        let scan = decontaminate::scan(
+            &config.decontaminate,
+            &files,
+            &config.text_key,
+            config.part,
+            &applies,
+        )?;
+        scanned = PreprocessConfig {
+            decontamination: Some(Arc::new(scan)),
+            ..config.clone()
+        };
+        &scanned
+    } else {
+        config
+    };
     let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let packing = if config.pack {
         Packing::Stream
@@ -314,9 +397,17 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
                 unknown_tokens: None,
                 split_rule: None,
                 documents_counted: None,
+                dedup: config.dedup_decisions.clone(),
+                decontamination: None,
             })
         }
     };
+    if let Some(decisions) = &config.dedup_decisions {
+        dedup::save_if_missing(decisions, &dirs[0])?;
+    }
+    if let Some(d) = &config.decontamination {
+        h5gpt_formats::fsio::write_atomic(&dirs[0].join(DECONTAMINATION_JSONL), &d.jsonl)?;
+    }
     let tokenizer = Arc::new(tokenize::train_or_given(config, given, &files)?);
     let written =
         sink::pack_and_write(config, &files, tokenizer.clone(), packing, &dirs, &mut out)?;
@@ -359,6 +450,8 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         vocab_size: tokenizer.vocab_size(),
         split_rule: (config.val_fraction > 0.0).then_some(SplitRule::Documents),
         documents_counted: None,
+        dedup: config.dedup_decisions.clone(),
+        decontamination: config.decontamination.as_ref().map(|d| d.report.clone()),
     })
 }
 
@@ -417,6 +510,7 @@ fn run_within_documents(config: &PreprocessConfig, documents: u64) -> Result<Run
         (Some(a), Some(b)) => Some(a + b),
         (a, b) => a.or(b),
     };
+    train.decontamination = train.decontamination.or(val.decontamination);
     train.split_rule = Some(SplitRule::WithinDocuments);
     train.documents_counted = Some(documents);
     Ok(train)

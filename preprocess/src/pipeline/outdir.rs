@@ -281,6 +281,9 @@ fn is_ours(name: &str) -> bool {
         || name == PROGRESS_FILE
         || name == TOKENIZER_FILE
         || name == h5gpt_formats::verify::VERIFIED_CACHE
+        || name == crate::dedup::DEDUP_JSONL
+        || name == crate::dedup::DEDUP_STATE
+        || name == crate::decontaminate::DECONTAMINATION_JSONL
         || is_temporary(name)
 }
 

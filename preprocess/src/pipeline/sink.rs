@@ -64,6 +64,14 @@ pub(super) fn pack_and_write(
         tokenizer: tokenizer.clone(),
         nfc: config.normalize_nfc,
         part: config.part,
+        dedup: config.dedup_decisions.clone(),
+        cleaner: config.decontamination.as_ref().map(|d| {
+            let config = Arc::new(config.clone());
+            crate::schedule::Cleaner {
+                decontamination: d.clone(),
+                applies: Arc::new(move |f: usize, r: u64| !is_val(&config, f, r)),
+            }
+        }),
     };
     let shape = ShardSettings {
         seq_len: config.seq_len,
@@ -101,6 +109,15 @@ pub(super) fn pack_and_write(
                         state.counts.bad_skipped += 1;
                         if state.bad_examples.len() < 10 {
                             state.bad_examples.push(what);
+                        }
+                        continue;
+                    }
+                    Entry::Dropped(duplicate) => {
+                        state.counts.records += 1;
+                        if duplicate {
+                            state.counts.dedup_dropped += 1;
+                        } else {
+                            state.counts.decontaminated_dropped += 1;
                         }
                         continue;
                     }
