@@ -302,6 +302,9 @@ fn bombs_huge_shapes_and_bad_arguments_are_usage_errors() {
 #[test]
 fn huge_equal_weights_are_an_even_blend() {
     let dir = tempfile::tempdir().unwrap();
+    for set in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(set)).unwrap();
+    }
     let a = fox_shards(&dir.path().join("a"), 100, &[]);
     let b = fox_shards(&dir.path().join("b"), 100, &[]);
     let out = dir.path().join("run");
