@@ -112,7 +112,8 @@ else
   say "installing cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION into the venv (CUDA headers, about 20 MB: the shim builds c10d's NCCL process group with them)"
   "$py" -m pip install -q "cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION" "torch==$TORCH_VERSION"
 fi
-for extra in numpy tiktoken h5py; do
+# tensorboard: the e2e tests read the runs' event files back with its EventAccumulator.
+for extra in numpy tiktoken h5py tensorboard; do
   if have_pkg "$extra" ""; then :; else
     say "installing $extra into the venv (reference scripts and golden fixtures)"
     "$py" -m pip install -q "$extra"

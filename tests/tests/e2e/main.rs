@@ -4,6 +4,7 @@ mod audit;
 mod blend;
 mod cerebras;
 mod crate_graph;
+mod eval_task;
 mod inspect;
 mod main_job;
 mod nonfinite;
