@@ -495,9 +495,11 @@ impl TaskRun {
             device: scorer.device,
             precision: scorer.precision,
         };
+        let started = std::time::Instant::now();
         let scores = score_task(&scorer.model, &scorer.tokenizer, &task, options, &mut |n| {
             bar.inc(n as u64)
         })?;
+        let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         if let Some(path) = &self.per_item {
             let mut text = String::new();
@@ -512,9 +514,15 @@ impl TaskRun {
             value["model"] = serde_json::json!(scorer.source);
             value["step"] = serde_json::json!(scorer.step);
             value["file"] = serde_json::json!(task.path);
+            value["seconds"] = serde_json::json!(seconds);
             println!("{value}");
         } else {
             println!("{}", scores.summary());
+            eprintln!(
+                "eval: {} items in {seconds:.1}s ({:.1} items/s)",
+                scores.items,
+                scores.items as f64 / seconds.max(1e-9)
+            );
         }
         Ok(())
     }

@@ -151,7 +151,8 @@ fn scores_match_transformers_scored_as_the_harness() {
             }
         }
         if name == "mc" {
-            assert_eq!(ours.truncated, 8, "every third context is cut");
+            // Every third context alone is longer than the model's context.
+            assert!((8..24).contains(&ours.truncated), "{} cut", ours.truncated);
         }
         if name == "hellaswag" {
             assert!(ours.metrics.contains_key("nanogpt_acc_norm"));
