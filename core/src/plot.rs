@@ -213,7 +213,10 @@ fn draw_tasks(
     for (i, (name, curve)) in curves.iter().enumerate() {
         let colour = colours[i % colours.len()];
         chart
-            .draw_series(LineSeries::new(curve.iter().copied(), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                curve.iter().copied(),
+                colour.stroke_width(2),
+            ))
             .map_err(|e| fail(&e))?;
         chart
             .draw_series(curve.iter().map(|&p| Circle::new(p, 3, colour.filled())))

@@ -279,7 +279,10 @@ fn lambada_item(object: &Object) -> Result<TaskItem, String> {
 pub fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.as_str().to_lowercase().chars()).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.as_str().to_lowercase().chars())
+            .collect(),
         None => String::new(),
     }
 }
@@ -336,7 +339,10 @@ mod tests {
         assert_eq!(item.harness.choice_chars[3], 49);
         let raw = item.raw.as_ref().unwrap();
         assert!(raw.context.ends_with("smiles. then"));
-        assert_eq!(raw.continuations[0], " , the man adds wax to the windshield and cuts it.");
+        assert_eq!(
+            raw.continuations[0],
+            " , the man adds wax to the windshield and cuts it."
+        );
     }
 
     /// Reference: lm-evaluation-harness's `preprocess` in Python gives

@@ -2,15 +2,15 @@
 //! precision, and loading it.
 
 use crate::checkpoint::{load_model, load_tokenizer, LoadedModel};
+use crate::device::{select, DeviceRequest};
 use crate::model::Gpt;
+use crate::precision::{DtypeRequest, Precision};
 use anyhow::Context;
+use anyhow::Result;
 use h5gpt_formats::exit::UsageError;
 use h5gpt_tokenizer::tokenizer::Tokenizer;
-use tch::nn;
-use crate::device::{select, DeviceRequest};
-use crate::precision::{DtypeRequest, Precision};
-use anyhow::Result;
 use std::path::PathBuf;
+use tch::nn;
 use tch::Device;
 
 /// `--checkpoint`, `--device` and `--dtype` (flattened into a binary's arguments).
@@ -147,7 +147,9 @@ fn hf_tokenizer(dir: &std::path::Path, vocab_size: usize) -> Result<Tokenizer> {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let eos = config["eos_token_id"].as_u64().and_then(|v| u32::try_from(v).ok());
+        let eos = config["eos_token_id"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok());
         return Tokenizer::load("hf", Some(&path), eos)
             .with_context(|| format!("{}: cannot load the tokenizer", path.display()));
     }

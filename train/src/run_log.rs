@@ -172,7 +172,11 @@ impl<'a> RunLog<'a> {
                 .map(|name| format!("val/loss/{name}"))
                 .collect();
             let mut scalars = vec![("val/loss", row.val_loss)];
-            scalars.extend(tags.iter().map(String::as_str).zip(row.val_loss_sets.values().copied()));
+            scalars.extend(
+                tags.iter()
+                    .map(String::as_str)
+                    .zip(row.val_loss_sets.values().copied()),
+            );
             events.scalars(row.step, &scalars)?;
         }
         Ok(())

@@ -27,17 +27,15 @@ struct Request {
 fn harness_request(tokenizer: &Tokenizer, context: &str, continuation: &str) -> Request {
     let trimmed = context.trim_end();
     let (context, continuation) = if trimmed.len() < context.len() {
-        (trimmed, format!("{}{continuation}", &context[trimmed.len()..]))
+        (
+            trimmed,
+            format!("{}{continuation}", &context[trimmed.len()..]),
+        )
     } else {
         (context, continuation.to_owned())
     };
-    let ids = |text: &str| -> Vec<i64> {
-        tokenizer
-            .encode(text)
-            .into_iter()
-            .map(i64::from)
-            .collect()
-    };
+    let ids =
+        |text: &str| -> Vec<i64> { tokenizer.encode(text).into_iter().map(i64::from).collect() };
     if context.is_empty() {
         let cont = ids(&continuation);
         let mut tokens = vec![i64::from(tokenizer.eos_id())];
@@ -173,7 +171,10 @@ fn loglikelihoods(
                 .to_kind(Kind::Double)
                 .to_device(Device::Cpu);
             let argmax = logits.argmax(1, false).to_device(Device::Cpu);
-            Ok((Vec::<f64>::try_from(&picked)?, Vec::<i64>::try_from(&argmax)?))
+            Ok((
+                Vec::<f64>::try_from(&picked)?,
+                Vec::<i64>::try_from(&argmax)?,
+            ))
         })?;
         let mut at = 0;
         for (&i, (_, truncated)) in chunk.iter().zip(&inputs) {
@@ -190,7 +191,10 @@ fn loglikelihoods(
         }
         progress(chunk.len());
     }
-    Ok(out.into_iter().map(|l| l.expect("every request scored")).collect())
+    Ok(out
+        .into_iter()
+        .map(|l| l.expect("every request scored"))
+        .collect())
 }
 
 /// An accuracy (or other mean) and its standard error, as lm-evaluation-harness reports it:
@@ -406,7 +410,10 @@ pub fn score_task(
                 result.nanogpt_tokens = Some(tok);
             }
         } else {
-            columns.entry("acc").or_default().push(bool_f64(h[0].greedy));
+            columns
+                .entry("acc")
+                .or_default()
+                .push(bool_f64(h[0].greedy));
             columns.entry("loglik").or_default().push(h[0].loglik);
             result.greedy = Some(h[0].greedy);
         }
@@ -442,7 +449,9 @@ pub fn score_task(
 pub fn request_count(task: &Task) -> usize {
     task.items
         .iter()
-        .map(|i| i.harness.continuations.len() + i.raw.as_ref().map_or(0, |r| r.continuations.len()))
+        .map(|i| {
+            i.harness.continuations.len() + i.raw.as_ref().map_or(0, |r| r.continuations.len())
+        })
         .sum()
 }
 
@@ -476,7 +485,10 @@ impl TaskRun {
             task.items.len(),
             task.format.name(),
             scorer.source.display(),
-            scorer.step.map(|s| format!(" (step {s})")).unwrap_or_default(),
+            scorer
+                .step
+                .map(|s| format!(" (step {s})"))
+                .unwrap_or_default(),
             scorer.device,
             scorer.precision.name()
         );
@@ -544,7 +556,10 @@ mod tests {
     #[test]
     fn argmax_takes_the_first_largest() {
         assert_eq!(argmax([1.0, 3.0, 3.0, 2.0].into_iter()), 1);
-        assert_eq!(argmax([f64::NEG_INFINITY, f64::NEG_INFINITY].into_iter()), 0);
+        assert_eq!(
+            argmax([f64::NEG_INFINITY, f64::NEG_INFINITY].into_iter()),
+            0
+        );
     }
 
     /// The continuation's tokens are the whole's past the context's; a trailing space of the
@@ -555,10 +570,16 @@ mod tests {
         let ids = |s: &str| -> Vec<i64> { tok.encode(s).into_iter().map(i64::from).collect() };
         let r = harness_request(&tok, "The cat", " sat down");
         assert_eq!(r.tokens, ids("The cat sat down"));
-        assert_eq!(r.continuation, ids("The cat sat down").len() - ids("The cat").len());
+        assert_eq!(
+            r.continuation,
+            ids("The cat sat down").len() - ids("The cat").len()
+        );
         let r = harness_request(&tok, "The cat ", " sat");
         assert_eq!(r.tokens, ids("The cat  sat"));
-        assert_eq!(r.continuation, ids("The cat  sat").len() - ids("The cat").len());
+        assert_eq!(
+            r.continuation,
+            ids("The cat  sat").len() - ids("The cat").len()
+        );
         let r = harness_request(&tok, "", " sat");
         assert_eq!(r.tokens[0], i64::from(tok.eos_id()));
         assert_eq!(r.continuation, ids(" sat").len());

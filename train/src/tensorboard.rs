@@ -214,9 +214,8 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
         if masked_crc(data) != crc {
             bail!("{}: a record's data checksum is wrong", path.display());
         }
-        events.push(
-            Event::decode(data).with_context(|| format!("{}: a bad event", path.display()))?,
-        );
+        events
+            .push(Event::decode(data).with_context(|| format!("{}: a bad event", path.display()))?);
         rest = &rest[16 + len..];
     }
     Ok(events)
@@ -263,8 +262,7 @@ impl EventWriter {
     /// scalars at or before it when `start_step > 0`), rewritten into one new file, and the old
     /// files are removed.
     pub fn open(dir: &Path, start_step: usize) -> Result<EventWriter> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let old = event_files(dir);
         let start = start_step as i64;
         let mut kept = Vec::new();
@@ -274,7 +272,8 @@ impl EventWriter {
                     continue;
                 }
                 event.scalars.retain(|(tag, _)| {
-                    event.step < start || (event.step == start && start > 0 && is_evaluation_tag(tag))
+                    event.step < start
+                        || (event.step == start && start > 0 && is_evaluation_tag(tag))
                 });
                 if !event.scalars.is_empty() {
                     kept.push(event);
@@ -284,7 +283,10 @@ impl EventWriter {
         // A name after every old one, so TensorBoard reads it last.
         let wall = now();
         let mut name = format!("{FILE_PREFIX}{:010}.h5gpt", wall as u64);
-        while old.iter().any(|p| p.file_name().and_then(|n| n.to_str()) >= Some(name.as_str())) {
+        while old
+            .iter()
+            .any(|p| p.file_name().and_then(|n| n.to_str()) >= Some(name.as_str()))
+        {
             name.push('+');
         }
         let path = dir.join(&name);
@@ -366,7 +368,10 @@ mod tests {
     fn masked_crc_of_the_check_string() {
         let c: u32 = 0xe306_9283;
         assert_eq!(crc32c::crc32c(b"123456789"), c);
-        assert_eq!(masked_crc(b"123456789"), ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8));
+        assert_eq!(
+            masked_crc(b"123456789"),
+            ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+        );
     }
 
     #[test]
@@ -388,7 +393,8 @@ mod tests {
         let mut w = EventWriter::open(dir.path(), 0).unwrap();
         for step in 0..4 {
             w.scalars(step, &[("train/loss", step as f64)]).unwrap();
-            w.scalars(step, &[("val/loss", 10.0 + step as f64)]).unwrap();
+            w.scalars(step, &[("val/loss", 10.0 + step as f64)])
+                .unwrap();
         }
         w.flush().unwrap();
         drop(w);

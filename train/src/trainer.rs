@@ -441,7 +441,11 @@ pub fn train(
         let save_due = done % config.save_every.max(1) == 0 || last;
         let tasks_due = config.eval_task_every > 0 && (done % config.eval_task_every == 0 || last);
         // Read every step but the newest; at a validation or checkpoint, all of them.
-        let keep = if eval_due || save_due || tasks_due { 0 } else { 1 };
+        let keep = if eval_due || save_due || tasks_due {
+            0
+        } else {
+            1
+        };
         while pending.len() > keep {
             let queued = pending.pop_front().expect("a queued step");
             summary.steps.push(run.record(queued)?);
@@ -829,7 +833,13 @@ impl Run<'_> {
         let mut rows = Vec::new();
         for task in &tasks.tasks {
             let scores = guarded("task evaluation", self.config.micro_batch, || {
-                crate::task_eval::score_task(&self.model, &tasks.tokenizer, task, options, &mut |_| {})
+                crate::task_eval::score_task(
+                    &self.model,
+                    &tasks.tokenizer,
+                    task,
+                    options,
+                    &mut |_| {},
+                )
             })?;
             let mut metrics = std::collections::BTreeMap::new();
             for (name, m) in &scores.metrics {
@@ -846,7 +856,8 @@ impl Run<'_> {
                 truncated: scores.truncated,
                 metrics,
             });
-            self.log.line(&format!("step {done:>5} | task {}", scores.summary()));
+            self.log
+                .line(&format!("step {done:>5} | task {}", scores.summary()));
         }
         for row in &rows {
             self.log.task_row(row)?;

@@ -87,7 +87,9 @@ print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Ta
     let o = Command::new(&python)
         .args(["-c", code, &s(dir)])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}\n---> HINT: scripts/setup.sh installs tensorboard"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python}: {e}\n---> HINT: scripts/setup.sh installs tensorboard")
+        });
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -166,11 +168,18 @@ fn tensorboard_reads_back_metrics_across_a_kill_and_resume() {
         .filter_map(|r| Some((r["step"].as_i64()?, r["task"].as_str()?)))
         .collect();
     // Steps 0, 2 (kept from the killed run), 4, 6; each task once.
-    let steps: Vec<i64> = tasks.iter().filter(|t| t.1 == "fox_mc").map(|t| t.0).collect();
+    let steps: Vec<i64> = tasks
+        .iter()
+        .filter(|t| t.1 == "fox_mc")
+        .map(|t| t.0)
+        .collect();
     assert_eq!(steps, [0, 2, 4, 6], "{tasks:?}");
     let expected = expected_scalars(&rows);
     let read = tensorboard_scalars(&out.join("tensorboard"));
-    assert!(expected.contains_key("task/fox_lambada/perplexity"), "{expected:?}");
+    assert!(
+        expected.contains_key("task/fox_lambada/perplexity"),
+        "{expected:?}"
+    );
     assert!(expected.contains_key("final/val_loss"));
     assert_eq!(read, expected);
     assert_eq!(
@@ -188,18 +197,39 @@ fn eval_task_leaves_the_training_unchanged() {
     let data = fox_shards(dir.path(), 300, &[]);
     let (mc, _) = task_files(dir.path());
     let losses = |out: &Path, extra: &[String]| {
-        let o = run("train", &train_args(&data, out, extra).iter().map(String::as_str).collect::<Vec<_>>());
+        let o = run(
+            "train",
+            &train_args(&data, out, extra)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
         assert!(o.status.success(), "{}", text(&o));
         metrics(out)
             .into_iter()
             .filter(|r| r.get("task").is_none())
-            .map(|r| (r["step"].clone(), r["loss"].clone(), r["norm"].clone(), r["val_loss"].clone()))
+            .map(|r| {
+                (
+                    r["step"].clone(),
+                    r["loss"].clone(),
+                    r["norm"].clone(),
+                    r["val_loss"].clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
-    let plain = losses(&dir.path().join("plain"), &["--tensorboard".into(), "off".into()]);
+    let plain = losses(
+        &dir.path().join("plain"),
+        &["--tensorboard".into(), "off".into()],
+    );
     let scored = losses(
         &dir.path().join("scored"),
-        &["--eval-task".into(), s(&mc), "--eval-task-every".into(), "1".into()],
+        &[
+            "--eval-task".into(),
+            s(&mc),
+            "--eval-task-every".into(),
+            "1".into(),
+        ],
     );
     assert_eq!(plain, scored);
     assert!(!dir.path().join("plain/tensorboard").exists());
@@ -214,7 +244,13 @@ fn eval_task_scores_a_checkpoint_and_its_hf_export_alike() {
     let data = fox_shards(dir.path(), 300, &[]);
     let (mc, lambada) = task_files(dir.path());
     let out = dir.path().join("run");
-    let o = run("train", &train_args(&data, &out, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = run(
+        "train",
+        &train_args(&data, &out, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let hf = dir.path().join("hf");
     let o = run("h5gpt-export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
@@ -253,7 +289,12 @@ fn eval_task_scores_a_checkpoint_and_its_hf_export_alike() {
         let ((a, ai), (b, bi)) = (&results[0], &results[1]);
         assert_eq!(a["metrics"]["acc"]["value"], b["metrics"]["acc"]["value"]);
         for (x, y) in ai.iter().zip(bi) {
-            for (p, q) in x["loglik"].as_array().unwrap().iter().zip(y["loglik"].as_array().unwrap()) {
+            for (p, q) in x["loglik"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(y["loglik"].as_array().unwrap())
+            {
                 let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
                 assert!((p - q).abs() < 1e-4, "{p} vs {q}");
             }
@@ -262,6 +303,16 @@ fn eval_task_scores_a_checkpoint_and_its_hf_export_alike() {
     // Usage errors: neither --shards nor --task; --task with --shards.
     let o = run("eval", &["--checkpoint", &s(&out)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = run("eval", &["--checkpoint", &s(&out), "--task", &s(&mc), "--shards", &s(&data)]);
+    let o = run(
+        "eval",
+        &[
+            "--checkpoint",
+            &s(&out),
+            "--task",
+            &s(&mc),
+            "--shards",
+            &s(&data),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

@@ -4,8 +4,8 @@
 //! its function, called in that order by `Run::prepare`.
 
 use super::{
-    global_batch, EvalSet, EvalTasks, Run, RunHandles, RunRecord, StepContext, StepTally, TrainConfig,
-    VerifyMode,
+    global_batch, EvalSet, EvalTasks, Run, RunHandles, RunRecord, StepContext, StepTally,
+    TrainConfig, VerifyMode,
 };
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::{

@@ -38,10 +38,14 @@ const WORDS: &[&str] = &[
 
 /// A sentence of `n` words drawn by a small LCG from `seed`.
 fn sentence(seed: u64, n: usize) -> String {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             WORDS[(x >> 33) as usize % WORDS.len()]
         })
         .collect::<Vec<_>>()
@@ -53,7 +57,9 @@ fn write_tasks(dir: &Path) -> Vec<std::path::PathBuf> {
     for i in 0..24u64 {
         // Every third context is longer than the model's 24 tokens.
         let context = sentence(i, if i % 3 == 0 { 30 } else { 6 });
-        let choices: Vec<String> = (0..4).map(|k| sentence(100 * i + k, 1 + k as usize)).collect();
+        let choices: Vec<String> = (0..4)
+            .map(|k| sentence(100 * i + k, 1 + k as usize))
+            .collect();
         let line = serde_json::json!({"context": context, "choices": choices, "answer": i % 4});
         mc.push_str(&format!("{line}\n"));
     }
@@ -61,7 +67,13 @@ fn write_tasks(dir: &Path) -> Vec<std::path::PathBuf> {
     for i in 0..8u64 {
         let (a, b) = (sentence(i + 50, 5), sentence(i + 60, 3));
         let endings: Vec<String> = (0..4)
-            .map(|k| format!("{} [step] {}", sentence(200 * i + k, 3), sentence(7 * i + k, 2)))
+            .map(|k| {
+                format!(
+                    "{} [step] {}",
+                    sentence(200 * i + k, 3),
+                    sentence(7 * i + k, 2)
+                )
+            })
             .collect();
         let line = serde_json::json!({
             "ind": i, "activity_label": "Doing things", "ctx_a": a, "ctx_b": b,
@@ -74,7 +86,11 @@ fn write_tasks(dir: &Path) -> Vec<std::path::PathBuf> {
         let line = serde_json::json!({"text": sentence(i + 300, 5 + (i as usize % 20))});
         lambada.push_str(&format!("{line}\n"));
     }
-    let files = [("mc.jsonl", mc), ("hellaswag.jsonl", hs), ("lambada.jsonl", lambada)];
+    let files = [
+        ("mc.jsonl", mc),
+        ("hellaswag.jsonl", hs),
+        ("lambada.jsonl", lambada),
+    ];
     files
         .into_iter()
         .map(|(name, text)| {
@@ -134,7 +150,11 @@ fn scores_match_transformers_scored_as_the_harness() {
         assert_eq!(lls.len(), ours.per_item.len(), "{name}");
         let mut worst = 0f64;
         for (item, (ll, tok)) in ours.per_item.iter().zip(lls.iter().zip(&tokens)) {
-            assert_eq!(&item.tokens, tok, "{name} item {}: continuation tokens", item.index);
+            assert_eq!(
+                &item.tokens, tok,
+                "{name} item {}: continuation tokens",
+                item.index
+            );
             for (a, b) in item.loglik.iter().zip(ll) {
                 worst = worst.max((a - b).abs());
             }
@@ -145,7 +165,10 @@ fn scores_match_transformers_scored_as_the_harness() {
             let ours = ours.metrics[metric.as_str()].value;
             let value = value.as_f64().unwrap();
             if metric == "perplexity" {
-                assert!((ours / value - 1.0).abs() < 1e-4, "{name} {metric}: {ours} vs {value}");
+                assert!(
+                    (ours / value - 1.0).abs() < 1e-4,
+                    "{name} {metric}: {ours} vs {value}"
+                );
             } else {
                 assert_eq!(ours, value, "{name} {metric}");
             }
