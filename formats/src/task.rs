@@ -345,14 +345,16 @@ mod tests {
         );
     }
 
-    /// Reference: lm-evaluation-harness's `preprocess` in Python gives
+    /// Reference (Python 3, the harness's `preprocess`):
     /// `preprocess(" How to x [title] Do it. [step] Go [header]  now ")` ==
-    /// "How to x. Do it.  Go now" → after one `"  "` pass: "How to x. Do it. Go now".
+    /// 'How to x. Do it. Go  now' (one `"  "` pass leaves the space before a removed span and
+    /// the two after it as two), `preprocess("a [b\n] c")` == 'a [b\n] c',
+    /// `preprocess("a [b [c] d")` == 'a d'.
     #[test]
     fn hellaswag_clean_up_matches_the_harness() {
         assert_eq!(
             hellaswag_preprocess(" How to x [title] Do it. [step] Go [header]  now "),
-            "How to x. Do it. Go now"
+            "How to x. Do it. Go  now"
         );
         // An unclosed bracket stays; a bracket does not span lines.
         assert_eq!(hellaswag_preprocess("a [b\n] c"), "a [b\n] c");
