@@ -113,7 +113,8 @@ else
   "$py" -m pip install -q "cuda-toolkit[cccl,crt]==$CUDA_TOOLKIT_VERSION" "torch==$TORCH_VERSION"
 fi
 # datasketch: scripts/bench-dedup.py compares `preprocess --dedup near` with its MinHashLSH.
-for extra in numpy tiktoken h5py datasketch; do
+# tensorboard: the e2e tests read the runs' event files back with its EventAccumulator.
+for extra in numpy tiktoken h5py datasketch tensorboard; do
   if have_pkg "$extra" ""; then :; else
     say "installing $extra into the venv (reference scripts, golden fixtures, benchmarks)"
     "$py" -m pip install -q "$extra"

@@ -130,6 +130,113 @@ pub fn write_loss_plot(
     commit_png(path, &pixels)
 }
 
+/// [`write_loss_plot`] with a second panel below the losses when `tasks` is not empty: each
+/// task's accuracy (points `(tokens seen, accuracy)`, by task name) against the same tokens.
+pub fn write_run_plot(
+    path: &Path,
+    train: &[(u64, f64)],
+    val: &[(u64, f64)],
+    tasks: &[(&str, &[(u64, f64)])],
+    title: &str,
+) -> Result<(), PlotError> {
+    if tasks.is_empty() {
+        return write_loss_plot(path, train, val, title);
+    }
+    let text = font_status().is_some();
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize]; // RGB
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        let (upper, lower) = root.split_vertically(HEIGHT * 62 / 100);
+        let drawn = draw(&upper, train, val, title, text)
+            .and_then(|()| draw_tasks(&lower, train, val, tasks, text))
+            .and_then(|()| root.present().map_err(|e| e.to_string()));
+        drawn.map_err(|message| PlotError::Draw {
+            path: path.to_path_buf(),
+            message,
+        })?;
+    }
+    commit_png(path, &pixels)
+}
+
+/// The accuracy panel: one line with points per task, x over the same tokens as the losses.
+fn draw_tasks(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    train: &[(u64, f64)],
+    val: &[(u64, f64)],
+    tasks: &[(&str, &[(u64, f64)])],
+    text: bool,
+) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let curves: Vec<(&str, Vec<(f64, f64)>)> =
+        tasks.iter().map(|(name, c)| (*name, finite(c))).collect();
+    let xs = finite(train)
+        .into_iter()
+        .chain(finite(val))
+        .chain(curves.iter().flat_map(|(_, c)| c.iter().copied()))
+        .map(|p| p.0)
+        .collect::<Vec<_>>();
+    let x_range = axis_range(xs.into_iter(), 0.02, 500.0, true);
+    let y_range = axis_range(
+        curves.iter().flat_map(|(_, c)| c.iter().map(|p| p.1)),
+        0.1,
+        0.05,
+        true,
+    );
+    area.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(20);
+    if text {
+        builder.x_label_area_size(40).y_label_area_size(70);
+    }
+    let mut chart = builder
+        .build_cartesian_2d(x_range, y_range)
+        .map_err(|e| fail(&e))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12));
+    if text {
+        mesh.y_desc("task accuracy")
+            .x_labels(8)
+            .y_labels(5)
+            .x_label_formatter(&|x| format_tokens(*x))
+            .label_style((FAMILY, 16))
+            .axis_desc_style((FAMILY, 18));
+    }
+    mesh.draw().map_err(|e| fail(&e))?;
+    let colours = [
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+    ];
+    for (i, (name, curve)) in curves.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        chart
+            .draw_series(LineSeries::new(
+                curve.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(curve.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| fail(&e))?
+            .label(name.to_string())
+            .legend(move |(x, y)| Circle::new((x + 12, y), 4, colour.filled()));
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font((FAMILY, 16))
+            .draw()
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
 /// Writes [`WIDTH`] × [`HEIGHT`] RGB `pixels` as a PNG at `path`, replacing it atomically.
 pub(crate) fn commit_png(path: &Path, pixels: &[u8]) -> Result<(), PlotError> {
     let tmp = temporary_path(path);
@@ -346,6 +453,20 @@ mod tests {
             (r.start - 0.9).abs() < 1e-12 && (r.end - 3.1).abs() < 1e-12,
             "{r:?}"
         );
+    }
+
+    /// With tasks, the picture has a second panel: the lower part is not blank.
+    #[test]
+    fn run_plot_draws_a_task_panel() {
+        let dir = tempfile::tempdir().unwrap();
+        let (with, without) = (dir.path().join("with.png"), dir.path().join("without.png"));
+        let train = [(0u64, 4.0), (100, 3.0), (200, 2.5)];
+        let acc = [(0u64, 0.25), (200, 0.4)];
+        write_run_plot(&with, &train, &[], &[("hellaswag", &acc)], "t").unwrap();
+        write_run_plot(&without, &train, &[], &[], "t").unwrap();
+        let a = std::fs::read(&with).unwrap();
+        let b = std::fs::read(&without).unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`blend`]: weighted blends of several shard sets.
 //! - [`split`]: the train/val directory rule.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
+//! - [`task`]: downstream evaluation sets (HellaSwag, multiple choice, LAMBADA) from jsonl.
 //! - [`text`]: numbers formatted for people (`thousands`).
 
 pub mod audit;
@@ -35,6 +36,7 @@ pub mod spec;
 pub mod split;
 pub mod stream;
 pub mod synthetic;
+pub mod task;
 pub mod text;
 pub mod verify;
 pub mod writer;

@@ -19,4 +19,6 @@ pub mod panics;
 pub mod precision;
 mod run_log;
 pub mod shim;
+pub mod task_eval;
+pub mod tensorboard;
 pub mod trainer;

@@ -393,6 +393,25 @@ pub struct TrainOptions {
     /// metrics.jsonl `final_val_loss`), as `plan fit` reads it. [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     final_eval: Option<bool> [setting, default = "false"],
+    /// A task file (jsonl: HellaSwag, `{context, choices, answer}` or LAMBADA) whose accuracy
+    /// is measured during training (repeat for several; see docs/eval.md). [default: none]
+    #[arg(long, value_name = "FILE.jsonl")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    eval_task: Vec<PathBuf>,
+    /// Score the --eval-task files every N steps (and at the start and end); 0: every
+    /// --eval-every. [default: 0]
+    #[arg(long)]
+    eval_task_every: Option<usize> [setting, default = "0"],
+    /// Score the first N items of each --eval-task; 0: all. [default: 0]
+    #[arg(long)]
+    eval_task_limit: Option<usize> [setting, default = "0"],
+    /// TensorBoard event files: a directory, or `off`. [default: RUN/tensorboard]
+    #[arg(long, value_name = "DIR|off")]
+    tensorboard: Option<String> [setting],
     /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
     /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
     /// accumulation; checkpoints keep the fp32 masters). [default: auto]
@@ -459,6 +478,9 @@ impl TrainOptions {
         }
         if self.val_shards.is_empty() {
             self.val_shards = file.val_shards.clone();
+        }
+        if self.eval_task.is_empty() {
+            self.eval_task = file.eval_task.clone();
         }
         // A batch given one way here replaces the file's, given either way.
         if self.batch_size.is_some() || self.total_batch_tokens.is_some() {
@@ -869,6 +891,21 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.eval_every = filled(cli.eval_every);
     config.eval_batches = filled(cli.eval_batches);
     config.final_eval = filled(cli.final_eval);
+    config.eval_tasks = cli.eval_task.clone();
+    config.eval_task_every = match filled(cli.eval_task_every) {
+        0 => config.eval_every,
+        n => n,
+    };
+    config.eval_task_limit = match filled(cli.eval_task_limit) {
+        0 => None,
+        n => Some(n),
+    };
+    config.tensorboard = match cli.tensorboard.as_deref() {
+        None => Some(config.out.join("tensorboard")),
+        Some("off") => None,
+        Some("") => return Err(UsageError::new("--tensorboard: a directory, or `off`").into()),
+        Some(dir) => Some(PathBuf::from(dir)),
+    };
     config.precision = precision;
     config.device = device;
     config.init_from_hf = cli.init_from_hf.clone();

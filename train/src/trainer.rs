@@ -109,6 +109,14 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// The report of a Cerebras YAML `--config`, written to the run folder when it starts.
     pub config_report: Option<String>,
+    /// Task files whose accuracy is measured during training (`--eval-task`, rank 0).
+    pub eval_tasks: Vec<PathBuf>,
+    /// Score the tasks every this many steps (and at the start and end); 0: never.
+    pub eval_task_every: usize,
+    /// Items of each task scored (the first N); `None`: all.
+    pub eval_task_limit: Option<usize>,
+    /// Where rank 0 writes TensorBoard event files; `None`: none.
+    pub tensorboard: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -118,9 +126,11 @@ impl TrainConfig {
     /// gpt2-small's batch in tokens and learning rate with a micro-batch of 8.
     pub fn new(shards: impl Into<PathBuf>, out: impl Into<PathBuf>, model: GptConfig) -> Self {
         let builtin = TrainOptions::builtin();
+        let out: PathBuf = out.into();
         TrainConfig {
             shards: vec![shards.into()],
-            out: out.into(),
+            tensorboard: Some(out.join("tensorboard")),
+            out,
             model,
             micro_batch: 8,
             total_batch_tokens: 524_288,
@@ -155,6 +165,9 @@ impl TrainConfig {
             grad_clip: 1.0,
             shuffle: true,
             config_report: None,
+            eval_tasks: Vec::new(),
+            eval_task_every: filled(builtin.eval_every),
+            eval_task_limit: None,
         }
     }
 }
@@ -236,6 +249,25 @@ pub struct EvalMetrics {
     pub val_loss_sets: std::collections::BTreeMap<String, f64>,
 }
 
+/// One task's accuracy (a `metrics.jsonl` row).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskMetrics {
+    /// Steps completed.
+    pub step: usize,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// The task's name (its file stem).
+    pub task: String,
+    /// Items scored.
+    pub items: usize,
+    /// Items with a context cut on the left.
+    pub truncated: usize,
+    /// Each metric (`acc`, `acc_norm`, …; see `docs/eval.md`) and its standard error
+    /// (`acc_stderr`, …).
+    #[serde(flatten)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
 /// The final validation (a `metrics.jsonl` row).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FinalEvalMetrics {
@@ -259,6 +291,8 @@ pub struct TrainSummary {
     pub steps: Vec<StepMetrics>,
     /// Validations run by this process.
     pub evals: Vec<EvalMetrics>,
+    /// Task evaluations run by this process (rank 0).
+    pub tasks: Vec<TaskMetrics>,
     /// Step the run started at (non-zero when resumed).
     pub start_step: usize,
     /// Steps completed when it stopped.
@@ -378,6 +412,7 @@ pub fn train(
     let mut summary = TrainSummary {
         steps: Vec::new(),
         evals: Vec::new(),
+        tasks: Vec::new(),
         start_step: run.start_step,
         end_step: run.start_step,
         total_steps: run.total_steps,
@@ -387,6 +422,9 @@ pub fn train(
     };
     if run.start_step == 0 && config.eval_every > 0 {
         summary.evals.extend(run.evaluate(0)?);
+    }
+    if run.start_step == 0 && config.eval_task_every > 0 {
+        summary.tasks.extend(run.evaluate_tasks(0)?);
     }
     // Steps are queued on the device without waiting: each one's figures (loss, norm, whether
     // it was skipped, the ranks' stop votes) come back through one non-blocking copy, read after
@@ -405,14 +443,24 @@ pub fn train(
         let last = done == run.total_steps;
         let eval_due = config.eval_every > 0 && (done % config.eval_every == 0 || last);
         let save_due = done % config.save_every.max(1) == 0 || last;
+        let tasks_due = config.eval_task_every > 0 && (done % config.eval_task_every == 0 || last);
         // Read every step but the newest; at a validation or checkpoint, all of them.
-        let keep = if eval_due || save_due { 0 } else { 1 };
+        let keep = if eval_due || save_due || tasks_due {
+            0
+        } else {
+            1
+        };
         while pending.len() > keep {
             let queued = pending.pop_front().expect("a queued step");
             summary.steps.push(run.record(queued)?);
         }
         if eval_due {
             summary.evals.extend(run.evaluate(done)?);
+        }
+        if tasks_due {
+            summary.tasks.extend(run.evaluate_tasks(done)?);
+        }
+        if eval_due || tasks_due {
             run.log.plot()?;
         }
         if last && config.final_eval {
@@ -421,7 +469,7 @@ pub fn train(
         if save_due {
             run.save(done)?;
         }
-        if eval_due || save_due {
+        if eval_due || save_due || tasks_due {
             // The next step's time starts now, not when the last one finished.
             run.tally.last_done = Instant::now();
         }
@@ -457,6 +505,12 @@ struct EvalSet {
     weight: f64,
 }
 
+/// The `--eval-task` files and the tokenizer that encodes them.
+struct EvalTasks {
+    tokenizer: h5gpt_tokenizer::tokenizer::Tokenizer,
+    tasks: Vec<h5gpt_formats::task::Task>,
+}
+
 /// A run, set up: the process group, the model and optimizer (resumed, or initialized), the
 /// data stream at its position, the schedule and the log.
 struct Run<'a> {
@@ -481,6 +535,8 @@ struct Run<'a> {
     /// What a checkpoint records of the run.
     record: RunRecord,
     eval_sets: Vec<EvalSet>,
+    /// `--eval-task` (scored on rank 0).
+    tasks: Option<EvalTasks>,
     log: RunLog<'a>,
     ctx: StepContext,
     tally: StepTally,
@@ -775,6 +831,56 @@ impl Run<'_> {
         ));
         self.log.eval_row(&row)?;
         Ok(Some(row))
+    }
+
+    /// The task accuracies after `done` steps (rank 0): each `--eval-task` scored
+    /// ([`crate::task_eval::score_task`]: eval mode, no gradients, no random numbers drawn,
+    /// so the training is the same with and without it), logged and recorded.
+    fn evaluate_tasks(&mut self, done: usize) -> Result<Vec<TaskMetrics>> {
+        let Some(tasks) = &self.tasks else {
+            return Ok(Vec::new());
+        };
+        if self.rank != 0 {
+            return Ok(Vec::new());
+        }
+        let options = crate::task_eval::ScoreOptions {
+            batch_rows: self.config.micro_batch,
+            device: self.device,
+            precision: self.config.precision,
+        };
+        let mut rows = Vec::new();
+        for task in &tasks.tasks {
+            let scores = guarded("task evaluation", self.config.micro_batch, || {
+                crate::task_eval::score_task(
+                    &self.model,
+                    &tasks.tokenizer,
+                    task,
+                    options,
+                    &mut |_| {},
+                )
+            })?;
+            let mut metrics = std::collections::BTreeMap::new();
+            for (name, m) in &scores.metrics {
+                metrics.insert(name.clone(), m.value);
+                if let Some(se) = m.stderr {
+                    metrics.insert(format!("{name}_stderr"), se);
+                }
+            }
+            rows.push(TaskMetrics {
+                step: done,
+                tokens: done as u64 * self.ctx.tokens_per_step,
+                task: task.name.clone(),
+                items: scores.items,
+                truncated: scores.truncated,
+                metrics,
+            });
+            self.log
+                .line(&format!("step {done:>5} | task {}", scores.summary()));
+        }
+        for row in &rows {
+            self.log.task_row(row)?;
+        }
+        Ok(rows)
     }
 
     /// The final validation after `done` steps (rank 0, `--final-eval`): every row of every

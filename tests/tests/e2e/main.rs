@@ -5,6 +5,7 @@ mod blend;
 mod cerebras;
 mod crate_graph;
 mod dedup;
+mod eval_task;
 mod inspect;
 mod main_job;
 mod nonfinite;

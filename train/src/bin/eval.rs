@@ -1,4 +1,5 @@
-//! `eval`: a checkpoint's loss and perplexity over a shard directory.
+//! `eval`: a checkpoint's loss and perplexity over a shard directory, or a model's accuracy on
+//! a task file (`--task`: [`h5gpt_train::task_eval`]).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -8,19 +9,31 @@ use h5gpt_formats::ShardSet;
 use h5gpt_train::checkpoint::{check_data_against, check_data_tokenizer, SavedTokenizer};
 use h5gpt_train::evaluate::evaluate;
 use h5gpt_train::inference::{Inference, InferenceArgs};
+use h5gpt_train::task_eval::TaskRun;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Loss and perplexity of a checkpoint over a shard directory (its `val/` when it has one).
+/// Loss and perplexity of a checkpoint over a shard directory (its `val/` when it has one), or
+/// accuracy on a multiple-choice or LAMBADA task file (`--task`, see docs/eval.md).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
     model: InferenceArgs,
     /// Shard directory (a directory with `val/` is evaluated on `val/`).
-    #[arg(long)]
-    shards: PathBuf,
-    /// Rows per forward pass (at least 1).
+    #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+    shards: Option<PathBuf>,
+    /// A task file (jsonl: HellaSwag, `{context, choices, answer}` or LAMBADA) to score
+    /// instead of --shards: accuracy as lm-evaluation-harness computes it (docs/eval.md).
+    #[arg(long, value_name = "FILE.jsonl")]
+    task: Option<PathBuf>,
+    /// With --task: score the first N items only. [default: all]
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// With --task: write each item's log-likelihoods and predictions to FILE (jsonl).
+    #[arg(long, value_name = "FILE", requires = "task")]
+    per_item: Option<PathBuf>,
+    /// Rows per forward pass, at least 1 (with --task: continuations per forward pass).
     #[arg(long, default_value_t = 8)]
     micro_batch: usize,
     /// Evaluate at most this many rows (at least 1). [default: all]
@@ -47,6 +60,19 @@ fn run() -> Result<()> {
     if let Some(rows) = args.max_rows {
         check_at_least_one("--max-rows", rows)?;
     }
+    if let Some(task) = &args.task {
+        let options = TaskRun {
+            path: task.clone(),
+            limit: args.limit,
+            batch_rows: args.micro_batch,
+            json: args.json,
+            per_item: args.per_item.clone(),
+        };
+        return options.run(&args.model.load_for_scoring()?);
+    }
+    let Some(shards) = &args.shards else {
+        bail!("--shards DIR or --task FILE is needed");
+    };
     let Inference {
         loaded,
         device,
@@ -57,12 +83,12 @@ fn run() -> Result<()> {
         eprintln!("{note}");
     }
     // A split's val/ rows, or a plain shard directory's rows.
-    let split = SplitDirs::of(&args.shards);
+    let split = SplitDirs::of(shards);
     let dir = match split.val {
         Some(val) => val,
         None if split.is_split => bail!(
             "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
-            args.shards.display(),
+            shards.display(),
             split.train.display()
         ),
         None => split.train,

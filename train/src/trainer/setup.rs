@@ -4,8 +4,8 @@
 //! its function, called in that order by `Run::prepare`.
 
 use super::{
-    global_batch, EvalSet, Run, RunHandles, RunRecord, StepContext, StepTally, TrainConfig,
-    VerifyMode,
+    global_batch, EvalSet, EvalTasks, Run, RunHandles, RunRecord, StepContext, StepTally,
+    TrainConfig, VerifyMode,
 };
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::{
@@ -111,7 +111,11 @@ impl<'a> Run<'a> {
             }
             None => SavedTokenizer::of_set(&data.set)?,
         };
+        // Task files are read (and their tokenizer loaded) on every rank, so a bad file stops
+        // them all before step 0; rank 0 scores them.
+        let tasks = eval_tasks(config, &tokenizer)?;
         let mut log = RunLog::new(&config.out, print, rank != 0);
+        log.set_tensorboard(config.tensorboard.clone());
         log_eval_source(config, &data, &mut log);
         for line in &skipped_checkpoints {
             log.line(&format!("warning: {line}"));
@@ -275,6 +279,7 @@ impl<'a> Run<'a> {
                 data: fingerprint,
             },
             eval_sets,
+            tasks,
             log,
             ctx,
             tally: StepTally {
@@ -288,6 +293,45 @@ impl<'a> Run<'a> {
             nan_at: h5gpt_formats::fault::armed("nan-at-step"),
         })
     }
+}
+
+/// The `--eval-task` files (their first `--eval-task-limit` items), with the run's tokenizer.
+fn eval_tasks(config: &TrainConfig, saved: &SavedTokenizer) -> Result<Option<EvalTasks>> {
+    if config.eval_tasks.is_empty() {
+        return Ok(None);
+    }
+    let tokenizer = match &saved.json {
+        Some(json) => h5gpt_tokenizer::tokenizer::Tokenizer::from_json(
+            &saved.name,
+            json.clone(),
+            saved
+                .eos_id
+                .map_or(h5gpt_tokenizer::tokenizer::Eos::Detect, h5gpt_tokenizer::tokenizer::Eos::Id),
+            Path::new("tokenizer.json"),
+        )?,
+        None => h5gpt_tokenizer::tokenizer::Tokenizer::load(&saved.name, None, saved.eos_id).map_err(|e| {
+            anyhow!(
+                "--eval-task: the run's tokenizer `{}` cannot encode text: {e}\n---> HINT: task files need the tokenizer the shards were made with (gpt2, a tokenizer.json)",
+                saved.name
+            )
+        })?,
+    };
+    let mut tasks = Vec::new();
+    for path in &config.eval_tasks {
+        let task = h5gpt_formats::task::Task::read(path, config.eval_task_limit)?;
+        if tasks
+            .iter()
+            .any(|t: &h5gpt_formats::task::Task| t.name == task.name)
+        {
+            bail!(
+                "--eval-task {}: a second task named `{}` (tasks are named by their file stem)",
+                path.display(),
+                task.name
+            );
+        }
+        tasks.push(task);
+    }
+    Ok(Some(EvalTasks { tokenizer, tasks }))
 }
 
 /// What the run trains and evaluates on (tokenizer, seq_len, the train and val shards'

@@ -11,6 +11,7 @@ mod optim;
 mod options;
 mod shim;
 mod sweep_configs;
+mod task_eval;
 mod trainer;
 
 /// libtorch has one global random generator. Tests that seed it or draw from it (model init,
