@@ -134,7 +134,14 @@ fn scores_match_transformers_scored_as_the_harness() {
     let (vs, model) = peaky_model(11);
     let dir = tmp.path().join("hf");
     let tokenizer = Tokenizer::gpt2();
-    hf::export_with_tokenizer(&vs, &config(), &dir, Some(&tokenizer)).unwrap();
+    hf::export_with_tokenizer(
+        &vs,
+        &config(),
+        &dir,
+        Some(&tokenizer),
+        hf::Replace::ExportsOnly,
+    )
+    .unwrap();
     for path in write_tasks(tmp.path()) {
         let task = Task::read(&path, None).unwrap();
         let options = ScoreOptions {
