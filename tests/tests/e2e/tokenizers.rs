@@ -596,8 +596,34 @@ fn shards_of_a_runs_own_tokenizer_file_evaluate_train_together_and_resume() {
         "eval on another tokenizer: {}",
         text(&o)
     );
-    // A resume on the new text continues, and keeps the run's tokenizer record.
+    // A resume on the new text is other training data: refused unless allowed (issue 24,
+    // item 9); allowed, it continues and keeps the run's tokenizer record.
     let o = train(&[&p("bh")], &p("rb"), "4");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--allow-data-change"),
+        "{}",
+        text(&o)
+    );
+    let (bh, rb) = (p("bh"), p("rb"));
+    let o = {
+        let mut args = vec!["--shards", s(&bh), "--allow-data-change", "--out", s(&rb)];
+        args.extend([
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "4",
+            "--save-every",
+            "2",
+            "--micro-batch",
+            "2",
+            "--total-batch-tokens",
+            "64",
+        ]);
+        run("train", &args)
+    };
     assert!(o.status.success(), "{}", text(&o));
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(p("rb").join("checkpoints/step-00000004/state.json")).unwrap(),
