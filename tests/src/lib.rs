@@ -181,3 +181,38 @@ pub mod small_language {
             .collect()
     }
 }
+
+/// `train` arguments for a tiny CPU run of `steps` steps on `shards` into `out` (micro-batch 4,
+/// 256 tokens a step, no periodic validation).
+pub fn tiny_train_args(shards: &Path, out: &Path, steps: usize) -> Vec<String> {
+    let (shards, out) = (shards.display().to_string(), out.display().to_string());
+    [
+        "--shards",
+        &shards,
+        "--out",
+        &out,
+        "--model",
+        "tiny",
+        "--micro-batch",
+        "4",
+        "--total-batch-tokens",
+        "256",
+        "--max-steps",
+        &steps.to_string(),
+        "--eval-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// Runs `train` with `args` and returns its output.
+pub fn train(args: &[String]) -> Output {
+    Command::new(bin("train"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run train: {e}"))
+}

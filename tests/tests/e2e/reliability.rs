@@ -4,7 +4,7 @@
 //! that verify nothing, and preprocess's smaller traps.
 
 use h5gpt_formats::lock::LOCK_FILE;
-use h5gpt_tests::{bin, fox_shards, run, text};
+use h5gpt_tests::{bin, fox_shards, run, text, tiny_train_args as train_args, train};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,35 +20,6 @@ fn stderr(o: &Output) -> String {
 /// A small GPT-2 corpus preprocessed into `dir/shards` (rows of 32 tokens, 2 shards).
 fn shards(dir: &Path) -> PathBuf {
     fox_shards(dir, 300, &["--examples-per-shard", "64"])
-}
-
-/// `train` arguments for a tiny CPU run of `steps` steps.
-fn train_args(shards: &Path, out: &Path, steps: usize) -> Vec<String> {
-    [
-        "--shards",
-        &s(shards),
-        "--out",
-        &s(out),
-        "--model",
-        "tiny",
-        "--micro-batch",
-        "4",
-        "--total-batch-tokens",
-        "256",
-        "--max-steps",
-        &steps.to_string(),
-        "--eval-every",
-        "0",
-        "--device",
-        "cpu",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
-}
-
-fn train(args: &[String]) -> Output {
-    Command::new(bin("train")).args(args).output().unwrap()
 }
 
 /// Every numeric option of `train` and `preprocess` with a bad value: exit code 2 and a

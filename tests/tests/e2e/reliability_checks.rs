@@ -2,7 +2,7 @@
 //! each test pins a way a user could make a run read, skip or lose something without a word.
 
 use h5gpt_formats::lock::LOCK_FILE;
-use h5gpt_tests::{bin, fox_shards, run, text};
+use h5gpt_tests::{bin, fox_shards, run, text, tiny_train_args as train_args, train};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,35 +17,6 @@ fn stderr(o: &Output) -> String {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `train` arguments for a tiny CPU run of `steps` steps.
-fn train_args(shards: &Path, out: &Path, steps: usize) -> Vec<String> {
-    [
-        "--shards",
-        &s(shards),
-        "--out",
-        &s(out),
-        "--model",
-        "tiny",
-        "--micro-batch",
-        "4",
-        "--total-batch-tokens",
-        "256",
-        "--max-steps",
-        &steps.to_string(),
-        "--eval-every",
-        "0",
-        "--device",
-        "cpu",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
-}
-
-fn train(args: &[String]) -> Output {
-    Command::new(bin("train")).args(args).output().unwrap()
 }
 
 fn preprocess(args: &[&str]) -> Output {

@@ -519,9 +519,10 @@ fn shards_of_a_runs_own_tokenizer_file_evaluate_train_together_and_resume() {
         .concat(),
     );
     assert_eq!(params(&p("bh")).h5gpt.unwrap().tokenizer, "tokenizer.json");
-    let train = |shards: &[&Path], out: &Path, steps: &str| {
+    let train_with = |shards: &[&Path], out: &Path, steps: &str, extra: &[&str]| {
         let mut args = vec!["--shards"];
         args.extend(shards.iter().map(|d| s(d)));
+        args.extend(extra);
         args.extend([
             "--out",
             s(out),
@@ -540,6 +541,7 @@ fn shards_of_a_runs_own_tokenizer_file_evaluate_train_together_and_resume() {
         ]);
         run("train", &args)
     };
+    let train = |shards: &[&Path], out: &Path, steps: &str| train_with(shards, out, steps, &[]);
     let o = train(&[&p("b")], &p("rb"), "2");
     assert!(o.status.success(), "{}", text(&o));
     // eval on the held-out text.
@@ -605,25 +607,7 @@ fn shards_of_a_runs_own_tokenizer_file_evaluate_train_together_and_resume() {
         "{}",
         text(&o)
     );
-    let (bh, rb) = (p("bh"), p("rb"));
-    let o = {
-        let mut args = vec!["--shards", s(&bh), "--allow-data-change", "--out", s(&rb)];
-        args.extend([
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--max-steps",
-            "4",
-            "--save-every",
-            "2",
-            "--micro-batch",
-            "2",
-            "--total-batch-tokens",
-            "64",
-        ]);
-        run("train", &args)
-    };
+    let o = train_with(&[&p("bh")], &p("rb"), "4", &["--allow-data-change"]);
     assert!(o.status.success(), "{}", text(&o));
     let state: serde_json::Value = serde_json::from_slice(
         &std::fs::read(p("rb").join("checkpoints/step-00000004/state.json")).unwrap(),
