@@ -139,7 +139,7 @@ pub fn check_data_against(
             set.manifest_dir().unwrap_or(Path::new("the shards")).display(),
             detail(&data),
             checkpoint.display(),
-            detail(&saved),
+            detail(saved),
         );
     }
     Ok(())

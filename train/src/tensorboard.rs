@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(crc32c::crc32c(b"123456789"), c);
         assert_eq!(
             masked_crc(b"123456789"),
-            ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+            c.rotate_right(15).wrapping_add(0xa282_ead8)
         );
     }
 
