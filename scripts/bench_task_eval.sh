@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Items per second of `eval --task` against transformers on the same items, in the same run:
+# Items per second of `h5gpt eval --task` against transformers on the same items, in the same run:
 # a GPT-2-small-sized model (124M, random weights, seed 0) saved as a Hugging Face folder, 100
 # generated four-choice items with HellaSwag-length contexts, scored on the CPU in fp32 by
-# `eval --hf DIR --task` and by scripts/hf_task_scores.py (transformers' GPT2LMHeadModel), both
+# `h5gpt eval --hf DIR --task` and by scripts/hf_task_scores.py (transformers' GPT2LMHeadModel), both
 # with 16 continuations per forward pass. Prints both rates and their ratio.
 #
-# Usage: scripts/bench_task_eval.sh [WORKDIR]   (needs the built binaries: cargo build --bins;
-# source scripts/env.sh first)
+# Usage: scripts/bench_task_eval.sh [WORKDIR]   (needs the built binaries h5gpt and h5gpt-torch:
+# cargo build --bins; source scripts/env.sh first; H5GPT_BIN=DIR where they are, default
+# target/debug)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$(mktemp -d)}"
@@ -17,10 +18,10 @@ mkdir -p "$work"
 # GPT-2's tokenizer files, from an export of a one-step run (h5gpt writes them offline).
 if [ ! -f "$work/tok/vocab.json" ]; then
   printf 'the quick brown fox jumps over the lazy dog. %.0s' $(seq 300) > "$work/corpus.txt"
-  "$bin/preprocess" --input "$work/corpus.txt" --out "$work/shards" --seq-len 32 >/dev/null
-  "$bin/train" --shards "$work/shards" --out "$work/run" --model tiny --micro-batch 4 \
+  "$bin/h5gpt" preprocess --input "$work/corpus.txt" --out "$work/shards" --seq-len 32 >/dev/null
+  "$bin/h5gpt" train --shards "$work/shards" --out "$work/run" --model tiny --micro-batch 4 \
     --total-batch-tokens 128 --max-steps 1 --eval-every 0 --device cpu >/dev/null 2>&1
-  "$bin/h5gpt-export" --checkpoint "$work/run" --hf "$work/tok" >/dev/null
+  "$bin/h5gpt" export --checkpoint "$work/run" --hf "$work/tok" >/dev/null
 fi
 
 "$py" - "$work" <<'EOF'
@@ -46,7 +47,7 @@ with open(os.path.join(work, "items.jsonl"), "w") as f:
         f.write(json.dumps({"context": ctx, "choices": choices, "answer": rng.randrange(4)}) + "\n")
 EOF
 
-ours=$("$bin/eval" --hf "$work/gpt2-small" --task "$work/items.jsonl" --micro-batch 16 \
+ours=$("$bin/h5gpt" eval --hf "$work/gpt2-small" --task "$work/items.jsonl" --micro-batch 16 \
   --device cpu --dtype fp32 --json 2>/dev/null)
 "$py" "$root/scripts/hf_task_scores.py" "$work/gpt2-small" "$work/items.jsonl" \
   "$work/transformers.json" --batch 16

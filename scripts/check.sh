@@ -13,5 +13,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc --workspace --no-deps"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "cargo test --workspace"
+# The e2e tests run the debug binaries: h5gpt, h5gpt-torch (beside it, for train, sample, eval
+# and export), the preprocess and train entry points, and the deprecated h5gpt-export.
 cargo build --workspace --bins
 cargo test --workspace

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# GPU training throughput in one command, side by side: our `train` (release binaries from
-# --bin-dir: the GPU machine needs no Rust), its PyTorch twin (scripts/bench_train_torch.py:
+# GPU training throughput in one command, side by side: our `h5gpt train` (release binaries from
+# --bin-dir: the GPU machine needs no Rust; copy `h5gpt` and `h5gpt-torch` there, side by side), its PyTorch twin (scripts/bench_train_torch.py:
 # nanoGPT's model, SDPA, fused AdamW, clip 1.0, bf16 autocast), and the twin under
 # torch.compile, at the same shapes: GPT-2 small (L12 H12 E768, 50304 embedding rows), T 1024,
 # one micro-batch per step, at micro-batch 16 and 32.
 #
-# Our shards are made on the machine by our `preprocess` (GPT-2 tokenizer) from a generated
+# Our shards are made on the machine by our `h5gpt preprocess` (GPT-2 tokenizer) from a generated
 # text of ~2.5M tokens, so nothing has to be copied there. Each configuration runs --warmup
 # untimed steps, then --steps timed ones. Reported per row: median ms/step, tok/s, MFU (6N +
 # 12·L·C·T FLOPs per token, N without the position embedding, over the GPU's dense bf16 peak)
@@ -18,7 +18,9 @@
 #            [--dtypes "bf16"] [--warmup N] [--steps N] [--no-compile] [--workdir DIR]
 #        scripts/gpu-bench.sh --smoke [--bin-dir target/debug]
 #        scripts/gpu-bench.sh --check [--bin-dir DIR]
-#   --bin-dir     where `train` and `preprocess` are (default target/release)
+#   --bin-dir     where `h5gpt` and `h5gpt-torch` are, side by side (default target/release); to
+#                 run on another machine, pack these two: `h5gpt` runs preprocess in-process and
+#                 starts `h5gpt-torch` (libtorch-linked) for train
 #   --python      a Python with PyTorch 2.11 (default /opt/torch/.venv/bin/python if present,
 #                 else python3); its libtorch is the one our binaries load
 #   --dtypes      our --dtype values to run (default "bf16"; the twin always runs bf16 autocast)
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --check) check=1; shift ;;
     --workdir) workdir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "gpu-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,7 +64,7 @@ if [ -z "$python" ]; then
   elif [ -x "$root/.venv/bin/python" ]; then python="$root/.venv/bin/python"
   else python=python3; fi
 fi
-for b in train preprocess; do
+for b in h5gpt h5gpt-torch; do
   [ -x "$bin_dir/$b" ] || { echo "gpu-bench: no $bin_dir/$b (build with cargo build --release, or pass --bin-dir)" >&2; exit 2; }
 done
 # Our binaries load the libtorch of that Python's torch (the build machine's path may not exist here).
@@ -83,14 +85,14 @@ with open(path, "w") as f:
     for line in range(n // 100):
         f.write(" ".join(rng.choice(lexicon) for _ in range(100)) + ".\n")
 PY
-  "$bin_dir/preprocess" --input "$workdir/corpus.txt" --out "$workdir/shards" --seq-len 256 >"$workdir/preprocess.log" 2>&1 \
+  "$bin_dir/h5gpt" preprocess --input "$workdir/corpus.txt" --out "$workdir/shards" --seq-len 256 >"$workdir/preprocess.log" 2>&1 \
     || { cat "$workdir/preprocess.log" >&2; exit 1; }
   small=(--shards "$workdir/shards" --model gpt2-small --n-layer 4 --n-head 4 --n-embd 256 --n-ctx 256
          --micro-batch 4 --total-batch-tokens 2048 --warmup-steps 2 --eval-every 0 --device cuda --dtype bf16)
   ngpu="$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)"
   gpu_apps() { nvidia-smi --query-compute-apps=pid,gpu_bus_id,used_memory --format=csv,noheader 2>/dev/null || true; }
   # (1) Host syncs inside the step: every step after the first two under the sync-debug switch.
-  H5GPT_CUDA_SYNC_DEBUG=warn "$bin_dir/train" "${small[@]}" --out "$workdir/sync" --max-steps 5 \
+  H5GPT_CUDA_SYNC_DEBUG=warn "$bin_dir/h5gpt" train "${small[@]}" --out "$workdir/sync" --max-steps 5 \
     >"$workdir/sync.log" 2>&1 || { tail -n 30 "$workdir/sync.log" >&2; exit 1; }
   syncs="$(grep -c "synchronizing CUDA operation\|synchronizing operation" "$workdir/sync.log" || true)"
   if [ "$syncs" = 0 ]; then echo "check: PASS no host sync inside the training step (5 steps under H5GPT_CUDA_SYNC_DEBUG=warn)"
@@ -102,20 +104,28 @@ PY
   world=$(( ngpu >= 2 ? 2 : 1 )); port=$(( 29500 + RANDOM % 1000 )); pids=()
   for r in $(seq 0 $((world - 1))); do
     RANK=$r LOCAL_RANK=$r WORLD_SIZE=$world MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      "$bin_dir/train" "${small[@]}" --out "$workdir/ranks" --max-steps 40 >"$workdir/rank$r.log" 2>&1 &
+      "$bin_dir/h5gpt" train "${small[@]}" --out "$workdir/ranks" --max-steps 40 >"$workdir/rank$r.log" 2>&1 &
     pids+=($!)
   done
-  : >"$workdir/apps.txt"
-  while kill -0 "${pids[0]}" 2>/dev/null; do gpu_apps >>"$workdir/apps.txt"; sleep 0.5; done
+  # A rank's processes: the `h5gpt` it started and what that runs (h5gpt-torch, unless it execs).
+  tree() { echo "$1"; for c in $(ps --ppid "$1" -o pid= 2>/dev/null); do tree "$c"; done; }
+  : >"$workdir/apps.txt"; : >"$workdir/rank-pids.txt"
+  while kill -0 "${pids[0]}" 2>/dev/null; do
+    gpu_apps >>"$workdir/apps.txt"
+    for r in $(seq 0 $((world - 1))); do tree "${pids[$r]}" | sed "s/^ */$r /"; done >>"$workdir/rank-pids.txt"
+    sleep 0.5
+  done
   for pid in "${pids[@]}"; do wait "$pid" || { echo "check: FAIL a rank failed:"; tail -n 20 "$workdir"/rank*.log; failed=1; }; done
   bus=($(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader))
   echo "check: processes seen on the GPUs during the $world-rank run (pid, GPU bus id, memory):"
   sort -u "$workdir/apps.txt" | sed 's/^/  /'
   for r in $(seq 0 $((world - 1))); do
     pid="${pids[$r]}"; own="${bus[$r]}"
-    others="$(grep "^$pid," "$workdir/apps.txt" | grep -v -i "$own" | sort -u || true)"
-    if [ -z "$others" ]; then echo "check: PASS rank $r (pid $pid) has a context on its own GPU only ($own)"
-    else echo "check: FAIL rank $r (pid $pid) also holds memory on another GPU: $others"; failed=1; fi
+    mine="$(awk -v r="$r" '$1 == r { print $2 }' "$workdir/rank-pids.txt" | sort -u)"
+    [ -n "$mine" ] || mine="$pid"
+    others="$(for p in $mine; do grep "^$p," "$workdir/apps.txt" || true; done | grep -v -i "$own" | sort -u || true)"
+    if [ -z "$others" ]; then echo "check: PASS rank $r (pids $(echo $mine)) has a context on its own GPU only ($own)"
+    else echo "check: FAIL rank $r (pids $(echo $mine)) also holds memory on another GPU: $others"; failed=1; fi
   done
   if grep -q "destroy_process_group() was not called" "$workdir"/rank*.log; then
     echo "check: FAIL the NCCL group was destroyed without shutdown"; failed=1
@@ -147,7 +157,7 @@ with open(path, "w") as f:
         f.write(" ".join(rng.choice(lexicon) for _ in range(100)) + ".\n")
 PY
 rm -rf "$workdir/shards"
-"$bin_dir/preprocess" --input "$workdir/corpus.txt" --out "$workdir/shards" --seq-len "$seq" >"$workdir/preprocess.log" 2>&1 \
+"$bin_dir/h5gpt" preprocess --input "$workdir/corpus.txt" --out "$workdir/shards" --seq-len "$seq" >"$workdir/preprocess.log" 2>&1 \
   || { cat "$workdir/preprocess.log" >&2; exit 1; }
 
 total=$((warmup + steps))
@@ -155,7 +165,7 @@ for mb in $micro_batches; do
   for dtype in $dtypes; do
     echo "gpu-bench: train --dtype $dtype, micro-batch $mb" >&2
     run="$workdir/run-$dtype-$mb"; rm -rf "$run"
-    "$bin_dir/train" --shards "$workdir/shards" --out "$run" --model gpt2-small "${ours_shape[@]}" \
+    "$bin_dir/h5gpt" train --shards "$workdir/shards" --out "$run" --model gpt2-small "${ours_shape[@]}" \
       --micro-batch "$mb" --total-batch-tokens $((mb * seq)) --max-steps "$total" \
       --warmup-steps 2 --save-every "$total" --eval-every 0 --device "$device" --dtype "$dtype" \
       "${threads[@]}" >"$run.log" 2>&1 || { tail -n 30 "$run.log" >&2; exit 1; }

@@ -1,9 +1,10 @@
 //! # h5gpt-preprocess
 //!
-//! The library behind the `preprocess` and `inspect` binaries: input reading, tokenization
+//! The library behind `h5gpt preprocess` and `h5gpt inspect` (and the `preprocess` binary): input reading, tokenization
 //! (the tiktoken family and Hugging Face tokenizers, trained or given), packing into rows,
 //! and the resumable sharding pipeline.
 
+pub mod cli;
 pub mod decontaminate;
 pub mod dedup;
 pub mod input;

@@ -29,9 +29,24 @@ pub fn bin(name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
-/// Runs a workspace binary with arguments and returns its output.
+/// The commands that exist only as `h5gpt` subcommands (no executable of their own).
+const H5GPT_SUBCOMMANDS: [&str; 5] = ["inspect", "sample", "eval", "export", "plan"];
+
+/// The command line of command `name`: `h5gpt NAME` for the commands that exist only as its
+/// subcommands, else the workspace executable `name` (`preprocess`, `train`, `h5gpt`, …).
+pub fn command(name: &str) -> Command {
+    if H5GPT_SUBCOMMANDS.contains(&name) {
+        let mut command = Command::new(bin("h5gpt"));
+        command.arg(name);
+        command
+    } else {
+        Command::new(bin(name))
+    }
+}
+
+/// Runs a command (see [`command`]) with arguments and returns its output.
 pub fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(bin(name))
+    command(name)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))

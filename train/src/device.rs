@@ -2,62 +2,9 @@
 //! against.
 
 use anyhow::{bail, Result};
+pub use h5gpt_core::options::requests::DeviceRequest;
 use std::path::Path;
 use tch::Device;
-
-/// What `--device` asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
-    /// CUDA when usable, else CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The first CUDA device; an error when unusable.
-    Cuda,
-}
-
-impl DeviceRequest {
-    /// The name as `--device` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceRequest::Auto => "auto",
-            DeviceRequest::Cpu => "cpu",
-            DeviceRequest::Cuda => "cuda",
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Written as its name; read as `--device` reads it (aliases included).
-impl serde::Serialize for DeviceRequest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DeviceRequest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::str::FromStr for DeviceRequest {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceRequest::Auto),
-            "cpu" => Ok(DeviceRequest::Cpu),
-            "cuda" | "cuda:0" | "gpu" => Ok(DeviceRequest::Cuda),
-            other => Err(format!("`{other}`: expected auto, cpu or cuda")),
-        }
-    }
-}
 
 /// Why CUDA is not usable here, with how to fix it; `None` when it is.
 pub fn cuda_unusable_reason() -> Option<String> {

@@ -2,9 +2,9 @@
 //! precision, and loading it.
 
 use crate::checkpoint::{load_model, load_tokenizer, LoadedModel};
-use crate::device::{select, DeviceRequest};
+use crate::device::select;
 use crate::model::Gpt;
-use crate::precision::{DtypeRequest, Precision};
+use crate::precision::Precision;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::exit::UsageError;
 use h5gpt_tokenizer::tokenizer::{resolve_tokenizer_arg, Tokenizer};
@@ -12,30 +12,7 @@ use std::path::PathBuf;
 use tch::nn;
 use tch::Device;
 
-/// `--checkpoint`, `--device` and `--dtype` (flattened into a binary's arguments).
-#[derive(Debug, Clone, clap::Args)]
-pub struct InferenceArgs {
-    /// Run directory (`runs/NAME`: its newest complete checkpoint) or one of its
-    /// `checkpoints/step-*` directories.
-    #[arg(long, required_unless_present = "hf", conflicts_with = "hf")]
-    pub checkpoint: Option<PathBuf>,
-    /// A Hugging Face GPT-2 directory (`config.json`, `model.safetensors`; its
-    /// `tokenizer.json` when it has one, else GPT-2's encoding) instead of --checkpoint
-    /// (`eval --task` only).
-    #[arg(long, value_name = "DIR")]
-    pub hf: Option<PathBuf>,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceRequest,
-    /// `auto`, `fp32` or `bf16`.
-    #[arg(long, default_value = "auto")]
-    pub dtype: DtypeRequest,
-    /// The tokenizer the model was trained with, when the checkpoint's record of it is missing
-    /// or wrong: a tiktoken name (gpt2, cl100k_base, o200k_base) or a tokenizer.json file.
-    /// [default: the checkpoint's]
-    #[arg(long, value_name = "FILE|NAME")]
-    pub tokenizer: Option<String>,
-}
+pub use h5gpt_core::options::inference::InferenceArgs;
 
 /// A checkpoint's model, loaded for inference.
 pub struct Inference {
@@ -49,10 +26,20 @@ pub struct Inference {
     pub note: Option<String>,
 }
 
-impl InferenceArgs {
+/// Loading what [`InferenceArgs`] names: the model (onto the device, in the precision asked
+/// for) and its tokenizer.
+pub trait LoadInference {
     /// Picks the device and precision and loads the checkpoint's model onto the device.
-    pub fn load(&self) -> Result<Inference> {
-        let (device, precision, note) = self.device_and_precision()?;
+    fn load(&self) -> Result<Inference>;
+    /// The tokenizer of `loaded`'s model: `--tokenizer` when given, else the checkpoint's.
+    fn tokenizer(&self, loaded: &LoadedModel) -> Result<Tokenizer>;
+    /// Loads --checkpoint (with its tokenizer) or --hf for scoring.
+    fn load_for_scoring(&self) -> Result<ScoringModel>;
+}
+
+impl LoadInference for InferenceArgs {
+    fn load(&self) -> Result<Inference> {
+        let (device, precision, note) = device_and_precision(self)?;
         let Some(checkpoint) = &self.checkpoint else {
             return Err(UsageError::new(
                 "--hf is read by `eval --task` only: give --checkpoint RUN",
@@ -73,33 +60,10 @@ impl InferenceArgs {
         })
     }
 
-    /// The device (`--device`) and precision (`--dtype`) to run on, with what to tell the user
-    /// about the choice. Inference keeps the checkpoint's fp32 weights: bf16-pure runs as
-    /// autocast here.
-    fn device_and_precision(&self) -> Result<(Device, Precision, Option<String>)> {
-        let selected = select(self.device, 0)?;
-        let device = selected.device;
-        let bf16 = crate::device::bf16_supported(crate::device::capability(device));
-        let (precision, dtype_note) =
-            Precision::resolve(self.dtype, device, bf16).map_err(anyhow::Error::msg)?;
-        let precision = match precision {
-            Precision::Bf16Pure => Precision::Bf16,
-            p => p,
-        };
-        let note = match (selected.note, dtype_note) {
-            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-            (a, b) => a.or(b),
-        };
-        Ok((device, precision, note))
-    }
-}
-
-impl InferenceArgs {
-    /// The tokenizer of `loaded`'s model: `--tokenizer` when given, else the checkpoint's.
     /// Refused when its ids can reach beyond the model's vocabulary (its prompt would index
     /// past the embedding): a checkpoint written from shards without our manifest section
     /// records `gpt2`, whatever vocabulary its model has.
-    pub fn tokenizer(&self, loaded: &LoadedModel) -> Result<Tokenizer> {
+    fn tokenizer(&self, loaded: &LoadedModel) -> Result<Tokenizer> {
         let tokenizer = match &self.tokenizer {
             Some(arg) => resolve_tokenizer_arg(arg, None)
                 .map_err(|e| UsageError::new(format!("--tokenizer {arg}: {e}")))?,
@@ -121,6 +85,64 @@ impl InferenceArgs {
         }
         Ok(tokenizer)
     }
+
+    fn load_for_scoring(&self) -> Result<ScoringModel> {
+        let Some(dir) = &self.hf else {
+            let Inference {
+                loaded,
+                device,
+                precision,
+                note,
+            } = self.load()?;
+            let tokenizer = self.tokenizer(&loaded)?;
+            return Ok(ScoringModel {
+                vs: loaded.vs,
+                model: loaded.model,
+                tokenizer,
+                source: loaded.path,
+                step: Some(loaded.state.step),
+                device,
+                precision,
+                note,
+            });
+        };
+        let (device, precision, note) = device_and_precision(self)?;
+        let (config, tensors) = crate::hf::load(dir)?;
+        let vs = nn::VarStore::new(device);
+        let model = Gpt::new(&vs.root(), config);
+        crate::hf::copy_into(&vs, &tensors)?;
+        let tokenizer = hf_tokenizer(dir, config.vocab_size)?;
+        Ok(ScoringModel {
+            vs,
+            model,
+            tokenizer,
+            source: dir.clone(),
+            step: None,
+            device,
+            precision,
+            note,
+        })
+    }
+}
+
+/// The device (`--device`) and precision (`--dtype`) to run on, with what to tell the user
+/// about the choice. Inference keeps the checkpoint's fp32 weights: bf16-pure runs as
+/// autocast here.
+fn device_and_precision(args: &InferenceArgs) -> Result<(Device, Precision, Option<String>)> {
+    let selected = select(args.device, 0)?;
+    let device = selected.device;
+    let bf16 = crate::device::bf16_supported(crate::device::capability(device));
+    let (precision, dtype_note) =
+        Precision::resolve(args.dtype, device, bf16).map_err(anyhow::Error::msg)?;
+    let precision = match precision {
+        Precision::Bf16Pure => Precision::Bf16,
+        p => p,
+    };
+    let note = match (selected.note, dtype_note) {
+        (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+        (a, b) => a.or(b),
+    };
+    Ok((device, precision, note))
 }
 
 /// A model to score text with (`eval --task`): a checkpoint's, or a Hugging Face directory's
@@ -142,47 +164,6 @@ pub struct ScoringModel {
     pub precision: Precision,
     /// What to tell the user about the device choice.
     pub note: Option<String>,
-}
-
-impl InferenceArgs {
-    /// Loads --checkpoint (with its tokenizer) or --hf for scoring.
-    pub fn load_for_scoring(&self) -> Result<ScoringModel> {
-        let Some(dir) = &self.hf else {
-            let Inference {
-                loaded,
-                device,
-                precision,
-                note,
-            } = self.load()?;
-            let tokenizer = self.tokenizer(&loaded)?;
-            return Ok(ScoringModel {
-                vs: loaded.vs,
-                model: loaded.model,
-                tokenizer,
-                source: loaded.path,
-                step: Some(loaded.state.step),
-                device,
-                precision,
-                note,
-            });
-        };
-        let (device, precision, note) = self.device_and_precision()?;
-        let (config, tensors) = crate::hf::load(dir)?;
-        let vs = nn::VarStore::new(device);
-        let model = Gpt::new(&vs.root(), config);
-        crate::hf::copy_into(&vs, &tensors)?;
-        let tokenizer = hf_tokenizer(dir, config.vocab_size)?;
-        Ok(ScoringModel {
-            vs,
-            model,
-            tokenizer,
-            source: dir.clone(),
-            step: None,
-            device,
-            precision,
-            note,
-        })
-    }
 }
 
 /// A Hugging Face directory's tokenizer: its `tokenizer.json` (end of text: `config.json`'s

@@ -5,6 +5,7 @@
 //! evaluation, sampling, and Hugging Face export/import.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod dist;

@@ -3,66 +3,9 @@
 
 use crate::shim::{AutocastDevice, AutocastGuard};
 use anyhow::Result;
+pub use h5gpt_core::options::requests::DtypeRequest;
 use serde::{Deserialize, Serialize};
 use tch::Device;
-
-/// What `--dtype` asked for. Written as its name; read as `--dtype` reads it (aliases
-/// included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DtypeRequest {
-    /// bf16 autocast on CUDA, fp32 on CPU.
-    Auto,
-    /// fp32 (TF32 matmuls on CUDA).
-    Fp32,
-    /// bf16 autocast.
-    Bf16,
-    /// bf16 weights and activations, fp32 masters and gradient accumulation.
-    Bf16Pure,
-}
-
-impl DtypeRequest {
-    /// The name as `--dtype` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            DtypeRequest::Auto => "auto",
-            DtypeRequest::Fp32 => "fp32",
-            DtypeRequest::Bf16 => "bf16",
-            DtypeRequest::Bf16Pure => "bf16-pure",
-        }
-    }
-}
-
-impl std::fmt::Display for DtypeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for DtypeRequest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for DtypeRequest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::str::FromStr for DtypeRequest {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(DtypeRequest::Auto),
-            "fp32" | "float32" => Ok(DtypeRequest::Fp32),
-            "bf16" | "bfloat16" => Ok(DtypeRequest::Bf16),
-            "bf16-pure" => Ok(DtypeRequest::Bf16Pure),
-            other => Err(format!("`{other}`: expected auto, fp32, bf16 or bf16-pure")),
-        }
-    }
-}
 
 /// The arithmetic a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

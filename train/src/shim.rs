@@ -109,10 +109,15 @@ pub fn allow_tf32(enabled: bool) -> Result<(), ShimError> {
 }
 
 /// Whether libtorch has its CUDA backend (false for a CPU-only build, or when
-/// `libtorch_cuda.so` was not linked in).
+/// `libtorch_cuda.so` was not linked in). libtorch's own answer (`at::hasCUDA`) is also false
+/// on a machine without a GPU or driver, so a `libtorch_cuda` mapped into this process counts
+/// too.
 pub fn cuda_backend_linked() -> bool {
     // SAFETY: a plain query.
-    unsafe { h5gpt_has_cuda() == 1 }
+    let usable = unsafe { h5gpt_has_cuda() == 1 };
+    usable
+        || std::fs::read_to_string("/proc/self/maps")
+            .is_ok_and(|maps| maps.contains("/libtorch_cuda.so"))
 }
 
 /// AdamW hyper-parameters shared by one fused call.

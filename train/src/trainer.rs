@@ -94,6 +94,8 @@ pub struct TrainConfig {
     /// Non-finite steps (loss or gradient norm) skipped before the run stops; 0: the first
     /// one stops it.
     pub skip_nonfinite: usize,
+    /// A console line every this many steps (`--log-every`); `metrics.jsonl` keeps every step.
+    pub log_every: usize,
     /// Evaluation shard directories, read as one set, instead of the `val/` of `shards`.
     pub val_shards: Vec<PathBuf>,
     /// Rows per optimizer step as given (`--batch-size`): used exactly, never shrunk for
@@ -158,6 +160,7 @@ impl TrainConfig {
             reweight: false,
             allow_data_change: false,
             skip_nonfinite: filled(builtin.skip_nonfinite),
+            log_every: filled(builtin.log_every),
             val_shards: Vec::new(),
             batch_rows: None,
             lr_schedule: None,
@@ -398,6 +401,8 @@ struct StepContext {
     peak_flops: Option<f64>,
     device: Device,
     skip_nonfinite: usize,
+    /// A console line every this many steps (and the run's first and last).
+    log_every: usize,
 }
 
 /// Runs (or resumes) training: `Run::prepare` sets the run up, then the loop below trains,
@@ -741,7 +746,9 @@ impl Run<'_> {
             peak_mem_gib: peak_memory.map(|p| p.allocated as f64 / (1u64 << 30) as f64),
             skipped: nonfinite,
         };
-        if !nonfinite {
+        let console =
+            step % ctx.log_every == 0 || step == self.start_step || step + 1 == self.total_steps;
+        if !nonfinite && console {
             let mfu = m
                 .mfu
                 .map(|f| format!(" | mfu {:.1}%", f * 100.0))

@@ -57,7 +57,7 @@ impl RunRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
     /// A path is neither a run nor a sweep.
-    #[error("{0}: not a run folder (no {CHECKPOINTS}/) nor a sweep folder (no {SWEEP_FILE})\n---> HINT: pass the folders `train --out` wrote, or the folder `plan sweep --out` wrote")]
+    #[error("{0}: not a run folder (no {CHECKPOINTS}/) nor a sweep folder (no {SWEEP_FILE})\n---> HINT: pass the folders `train --out` wrote, or the folder `h5gpt plan sweep --out` wrote")]
     NotARun(PathBuf),
     /// A file could not be read.
     #[error("{path}: {what}")]
@@ -74,7 +74,7 @@ pub enum RunsError {
     #[error("the runs trained on different data, and one law cannot describe them:\n{0}\n---> HINT: fit the runs of one dataset, tokenizer and seq_len at a time")]
     MixedData(String),
     /// Too few runs.
-    #[error("{count} runs: the five-parameter fit needs at least {MIN_RUNS}; add runs at\n{suggestions}---> HINT: `plan sweep` plans an IsoFLOP grid of 5 runs per budget")]
+    #[error("{count} runs: the five-parameter fit needs at least {MIN_RUNS}; add runs at\n{suggestions}---> HINT: `h5gpt plan sweep` plans an IsoFLOP grid of 5 runs per budget")]
     TooFew {
         /// Runs given.
         count: usize,

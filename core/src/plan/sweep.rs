@@ -414,7 +414,7 @@ pub fn write(
     let mut script = format!(
         "#!/bin/sh\n# Trains the {} runs of this sweep in order (written by: {command}).\n\
          # Rerunning it continues: a finished run resumes at its last step and stops.\n\
-         # Then: plan fit {}\nset -e\nTRAIN=\"${{TRAIN:-train}}\"\n",
+         # Then: h5gpt plan fit {}\nset -e\nTRAIN=\"${{TRAIN:-train}}\"\n",
         runs.len(),
         shell_quote(&out.display().to_string())
     );

@@ -1,6 +1,7 @@
-//! The crate graph ARCHITECTURE.md draws, read from `cargo metadata`: `train` → {core,
-//! tokenizer, formats}, `preprocess` → {tokenizer, formats}; `core`, `tokenizer` and `formats`
-//! reach neither `tch` nor `torch-sys`, and `formats` depends on no other h5gpt crate.
+//! The crate graph ARCHITECTURE.md draws, read from `cargo metadata`: `h5gpt` (cli) → {core,
+//! preprocess, formats}, `train` → {core, tokenizer, formats}, `preprocess` → {tokenizer,
+//! formats}; `h5gpt`, `core`, `preprocess`, `tokenizer` and `formats` reach neither `tch` nor
+//! `torch-sys`, and `formats` depends on no other h5gpt crate.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,7 +91,7 @@ fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, root: &str) -> BTreeSet
 fn ours(names: &BTreeSet<String>) -> BTreeSet<&str> {
     names
         .iter()
-        .filter(|n| n.starts_with("h5gpt-"))
+        .filter(|n| n.starts_with("h5gpt-") || *n == "h5gpt")
         .map(String::as_str)
         .collect()
 }
@@ -109,11 +110,22 @@ fn the_crate_graph_is_the_one_architecture_md_draws() {
         "preprocess's h5gpt dependencies"
     );
     assert_eq!(
+        ours(&graph["h5gpt"]),
+        BTreeSet::from(["h5gpt-core", "h5gpt-preprocess", "h5gpt-formats"]),
+        "the h5gpt command's h5gpt dependencies"
+    );
+    assert_eq!(
         ours(&graph["h5gpt-formats"]),
         BTreeSet::new(),
         "formats depends on no other h5gpt crate"
     );
-    for torch_free in ["h5gpt-core", "h5gpt-tokenizer", "h5gpt-formats"] {
+    for torch_free in [
+        "h5gpt",
+        "h5gpt-core",
+        "h5gpt-preprocess",
+        "h5gpt-tokenizer",
+        "h5gpt-formats",
+    ] {
         let reach = reachable(&graph, torch_free);
         for torch in ["tch", "torch-sys"] {
             assert!(

@@ -253,7 +253,7 @@ fn eval_task_scores_a_checkpoint_and_its_hf_export_alike() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let hf = dir.path().join("hf");
-    let o = run("h5gpt-export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
+    let o = run("export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
     assert!(o.status.success(), "{}", text(&o));
     for task in [&mc, &lambada] {
         let mut results = Vec::new();

@@ -6,6 +6,7 @@ mod cerebras;
 mod crate_graph;
 mod dedup;
 mod eval_task;
+mod h5gpt_command;
 mod inspect;
 mod main_job;
 mod nonfinite;

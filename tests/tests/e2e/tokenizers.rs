@@ -202,10 +202,7 @@ fn wordlevel_small_language_trains_an_auto_sized_model_that_beats_the_unigram_en
 
     // export --hf writes the trained tokenizer; transformers encodes as we do.
     let hf = dir.path().join("hf");
-    let o = run(
-        "h5gpt-export",
-        &["--checkpoint", s(&run_dir), "--hf", s(&hf)],
-    );
+    let o = run("export", &["--checkpoint", s(&run_dir), "--hf", s(&hf)]);
     assert!(o.status.success(), "{}", text(&o));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();

@@ -137,15 +137,19 @@ fn metric_rows(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// preprocess → train → sample → eval, as the README walks through it.
+/// preprocess → train → sample → eval, as the README walks through it: `h5gpt train` (through
+/// `h5gpt-torch`), a console line every `--log-every` steps, and `h5gpt eval` typed into bash.
 #[test]
 fn preprocess_train_sample_eval() {
     let dir = tempfile::tempdir().unwrap();
     let shards = small_shards(dir.path(), 32);
     let out = dir.path().join("run");
     let o = run(
-        "train",
+        "h5gpt",
         &[
+            "train",
+            "--log-every",
+            "10",
             "--shards",
             &s(&shards),
             "--out",
@@ -174,6 +178,14 @@ fn preprocess_train_sample_eval() {
     let val_loss: Vec<f64> = rows.iter().filter_map(|r| r["val_loss"].as_f64()).collect();
     assert_eq!(train_loss.len(), 40);
     assert_eq!(val_loss.len(), 3, "at 0, 20 and 40 steps");
+    let step_lines: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" | loss "))
+        .filter_map(|l| l.strip_prefix("step "))
+        .map(|l| l.split('|').next().unwrap().trim())
+        .collect();
+    assert_eq!(step_lines, ["0", "10", "20", "30", "39"], "{}", text(&o));
     assert!(val_loss[2] < val_loss[0] - 1.0, "{val_loss:?}");
     for f in [
         "config.toml",
@@ -224,18 +236,22 @@ fn preprocess_train_sample_eval() {
     };
     assert_eq!(greedy("1"), greedy("2"));
 
-    let o = run(
-        "eval",
-        &[
-            "--checkpoint",
-            &s(&out),
-            "--shards",
-            &s(&shards),
-            "--json",
-            "--device",
-            "cpu",
-        ],
-    );
+    // As the README writes it, in bash (where a bare `eval` is the shell's builtin).
+    let bin_dir = bin("h5gpt").parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "h5gpt eval --checkpoint '{}' --shards '{}' --json --device cpu",
+            s(&out),
+            s(&shards)
+        ))
+        .env("PATH", path)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let loss = result["loss"].as_f64().unwrap();
@@ -249,7 +265,7 @@ fn preprocess_train_sample_eval() {
     // Export to Hugging Face's layout, then start a new run from it: its first validation
     // (same held-out rows) sees the trained model's final validation loss.
     let hf = dir.path().join("hf");
-    let o = run("h5gpt-export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
+    let o = run("export", &["--checkpoint", &s(&out), "--hf", &s(&hf)]);
     assert!(o.status.success(), "{}", text(&o));
     let from_hf = dir.path().join("from-hf");
     let o = run(

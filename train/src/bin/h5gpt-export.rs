@@ -1,5 +1,10 @@
-//! `h5gpt-export`: the `export` command under a name no shell shadows (see [`h5gpt_train::hf`]).
+//! `h5gpt-export`: `h5gpt export` under its earlier name, kept for one release (deprecated).
 
 fn main() -> std::process::ExitCode {
-    h5gpt_train::hf::cli_main("h5gpt-export")
+    eprintln!("h5gpt-export: deprecated: use `h5gpt export` (this name goes in the next release)");
+    h5gpt_train::cli::export::main(
+        "h5gpt-export",
+        "h5gpt-export",
+        std::env::args_os().collect(),
+    )
 }

@@ -189,6 +189,7 @@ impl<'a> Run<'a> {
             peak_flops: peak_flops(config, device),
             device,
             skip_nonfinite: config.skip_nonfinite,
+            log_every: config.log_every,
         };
         let layout = batch_layout(config, plan.global, rank, world, &mut log)?;
         let loader_config = LoaderConfig {
@@ -430,7 +431,7 @@ fn join_group(
     };
     if !backend.available() {
         bail!(
-            "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (README, Many GPUs and machines), or train data-parallel on CPU with --device cpu (Gloo)"
+            "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (docs/distributed.md), or train data-parallel on CPU with --device cpu (Gloo)"
         );
     }
     Ok(ProcessGroup::connect(

@@ -452,12 +452,14 @@ fn export_binaries_write_a_loadable_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let (vs, model) = random_model(tiny(), 8);
     let run = fake_run(&tmp.path().join("run"), &vs, tiny());
-    for (bin, exe) in [
-        ("export", env!("CARGO_BIN_EXE_export")),
-        ("h5gpt-export", env!("CARGO_BIN_EXE_h5gpt-export")),
+    // `h5gpt export` runs `h5gpt-torch export`; `h5gpt-export` is its deprecated alias.
+    for (bin, exe, first) in [
+        ("export", env!("CARGO_BIN_EXE_h5gpt-torch"), Some("export")),
+        ("h5gpt-export", env!("CARGO_BIN_EXE_h5gpt-export"), None),
     ] {
         let out = tmp.path().join(format!("hf-{bin}"));
         let result = Command::new(exe)
+            .args(first)
             .arg("--checkpoint")
             .arg(&run)
             .arg("--hf")
@@ -472,6 +474,13 @@ fn export_binaries_write_a_loadable_directory() {
             result.status,
             String::from_utf8_lossy(&result.stderr)
         );
+        if first.is_none() {
+            let stderr = String::from_utf8_lossy(&result.stderr);
+            assert!(
+                stderr.contains("deprecated: use `h5gpt export`"),
+                "{stderr}"
+            );
+        }
         let params = tiny().breakdown_unpadded().total();
         assert!(stdout.contains(&format!("{params} parameters")), "{stdout}");
         assert!(stdout.contains("vocab 6350"), "{stdout}");

@@ -20,9 +20,7 @@ fn libtorch_binaries_keep_libtorch_cuda() {
     }
     for bin in [
         env!("CARGO_BIN_EXE_train"),
-        env!("CARGO_BIN_EXE_sample"),
-        env!("CARGO_BIN_EXE_eval"),
-        env!("CARGO_BIN_EXE_export"),
+        env!("CARGO_BIN_EXE_h5gpt-torch"),
         env!("CARGO_BIN_EXE_h5gpt-export"),
     ] {
         let libs = ldd(Path::new(bin)).unwrap();

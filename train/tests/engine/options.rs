@@ -1,4 +1,4 @@
-//! The `train` options: declared once, and the help and the README agree with the declaration.
+//! The `train` options: declared once, and the help and docs/train.md agree with the declaration.
 
 use clap::CommandFactory;
 use h5gpt_train::options::TrainOptions;
@@ -39,16 +39,16 @@ fn help_flags() -> BTreeSet<String> {
         .collect()
 }
 
-/// The README's `train` section: its flag tables' rows as (flags, default column).
-fn readme_rows() -> Vec<(Vec<String>, String)> {
-    let readme = include_str!("../../../README.md");
-    let start = readme
-        .find("\n## `train`")
-        .expect("README has a train section");
-    let rest = &readme[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
-    rest[..end]
-        .lines()
+/// The `train` page (docs/train.md): its flag tables' rows as (flags, default column).
+fn doc_rows() -> Vec<(Vec<String>, String)> {
+    // The whole page is the train section: blends and μP included, distributed runs and
+    // Cerebras configs on pages of their own (they add no train flags).
+    let page = include_str!("../../../docs/train.md");
+    assert!(
+        page.starts_with("# `train`"),
+        "docs/train.md: not the train page"
+    );
+    page.lines()
         .filter(|l| l.starts_with("| `--"))
         .map(|line| {
             let cells: Vec<&str> = line.split(" | ").collect();
@@ -65,26 +65,26 @@ fn readme_rows() -> Vec<(Vec<String>, String)> {
         .collect()
 }
 
-/// The README's train tables list exactly the flags of `train --help`, and a flag's default
-/// there is its declared default.
+/// The flag tables of docs/train.md list exactly the flags of `train --help`, and a flag's
+/// default there is its declared default.
 #[test]
-fn readme_train_tables_match_the_help() {
-    let rows = readme_rows();
+fn doc_train_tables_match_the_help() {
+    let rows = doc_rows();
     let listed: BTreeSet<String> = rows.iter().flat_map(|(f, _)| f.clone()).collect();
     let flags = help_flags();
     let missing: Vec<_> = flags.difference(&listed).collect();
     let unknown: Vec<_> = listed.difference(&flags).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "README train tables: flags missing {missing:?}, flags that do not exist {unknown:?}"
+        "docs/train.md tables: flags missing {missing:?}, flags that do not exist {unknown:?}"
     );
     let mut compared = 0;
     for (field, default) in TrainOptions::declared_defaults() {
         let flag = field.replace('_', "-");
-        if let Some((_, readme_default)) = rows.iter().find(|(f, _)| f == &vec![flag.clone()]) {
+        if let Some((_, doc_default)) = rows.iter().find(|(f, _)| f == &vec![flag.clone()]) {
             assert_eq!(
-                readme_default, default,
-                "README: --{flag}'s default is {readme_default}, declared {default}"
+                doc_default, default,
+                "docs/train.md: --{flag}'s default is {doc_default}, declared {default}"
             );
             compared += 1;
         }

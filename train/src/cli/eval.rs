@@ -1,61 +1,24 @@
-//! `eval`: a checkpoint's loss and perplexity over a shard directory, or a model's accuracy on
-//! a task file (`--task`: [`h5gpt_train::task_eval`]).
+//! `h5gpt eval`: a checkpoint's loss and perplexity over a shard directory, or a model's accuracy on
+//! a task file (`--task`: [`crate::task_eval`]).
 
+use crate::checkpoint::{check_data_against, check_data_tokenizer, SavedTokenizer};
+use crate::evaluate::evaluate;
+use crate::inference::{Inference, LoadInference};
+use crate::task_eval::TaskRun;
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use h5gpt_core::options::inference::EvalArgs;
 use h5gpt_formats::exit::check_at_least_one;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
-use h5gpt_train::checkpoint::{check_data_against, check_data_tokenizer, SavedTokenizer};
-use h5gpt_train::evaluate::evaluate;
-use h5gpt_train::inference::{Inference, InferenceArgs};
-use h5gpt_train::task_eval::TaskRun;
-use std::path::PathBuf;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-/// Loss and perplexity of a checkpoint over a shard directory (its `val/` when it has one), or
-/// accuracy on a multiple-choice or LAMBADA task file (`--task`, see docs/eval.md).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    model: InferenceArgs,
-    /// Shard directory (a directory with `val/` is evaluated on `val/`).
-    #[arg(long, required_unless_present = "task", conflicts_with = "task")]
-    shards: Option<PathBuf>,
-    /// A task file (jsonl: HellaSwag, `{context, choices, answer}` or LAMBADA) to score
-    /// instead of --shards: accuracy as lm-evaluation-harness computes it (docs/eval.md).
-    #[arg(long, value_name = "FILE.jsonl")]
-    task: Option<PathBuf>,
-    /// With --task: score the first N items only. [default: all]
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// With --task: write each item's log-likelihoods and predictions to FILE (jsonl).
-    #[arg(long, value_name = "FILE", requires = "task")]
-    per_item: Option<PathBuf>,
-    /// Rows per forward pass, at least 1 (with --task: continuations per forward pass).
-    #[arg(long, default_value_t = 8)]
-    micro_batch: usize,
-    /// Evaluate at most this many rows (at least 1). [default: all]
-    #[arg(long)]
-    max_rows: Option<usize>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
+/// Runs `eval` on `args` (the program name first), reporting itself as `bin` in usage lines.
+pub fn main(bin: &str, args: Vec<OsString>) -> ExitCode {
+    super::exit("eval", run(super::parse(bin, args)))
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eval: error: {e:#}");
-            ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
-        }
-    }
-}
-
-fn run() -> Result<()> {
-    let args = Args::parse();
+fn run(args: EvalArgs) -> Result<()> {
     check_at_least_one("--micro-batch", args.micro_batch)?;
     if let Some(rows) = args.max_rows {
         check_at_least_one("--max-rows", rows)?;

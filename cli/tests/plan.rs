@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn plan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plan"))
+    Command::new(env!("CARGO_BIN_EXE_h5gpt"))
+        .arg("plan")
         .args(args)
         .output()
         .expect("plan runs")
@@ -326,8 +327,8 @@ fn ldd(binary: &Path) -> Option<String> {
 }
 
 #[test]
-fn plan_links_no_libtorch() {
-    let Some(libs) = ldd(Path::new(env!("CARGO_BIN_EXE_plan"))) else {
+fn h5gpt_links_no_libtorch() {
+    let Some(libs) = ldd(Path::new(env!("CARGO_BIN_EXE_h5gpt"))) else {
         eprintln!("no ldd here; skipped");
         return;
     };

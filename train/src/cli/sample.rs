@@ -1,50 +1,19 @@
-//! `sample`: text from a trained model's checkpoint.
+//! `h5gpt sample`: text from a trained model's checkpoint.
 
+use crate::generate::{generate, SampleOptions};
+use crate::inference::{Inference, LoadInference};
 use anyhow::Result;
-use clap::Parser;
+use h5gpt_core::options::inference::SampleArgs;
 use h5gpt_formats::exit::{check_at_least_one, check_finite_within};
-use h5gpt_train::generate::{generate, SampleOptions};
-use h5gpt_train::inference::{Inference, InferenceArgs};
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-/// Generate text from a checkpoint (a run directory: its newest checkpoint).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    model: InferenceArgs,
-    /// Text to continue. [default: start of a document]
-    #[arg(long, default_value = "")]
-    prompt: String,
-    /// Tokens to generate.
-    #[arg(long, default_value_t = 200)]
-    max_new_tokens: usize,
-    /// Sampling temperature, finite and at least 0 (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    /// Sample among the k most likely tokens, at least 1 (1: greedy).
-    #[arg(long, default_value_t = 200)]
-    top_k: usize,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 1337)]
-    seed: u64,
-    /// Samples to draw, at least 1 (seeds seed, seed+1, …).
-    #[arg(long, default_value_t = 1)]
-    num_samples: usize,
+/// Runs `sample` on `args` (the program name first), reporting itself as `bin` in usage lines.
+pub fn main(bin: &str, args: Vec<OsString>) -> ExitCode {
+    super::exit("sample", run(super::parse(bin, args)))
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sample: error: {e:#}");
-            ExitCode::from(h5gpt_formats::exit::exit_code(e.as_ref()))
-        }
-    }
-}
-
-fn run() -> Result<()> {
-    let args = Args::parse();
+fn run(args: SampleArgs) -> Result<()> {
     check_finite_within("--temperature", args.temperature, 0.0, f64::INFINITY)?;
     check_at_least_one("--top-k", args.top_k)?;
     check_at_least_one("--num-samples", args.num_samples)?;

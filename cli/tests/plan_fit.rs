@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn plan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plan"))
+    Command::new(env!("CARGO_BIN_EXE_h5gpt"))
+        .arg("plan")
         .args(args)
         .output()
         .expect("plan runs")

@@ -1,7 +1,7 @@
 //! `plan sweep`: an IsoFLOP grid of `train` configs, a script that runs them, and a table of
 //! N, D, steps and time.
 
-use crate::{duration, parse_flops, parse_tokens, sci, table};
+use super::{duration, parse_flops, parse_tokens, sci, table};
 use anyhow::{bail, Context, Result};
 use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
@@ -64,7 +64,7 @@ pub struct SweepArgs {
     /// Model FLOPs utilization for --gpu.
     #[arg(long, default_value_t = 0.4)]
     pub mfu: f64,
-    /// Steps of each run timed on this machine (with the `train` beside `plan`, or $TRAIN);
+    /// Steps of each run timed on this machine (with the `train` beside `h5gpt`, or $TRAIN);
     /// 0: no timing.
     #[arg(long, default_value_t = 5)]
     pub time_steps: usize,
@@ -383,7 +383,7 @@ fn sweep_text(
             vec![
                 r.name.clone(),
                 format!("{:.2e}", r.budget),
-                crate::count(r.params),
+                super::count(r.params),
                 format!("{}×{}", r.model.n_layer, r.model.n_embd),
                 sci(r.tokens),
                 format!("{:.1}", r.tokens / r.params as f64),
@@ -430,7 +430,7 @@ fn sweep_text(
         .and_then(Path::parent)
         .map_or_else(String::new, |d| d.display().to_string());
     out += &format!(
-        "wrote {dir}/configs/*.toml, {dir}/{SCRIPT_FILE}, {dir}/{SWEEP_FILE}\nnext: sh {dir}/{SCRIPT_FILE} && plan fit {dir}\n"
+        "wrote {dir}/configs/*.toml, {dir}/{SCRIPT_FILE}, {dir}/{SWEEP_FILE}\nnext: sh {dir}/{SCRIPT_FILE} && h5gpt plan fit {dir}\n"
     );
     out
 }

@@ -1,6 +1,6 @@
 //! `plan fit`: your own scaling law from your own runs.
 
-use crate::{parse_flops, parse_tokens, sci, table};
+use super::{parse_flops, parse_tokens, sci, table};
 use anyhow::Result;
 use h5gpt_core::config::Preset;
 use h5gpt_core::plan::fit::{
@@ -345,7 +345,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
         .map(|r| {
             vec![
                 r.name(),
-                crate::count(r.params as usize),
+                super::count(r.params as usize),
                 sci(r.tokens),
                 format!("{:.1}", r.tokens / r.params),
                 sci(r.flops),
@@ -505,10 +505,10 @@ pub fn run(args: &FitArgs) -> Result<()> {
             p.model,
             sci(p.tokens),
             show(&p.yours, 3, false),
-            crate::count(p.params_non_embedding as usize),
+            super::count(p.params_non_embedding as usize),
             p.chinchilla,
             p.epoch,
-            crate::count(p.params_all as usize),
+            super::count(p.params_all as usize),
         );
     }
     if let Some(path) = &plot_path {

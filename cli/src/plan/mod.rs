@@ -1,4 +1,4 @@
-//! `plan`: parameters, FLOPs, predicted loss, compute-optimal sizes and training time, before a
+//! `h5gpt plan`: parameters, FLOPs, predicted loss, compute-optimal sizes and training time, before a
 //! run starts. Built on `h5gpt_core` alone: it links no libtorch.
 
 use anyhow::{Context, Result};
@@ -11,7 +11,7 @@ use h5gpt_core::plan::chinchilla::{table_a4, table_a9, TABLE_3};
 use h5gpt_core::plan::model::{ModelPlan, TrainingPlan};
 use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::{auto_size, AutoSize};
-use h5gpt_formats::exit::{exit_code, UsageError};
+use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::text::thousands;
@@ -19,7 +19,6 @@ use h5gpt_formats::DataParams;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// Returns a usage error (exit 2): a bad flag or value.
 macro_rules! usage {
@@ -34,8 +33,14 @@ macro_rules! usage {
 /// With no arguments: GPT-2 small trained on 20 tokens per parameter. `plan sweep` and
 /// `plan fit` fit your own scaling law.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
-struct Args {
+#[command(
+    name = "plan",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct PlanArgs {
     /// `convert-mup`: a Model Zoo config in its μP form.
     #[command(subcommand)]
     command: Option<Command>,
@@ -113,9 +118,9 @@ struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Plan an IsoFLOP sweep: one train config per run and a script that runs them all.
-    Sweep(sweep_command::SweepArgs),
+    Sweep(sweep::SweepArgs),
     /// Fit L(N, D) = E + A/N^α + B/D^β to your runs (Chinchilla's Approach 3 and 2).
-    Fit(fit_command::FitArgs),
+    Fit(fit::FitArgs),
     /// Turn a standard-parameterization Model Zoo config into its μP form, as the Model Zoo's
     /// convert_config_to_mup.py does (Cerebras-GPT's base: width 256, LR 6e-3, init std 0.08,
     /// embedding multiplier 10). Writes our TOML (a `train --config` file), or with
@@ -246,16 +251,6 @@ fn parse_flops(s: &str) -> Result<f64, String> {
     parse_bounded(s, MAX_FLOPS, "FLOPs")
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("plan: error: {e:#}");
-            ExitCode::from(exit_code(e.as_ref()))
-        }
-    }
-}
-
 /// What a shard directory's manifest says about the data.
 struct Corpus {
     path: PathBuf,
@@ -302,7 +297,7 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
 }
 
 /// The model `--model` and the shape flags describe; `None` when none is given.
-fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig>> {
+fn model_config(args: &PlanArgs, corpus: Option<&Corpus>) -> Result<Option<GptConfig>> {
     let overrides = [
         args.n_layer,
         args.n_head,
@@ -328,13 +323,11 @@ fn model_config(args: &Args, corpus: Option<&Corpus>) -> Result<Option<GptConfig
     Ok(Some(cfg))
 }
 
-#[path = "plan_commands/fit.rs"]
-mod fit_command;
-#[path = "plan_commands/sweep.rs"]
-mod sweep_command;
+mod fit;
+mod sweep;
 
 /// The model of a Model Zoo config, with the shape flags applied.
-fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
+fn cerebras_model(args: &PlanArgs, mapped: &cerebras::Mapped) -> Result<GptConfig> {
     let mut cfg = mapped.model;
     cfg.n_layer = args.n_layer.unwrap_or(cfg.n_layer);
     cfg.n_head = args.n_head.unwrap_or(cfg.n_head);
@@ -346,15 +339,15 @@ fn cerebras_model(args: &Args, mapped: &cerebras::Mapped) -> Result<GptConfig> {
     Ok(cfg)
 }
 
-fn run() -> Result<()> {
-    let args = Args::parse();
+/// Runs `h5gpt plan` with `args`.
+pub fn run(args: PlanArgs) -> Result<()> {
     match &args.command {
         Some(Command::ConvertMup(convert)) => return convert_mup(convert),
         Some(Command::Sweep(sweep)) => {
             let line: Vec<String> = std::env::args().collect();
-            return sweep_command::run(sweep, &line.join(" "));
+            return sweep::run(sweep, &line.join(" "));
         }
-        Some(Command::Fit(fit)) => return fit_command::run(fit),
+        Some(Command::Fit(fit)) => return fit::run(fit),
         None => {}
     }
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {

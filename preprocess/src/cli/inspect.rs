@@ -1,15 +1,15 @@
-//! `inspect`: summary, decoded samples and invariant checks of h5gpt / Cerebras shard sets.
+//! `h5gpt inspect`: summary, decoded samples and invariant checks of h5gpt / Cerebras shard sets.
 
+use crate::inspect::{print_human, run, InspectOptions};
 use clap::Parser;
-use h5gpt_preprocess::inspect::{print_human, run, InspectOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Summarize, show and verify HDF5 shard sets (h5gpt or Cerebras Model Zoo layout).
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
+#[command(name = "inspect", version, about)]
+pub struct InspectArgs {
     /// Shard directories and/or `.h5` files.
     #[arg(required_unless_present = "run")]
     inputs: Vec<PathBuf>,
@@ -52,8 +52,8 @@ struct Args {
     find: Option<String>,
 }
 
-fn audit(args: &Args, run_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use h5gpt_preprocess::run_inspect as ri;
+fn audit(args: &InspectArgs, run_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use crate::run_inspect as ri;
     let audit = h5gpt_formats::audit::RunAudit::open(run_dir)?;
     let print_json = |v: &dyn erased::Json| println!("{}", v.json());
     if let Some(step) = args.step {
@@ -101,7 +101,7 @@ mod erased {
 
 /// Refuses (exit 2, like a missing `--shards` elsewhere) a path given on the command line
 /// that does not exist or cannot be opened, and a count out of range.
-fn check_args(args: &Args) -> Result<(), h5gpt_formats::exit::UsageError> {
+fn check_args(args: &InspectArgs) -> Result<(), h5gpt_formats::exit::UsageError> {
     use h5gpt_formats::exit::UsageError;
     h5gpt_formats::exit::check_at_least_one("--max-violations", args.max_violations)?;
     let paths = args.inputs.iter().map(|p| ("", p));
@@ -121,8 +121,8 @@ fn check_args(args: &Args) -> Result<(), h5gpt_formats::exit::UsageError> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// Runs `inspect` with `args` (parsed by `h5gpt`); the exit code: 1 when a check fails.
+pub fn run_command(args: InspectArgs) -> ExitCode {
     if let Err(e) = check_args(&args) {
         eprintln!("inspect: error: {e}");
         return ExitCode::from(h5gpt_formats::exit::USAGE);
