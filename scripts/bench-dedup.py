@@ -16,7 +16,7 @@ Measured, in the same run, median of RUNS (default 3):
   - agreement of the removed sets (which (file, line) each removes).
 
 Usage: scripts/bench-dedup.py [CORPUS_DIR]   (RUNS=1 for a quick look; needs a release build,
-cargo build --release -p h5gpt-preprocess, or PREPROCESS=path/to/preprocess)
+cargo build --release --workspace --bins, or PREPROCESS=path/to/preprocess)
 """
 import json
 import os

@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 bash scripts/setup.sh >/dev/null
-cargo build --release -q -p h5gpt-train --example bench_step
+# --workspace: the feature set of every other build here, so nothing else is rebuilt
+cargo build --release -q --workspace --example bench_step
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
 flags=(--threads "$threads" --warmup "$warmup" --steps "$steps")

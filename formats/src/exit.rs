@@ -55,6 +55,22 @@ pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
     RUNTIME
 }
 
+/// The exit code of a command's result: 0, or the error printed to stderr as
+/// `NAME: error: …` (with its chain of causes, as anyhow's `{:#}` prints it) and the code
+/// [`exit_code`] gives it. Every binary's `main` ends here.
+pub fn report<E>(name: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: std::fmt::Display + AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::from(exit_code(e.as_ref()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,21 +98,5 @@ mod tests {
         assert_eq!(exit_code(&plain), RUNTIME);
         assert_eq!(exit_code(&UsageError::new("--lr nan")), USAGE);
         assert_eq!(exit_code(&Wrapper(UsageError::new("--lr nan"))), USAGE);
-    }
-}
-
-/// The exit code of a command's result: 0, or the error printed to stderr as
-/// `NAME: error: …` (with its chain of causes, as anyhow's `{:#}` prints it) and the code
-/// [`exit_code`] gives it. Every binary's `main` ends here.
-pub fn report<E>(name: &str, result: Result<(), E>) -> std::process::ExitCode
-where
-    E: std::fmt::Display + AsRef<dyn std::error::Error + Send + Sync + 'static>,
-{
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: error: {e:#}");
-            std::process::ExitCode::from(exit_code(e.as_ref()))
-        }
     }
 }

@@ -8,13 +8,13 @@
 //! pieces go on as documents of their own (an end-of-document token between them), and a
 //! document cut into more than [`MAX_PIECES`] pieces is dropped. Only `train/` is cleaned.
 //!
-//! The files: JSON lines (`.jsonl`/`.json`) whose objects' fields `text` (LAMBADA), `ctx`,
-//! `ctx_a`, `ctx_b` and each string of `endings` (HellaSwag), `question`, `query`, `goal`,
-//! `passage` are items, each on its own; any other file: each non-empty line is an item. An
-//! item of fewer words than the n-gram contributes nothing.
-//!
-//! This reader is deliberately small (the text fields only); the evaluation task readers are
-//! elsewhere.
+//! The files: a task file `h5gpt eval --task` reads (HellaSwag, `{context, choices, answer}`
+//! or LAMBADA, through the same reader, [`h5gpt_formats::task`]) gives, per item, each
+//! context joined to each of its continuations as `eval --task` scores them (both of
+//! HellaSwag's forms); any other JSON lines (`.jsonl`/`.json`) give their objects' fields
+//! `text`, `ctx`, `ctx_a`, `ctx_b`, `question`, `query`, `goal`, `passage` and each string of
+//! `endings`, each on its own; any other file: each non-empty line is an item. An item of
+//! fewer words than the n-gram contributes nothing.
 
 use crate::dedup::normalise::normalise;
 use anyhow::{bail, Context, Result};
@@ -113,6 +113,11 @@ pub fn read_items(path: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("--decontaminate {}: cannot read", path.display()))?;
     let name = path.to_string_lossy().to_lowercase();
     let json = name.ends_with(".jsonl") || name.ends_with(".json");
+    if json {
+        if let Ok(task) = h5gpt_formats::task::Task::parse(path, &text, None) {
+            return Ok(task_items(&task));
+        }
+    }
     let mut items = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -143,6 +148,20 @@ pub fn read_items(path: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(items)
+}
+
+/// A task's text as `eval --task` scores it: each context with each of its continuations (the
+/// harness form and, for HellaSwag, build-nanogpt's), so n-grams across the join count too.
+fn task_items(task: &h5gpt_formats::task::Task) -> Vec<String> {
+    let mut items = Vec::new();
+    for item in &task.items {
+        for scored in std::iter::once(&item.harness).chain(&item.raw) {
+            for continuation in &scored.continuations {
+                items.push(format!("{}{continuation}", scored.context));
+            }
+        }
+    }
+    items
 }
 
 impl Decontaminator {
@@ -326,6 +345,24 @@ mod tests {
         // 10 cuts: 11 pieces → dropped; 9 cuts: 10 pieces → kept.
         assert!(matches!(d.clean(&text_with(10)), Cleaned::Dropped(m) if m.len() == 10));
         assert!(matches!(d.clean(&text_with(9)), Cleaned::Cut(p, _) if p.len() == 10));
+    }
+
+    #[test]
+    fn task_files_are_read_as_eval_scores_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let choices = dir.path().join("arc.jsonl");
+        std::fs::write(
+            &choices,
+            "{\"context\": \"Question: why\", \"choices\": [\"one\", \"two\"], \"answer\": 1}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_items(&choices).unwrap(),
+            ["Question: why one", "Question: why two"]
+        );
+        let lambada = dir.path().join("lambada.jsonl");
+        std::fs::write(&lambada, "{\"text\": \"he saw the dog\"}\n").unwrap();
+        assert_eq!(read_items(&lambada).unwrap(), ["he saw the dog"]);
     }
 
     #[test]

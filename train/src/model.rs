@@ -250,7 +250,40 @@ impl Gpt {
         (logits, activations)
     }
 
-    fn run(&self, idx: &Tensor, train: bool, mut activations: Option<&mut Vec<Tensor>>) -> Tensor {
+    /// Logits `(N, vocab)` at `N` chosen positions only: row `rows[k]`, position
+    /// `positions[k]` of the forward over `idx` `(B, T)` (both int64 on `idx`'s device). The
+    /// same values as [`forward`](Self::forward) at those positions, without the head's matmul
+    /// over every other position (a third of GPT-2 small's FLOPs at full context): what scoring
+    /// a continuation needs.
+    pub fn forward_at(&self, idx: &Tensor, rows: &Tensor, positions: &Tensor) -> Tensor {
+        let x = self.residual_stream(idx, false, None);
+        let x = x.index(&[Some(rows), Some(positions)]); // (N, C)
+        self.head(&x)
+    }
+
+    fn run(&self, idx: &Tensor, train: bool, activations: Option<&mut Vec<Tensor>>) -> Tensor {
+        let x = self.residual_stream(idx, train, activations);
+        self.head(&x)
+    }
+
+    /// The tied head over the last block's output `(…, C)`: logits = ln_f(x) · wteᵀ (μP:
+    /// × 1/m), `(…, rows)`.
+    fn head(&self, x: &Tensor) -> Tensor {
+        let logits = self.ln_f.forward(x).matmul(&self.wte.tr());
+        match self.config.output_multiplier() {
+            Some(mult) => logits * mult,
+            None => logits,
+        }
+    }
+
+    /// The residual stream after the last block, `(B, T, C)` (before the final LayerNorm);
+    /// `activations` collects it after the embeddings and after every block.
+    fn residual_stream(
+        &self,
+        idx: &Tensor,
+        train: bool,
+        mut activations: Option<&mut Vec<Tensor>>,
+    ) -> Tensor {
         let (_, t) = idx.size2().expect("(B, T)");
         assert!(
             t as usize <= self.config.n_ctx,
@@ -272,12 +305,7 @@ impl Gpt {
         if let Some(seen) = activations {
             seen.push(x.shallow_clone());
         }
-        // Tied head: logits = ln_f(x) · wteᵀ (μP: × 1/m).
-        let logits = self.ln_f.forward(&x).matmul(&self.wte.tr()); // (B, T, rows)
-        match self.config.output_multiplier() {
-            Some(mult) => logits * mult,
-            None => logits,
-        }
+        x
     }
 
     /// Mean cross-entropy over positions whose `mask` is 1 (the summed loss of

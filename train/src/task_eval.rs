@@ -102,13 +102,42 @@ pub struct ScoreOptions {
     pub precision: Precision,
 }
 
+/// Log-likelihoods of `requests`, in their order. Identical requests (an item's harness and
+/// build-nanogpt forms usually encode alike) are scored once: see [`score_unique`].
+fn loglikelihoods(
+    model: &Gpt,
+    requests: &[Request],
+    options: ScoreOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Likelihood>> {
+    let mut index: std::collections::HashMap<(&[i64], usize), usize> =
+        std::collections::HashMap::new();
+    let (mut unique, mut copies, mut slot) = (Vec::new(), Vec::new(), Vec::new());
+    for r in requests {
+        let next = unique.len();
+        let k = *index
+            .entry((r.tokens.as_slice(), r.continuation))
+            .or_insert(next);
+        if k == next {
+            unique.push(r.clone());
+            copies.push(0);
+        }
+        copies[k] += 1;
+        slot.push(k);
+    }
+    let scored = score_unique(model, &unique, &copies, options, progress)?;
+    Ok(slot.into_iter().map(|k| scored[k]).collect())
+}
+
 /// Log-likelihoods of `requests` as lm-evaluation-harness computes them: the input is
 /// `(context + continuation)[-(n_ctx + 1):][:-1]` and the continuation's log-probabilities
 /// are read at its last positions. Requests run longest first, `batch_rows` at a time, right-
 /// padded within a batch (a causal model's positions do not see the padding after them).
-fn loglikelihoods(
+/// `progress` hears of each batch as the `copies` of its requests it stands for.
+fn score_unique(
     model: &Gpt,
     requests: &[Request],
+    copies: &[usize],
     options: ScoreOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Likelihood>> {
@@ -154,16 +183,14 @@ fn loglikelihoods(
             let idx = Tensor::from_slice(&ids)
                 .view([chunk.len() as i64, width as i64])
                 .to_device(options.device); // (B, T)
+            let at = |v: &[i64]| Tensor::from_slice(v).to_device(options.device);
+            // The continuation positions only (the head runs at those alone), over the real
+            // vocabulary: (N, V).
             let logits = {
                 let _autocast = options.precision.autocast(options.device)?;
-                model.forward(&idx, false) // (B, T, rows)
+                model.forward_at(&idx, &at(&rows), &at(&positions))
             };
-            let at = |v: &[i64]| Tensor::from_slice(v).to_device(options.device);
-            // The continuation positions only, over the real vocabulary: (N, V).
-            let logits = logits
-                .index(&[Some(at(&rows)), Some(at(&positions))])
-                .narrow(1, 0, vocab)
-                .to_kind(Kind::Float);
+            let logits = logits.narrow(1, 0, vocab).to_kind(Kind::Float);
             let log_probs = logits.log_softmax(-1, Kind::Float);
             let picked = log_probs
                 .gather(1, &at(&targets).unsqueeze(1), false)
@@ -189,7 +216,7 @@ fn loglikelihoods(
             });
             at += r.continuation;
         }
-        progress(chunk.len());
+        progress(chunk.iter().map(|&i| copies[i]).sum());
     }
     Ok(out
         .into_iter()

@@ -191,6 +191,21 @@ fn near_dedup_drops_the_planted_copies_at_any_thread_count() {
     let o = preprocess(&input, out, &again, None);
     assert!(o.status.success(), "{}", text(&o));
     assert!(files_in(out) == before);
+    // The deduplicated shards train, with validation on their val/.
+    let run_dir = dir.path().join("run");
+    let mut args = h5gpt_tests::tiny_train_args(out, &run_dir, 3);
+    let every = args.iter().position(|a| a == "--eval-every").unwrap() + 1;
+    args[every] = "3".into();
+    args.extend(["--eval-batches", "1"].map(String::from));
+    let o = h5gpt_tests::train(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.iter().filter(|r| r["loss"].is_number()).count(), 3);
+    assert!(rows.iter().any(|r| r["val_loss"].is_number()), "{metrics}");
 }
 
 /// Exact mode drops the exact and the case/whitespace copies and nothing else; --dedup off

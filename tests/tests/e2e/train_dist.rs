@@ -65,10 +65,13 @@ fn args(shards: &Path, out: &Path, steps: usize) -> Vec<String> {
     .collect()
 }
 
-/// Rank `rank` of `world` with the store at 127.0.0.1:`port`.
+/// Rank `rank` of `world` with the store at 127.0.0.1:`port`, started as `torchrun --no-python
+/// h5gpt train …` starts it: `h5gpt train` with torchrun's variables (the single-process runs
+/// use the standalone `train`, so both entry points run every data-parallel check).
 fn rank_command(args: &[String], rank: usize, world: usize, port: u16) -> Command {
-    let mut cmd = Command::new(bin("train"));
-    cmd.args(args)
+    let mut cmd = Command::new(bin("h5gpt"));
+    cmd.arg("train")
+        .args(args)
         .env("RANK", rank.to_string())
         .env("LOCAL_RANK", rank.to_string())
         .env("WORLD_SIZE", world.to_string())

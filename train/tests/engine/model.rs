@@ -347,3 +347,24 @@ fn summed_losses_and_counts_give_the_batch_mean_over_tokens() {
         "the test needs unequal halves"
     );
 }
+
+/// `forward_at` gives `forward`'s logits at the chosen positions (to float rounding: the head's
+/// matmul has another shape), for a μP model (whose head has a multiplier) too.
+#[test]
+fn logits_at_chosen_positions_are_the_full_forwards() {
+    let _rng = crate::torch_rng();
+    for mup in [None, Some(MupConfig::default())] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = GptConfig::tiny(64, 16);
+        cfg.mup = mup;
+        let model = Gpt::new(&vs.root(), cfg);
+        let idx = Tensor::randint(64, [3, 16], (Kind::Int64, Device::Cpu));
+        let rows = Tensor::from_slice(&[0i64, 2, 2, 1]);
+        let positions = Tensor::from_slice(&[15i64, 0, 7, 3]);
+        let full = tch::no_grad(|| model.forward(&idx, false));
+        let at = tch::no_grad(|| model.forward_at(&idx, &rows, &positions));
+        let want = full.index(&[Some(&rows), Some(&positions)]);
+        assert_eq!(at.size(), want.size());
+        assert!(at.allclose(&want, 1e-5, 1e-6, false), "{mup:?}");
+    }
+}
