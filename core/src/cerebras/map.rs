@@ -380,7 +380,7 @@ fn read_schedulers_2_10(
             ),
         ));
     }
-    read_scheduler_2_10(&init, init.key("schedulers[0]"), items[0], c)?;
+    read_scheduler_2_10(init, init.key("schedulers[0]"), items[0], c)?;
     Ok(())
 }
 

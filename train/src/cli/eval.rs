@@ -112,15 +112,15 @@ fn check_shards_fit_model(
     match &args.model.tokenizer {
         // The shards must be of the tokenizer the user says the model was trained with.
         Some(_) => {
-            let t = args.model.tokenizer(&loaded)?;
+            let t = args.model.tokenizer(loaded)?;
             let given = SavedTokenizer {
                 name: t.name().to_string(),
                 json: t.json().map(<[u8]>::to_vec),
                 eos_id: Some(t.eos_id()),
             };
-            check_data_against(&loaded.path, &given, &set)?;
+            check_data_against(&loaded.path, &given, set)?;
         }
-        None => check_data_tokenizer(&loaded.path, &loaded.state, &set)?,
+        None => check_data_tokenizer(&loaded.path, &loaded.state, set)?,
     }
     let model_rows = loaded.model.config().embedding_rows();
     if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
