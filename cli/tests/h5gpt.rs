@@ -2,6 +2,9 @@
 //! library path, says what is missing when `h5gpt-torch` is not there, and generates
 //! completions and man pages from the commands' declarations.
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,6 +1,9 @@
 //! `plan` and the planning library: every number the issue states, the auto-sized default, and
 //! the binary (its output, `--json`, `--shards`, and that it links no libtorch).
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use h5gpt_core::config::GptConfig;
 use h5gpt_core::plan::autosize::family;
 use h5gpt_core::plan::chinchilla::{table_a4, table_a9};

@@ -2,6 +2,9 @@
 //! configs read back as `train` options), and fits of runs written by hand (a `state.json` per
 //! run with a loss from a known law), with the clear errors.
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use h5gpt_core::config::GptConfig;
 use h5gpt_core::plan::fit::Law;
 use h5gpt_core::plan::sweep::{design, write, RunSettings, SweepSpec};

@@ -1,6 +1,9 @@
 //! loss.png: decodes, has the curves, has text when a font is installed, and is written
 //! crash-safely (no temporary file left behind).
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use h5gpt_core::plot::{font_status, write_loss_plot, FONT_ENV, HEIGHT, WIDTH};
 use image::RgbImage;
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! Format, reader, loader and verify tests on self-checking synthetic shards.
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use h5gpt_formats::manifest::DataParams;
 use h5gpt_formats::reader::ExampleMut;
 use h5gpt_formats::spec::{shard_file_name, DATA_PARAMS_FILE};

@@ -247,9 +247,7 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
             }
         },
     };
-    // A document, or what to put in its place (`Ok(what)`: a bad record; `Err(duplicate)`:
-    // dropped).
-    let mut raw: Vec<Result<Doc, Result<String, bool>>> = Vec::new();
+    let mut raw: Vec<RawEntry> = Vec::new();
     let mut bytes = 0usize;
     let mut last = true;
     if let Some(r) = reader.as_mut() {
@@ -268,29 +266,11 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
                 }
                 Ok((_, text)) => {
                     if !skip {
-                        use crate::decontaminate::Cleaned;
-                        let text = s.part.apply(text);
-                        let cleaned = match &s.cleaner {
-                            Some(c) if (c.applies)(file, this) => {
-                                c.decontamination.decontaminator.clean(&text)
-                            }
-                            _ => Cleaned::Clean,
-                        };
-                        let pieces = match cleaned {
-                            Cleaned::Clean => None,
-                            Cleaned::Cut(pieces, _) => Some(pieces),
-                            Cleaned::Dropped(_) => {
-                                raw.push(Err(Err(false)));
-                                continue;
-                            }
-                        };
-                        bytes += text.len();
-                        raw.push(Ok(Doc {
-                            file_index: file,
-                            record_index: this,
-                            text: Some(text),
-                            pieces,
-                        }));
+                        let item = clean_document(s, file, this, text);
+                        if let Ok(doc) = &item {
+                            bytes += doc.text.as_ref().map_or(0, String::len);
+                        }
+                        raw.push(item);
                     }
                 }
                 Err(e) if e.record_level && s.skip_bad => {
@@ -313,6 +293,45 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
     );
     start_reads(shared, reads);
 
+    let entries = tokenize_in_order(s, raw);
+    let tx = shared.tx.lock().expect("sender lock").clone();
+    let _ = tx.send(Msg::Batch {
+        file,
+        index,
+        last,
+        batch: Batch { entries, error },
+    });
+}
+
+/// A document, or what to put in its place (`Ok(what)`: a bad record; `Err(duplicate)`:
+/// dropped).
+type RawEntry = Result<Doc, Result<String, bool>>;
+
+/// Record `this` of `file` as a document: the part of it this run writes, cut or dropped by
+/// decontamination where that applies.
+fn clean_document(s: &ReadSettings, file: usize, this: u64, text: String) -> RawEntry {
+    use crate::decontaminate::Cleaned;
+    let text = s.part.apply(text);
+    let cleaned = match &s.cleaner {
+        Some(c) if (c.applies)(file, this) => c.decontamination.decontaminator.clean(&text),
+        _ => Cleaned::Clean,
+    };
+    let pieces = match cleaned {
+        Cleaned::Clean => None,
+        Cleaned::Cut(pieces, _) => Some(pieces),
+        Cleaned::Dropped(_) => return Err(Err(false)),
+    };
+    Ok(Doc {
+        file_index: file,
+        record_index: this,
+        text: Some(text),
+        pieces,
+    })
+}
+
+/// Tokenizes the batch's documents (in parallel) and puts them back among the skipped and
+/// dropped records, in input order.
+fn tokenize_in_order(s: &ReadSettings, raw: Vec<RawEntry>) -> Vec<Entry> {
     let mut docs = Vec::new();
     let mut order = Vec::with_capacity(raw.len());
     for item in raw {
@@ -325,21 +344,14 @@ fn read_batch(shared: &Arc<ReadShared>, file: usize, index: usize, reader: Optio
         }
     }
     let mut tokenized = tokenize_batch(&s.tokenizer, docs, s.nfc).into_iter();
-    let entries = order
+    order
         .into_iter()
         .map(|o| match o {
             None => Entry::Doc(tokenized.next().expect("one per document")),
             Some(Ok(what)) => Entry::Bad(what),
             Some(Err(duplicate)) => Entry::Dropped(duplicate),
         })
-        .collect();
-    let tx = shared.tx.lock().expect("sender lock").clone();
-    let _ = tx.send(Msg::Batch {
-        file,
-        index,
-        last,
-        batch: Batch { entries, error },
-    });
+        .collect()
 }
 
 /// A positional shard being written: the packer holds one reference while it fills it, each

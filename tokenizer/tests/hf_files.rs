@@ -3,6 +3,9 @@
 //! decode back to it; the same through the Rust `tokenizers` crate; a given tokenizer.json is
 //! copied unchanged. Fails (never skips) without Python or transformers.
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 use h5gpt_tokenizer::hf_files::write_hf_tokenizer_files;
 use std::path::Path;
 use std::process::Command;

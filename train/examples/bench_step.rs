@@ -72,6 +72,8 @@ fn gather_loss_sum(model: &Gpt, idx: &Tensor, labels: &Tensor, mask: &Tensor) ->
     -(picked * valid.to_kind(Kind::Float)).sum(Kind::Float)
 }
 
+// A benchmark script reads top to bottom, phase by phase, like its PyTorch twin.
+#[allow(clippy::too_many_lines)]
 fn main() {
     let args = Args::parse();
     tch::set_num_threads(args.threads);

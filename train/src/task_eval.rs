@@ -11,6 +11,7 @@ use h5gpt_formats::task::{Scored, Task, TaskFormat};
 use h5gpt_tokenizer::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 
 /// One request: the tokens of context and continuation, and how many of them are the
@@ -360,25 +361,7 @@ pub fn score_task(
     if task.items.is_empty() {
         bail!("{}: no items to score", task.path.display());
     }
-    // Every request of every item (harness form, then build-nanogpt's), in one list.
-    let mut requests = Vec::new();
-    let mut spans = Vec::new();
-    for item in &task.items {
-        let push = |requests: &mut Vec<Request>, s: &Scored, raw: bool| {
-            let start = requests.len();
-            for c in &s.continuations {
-                requests.push(if raw {
-                    nanogpt_request(tokenizer, &s.context, c)
-                } else {
-                    harness_request(tokenizer, &s.context, c)
-                });
-            }
-            start..requests.len()
-        };
-        let harness = push(&mut requests, &item.harness, false);
-        let raw = item.raw.as_ref().map(|r| push(&mut requests, r, true));
-        spans.push((harness, raw));
-    }
+    let (requests, spans) = task_requests(tokenizer, task);
     let results = loglikelihoods(model, &requests, options, progress)?;
     let mut per_item = Vec::new();
     let mut columns: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -446,8 +429,49 @@ pub fn score_task(
         }
         per_item.push(result);
     }
+    let metrics = aggregate(&columns);
+    Ok(TaskScores {
+        task: task.name.clone(),
+        format: task.format,
+        items: task.items.len(),
+        truncated,
+        metrics,
+        per_item,
+    })
+}
+
+/// Which requests score an item: its harness form's, and build-nanogpt's when it has one.
+type ItemSpans = (Range<usize>, Option<Range<usize>>);
+
+/// Every request of every item (harness form, then build-nanogpt's), in one list, and each
+/// item's spans of it.
+fn task_requests(tokenizer: &Tokenizer, task: &Task) -> (Vec<Request>, Vec<ItemSpans>) {
+    let mut requests = Vec::new();
+    let mut spans = Vec::new();
+    for item in &task.items {
+        let push = |requests: &mut Vec<Request>, s: &Scored, raw: bool| {
+            let start = requests.len();
+            for c in &s.continuations {
+                requests.push(if raw {
+                    nanogpt_request(tokenizer, &s.context, c)
+                } else {
+                    harness_request(tokenizer, &s.context, c)
+                });
+            }
+            start..requests.len()
+        };
+        let harness = push(&mut requests, &item.harness, false);
+        let raw = item.raw.as_ref().map(|r| push(&mut requests, r, true));
+        spans.push((harness, raw));
+    }
+    (requests, spans)
+}
+
+/// Each metric's mean and standard error over the items; the log-likelihoods of a
+/// non-multiple-choice task become a perplexity.
+fn aggregate(columns: &BTreeMap<&str, Vec<f64>>) -> BTreeMap<String, Metric> {
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
-    for (name, xs) in &columns {
+    for (name, xs) in columns {
         if *name == "loglik" {
             // lm-evaluation-harness's `perplexity` aggregation: exp(−mean log-likelihood).
             let mean = xs.iter().sum::<f64>() / xs.len() as f64;
@@ -462,14 +486,7 @@ pub fn score_task(
             metrics.insert((*name).into(), Metric::mean(xs));
         }
     }
-    Ok(TaskScores {
-        task: task.name.clone(),
-        format: task.format,
-        items: task.items.len(),
-        truncated,
-        metrics,
-        per_item,
-    })
+    metrics
 }
 
 /// The number of requests (forward rows) scoring `task` takes, for a progress bar.

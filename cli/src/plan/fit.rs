@@ -2,7 +2,7 @@
 
 use super::{parse_flops, parse_tokens, sci, table};
 use anyhow::Result;
-use h5gpt_core::config::Preset;
+use h5gpt_core::config::{GptConfig, Preset};
 use h5gpt_core::plan::fit::{
     bootstrap, fit_law, fit_parabola, power_law, Bootstrap, FitOptions, Interval, Law, LawFit,
     Observation, PowerLaw, HUBER_DELTA, INTERVAL, LAW_NAMES,
@@ -16,7 +16,7 @@ use h5gpt_core::plan::sweep::SWEEP_FILE;
 use h5gpt_formats::exit::UsageError;
 use serde::Serialize;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Fit L(N, D) = E + A/N^α + B/D^β to your runs (Chinchilla's Approach 3: Huber loss,
 /// δ = 1e-3, on log-loss residuals, L-BFGS from a grid of starts, bootstrap intervals over
@@ -178,7 +178,45 @@ fn show(e: &Estimate, digits: usize, scientific: bool) -> String {
 
 /// Runs `plan fit`.
 pub fn run(args: &FitArgs) -> Result<()> {
-    let runs = collect(&args.runs)?;
+    let runs = collect_fittable_runs(&args.runs)?;
+    let predict_cfg = predicted_config(args, &runs)?;
+    let obs = observations(&runs);
+    let options = FitOptions::default();
+    let fit: LawFit = fit_law(&obs, &options)
+        .ok_or_else(|| anyhow::anyhow!("the fit failed: no start of the grid gives a finite objective (are the losses positive and finite?)"))?;
+    let law = fit.law;
+    let boot = (args.bootstrap > 0)
+        .then(|| bootstrap(&obs, &law, args.bootstrap, args.seed, &options.lbfgs));
+    let yours = law.as_loss_fit("yours", "plan fit");
+    let (approach2, series) = approach2(&runs);
+    let allocations = allocations(args, &yours, boot.as_ref());
+    let prediction = predict_cfg
+        .as_ref()
+        .map(|(name, cfg)| predict(name, cfg, args, &law, boot.as_ref()));
+    let plot_path = plot_path(args);
+    if let Some(path) = &plot_path {
+        draw_scaling_plot(path, &runs, &series, &yours)?;
+    }
+    let report = Report {
+        runs: &runs,
+        fit: &fit,
+        boot: boot.as_ref(),
+        approach2: &approach2,
+        allocations: &allocations,
+        prediction: prediction.as_ref(),
+        plot_path: plot_path.as_ref(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        return Ok(());
+    }
+    print!("{}", report.text());
+    Ok(())
+}
+
+/// The runs of the given folders, checked to share their data and to be enough to fit.
+fn collect_fittable_runs(folders: &[PathBuf]) -> Result<Vec<RunRecord>> {
+    let runs = collect(folders)?;
     check_same_data(&runs)?;
     if runs.len() < MIN_RUNS {
         return Err(RunsError::TooFew {
@@ -187,7 +225,12 @@ pub fn run(args: &FitArgs) -> Result<()> {
         }
         .into());
     }
-    let predict_cfg = match (&args.model, args.predict) {
+    Ok(runs)
+}
+
+/// The preset `--predict --model` names, at the runs' context and vocabulary.
+fn predicted_config(args: &FitArgs, runs: &[RunRecord]) -> Result<Option<(String, GptConfig)>> {
+    Ok(match (&args.model, args.predict) {
         (Some(name), true) => {
             let preset = Preset::find(name).ok_or_else(|| {
                 UsageError::new(format!(
@@ -200,25 +243,23 @@ pub fn run(args: &FitArgs) -> Result<()> {
             Some((name.clone(), cfg))
         }
         _ => None,
-    };
-    let obs: Vec<Observation> = runs
-        .iter()
+    })
+}
+
+/// Each run's (N, D, final loss), the points the law is fitted to.
+fn observations(runs: &[RunRecord]) -> Vec<Observation> {
+    runs.iter()
         .map(|r| Observation {
             params: r.params,
             tokens: r.tokens,
             loss: r.loss.expect("collect keeps runs with a final loss"),
         })
-        .collect();
-    let options = FitOptions::default();
-    let fit: LawFit = fit_law(&obs, &options)
-        .ok_or_else(|| anyhow::anyhow!("the fit failed: no start of the grid gives a finite objective (are the losses positive and finite?)"))?;
-    let law = fit.law;
-    let boot = (args.bootstrap > 0)
-        .then(|| bootstrap(&obs, &law, args.bootstrap, args.seed, &options.lbfgs));
-    let yours = law.as_loss_fit("yours", "plan fit");
-    let (approach2, series) = approach2(&runs);
+        .collect()
+}
 
-    // Allocations: --flops, --tokens (without --predict).
+/// The compute-optimal allocations asked for by `--flops` and `--tokens` (without
+/// `--predict`), under your law (with bootstrap intervals) and the published fits.
+fn allocations(args: &FitArgs, yours: &LossFit, boot: Option<&Bootstrap>) -> Vec<AllocationReport> {
     let mut asks = Vec::new();
     if let Some(c) = args.flops {
         asks.push((Given::Flops, c));
@@ -226,39 +267,49 @@ pub fn run(args: &FitArgs) -> Result<()> {
     if let (Some(d), false) = (args.tokens, args.predict) {
         asks.push((Given::Tokens, d));
     }
-    let allocations: Vec<AllocationReport> = asks
-        .into_iter()
+    asks.into_iter()
         .map(|(given, value)| {
             let of = |l: &Law| given.allocate(&l.as_loss_fit("bootstrap", "plan fit"), value);
             AllocationReport {
                 given,
                 value,
-                yours: given.allocate(&yours, value),
-                params_interval: boot.as_ref().map(|b| b.interval_of(|l| of(l).params)),
-                tokens_interval: boot.as_ref().map(|b| b.interval_of(|l| of(l).tokens)),
+                yours: given.allocate(yours, value),
+                params_interval: boot.map(|b| b.interval_of(|l| of(l).params)),
+                tokens_interval: boot.map(|b| b.interval_of(|l| of(l).tokens)),
                 chinchilla: given.allocate(&CHINCHILLA, value),
                 epoch: given.allocate(&EPOCH, value),
             }
         })
-        .collect();
-    let prediction = predict_cfg.as_ref().map(|(name, cfg)| {
-        let d = args.tokens.expect("--predict requires --tokens");
-        let n = cfg.breakdown().non_embedding() as f64;
-        let unpadded = cfg.breakdown_unpadded();
-        let n_all = (unpadded.total() - unpadded.position_embedding) as f64;
-        Prediction {
-            model: name.clone(),
-            tokens: d,
-            params_non_embedding: n,
-            params_all: n_all,
-            yours: estimate(law.loss(n, d), boot.as_ref(), |l| l.loss(n, d)),
-            chinchilla: CHINCHILLA.loss(n_all, d),
-            epoch: EPOCH.loss(n_all, d),
-        }
-    });
+        .collect()
+}
 
-    // The picture.
-    let plot_path = if args.no_plot {
+/// The loss of the `--predict` preset on `--tokens` under your law and the published fits.
+fn predict(
+    name: &str,
+    cfg: &GptConfig,
+    args: &FitArgs,
+    law: &Law,
+    boot: Option<&Bootstrap>,
+) -> Prediction {
+    let d = args.tokens.expect("--predict requires --tokens");
+    let n = cfg.breakdown().non_embedding() as f64;
+    let unpadded = cfg.breakdown_unpadded();
+    let n_all = (unpadded.total() - unpadded.position_embedding) as f64;
+    Prediction {
+        model: name.to_string(),
+        tokens: d,
+        params_non_embedding: n,
+        params_all: n_all,
+        yours: estimate(law.loss(n, d), boot, |l| l.loss(n, d)),
+        chinchilla: CHINCHILLA.loss(n_all, d),
+        epoch: EPOCH.loss(n_all, d),
+    }
+}
+
+/// Where to draw `scaling.png`: `--plot`, else the one sweep folder's, else the current
+/// directory's; none with `--no-plot`.
+fn plot_path(args: &FitArgs) -> Option<PathBuf> {
+    if args.no_plot {
         None
     } else {
         Some(
@@ -269,27 +320,56 @@ pub fn run(args: &FitArgs) -> Result<()> {
                     _ => PathBuf::from("scaling.png"),
                 }),
         )
-    };
-    if let Some(path) = &plot_path {
-        let c_lo = runs.iter().map(|r| r.flops).fold(f64::INFINITY, f64::min) / 4.0;
-        let c_hi = runs.iter().map(|r| r.flops).fold(0.0, f64::max) * 4.0;
-        let frontier: Vec<(f64, f64)> = (0..=80)
-            .map(|k| {
-                let c = c_lo * (c_hi / c_lo).powf(k as f64 / 80.0);
-                let a = yours.optimal(c);
-                (a.params, a.loss)
-            })
-            .collect();
-        write_scaling_plot(
-            path,
-            &series,
-            &frontier,
-            &format!("IsoFLOP curves and the fitted law ({} runs)", runs.len()),
-        )?;
+    }
+}
+
+/// Draws the IsoFLOP curves and your law's compute-optimal frontier over the runs' budgets
+/// (a quarter of the smallest to four times the largest).
+fn draw_scaling_plot(
+    path: &Path,
+    runs: &[RunRecord],
+    series: &[IsoFlopSeries],
+    yours: &LossFit,
+) -> Result<()> {
+    let c_lo = runs.iter().map(|r| r.flops).fold(f64::INFINITY, f64::min) / 4.0;
+    let c_hi = runs.iter().map(|r| r.flops).fold(0.0, f64::max) * 4.0;
+    let frontier: Vec<(f64, f64)> = (0..=80)
+        .map(|k| {
+            let c = c_lo * (c_hi / c_lo).powf(k as f64 / 80.0);
+            let a = yours.optimal(c);
+            (a.params, a.loss)
+        })
+        .collect();
+    write_scaling_plot(
+        path,
+        series,
+        &frontier,
+        &format!("IsoFLOP curves and the fitted law ({} runs)", runs.len()),
+    )?;
+    Ok(())
+}
+
+/// Everything `plan fit` found, to print as tables or as one JSON document.
+struct Report<'a> {
+    runs: &'a [RunRecord],
+    fit: &'a LawFit,
+    boot: Option<&'a Bootstrap>,
+    approach2: &'a Approach2,
+    allocations: &'a [AllocationReport],
+    prediction: Option<&'a Prediction>,
+    plot_path: Option<&'a PathBuf>,
+}
+
+impl Report<'_> {
+    /// The bootstrap intervals of the law's constants, in [`LAW_NAMES`] order.
+    fn intervals(&self) -> Option<[Interval; 5]> {
+        self.boot.map(|b| b.intervals)
     }
 
-    let intervals = boot.as_ref().map(|b| b.intervals);
-    if args.json {
+    /// The `--json` document.
+    fn json(&self) -> serde_json::Value {
+        let (fit, law) = (self.fit, &self.fit.law);
+        let intervals = self.intervals();
         let law_doc: serde_json::Map<String, serde_json::Value> = LAW_NAMES
             .iter()
             .zip(law.values())
@@ -301,14 +381,14 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 )
             })
             .collect();
-        let doc = json!({
+        json!({
             "conventions": {
                 "N": "non-embedding parameters",
                 "D": "tokens trained (steps × global batch × seq_len)",
                 "C": "FLOPs per token (6N' + 12·L·H·Q·T) × D; 6ND beside it",
                 "allocation": "C = 6ND with N non-embedding; Chinchilla's and Epoch's fits count all parameters",
             },
-            "runs": runs,
+            "runs": self.runs,
             "fit": {
                 "law": law_doc,
                 "huber_delta": HUBER_DELTA,
@@ -317,205 +397,234 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 "converged": fit.converged,
                 "grid_points": fit.grid_points,
                 "starts": fit.starts,
-                "bootstrap": boot.as_ref().map(|b| json!({"resamples": b.resamples, "failed": b.failed, "coverage": INTERVAL})),
-                "warnings": law_warnings(&law),
+                "bootstrap": self.boot.map(|b| json!({"resamples": b.resamples, "failed": b.failed, "coverage": INTERVAL})),
+                "warnings": law_warnings(law),
             },
-            "approach2": approach2,
-            "allocations": allocations,
-            "prediction": prediction,
-            "plot": plot_path,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+            "approach2": self.approach2,
+            "allocations": self.allocations,
+            "prediction": self.prediction,
+            "plot": self.plot_path,
+        })
     }
 
-    let mut out = String::new();
-    let fp = runs[0].data.as_ref();
-    out += &format!(
-        "{} runs in {} budgets; data: {}\n\n",
-        runs.len(),
-        approach2.minima.len(),
-        fp.map_or("no fingerprint recorded".into(), |f| format!(
-            "tokenizer `{}`, seq_len {}, training data {}",
-            f.tokenizer, f.seq_len, f.train
-        ))
-    );
-    let rows: Vec<Vec<String>> = runs
-        .iter()
-        .map(|r| {
-            vec![
-                r.name(),
-                super::count(r.params as usize),
-                sci(r.tokens),
-                format!("{:.1}", r.tokens / r.params),
-                sci(r.flops),
-                sci(r.flops_6nd),
-                format!("{:.4}", r.loss.unwrap_or(f64::NAN)),
-            ]
-        })
-        .collect();
-    out += &table(
-        &[
-            "run",
-            "N (non-emb)",
-            "D",
-            "D/N",
-            "C (ours)",
-            "6ND",
-            "final val loss",
-        ],
-        &rows,
-    );
-    out += &format!(
-        "\nApproach 3: L(N, D) = E + A/N^α + B/D^β, N non-embedding, D tokens\n\
-         (Huber δ = {HUBER_DELTA} on log L, L-BFGS from the best {} of a {}-point grid{}{})\n",
-        fit.starts,
-        fit.grid_points,
-        boot.as_ref().map_or(String::new(), |b| format!(
-            "; [{:.0}% bootstrap interval over {} resamples of the runs{}]",
-            INTERVAL * 100.0,
-            b.resamples,
-            if b.failed > 0 {
-                format!(", {} failed", b.failed)
-            } else {
-                String::new()
-            }
-        )),
-        if fit.converged {
-            ""
-        } else {
-            "; the best start did not converge"
+    /// The tables: the runs, Approach 3, Approach 2, the allocations, the prediction and
+    /// where the picture went.
+    fn text(&self) -> String {
+        let mut out = self.runs_table();
+        out += &self.approach3_text();
+        out += &self.approach2_text();
+        for a in self.allocations {
+            out += &allocation_text(a, &self.fit.law);
         }
-    );
-    let names = ["E", "A", "B", "α", "β"];
-    let values = law.values();
-    let law_rows: Vec<Vec<String>> = (0..5)
-        .map(|k| {
-            let e = Estimate {
-                value: values[k],
-                interval: intervals.map(|i| i[k]),
-            };
-            vec![
-                names[k].to_string(),
-                show(&e, if k == 1 || k == 2 { 3 } else { 4 }, k == 1 || k == 2),
-            ]
-        })
-        .collect();
-    out += &table(&["", "yours"], &law_rows);
-    out += &format!(
-        "rms of log L̂ − log L over the runs: {:.4}\n",
-        fit.rms_log_residual
-    );
-    for warning in law_warnings(&law) {
-        out += &format!("warning: {warning}\n");
-    }
-    out += &format!(
-        "for comparison (all parameters counted): Chinchilla E {} A {} B {} α {} β {}; Epoch E {} A {} B {} α {} β {}\n",
-        CHINCHILLA.e, CHINCHILLA.a, CHINCHILLA.b, CHINCHILLA.alpha, CHINCHILLA.beta,
-        EPOCH.e, EPOCH.a, EPOCH.b, EPOCH.alpha, EPOCH.beta
-    );
-
-    out += "\nApproach 2: per budget, the minimum of a parabola in log N (and log D)\n";
-    let a2_rows: Vec<Vec<String>> = approach2
-        .minima
-        .iter()
-        .map(|m| {
-            vec![
-                format!("{:.3e}", m.flops),
-                m.runs.to_string(),
-                m.params.map_or("-".into(), sci),
-                m.tokens.map_or("-".into(), sci),
-                m.loss.map_or("-".into(), |l| format!("{l:.4}")),
-                match (m.params, m.inside) {
-                    (None, _) if m.runs < 3 => "fewer than 3 runs".into(),
-                    (None, _) => "no minimum (not convex)".into(),
-                    (Some(_), true) => "inside the runs' N".into(),
-                    (Some(_), false) => "outside the runs' N: extrapolated".into(),
-                },
-            ]
-        })
-        .collect();
-    out += &table(&["C", "runs", "N_opt", "D_opt", "loss", "note"], &a2_rows);
-    match (&approach2.params, &approach2.tokens) {
-        (Some(p), Some(d)) => {
+        if let Some(p) = self.prediction {
             out += &format!(
-                "N_opt ∝ C^{:.3}, D_opt ∝ C^{:.3} (Chinchilla's Approach 2: 0.49 and 0.51)\n",
-                p.exponent, d.exponent
-            )
+                "\npredicted final loss of {} on {} tokens: yours {} (N = {} non-embedding); Chinchilla {:.3}, Epoch {:.3} (N = {} all parameters; their data and tokenizer)\n",
+                p.model,
+                sci(p.tokens),
+                show(&p.yours, 3, false),
+                super::count(p.params_non_embedding as usize),
+                p.chinchilla,
+                p.epoch,
+                super::count(p.params_all as usize),
+            );
         }
-        (Some(p), None) => out += &format!("N_opt ∝ C^{:.3}\n", p.exponent),
-        _ => out += "N_opt ∝ C^a: needs minima at two budgets or more\n",
+        if let Some(path) = self.plot_path {
+            out += &format!("\nwrote {}\n", path.display());
+        }
+        out
     }
 
-    for a in &allocations {
+    /// The headline (runs, budgets, data) and one row per run.
+    fn runs_table(&self) -> String {
+        let runs = self.runs;
+        let mut out = String::new();
+        let fp = runs[0].data.as_ref();
         out += &format!(
-            "\ncompute-optimal for {} (C = 6ND):\n",
-            match a.given {
-                Given::Flops => format!("C = {} FLOPs", sci(a.value)),
-                Given::Tokens => format!("D = {} tokens", sci(a.value)),
+            "{} runs in {} budgets; data: {}\n\n",
+            runs.len(),
+            self.approach2.minima.len(),
+            fp.map_or("no fingerprint recorded".into(), |f| format!(
+                "tokenizer `{}`, seq_len {}, training data {}",
+                f.tokenizer, f.seq_len, f.train
+            ))
+        );
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name(),
+                    super::count(r.params as usize),
+                    sci(r.tokens),
+                    format!("{:.1}", r.tokens / r.params),
+                    sci(r.flops),
+                    sci(r.flops_6nd),
+                    format!("{:.4}", r.loss.unwrap_or(f64::NAN)),
+                ]
+            })
+            .collect();
+        out += &table(
+            &[
+                "run",
+                "N (non-emb)",
+                "D",
+                "D/N",
+                "C (ours)",
+                "6ND",
+                "final val loss",
+            ],
+            &rows,
+        );
+        out
+    }
+
+    /// The fitted law with its intervals, the residual, the warnings and the published fits.
+    fn approach3_text(&self) -> String {
+        let (fit, law) = (self.fit, &self.fit.law);
+        let intervals = self.intervals();
+        let mut out = format!(
+            "\nApproach 3: L(N, D) = E + A/N^α + B/D^β, N non-embedding, D tokens\n\
+             (Huber δ = {HUBER_DELTA} on log L, L-BFGS from the best {} of a {}-point grid{}{})\n",
+            fit.starts,
+            fit.grid_points,
+            self.boot.map_or(String::new(), |b| format!(
+                "; [{:.0}% bootstrap interval over {} resamples of the runs{}]",
+                INTERVAL * 100.0,
+                b.resamples,
+                if b.failed > 0 {
+                    format!(", {} failed", b.failed)
+                } else {
+                    String::new()
+                }
+            )),
+            if fit.converged {
+                ""
+            } else {
+                "; the best start did not converge"
             }
         );
-        let interval = |i: &Option<Interval>| {
-            i.map_or(String::new(), |i| format!(" [{:.2e}, {:.2e}]", i.lo, i.hi))
-        };
-        let row = |name: &str, al: &Allocation, n_i: String, d_i: String| {
-            vec![
-                name.to_string(),
-                format!("{}{n_i}", sci(al.params)),
-                format!("{}{d_i}", sci(al.tokens)),
-                format!("{:.1}", al.tokens_per_param),
-                format!("{:.3}", al.loss),
-                sci(al.flops),
-            ]
-        };
-        let yours = if law.alpha > 0.0 && law.beta > 0.0 {
-            row(
-                "yours (N non-embedding)",
-                &a.yours,
-                interval(&a.params_interval),
-                interval(&a.tokens_interval),
-            )
-        } else {
-            let mut cells = vec!["yours: none (needs α, β > 0)".to_string()];
-            cells.extend(std::iter::repeat_n("-".to_string(), 5));
-            cells
-        };
-        out += &table(
-            &["fit", "N_opt", "D_opt", "D/N", "loss", "C"],
-            &[
-                yours,
-                row(
-                    "chinchilla (N all parameters)",
-                    &a.chinchilla,
-                    String::new(),
-                    String::new(),
-                ),
-                row(
-                    "epoch (N all parameters)",
-                    &a.epoch,
-                    String::new(),
-                    String::new(),
-                ),
-            ],
-        );
-    }
-    if let Some(p) = &prediction {
+        let names = ["E", "A", "B", "α", "β"];
+        let values = law.values();
+        let law_rows: Vec<Vec<String>> = (0..5)
+            .map(|k| {
+                let e = Estimate {
+                    value: values[k],
+                    interval: intervals.map(|i| i[k]),
+                };
+                vec![
+                    names[k].to_string(),
+                    show(&e, if k == 1 || k == 2 { 3 } else { 4 }, k == 1 || k == 2),
+                ]
+            })
+            .collect();
+        out += &table(&["", "yours"], &law_rows);
         out += &format!(
-            "\npredicted final loss of {} on {} tokens: yours {} (N = {} non-embedding); Chinchilla {:.3}, Epoch {:.3} (N = {} all parameters; their data and tokenizer)\n",
-            p.model,
-            sci(p.tokens),
-            show(&p.yours, 3, false),
-            super::count(p.params_non_embedding as usize),
-            p.chinchilla,
-            p.epoch,
-            super::count(p.params_all as usize),
+            "rms of log L̂ − log L over the runs: {:.4}\n",
+            fit.rms_log_residual
         );
+        for warning in law_warnings(law) {
+            out += &format!("warning: {warning}\n");
+        }
+        out += &format!(
+            "for comparison (all parameters counted): Chinchilla E {} A {} B {} α {} β {}; Epoch E {} A {} B {} α {} β {}\n",
+            CHINCHILLA.e, CHINCHILLA.a, CHINCHILLA.b, CHINCHILLA.alpha, CHINCHILLA.beta,
+            EPOCH.e, EPOCH.a, EPOCH.b, EPOCH.alpha, EPOCH.beta
+        );
+        out
     }
-    if let Some(path) = &plot_path {
-        out += &format!("\nwrote {}\n", path.display());
+
+    /// Each budget's IsoFLOP minimum and the power laws through them.
+    fn approach2_text(&self) -> String {
+        let approach2 = self.approach2;
+        let mut out = String::from(
+            "\nApproach 2: per budget, the minimum of a parabola in log N (and log D)\n",
+        );
+        let a2_rows: Vec<Vec<String>> = approach2
+            .minima
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("{:.3e}", m.flops),
+                    m.runs.to_string(),
+                    m.params.map_or("-".into(), sci),
+                    m.tokens.map_or("-".into(), sci),
+                    m.loss.map_or("-".into(), |l| format!("{l:.4}")),
+                    match (m.params, m.inside) {
+                        (None, _) if m.runs < 3 => "fewer than 3 runs".into(),
+                        (None, _) => "no minimum (not convex)".into(),
+                        (Some(_), true) => "inside the runs' N".into(),
+                        (Some(_), false) => "outside the runs' N: extrapolated".into(),
+                    },
+                ]
+            })
+            .collect();
+        out += &table(&["C", "runs", "N_opt", "D_opt", "loss", "note"], &a2_rows);
+        match (&approach2.params, &approach2.tokens) {
+            (Some(p), Some(d)) => {
+                out += &format!(
+                    "N_opt ∝ C^{:.3}, D_opt ∝ C^{:.3} (Chinchilla's Approach 2: 0.49 and 0.51)\n",
+                    p.exponent, d.exponent
+                )
+            }
+            (Some(p), None) => out += &format!("N_opt ∝ C^{:.3}\n", p.exponent),
+            _ => out += "N_opt ∝ C^a: needs minima at two budgets or more\n",
+        }
+        out
     }
-    print!("{out}");
-    Ok(())
+}
+
+/// One allocation's table: yours (when α, β > 0), Chinchilla's and Epoch's.
+fn allocation_text(a: &AllocationReport, law: &Law) -> String {
+    let mut out = format!(
+        "\ncompute-optimal for {} (C = 6ND):\n",
+        match a.given {
+            Given::Flops => format!("C = {} FLOPs", sci(a.value)),
+            Given::Tokens => format!("D = {} tokens", sci(a.value)),
+        }
+    );
+    let interval = |i: &Option<Interval>| {
+        i.map_or(String::new(), |i| format!(" [{:.2e}, {:.2e}]", i.lo, i.hi))
+    };
+    let row = |name: &str, al: &Allocation, n_i: String, d_i: String| {
+        vec![
+            name.to_string(),
+            format!("{}{n_i}", sci(al.params)),
+            format!("{}{d_i}", sci(al.tokens)),
+            format!("{:.1}", al.tokens_per_param),
+            format!("{:.3}", al.loss),
+            sci(al.flops),
+        ]
+    };
+    let yours = if law.alpha > 0.0 && law.beta > 0.0 {
+        row(
+            "yours (N non-embedding)",
+            &a.yours,
+            interval(&a.params_interval),
+            interval(&a.tokens_interval),
+        )
+    } else {
+        let mut cells = vec!["yours: none (needs α, β > 0)".to_string()];
+        cells.extend(std::iter::repeat_n("-".to_string(), 5));
+        cells
+    };
+    out += &table(
+        &["fit", "N_opt", "D_opt", "D/N", "loss", "C"],
+        &[
+            yours,
+            row(
+                "chinchilla (N all parameters)",
+                &a.chinchilla,
+                String::new(),
+                String::new(),
+            ),
+            row(
+                "epoch (N all parameters)",
+                &a.epoch,
+                String::new(),
+                String::new(),
+            ),
+        ],
+    );
+    out
 }
 
 /// What looks wrong with a fitted law: exponents outside (0, 3), or an irreducible loss at 0.

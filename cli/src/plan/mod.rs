@@ -350,13 +350,60 @@ pub fn run(args: PlanArgs) -> Result<()> {
         Some(Command::Fit(fit)) => return fit::run(fit),
         None => {}
     }
+    check_rates(&args)?;
+    let peak = peak_flops(&args)?;
+    let fits = args.fit.fits();
+    let corpus = args.shards.as_deref().map(read_corpus).transpose()?;
+    let tokens = args.tokens.or(corpus.as_ref().map(|c| c.tokens as f64));
+    let mapped = load_cerebras_config(&args)?;
+    let mut cfg = match &mapped {
+        Some(mapped) => Some(cerebras_model(&args, mapped)?),
+        None => model_config(&args, corpus.as_ref())?,
+    };
+    let tables = args.chinchilla_table || args.flops_table;
+    let bare = cfg.is_none() && tokens.is_none() && args.flops.is_none() && !tables;
+    if bare {
+        cfg = Some(GptConfig::gpt2_small());
+    }
+
+    let mut out = Report::default();
+    if let Some(mapped) = &mapped {
+        out.cerebras(mapped);
+    }
+    if let Some(cfg) = cfg {
+        out.model(&args, cfg, tokens, &fits, peak, mapped.as_ref());
+    } else if let Some(t) = tokens {
+        out.data(&args, t, corpus.as_ref());
+    }
+    if let Some(c) = args.flops {
+        out.allocation(c, &fits);
+    }
+    if args.chinchilla_table {
+        out.text += &a9_text();
+        out.doc
+            .insert("chinchilla_table".into(), to_value(&table_a9()));
+    }
+    if args.flops_table {
+        out.text += &a4_text();
+        out.doc.insert("flops_table".into(), to_value(&table_a4()));
+    }
+    out.print(args.json, bare)
+}
+
+/// Checks `--mfu` is in (0, 1] and `--ratio` positive and finite.
+fn check_rates(args: &PlanArgs) -> Result<()> {
     if !(args.mfu > 0.0 && args.mfu <= 1.0) {
         usage!("--mfu {} is not in (0, 1]", args.mfu);
     }
     if !(args.ratio.is_finite() && args.ratio > 0.0) {
         usage!("--ratio {} is not a positive, finite number", args.ratio);
     }
-    let peak = match args.peak_tflops {
+    Ok(())
+}
+
+/// The accelerator's peak FLOP/s: `--peak-tflops`, else the `--gpu`'s bf16 peak.
+fn peak_flops(args: &PlanArgs) -> Result<f64> {
+    Ok(match args.peak_tflops {
         Some(t) if t.is_finite() && t > 0.0 => t * 1e12,
         Some(t) => usage!("--peak-tflops {t} is not positive"),
         None => match peak_bf16_flops(&args.gpu) {
@@ -367,11 +414,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 GPU_NAMES.join(", ")
             ),
         },
-    };
-    let fits = args.fit.fits();
-    let corpus = args.shards.as_deref().map(read_corpus).transpose()?;
-    let tokens = args.tokens.or(corpus.as_ref().map(|c| c.tokens as f64));
-    let mapped = match &args.config {
+    })
+}
+
+/// The `--config` Model Zoo file, mapped (a bad one is a usage error).
+fn load_cerebras_config(args: &PlanArgs) -> Result<Option<cerebras::Mapped>> {
+    Ok(match &args.config {
         Some(path) => Some(
             cerebras::load(
                 path,
@@ -383,23 +431,24 @@ pub fn run(args: PlanArgs) -> Result<()> {
             .map_err(|e| UsageError::new(e.to_string()))?,
         ),
         None => None,
-    };
-    let mut cfg = match &mapped {
-        Some(mapped) => Some(cerebras_model(&args, mapped)?),
-        None => model_config(&args, corpus.as_ref())?,
-    };
-    let tables = args.chinchilla_table || args.flops_table;
-    let bare = cfg.is_none() && tokens.is_none() && args.flops.is_none() && !tables;
-    if bare {
-        cfg = Some(GptConfig::gpt2_small());
-    }
+    })
+}
 
-    let mut doc = Map::new();
-    let mut text = String::new();
-    if let Some(mapped) = &mapped {
-        text += &cerebras::report::render(mapped);
-        text += "\n";
-        doc.insert(
+/// What `plan` prints: the text and the `--json` document, section by section.
+#[derive(Default)]
+struct Report {
+    /// The tables, in order.
+    text: String,
+    /// The same figures, one key per section.
+    doc: Map<String, Value>,
+}
+
+impl Report {
+    /// The Model Zoo config's report and parameter counts.
+    fn cerebras(&mut self, mapped: &cerebras::Mapped) {
+        self.text += &cerebras::report::render(mapped);
+        self.text += "\n";
+        self.doc.insert(
             "cerebras".into(),
             json!({
                 "file": mapped.file,
@@ -409,66 +458,86 @@ pub fn run(args: PlanArgs) -> Result<()> {
             }),
         );
     }
-    if let Some(cfg) = cfg {
+
+    /// The model's parameters and FLOPs, its training on the given (or `--ratio × N`)
+    /// tokens, and its μP table when it uses μP.
+    fn model(
+        &mut self,
+        args: &PlanArgs,
+        cfg: GptConfig,
+        tokens: Option<f64>,
+        fits: &[LossFit],
+        peak: f64,
+        mapped: Option<&cerebras::Mapped>,
+    ) {
         let plan = ModelPlan::new(&cfg);
         let (d, chosen) = match tokens {
             Some(t) => (t, "given"),
             None => (args.ratio * plan.params.chinchilla as f64, "--ratio × N"),
         };
-        let training = plan.training(d, &fits, Some(peak), args.mfu);
+        let training = plan.training(d, fits, Some(peak), args.mfu);
         let name = match &args.config {
             Some(path) => path.display().to_string(),
             None => args.model.as_deref().unwrap_or("gpt2-small").to_string(),
         };
-        text += &model_text(&plan, &name);
-        text += &training_text(&training, chosen, &args.gpu, args.peak_tflops.is_some());
-        doc.insert("model".into(), to_value(&plan));
-        doc.insert("training".into(), to_value(&training));
+        self.text += &model_text(&plan, &name);
+        self.text += &training_text(&training, chosen, &args.gpu, args.peak_tflops.is_some());
+        self.doc.insert("model".into(), to_value(&plan));
+        self.doc.insert("training".into(), to_value(&training));
         if args.mup || cfg.mup.is_some() {
-            let cfg = GptConfig {
-                mup: cfg.mup.or(Some(MupConfig::default())),
-                ..cfg
-            };
-            // A config's schedule peak is its base LR.
-            let base_lr = mapped
-                .as_ref()
-                .map(|m| m.schedule.peak())
-                .filter(|lr| *lr > 0.0)
-                .unwrap_or(MUP_BASE_LR);
-            text += "\n";
-            text += &mup::format_table(&cfg, base_lr);
-            doc.insert(
-                "mup".into(),
-                json!({
-                    "config": cfg.mup,
-                    "width_mult": cfg.width_mult(),
-                    "base_lr": base_lr,
-                    "tensors": mup::mup_table(&cfg, base_lr),
-                }),
-            );
+            self.mup(cfg, mapped);
         }
-    } else if let Some(t) = tokens {
-        let seq_len = corpus.as_ref().and_then(|c| c.seq_len).unwrap_or(1024);
+    }
+
+    /// The μP multipliers of every tensor (default μP settings when the model has none).
+    fn mup(&mut self, cfg: GptConfig, mapped: Option<&cerebras::Mapped>) {
+        let cfg = GptConfig {
+            mup: cfg.mup.or(Some(MupConfig::default())),
+            ..cfg
+        };
+        // A config's schedule peak is its base LR.
+        let base_lr = mapped
+            .map(|m| m.schedule.peak())
+            .filter(|lr| *lr > 0.0)
+            .unwrap_or(MUP_BASE_LR);
+        self.text += "\n";
+        self.text += &mup::format_table(&cfg, base_lr);
+        self.doc.insert(
+            "mup".into(),
+            json!({
+                "config": cfg.mup,
+                "width_mult": cfg.width_mult(),
+                "base_lr": base_lr,
+                "tensors": mup::mup_table(&cfg, base_lr),
+            }),
+        );
+    }
+
+    /// The model sized from `tokens` (given, or the corpus's) at `--ratio`.
+    fn data(&mut self, args: &PlanArgs, t: f64, corpus: Option<&Corpus>) {
+        let seq_len = corpus.and_then(|c| c.seq_len).unwrap_or(1024);
         let vocab = args
             .vocab_size
-            .or(corpus.as_ref().and_then(|c| c.vocab_size))
+            .or(corpus.and_then(|c| c.vocab_size))
             .unwrap_or(GPT2_VOCAB_SIZE as usize);
         let params = params_for_tokens(t, args.ratio);
         let auto = auto_size(t, args.ratio, seq_len, vocab);
-        text += &data_text(t, args.ratio, params, corpus.as_ref(), &auto);
+        self.text += &data_text(t, args.ratio, params, corpus, &auto);
         let mut data = json!({
             "tokens": t,
             "ratio": args.ratio,
             "params": params,
             "auto_size": auto,
         });
-        if let Some(c) = &corpus {
+        if let Some(c) = corpus {
             data["shards"] = json!(c.path);
         }
-        doc.insert("data".into(), data);
+        self.doc.insert("data".into(), data);
     }
-    if let Some(c) = args.flops {
-        text += &allocation_text(c, &fits);
+
+    /// The compute-optimal split of `c` FLOPs under each fit, and Chinchilla's Table 3 beside.
+    fn allocation(&mut self, c: f64, fits: &[LossFit]) {
+        self.text += &allocation_text(c, fits);
         let allocation: Vec<Value> = fits
             .iter()
             .map(|f| json!({"fit": f, "optimal": f.optimal(c)}))
@@ -482,31 +551,31 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 })
             })
             .collect();
-        doc.insert(
+        self.doc.insert(
             "allocation".into(),
             json!({"flops": c, "fits": allocation, "table_3": table3}),
         );
     }
-    if args.chinchilla_table {
-        text += &a9_text();
-        doc.insert("chinchilla_table".into(), to_value(&table_a9()));
-    }
-    if args.flops_table {
-        text += &a4_text();
-        doc.insert("flops_table".into(), to_value(&table_a4()));
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Object(doc))?);
-    } else {
-        print!("{text}");
-        if bare {
+
+    /// Prints the JSON document, or the text (with a pointer to `--help` when `plan` was
+    /// given nothing to plan).
+    fn print(self, json: bool, bare: bool) -> Result<()> {
+        if json {
             println!(
-                "\n(plan --help: --model and shape flags, --tokens/--shards for a model sized from \
-                 data, --flops for a compute-optimal split, --chinchilla-table, --flops-table)"
+                "{}",
+                serde_json::to_string_pretty(&Value::Object(self.doc))?
             );
+        } else {
+            print!("{}", self.text);
+            if bare {
+                println!(
+                    "\n(plan --help: --model and shape flags, --tokens/--shards for a model sized from \
+                     data, --flops for a compute-optimal split, --chinchilla-table, --flops-table)"
+                );
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {

@@ -214,29 +214,8 @@ fn median_step_seconds(metrics: &Path) -> Option<f64> {
 
 /// Runs `plan sweep`.
 pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
-    if !(args.max_epochs.is_finite() && args.max_epochs > 0.0) {
-        return Err(
-            UsageError::new(format!("--max-epochs {} is not positive", args.max_epochs)).into(),
-        );
-    }
-    if args.micro_batch == 0 {
-        return Err(UsageError::new("--micro-batch 0: must be at least 1").into());
-    }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(UsageError::new(format!("--lr {} is not positive", args.lr)).into());
-    }
-    if !(args.mfu > 0.0 && args.mfu <= 1.0) {
-        return Err(UsageError::new(format!("--mfu {} is not in (0, 1]", args.mfu)).into());
-    }
-    let peak = match &args.gpu {
-        Some(gpu) => Some(h5gpt_core::hardware::peak_bf16_flops(gpu).ok_or_else(|| {
-            UsageError::new(format!(
-                "unknown --gpu `{gpu}`; known: {}",
-                h5gpt_core::hardware::GPU_NAMES.join(", ")
-            ))
-        })?),
-        None => None,
-    };
+    check_options(args)?;
+    let peak = peak_flops(args)?;
     let shards = read_shards(&args.shards)?;
     let wanted_rows = match args.batch_tokens {
         Some(t) => (t as usize / shards.seq_len).max(1),
@@ -260,22 +239,7 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
         other => anyhow::Error::new(other),
     })?;
     let out = std::path::absolute(&args.out)?;
-    if out.join(SWEEP_FILE).is_file() {
-        let old = SweepManifest::read(&out).map_err(anyhow::Error::msg)?;
-        let same = old.runs.len() == runs.len()
-            && old
-                .runs
-                .iter()
-                .zip(&runs)
-                .all(|(a, b)| a.name == b.name && a.steps == b.steps && a.model == b.model);
-        if !same {
-            bail!(
-                "{}: holds another sweep ({} runs)\n---> HINT: pick another --out, or remove it",
-                out.join(SWEEP_FILE).display(),
-                old.runs.len()
-            );
-        }
-    }
+    check_same_sweep(&out, &runs)?;
     let settings = RunSettings {
         shards: shards.dir.clone(),
         micro_batch,
@@ -285,7 +249,94 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
         mup_base_width: args.mup_base_width,
     };
     let manifest = write(&out, &spec, &settings, runs, command_line).map_err(anyhow::Error::msg)?;
-    let (times, timing_note) = match (peak, args.time_steps) {
+    let (times, timing_note) = step_times(args, peak, &manifest)?;
+    let seconds: Vec<Option<f64>> = manifest
+        .runs
+        .iter()
+        .zip(&times)
+        .map(|(r, t)| t.map(|s| s * r.steps as f64))
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&sweep_json(&out, &manifest, &seconds))?
+        );
+        return Ok(());
+    }
+    print!(
+        "{}",
+        sweep_text(
+            &manifest,
+            &shards,
+            &seconds,
+            &timing_note,
+            args.models_per_budget
+        )
+    );
+    Ok(())
+}
+
+/// Checks `--max-epochs`, `--micro-batch`, `--lr` and `--mfu` (usage errors).
+fn check_options(args: &SweepArgs) -> Result<()> {
+    if !(args.max_epochs.is_finite() && args.max_epochs > 0.0) {
+        return Err(
+            UsageError::new(format!("--max-epochs {} is not positive", args.max_epochs)).into(),
+        );
+    }
+    if args.micro_batch == 0 {
+        return Err(UsageError::new("--micro-batch 0: must be at least 1").into());
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(UsageError::new(format!("--lr {} is not positive", args.lr)).into());
+    }
+    if !(args.mfu > 0.0 && args.mfu <= 1.0) {
+        return Err(UsageError::new(format!("--mfu {} is not in (0, 1]", args.mfu)).into());
+    }
+    Ok(())
+}
+
+/// The `--gpu`'s bf16 peak FLOP/s, when one is named.
+fn peak_flops(args: &SweepArgs) -> Result<Option<f64>> {
+    Ok(match &args.gpu {
+        Some(gpu) => Some(h5gpt_core::hardware::peak_bf16_flops(gpu).ok_or_else(|| {
+            UsageError::new(format!(
+                "unknown --gpu `{gpu}`; known: {}",
+                h5gpt_core::hardware::GPU_NAMES.join(", ")
+            ))
+        })?),
+        None => None,
+    })
+}
+
+/// Refuses an `--out` that holds another sweep (the same runs may be written again).
+fn check_same_sweep(out: &Path, runs: &[SweepRun]) -> Result<()> {
+    if out.join(SWEEP_FILE).is_file() {
+        let old = SweepManifest::read(out).map_err(anyhow::Error::msg)?;
+        let same = old.runs.len() == runs.len()
+            && old
+                .runs
+                .iter()
+                .zip(runs)
+                .all(|(a, b)| a.name == b.name && a.steps == b.steps && a.model == b.model);
+        if !same {
+            bail!(
+                "{}: holds another sweep ({} runs)\n---> HINT: pick another --out, or remove it",
+                out.join(SWEEP_FILE).display(),
+                old.runs.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Each run's seconds per step (from `--gpu` at `--mfu`, or timed on this machine over
+/// `--time-steps` steps, or none) and a note saying which.
+fn step_times(
+    args: &SweepArgs,
+    peak: Option<f64>,
+    manifest: &SweepManifest,
+) -> Result<(Vec<Option<f64>>, String)> {
+    Ok(match (peak, args.time_steps) {
         (Some(peak), _) => (
             manifest
                 .runs
@@ -304,7 +355,7 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
             "time: not estimated (--time-steps 0)".into(),
         ),
         (None, steps) => {
-            let (t, failures) = time_runs(&manifest, steps)?;
+            let (t, failures) = time_runs(manifest, steps)?;
             let mut note = format!(
                 "time: the median step of {steps} timed on this machine (the first left out) × each run's steps; start-up and the final evaluation not included"
             );
@@ -313,48 +364,31 @@ pub fn run(args: &SweepArgs, command_line: &str) -> Result<()> {
             }
             (t, note)
         }
-    };
-    let seconds: Vec<Option<f64>> = manifest
+    })
+}
+
+/// The `--json` document: the files written, the shared settings and each run with its time.
+fn sweep_json(out: &Path, manifest: &SweepManifest, seconds: &[Option<f64>]) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = manifest
         .runs
         .iter()
-        .zip(&times)
-        .map(|(r, t)| t.map(|s| s * r.steps as f64))
+        .zip(seconds)
+        .map(|(r, s)| {
+            let mut v = serde_json::to_value(r).expect("runs serialize");
+            v["seconds"] = serde_json::json!(s);
+            v
+        })
         .collect();
-    if args.json {
-        let runs: Vec<serde_json::Value> = manifest
-            .runs
-            .iter()
-            .zip(&seconds)
-            .map(|(r, s)| {
-                let mut v = serde_json::to_value(r).expect("runs serialize");
-                v["seconds"] = serde_json::json!(s);
-                v
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "sweep": out.join(SWEEP_FILE),
-            "script": out.join(SCRIPT_FILE),
-            "batch_rows": manifest.batch_rows,
-            "seq_len": manifest.seq_len,
-            "mup_base_width": manifest.mup_base_width,
-            "lr": manifest.lr,
-            "runs": runs,
-            "total_seconds": seconds.iter().copied().sum::<Option<f64>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
-    }
-    print!(
-        "{}",
-        sweep_text(
-            &manifest,
-            &shards,
-            &seconds,
-            &timing_note,
-            args.models_per_budget
-        )
-    );
-    Ok(())
+    serde_json::json!({
+        "sweep": out.join(SWEEP_FILE),
+        "script": out.join(SCRIPT_FILE),
+        "batch_rows": manifest.batch_rows,
+        "seq_len": manifest.seq_len,
+        "mup_base_width": manifest.mup_base_width,
+        "lr": manifest.lr,
+        "runs": runs,
+        "total_seconds": seconds.iter().copied().sum::<Option<f64>>(),
+    })
 }
 
 fn sweep_text(

@@ -243,24 +243,7 @@ pub fn convert_to_mup(doc: &Document, base: &MupBase) -> Result<Yaml, ConfigErro
             model.insert(key("embeddings_scale"), embed_mult);
         }
     }
-    // The schedule, scaled to peak at η_base.
-    let (schedule_path, schedule_key): (&[&str], &str) = match generation {
-        Generation::Release2_0 => (&["optimizer"], "learning_rate"),
-        Generation::Release2_10 => (&["trainer", "init"], "schedulers"),
-    };
-    if let Some(parent) = hash_at(&mut root, schedule_path) {
-        if let Some(schedule) = parent.get_mut(&key(schedule_key)) {
-            match number(schedule) {
-                Some(_) => *schedule = real(base.base_lr),
-                None => {
-                    let peak = peak_lr(schedule);
-                    if peak > 0.0 {
-                        scale_lrs(schedule, base.base_lr / peak);
-                    }
-                }
-            }
-        }
-    }
+    scale_schedule_to_base_lr(&mut root, generation, base.base_lr);
     if generation == Generation::Release2_0 {
         if let Some(optimizer) = hash_at(&mut root, &["optimizer"]) {
             let mut adjust = Hash::new();
@@ -269,6 +252,28 @@ pub fn convert_to_mup(doc: &Document, base: &MupBase) -> Result<Yaml, ConfigErro
         }
     }
     Ok(root)
+}
+
+/// Scales the config's learning-rate schedule to peak at η_base (`base_lr`); a constant rate
+/// becomes `base_lr`.
+fn scale_schedule_to_base_lr(root: &mut Yaml, generation: Generation, base_lr: f64) {
+    let (schedule_path, schedule_key): (&[&str], &str) = match generation {
+        Generation::Release2_0 => (&["optimizer"], "learning_rate"),
+        Generation::Release2_10 => (&["trainer", "init"], "schedulers"),
+    };
+    if let Some(parent) = hash_at(root, schedule_path) {
+        if let Some(schedule) = parent.get_mut(&key(schedule_key)) {
+            match number(schedule) {
+                Some(_) => *schedule = real(base_lr),
+                None => {
+                    let peak = peak_lr(schedule);
+                    if peak > 0.0 {
+                        scale_lrs(schedule, base_lr / peak);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `yaml` as YAML text.

@@ -21,6 +21,14 @@ pub enum Generation {
 }
 
 impl Generation {
+    /// The full key of a model setting in this layout.
+    fn model_key(self, key: &str) -> String {
+        match self {
+            Generation::Release2_0 => format!("model.{key}"),
+            Generation::Release2_10 => format!("trainer.init.model.{key}"),
+        }
+    }
+
     /// How the report names it.
     pub fn describe(self) -> &'static str {
         match self {
@@ -292,76 +300,133 @@ fn walk_2_10(
         c.seed = Some(seed as u64);
     }
     if let Some(optimizer) = init.section("optimizer")? {
-        let keys = optimizer.keys();
-        let [name] = keys.as_slice() else {
-            return Err(init.error("optimizer", "expected one optimizer (AdamW: {...})"));
-        };
-        if !name.eq_ignore_ascii_case("adamw") {
-            return Err(optimizer.error(
-                name,
-                "only AdamW is supported (the optimizer of GPT-3 and Cerebras-GPT)",
-            ));
-        }
-        let adamw = optimizer
-            .section(name)?
-            .ok_or_else(|| optimizer.error(name, "empty"))?;
-        read_adamw(&adamw, c)?;
-        read_lr_adjustment(&adamw, c)?;
+        read_optimizer_2_10(&init, &optimizer, c)?;
     }
     if let Some(list) = init.raw("schedulers") {
-        let items: Vec<&Yaml> = match list {
-            Yaml::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        if items.len() != 1 {
-            return Err(init.error(
-                "schedulers",
-                format!(
-                    "{} schedulers: one learning-rate scheduler is supported (others schedule weight decay or per-group rates)",
-                    items.len()
-                ),
-            ));
-        }
-        read_scheduler_2_10(&init, init.key("schedulers[0]"), items[0], c)?;
+        read_schedulers_2_10(&init, list, c)?;
     }
     if let Some(precision) = init.section("precision")? {
-        if let Some(kind) = precision.str("fp16_type", "--dtype")? {
-            match kind {
-                "bfloat16" => c.bf16 = Some(true),
-                "float16" | "cbfloat16" => {
-                    c.bf16 = Some(true);
-                    c.notes.push(format!(
-                        "precision.fp16_type {kind}: trained in bf16 autocast (we have no fp16 with loss scaling)"
-                    ));
-                }
-                other => {
-                    return Err(precision.error(
-                        "fp16_type",
-                        format!("{other:?}: expected bfloat16 or float16"),
-                    ))
-                }
+        read_precision_2_10(&precision, c)?;
+    }
+    read_loop_and_checkpoint_2_10(&init, c)?;
+    if let Some(logging) = init.section("logging")? {
+        read_log_steps(&logging);
+        logging.ignore("log_level", "our log is the console and metrics.jsonl");
+    }
+    init.ignore("backend", "Cerebras hardware (backend_type, cluster)");
+    read_callbacks(&init, c)?;
+    init.ignore("loggers", "our log is the console and metrics.jsonl");
+    init.ignore("model_dir", "our run folder is --out");
+    if let Some(fit) = trainer.section("fit")? {
+        if let Some(input) = fit.section("train_dataloader")? {
+            read_train_input(&input, c, options)?;
+        }
+        if let Some(input) = fit.section("val_dataloader")? {
+            read_eval_input(&input, c, options)?;
+        }
+        fit.ignore("ckpt_path", "resume with --resume from our own checkpoints");
+    }
+    trainer.ignore(
+        "validate",
+        "a separate validation run; we evaluate fit.val_dataloader during training",
+    );
+    trainer.ignore(
+        "validate_all",
+        "a separate validation run; we evaluate fit.val_dataloader during training",
+    );
+    Ok(())
+}
+
+/// A 2.10 `trainer.init.optimizer`: one AdamW, its settings and its learning-rate adjustments.
+fn read_optimizer_2_10(
+    init: &Section<'_>,
+    optimizer: &Section<'_>,
+    c: &mut Collected,
+) -> Result<(), ConfigError> {
+    let keys = optimizer.keys();
+    let [name] = keys.as_slice() else {
+        return Err(init.error("optimizer", "expected one optimizer (AdamW: {...})"));
+    };
+    if !name.eq_ignore_ascii_case("adamw") {
+        return Err(optimizer.error(
+            name,
+            "only AdamW is supported (the optimizer of GPT-3 and Cerebras-GPT)",
+        ));
+    }
+    let adamw = optimizer
+        .section(name)?
+        .ok_or_else(|| optimizer.error(name, "empty"))?;
+    read_adamw(&adamw, c)?;
+    read_lr_adjustment(&adamw, c)?;
+    Ok(())
+}
+
+/// A 2.10 `trainer.init.schedulers`: one learning-rate scheduler.
+fn read_schedulers_2_10(
+    init: &Section<'_>,
+    list: &Yaml,
+    c: &mut Collected,
+) -> Result<(), ConfigError> {
+    let items: Vec<&Yaml> = match list {
+        Yaml::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    if items.len() != 1 {
+        return Err(init.error(
+            "schedulers",
+            format!(
+                "{} schedulers: one learning-rate scheduler is supported (others schedule weight decay or per-group rates)",
+                items.len()
+            ),
+        ));
+    }
+    read_scheduler_2_10(init, init.key("schedulers[0]"), items[0], c)?;
+    Ok(())
+}
+
+/// A 2.10 `trainer.init.precision`: bf16 or fp32, and the gradient-norm clip.
+fn read_precision_2_10(precision: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
+    if let Some(kind) = precision.str("fp16_type", "--dtype")? {
+        match kind {
+            "bfloat16" => c.bf16 = Some(true),
+            "float16" | "cbfloat16" => {
+                c.bf16 = Some(true);
+                c.notes.push(format!(
+                    "precision.fp16_type {kind}: trained in bf16 autocast (we have no fp16 with loss scaling)"
+                ));
+            }
+            other => {
+                return Err(precision.error(
+                    "fp16_type",
+                    format!("{other:?}: expected bfloat16 or float16"),
+                ))
             }
         }
-        if precision.bool("enabled", "--dtype (false: fp32)")? == Some(false) {
-            c.bf16 = Some(false);
-        }
-        c.grad_clip = precision
-            .f64("max_gradient_norm", "--grad-clip")?
-            .or(c.grad_clip);
-        if precision.has("max_gradient_value") {
-            return Err(precision.error(
-                "max_gradient_value",
-                "clipping by value is not supported (we clip the global norm: max_gradient_norm)",
-            ));
-        }
-        precision.ignore("precision_opt_level", "Cerebras compiler setting");
-        precision.ignore("log_loss_scale", "no loss scaling in bf16");
-        precision.ignore("loss_scaling_factor", "no loss scaling in bf16");
-        precision.ignore("initial_loss_scale", "no loss scaling in bf16");
-        precision.ignore("steps_per_increase", "no loss scaling in bf16");
-        precision.ignore("min_loss_scale", "no loss scaling in bf16");
-        precision.ignore("max_loss_scale", "no loss scaling in bf16");
     }
+    if precision.bool("enabled", "--dtype (false: fp32)")? == Some(false) {
+        c.bf16 = Some(false);
+    }
+    c.grad_clip = precision
+        .f64("max_gradient_norm", "--grad-clip")?
+        .or(c.grad_clip);
+    if precision.has("max_gradient_value") {
+        return Err(precision.error(
+            "max_gradient_value",
+            "clipping by value is not supported (we clip the global norm: max_gradient_norm)",
+        ));
+    }
+    precision.ignore("precision_opt_level", "Cerebras compiler setting");
+    precision.ignore("log_loss_scale", "no loss scaling in bf16");
+    precision.ignore("loss_scaling_factor", "no loss scaling in bf16");
+    precision.ignore("initial_loss_scale", "no loss scaling in bf16");
+    precision.ignore("steps_per_increase", "no loss scaling in bf16");
+    precision.ignore("min_loss_scale", "no loss scaling in bf16");
+    precision.ignore("max_loss_scale", "no loss scaling in bf16");
+    Ok(())
+}
+
+/// A 2.10 `trainer.init.loop` (steps, evaluation) and `trainer.init.checkpoint` (its period).
+fn read_loop_and_checkpoint_2_10(init: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     if let Some(run) = init.section("loop")? {
         c.max_steps = run.usize("max_steps", "--max-steps")?;
         c.eval_every = run.usize("eval_frequency", "--eval-every")?;
@@ -389,31 +454,6 @@ fn walk_2_10(
         );
         checkpoint.ignore("checkpoint_name", "our checkpoints are step-NNNNNN folders");
     }
-    if let Some(logging) = init.section("logging")? {
-        read_log_steps(&logging);
-        logging.ignore("log_level", "our log is the console and metrics.jsonl");
-    }
-    init.ignore("backend", "Cerebras hardware (backend_type, cluster)");
-    read_callbacks(&init, c)?;
-    init.ignore("loggers", "our log is the console and metrics.jsonl");
-    init.ignore("model_dir", "our run folder is --out");
-    if let Some(fit) = trainer.section("fit")? {
-        if let Some(input) = fit.section("train_dataloader")? {
-            read_train_input(&input, c, options)?;
-        }
-        if let Some(input) = fit.section("val_dataloader")? {
-            read_eval_input(&input, c, options)?;
-        }
-        fit.ignore("ckpt_path", "resume with --resume from our own checkpoints");
-    }
-    trainer.ignore(
-        "validate",
-        "a separate validation run; we evaluate fit.val_dataloader during training",
-    );
-    trainer.ignore(
-        "validate_all",
-        "a separate validation run; we evaluate fit.val_dataloader during training",
-    );
     Ok(())
 }
 
@@ -461,6 +501,7 @@ fn read_log_steps(section: &Section<'_>) {
     );
 }
 
+/// A model section: its shape, architecture, initializers, μP, loss and precision.
 fn read_model(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     if let Some(name) = m.str("name", "the model family")? {
         if !matches!(name, "gpt2" | "gpt3") {
@@ -493,6 +534,39 @@ fn read_model(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
         "one dropout rate (dropout_rate) for all dropouts",
     );
     c.eps = m.f64("layer_norm_epsilon", "--layer-norm-eps")?;
+    check_architecture(m, c)?;
+    c.init.embedding = read_initializer(m, "embedding_initializer")?;
+    c.init.hidden = read_initializer(m, "initializer")?;
+    c.init.output = read_initializer(m, "output_layer_initializer")?;
+    if m.has("initializer_range") {
+        let std = m.f64("initializer_range", "init std")?.unwrap_or(0.02);
+        if c.init.hidden.is_none() {
+            c.init.hidden = Some((std, None));
+        }
+    }
+    read_model_mup(m, c)?;
+    read_model_loss(m, c)?;
+    // Precision (2.0.3 keeps it with the model).
+    if let Some(bf16) = m.bool("use_bfloat16", "--dtype bf16")? {
+        c.bf16 = Some(bf16);
+    }
+    if m.bool("mixed_precision", "--dtype (false: fp32)")? == Some(false) {
+        c.bf16 = Some(false);
+    }
+    m.ignore("fp16_type", "see precision");
+    m.ignore("compute_eval_metrics", "we report the validation loss");
+    m.ignore("boundary_casting", "Cerebras numerics setting");
+    m.ignore("tf_summary", "Cerebras logging setting");
+    m.ignore(
+        "embedding_dropout_rate",
+        "one dropout rate (dropout_rate) for all dropouts",
+    );
+    Ok(())
+}
+
+/// The model's architecture keys, checked to be ours: a tied LM head without bias, biases
+/// everywhere, learned position embeddings, GELU, scaled dot-product multi-head attention.
+fn check_architecture(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     if let Some(true) = m
         .bool("share_embedding_weights", "tied LM head (always, here)")?
         .map(|b| !b)
@@ -560,16 +634,11 @@ fn read_model(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
             return Err(m.error("attention_module", format!("{module:?} is not supported")));
         }
     }
-    c.init.embedding = read_initializer(m, "embedding_initializer")?;
-    c.init.hidden = read_initializer(m, "initializer")?;
-    c.init.output = read_initializer(m, "output_layer_initializer")?;
-    if m.has("initializer_range") {
-        let std = m.f64("initializer_range", "init std")?.unwrap_or(0.02);
-        if c.init.hidden.is_none() {
-            c.init.hidden = Some((std, None));
-        }
-    }
-    // μP, as either generation spells it.
+    Ok(())
+}
+
+/// μP, as either generation spells it (checked later, in [`resolve_mup`]).
+fn read_model_mup(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     c.mup.base_hidden = m.f64("mup_base_hidden_size", "--mup-base-width")?;
     c.mup.base_filter = m.f64("mup_base_filter_size", "μP: must be filter_size / m")?;
     c.mup.embeddings_scale = m.f64("embeddings_scale", "--mup-embed-mult")?;
@@ -585,7 +654,11 @@ fn read_model(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
         }
     }
     m.bool("scale_output_logits_by_d", "μP: logits × 1/m")?;
-    // Loss.
+    Ok(())
+}
+
+/// The loss normalization: `num_tokens` (ours), or `batch_size` with a `loss_weight`.
+fn read_model_loss(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     match m.str("loss_scaling", "loss normalization")? {
         None | Some("num_tokens") => {}
         Some("batch_size") => {
@@ -607,21 +680,6 @@ fn read_model(m: &Section<'_>, c: &mut Collected) -> Result<(), ConfigError> {
     if m.has("loss_weight") && c.loss_weight.is_none() {
         m.read("loss_weight", "loss normalization");
     }
-    // Precision (2.0.3 keeps it with the model).
-    if let Some(bf16) = m.bool("use_bfloat16", "--dtype bf16")? {
-        c.bf16 = Some(bf16);
-    }
-    if m.bool("mixed_precision", "--dtype (false: fp32)")? == Some(false) {
-        c.bf16 = Some(false);
-    }
-    m.ignore("fp16_type", "see precision");
-    m.ignore("compute_eval_metrics", "we report the validation loss");
-    m.ignore("boundary_casting", "Cerebras numerics setting");
-    m.ignore("tf_summary", "Cerebras logging setting");
-    m.ignore(
-        "embedding_dropout_rate",
-        "one dropout rate (dropout_rate) for all dropouts",
-    );
     Ok(())
 }
 
@@ -1006,16 +1064,12 @@ fn resolve_mup(
     n_layer: usize,
 ) -> Result<Option<(MupConfig, f64)>, ConfigError> {
     let k = c.mup;
-    let model_key = |key: &str| match generation {
-        Generation::Release2_0 => format!("model.{key}"),
-        Generation::Release2_10 => format!("trainer.init.model.{key}"),
-    };
     let on =
         k.base_hidden.is_some() || k.output_logits_scale.is_some() || k.decoder_kernel_lr.is_some();
     if !on {
         if let Some(scale) = k.embeddings_scale.filter(|s| *s != 1.0) {
             return Err(doc.error(
-                &model_key("embeddings_scale"),
+                &generation.model_key("embeddings_scale"),
                 format!("{scale} without μP (mup_base_hidden_size, or 2.0.3's output_logits_scale): not supported"),
             ));
         }
@@ -1031,11 +1085,33 @@ fn resolve_mup(
     let base_width = n_embd as f64 / m;
     if (base_width - base_width.round()).abs() > 1e-6 || base_width < 0.5 {
         return Err(doc.error(
-            &model_key("hidden_size"),
+            &generation.model_key("hidden_size"),
             format!("μP width multiplier {m} gives a base width {base_width} that is not a whole number"),
         ));
     }
     let base_width = base_width.round() as usize;
+    check_mup_multipliers(doc, generation, &k, m, ffn)?;
+    let embed_mult = k.embeddings_scale.unwrap_or(1.0);
+    let sigma = mup_base_std(doc, generation, &c.init, m, n_layer)?;
+    Ok(Some((
+        MupConfig {
+            base_width,
+            embed_mult,
+            init_std: sigma,
+        },
+        m,
+    )))
+}
+
+/// Checks that the file's μP multipliers are ours for the width multiplier `m`: hidden LR
+/// and logits × 1/m, logits alpha 1, one multiplier for the filter too, attention × 1/d_head.
+fn check_mup_multipliers(
+    doc: &Document,
+    generation: Generation,
+    k: &MupKeys,
+    m: f64,
+    ffn: usize,
+) -> Result<(), ConfigError> {
     if let Some(lr) = k.decoder_kernel_lr {
         if !agree(lr, 1.0 / m) {
             return Err(doc.error(
@@ -1050,7 +1126,7 @@ fn resolve_mup(
     if let Some(scale) = k.output_logits_scale {
         if !agree(scale, 1.0 / m) {
             return Err(doc.error(
-                &model_key("output_logits_scale"),
+                &generation.model_key("output_logits_scale"),
                 format!("{scale}: our μP multiplies the logits by 1/m = {}", 1.0 / m),
             ));
         }
@@ -1058,7 +1134,7 @@ fn resolve_mup(
     if let Some(alpha) = k.output_logits_alpha {
         if alpha != 1.0 {
             return Err(doc.error(
-                &model_key("output_logits_alpha"),
+                &generation.model_key("output_logits_alpha"),
                 format!("{alpha}: only 1 is supported (logits × 1/m)"),
             ));
         }
@@ -1066,7 +1142,7 @@ fn resolve_mup(
     if let Some(base_filter) = k.base_filter {
         if !agree(ffn as f64 / base_filter, m) {
             return Err(doc.error(
-                &model_key("mup_base_filter_size"),
+                &generation.model_key("mup_base_filter_size"),
                 format!(
                     "{base_filter}: filter_size / mup_base_filter_size = {} differs from hidden_size / mup_base_hidden_size = {m}; our μP uses one width multiplier",
                     ffn as f64 / base_filter
@@ -1076,15 +1152,25 @@ fn resolve_mup(
     }
     if k.scale_qk_dot_by_d != Some(true) {
         return Err(doc.error(
-            &model_key("scale_qk_dot_by_d"),
+            &generation.model_key("scale_qk_dot_by_d"),
             "μP needs scale_qk_dot_by_d: true (attention scores × 1/d_head)",
         ));
     }
-    let embed_mult = k.embeddings_scale.unwrap_or(1.0);
-    // σ_base and the truncation, from the initializers (2.0.3: already scaled).
-    let (sigma, _) = c.init.embedding.or(c.init.hidden).ok_or_else(|| {
+    Ok(())
+}
+
+/// σ_base from the initializers (2.0.3: already scaled), checking the hidden and output
+/// initializers' stds are the ones our μP derives from it.
+fn mup_base_std(
+    doc: &Document,
+    generation: Generation,
+    init: &Initializers,
+    m: f64,
+    n_layer: usize,
+) -> Result<f64, ConfigError> {
+    let (sigma, _) = init.embedding.or(init.hidden).ok_or_else(|| {
         doc.error(
-            &model_key("embedding_initializer"),
+            &generation.model_key("embedding_initializer"),
             "μP needs the initializers' std (σ_base)",
         )
     })?;
@@ -1094,10 +1180,10 @@ fn resolve_mup(
         Generation::Release2_10 => (1.0, 1.0),
     };
     for (key, init, scale, rule) in [
-        ("initializer", c.init.hidden, hidden_scale, "σ_base/√m"),
+        ("initializer", init.hidden, hidden_scale, "σ_base/√m"),
         (
             "output_layer_initializer",
-            c.init.output,
+            init.output,
             output_scale,
             "σ_base/√(2·m·L)",
         ),
@@ -1105,7 +1191,7 @@ fn resolve_mup(
         if let Some((std, _)) = init {
             if !agree(std, sigma * scale) {
                 return Err(doc.error(
-                    &model_key(key),
+                    &generation.model_key(key),
                     format!(
                         "std {std}: our μP uses {rule} = {} for it (σ_base {sigma} from embedding_initializer)",
                         sigma * scale
@@ -1114,22 +1200,15 @@ fn resolve_mup(
             }
         }
     }
-    Ok(Some((
-        MupConfig {
-            base_width,
-            embed_mult,
-            init_std: sigma,
-        },
-        m,
-    )))
+    Ok(sigma)
 }
 
+/// Turns what the walk collected into a [`Mapped`]: the model, its schedule, our options and
+/// the notes, after the checks that need several keys at once.
 fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Mapped, ConfigError> {
-    let model_key = |key: &str| match generation {
-        Generation::Release2_0 => format!("model.{key}"),
-        Generation::Release2_10 => format!("trainer.init.model.{key}"),
+    let need = |v: Option<usize>, key: &str| {
+        v.ok_or_else(|| doc.error(&generation.model_key(key), "missing"))
     };
-    let need = |v: Option<usize>, key: &str| v.ok_or_else(|| doc.error(&model_key(key), "missing"));
     let n_embd = need(c.n_embd, "hidden_size")?;
     let n_layer = need(c.n_layer, "num_hidden_layers")?;
     let n_head = need(c.n_head, "num_heads")?;
@@ -1145,34 +1224,10 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
         }
     }
     let mup = resolve_mup(doc, generation, &c, n_embd, ffn, n_layer)?;
-    // One truncation for every initializer.
-    let truncations: Vec<Option<f64>> = [c.init.embedding, c.init.hidden, c.init.output]
-        .iter()
-        .flatten()
-        .map(|(_, t)| *t)
-        .collect();
-    let truncation = truncations.first().copied().flatten();
-    if truncations.iter().any(|t| match (t, truncation) {
-        (Some(a), Some(b)) => !agree(*a, b),
-        (None, None) => false,
-        _ => true,
-    }) {
-        return Err(doc.error(
-            &model_key("initializer"),
-            format!("the initializers truncate at different multiples of their std ({truncations:?}); only one bound, ±k·std, is supported"),
-        ));
-    }
-    let sp_std = match (mup, c.init.embedding, c.init.hidden, c.init.output) {
-        (Some(_), ..) => None,
-        (None, None, None, None) => None,
-        (None, e, h, o) => {
-            let hidden = h.map_or(0.02, |(s, _)| s);
-            Some(SpInitStd {
-                embedding: e.map_or(hidden, |(s, _)| s),
-                hidden,
-                residual: o.map_or(hidden / (2.0 * n_layer as f64).sqrt(), |(s, _)| s),
-            })
-        }
+    let truncation = one_truncation(doc, generation, &c.init)?;
+    let sp_std = match mup {
+        Some(_) => None,
+        None => standard_init_std(&c.init, n_layer),
     };
     let init = (sp_std.is_some() || truncation.is_some()).then_some(InitConfig {
         std: sp_std,
@@ -1194,7 +1249,7 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
     };
     model
         .validate()
-        .map_err(|e| doc.error(&model_key("hidden_size"), format!("model: {e}")))?;
+        .map_err(|e| doc.error(&generation.model_key("hidden_size"), format!("model: {e}")))?;
     let schedule = PhaseSchedule(std::mem::take(&mut c.phases));
     if !schedule.0.is_empty() {
         schedule.validate().map_err(|e| {
@@ -1207,7 +1262,75 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
             )
         })?;
     }
-    // Loss normalization: theirs sums the token losses × loss_weight / batch_size.
+    check_loss_weight(doc, &mut c, n_ctx)?;
+    let preset = nearest_preset(&model);
+    let micro_batch = micro_batch(doc, &c, preset)?;
+    // The options, spelled as in our TOML.
+    let mut t = toml::Table::new();
+    model_options(&mut t, &c, &model, ffn, preset);
+    training_options(&mut t, &mut c, &schedule, micro_batch);
+    if c.eval_every.is_none() && c.save_every.is_some() && generation == Generation::Release2_0 {
+        c.notes.push(
+            "runconfig has no eval_frequency: we evaluate at every checkpoint (checkpoint_steps), as their train_and_eval mode does".into(),
+        );
+    }
+    Ok(Mapped {
+        file: doc.file().to_path_buf(),
+        generation,
+        model,
+        schedule,
+        options: t,
+        entries: doc.entries(),
+        notes: c.notes,
+        preset,
+    })
+}
+
+/// The one truncation (in stds) every initializer shares; initializers that truncate at
+/// different bounds are an error.
+fn one_truncation(
+    doc: &Document,
+    generation: Generation,
+    init: &Initializers,
+) -> Result<Option<f64>, ConfigError> {
+    let truncations: Vec<Option<f64>> = [init.embedding, init.hidden, init.output]
+        .iter()
+        .flatten()
+        .map(|(_, t)| *t)
+        .collect();
+    let truncation = truncations.first().copied().flatten();
+    if truncations.iter().any(|t| match (t, truncation) {
+        (Some(a), Some(b)) => !agree(*a, b),
+        (None, None) => false,
+        _ => true,
+    }) {
+        return Err(doc.error(
+            &generation.model_key("initializer"),
+            format!("the initializers truncate at different multiples of their std ({truncations:?}); only one bound, ±k·std, is supported"),
+        ));
+    }
+    Ok(truncation)
+}
+
+/// The standard parameterization's stds when any initializer gives one (hidden 0.02 by
+/// default, the embedding as the hidden, the residual projections hidden/√(2L)).
+fn standard_init_std(init: &Initializers, n_layer: usize) -> Option<SpInitStd> {
+    match (init.embedding, init.hidden, init.output) {
+        (None, None, None) => None,
+        (e, h, o) => {
+            let hidden = h.map_or(0.02, |(s, _)| s);
+            Some(SpInitStd {
+                embedding: e.map_or(hidden, |(s, _)| s),
+                hidden,
+                residual: o.map_or(hidden / (2.0 * n_layer as f64).sqrt(), |(s, _)| s),
+            })
+        }
+    }
+}
+
+/// Loss normalization: theirs sums the token losses × loss_weight / batch_size; only the
+/// weight that makes it our mean is accepted (with a note saying why they agree).
+fn check_loss_weight(doc: &Document, c: &mut Collected, n_ctx: usize) -> Result<(), ConfigError> {
     let msl = c.max_seq_len.unwrap_or(n_ctx);
     if let Some((weight, key)) = &c.loss_weight {
         if !agree(*weight, 1.0 / msl as f64) {
@@ -1223,7 +1346,13 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
             "loss_scaling batch_size with loss_weight 1/{msl}: their loss is the sum of the token losses / (batch_size × {msl}); ours is the mean over the positions that are targets. Our shards' rows are packed, every position a target, so the two are the same loss and the same gradient scale."
         ));
     }
-    let preset = PRESETS
+    Ok(())
+}
+
+/// The preset of the model's shape, else the one nearest in non-embedding parameters.
+fn nearest_preset(model: &GptConfig) -> &'static Preset {
+    let (n_layer, n_head, n_embd, n_ctx) = (model.n_layer, model.n_head, model.n_embd, model.n_ctx);
+    PRESETS
         .iter()
         .find(|p| p.n_layer == n_layer && p.n_head == n_head && p.n_embd == n_embd)
         .unwrap_or_else(|| {
@@ -1239,7 +1368,16 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
                     gap(a).total_cmp(&gap(b))
                 })
                 .expect("presets exist")
-        });
+        })
+}
+
+/// The micro-batch: the file's, else the largest divisor of the batch up to the preset's;
+/// one that does not divide the batch is an error.
+fn micro_batch(
+    doc: &Document,
+    c: &Collected,
+    preset: &Preset,
+) -> Result<Option<usize>, ConfigError> {
     let micro_batch = match (c.micro_batch, c.batch_size) {
         (Some(micro), _) => Some(micro),
         // The largest divisor of the batch up to the preset's micro-batch.
@@ -1256,49 +1394,78 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
             ));
         }
     }
-    // The options, spelled as in our TOML.
-    let mut t = toml::Table::new();
+    Ok(micro_batch)
+}
+
+/// A count as a TOML integer.
+fn toml_int(v: usize) -> toml::Value {
+    toml::Value::Integer(v as i64)
+}
+
+/// Folders as a TOML array of strings.
+fn toml_paths(dirs: &[PathBuf]) -> toml::Value {
+    toml::Value::Array(
+        dirs.iter()
+            .map(|d| toml::Value::String(d.display().to_string()))
+            .collect(),
+    )
+}
+
+/// Our options for the data folders and the model: preset, shape, initialization and μP.
+fn model_options(
+    t: &mut toml::Table,
+    c: &Collected,
+    model: &GptConfig,
+    ffn: usize,
+    preset: &Preset,
+) {
     let mut set = |key: &str, value: toml::Value| {
         t.insert(key.into(), value);
     };
-    let int = |v: usize| toml::Value::Integer(v as i64);
-    let paths = |dirs: &[PathBuf]| {
-        toml::Value::Array(
-            dirs.iter()
-                .map(|d| toml::Value::String(d.display().to_string()))
-                .collect(),
-        )
-    };
     if !c.shards.is_empty() {
-        set("shards", paths(&c.shards));
+        set("shards", toml_paths(&c.shards));
     }
     if !c.val_shards.is_empty() {
-        set("val_shards", paths(&c.val_shards));
+        set("val_shards", toml_paths(&c.val_shards));
     }
     set("model", toml::Value::String(preset.name.into()));
-    set("n_layer", int(n_layer));
-    set("n_head", int(n_head));
-    set("n_embd", int(n_embd));
-    set("n_ctx", int(n_ctx));
-    set("vocab_size", int(vocab));
-    set("ffn_size", int(ffn));
+    set("n_layer", toml_int(model.n_layer));
+    set("n_head", toml_int(model.n_head));
+    set("n_embd", toml_int(model.n_embd));
+    set("n_ctx", toml_int(model.n_ctx));
+    set("vocab_size", toml_int(model.vocab_size));
+    set("ffn_size", toml_int(ffn));
     set("dropout", toml::Value::Float(model.dropout));
     set("bias", toml::Value::Boolean(true));
     set("layer_norm_eps", toml::Value::Float(model.layer_norm_eps));
-    if let Some(std) = sp_std {
+    let init = model.init.as_ref();
+    if let Some(std) = init.and_then(|i| i.std) {
         set("init_embedding_std", toml::Value::Float(std.embedding));
         set("init_std", toml::Value::Float(std.hidden));
         set("init_residual_std", toml::Value::Float(std.residual));
     }
-    if let Some(k) = truncation {
+    if let Some(k) = init.and_then(|i| i.truncation) {
         set("init_truncation", toml::Value::Float(k));
     }
-    set("mup", toml::Value::Boolean(mup.is_some()));
-    if let Some((m, _)) = mup {
-        set("mup_base_width", int(m.base_width));
+    set("mup", toml::Value::Boolean(model.mup.is_some()));
+    if let Some(m) = model.mup {
+        set("mup_base_width", toml_int(m.base_width));
         set("mup_embed_mult", toml::Value::Float(m.embed_mult));
         set("mup_init_std", toml::Value::Float(m.init_std));
     }
+}
+
+/// Our options for the optimizer, schedule, batches, steps, evaluation and precision; a note
+/// on how the evaluation's rows are read.
+fn training_options(
+    t: &mut toml::Table,
+    c: &mut Collected,
+    schedule: &PhaseSchedule,
+    micro_batch: Option<usize>,
+) {
+    let mut set = |key: &str, value: toml::Value| {
+        t.insert(key.into(), value);
+    };
     if let Some((b1, b2)) = c.betas {
         set("adam_beta1", toml::Value::Float(b1));
         set("adam_beta2", toml::Value::Float(b2));
@@ -1316,14 +1483,14 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
         set("lr", toml::Value::Float(schedule.peak()));
         set(
             "lr_schedule",
-            toml::Value::try_from(&schedule).expect("a schedule serializes"),
+            toml::Value::try_from(schedule).expect("a schedule serializes"),
         );
     }
     if let Some(v) = c.batch_size {
-        set("batch_size", int(v));
+        set("batch_size", toml_int(v));
     }
     if let Some(v) = micro_batch {
-        set("micro_batch", int(v));
+        set("micro_batch", toml_int(v));
     }
     if let Some(v) = c.shuffle {
         set("shuffle", toml::Value::Boolean(v));
@@ -1332,18 +1499,18 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
         set("seed", toml::Value::Integer(v as i64));
     }
     if let Some(v) = c.max_steps {
-        set("max_steps", int(v));
+        set("max_steps", toml_int(v));
     }
     if let Some(v) = c.save_every {
-        set("save_every", int(v));
+        set("save_every", toml_int(v));
     }
     // 2.0.3 evaluates at each checkpoint (train_and_eval); 2.10 every eval_frequency steps.
     if let Some(v) = c.eval_every.or(c.save_every) {
-        set("eval_every", int(v));
+        set("eval_every", toml_int(v));
     }
     if let (Some(steps), Some(micro)) = (c.eval_steps, micro_batch) {
         let rows = steps * c.eval_batch_size.or(c.batch_size).unwrap_or(micro);
-        set("eval_batches", int(rows.div_ceil(micro).max(1)));
+        set("eval_batches", toml_int(rows.div_ceil(micro).max(1)));
         c.notes.push(format!(
             "evaluation: eval_steps {steps} × batch_size {} = {rows} rows, read as {} micro-batches of {micro}",
             rows / steps.max(1),
@@ -1356,19 +1523,4 @@ fn finish(doc: &Document, generation: Generation, mut c: Collected) -> Result<Ma
             toml::Value::String(if bf16 { "bf16" } else { "fp32" }.into()),
         );
     }
-    if c.eval_every.is_none() && c.save_every.is_some() && generation == Generation::Release2_0 {
-        c.notes.push(
-            "runconfig has no eval_frequency: we evaluate at every checkpoint (checkpoint_steps), as their train_and_eval mode does".into(),
-        );
-    }
-    Ok(Mapped {
-        file: doc.file().to_path_buf(),
-        generation,
-        model,
-        schedule,
-        options: t,
-        entries: doc.entries(),
-        notes: c.notes,
-        preset,
-    })
 }

@@ -1,9 +1,9 @@
 //! `preprocess` (and `h5gpt preprocess`): raw text → GPT-2 BPE tokens → packed rows → HDF5 shards + `data_params.json`.
 
-use crate::decontaminate::DecontaminateSettings;
+use crate::decontaminate::{DecontaminateSettings, DecontaminationReport};
 use crate::dedup::{DedupMode, DedupSettings};
 use crate::inspect::human_bytes;
-use crate::pipeline::{self, PreprocessConfig, TokenizerChoice};
+use crate::pipeline::{self, PreprocessConfig, RunSummary, TokenizerChoice};
 use crate::val_split::{DocPart, SplitRule};
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
@@ -173,7 +173,37 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
             "--vocab-size applies to --train-tokenizer only"
         ));
     }
-    let tokenizer = match (args.train_tokenizer, args.vocab_size) {
+    let tokenizer = tokenizer_choice(&args)?;
+    let tokenizer_label = tokenizer_label(&tokenizer);
+    let config = preprocess_config(args, tokenizer, threads)?;
+    print_settings(&config, &tokenizer_label);
+    let summary = pipeline::run(&config)?;
+    if summary.already_complete {
+        println!(
+            "{} already holds this run, complete; nothing to do (use --force to redo it)",
+            config.out.display()
+        );
+        return Ok(());
+    }
+    if summary.resumed {
+        println!("continued an interrupted run");
+    }
+    print_inputs(&summary);
+    print_val_split(&config, &summary);
+    if let Some(d) = &summary.dedup {
+        print_dedup(d);
+    }
+    if let Some(d) = &summary.decontamination {
+        print_decontamination(&config, d);
+    }
+    print_outputs(&config, &summary);
+    Ok(())
+}
+
+/// The tokenizer to use: `--tokenizer` (with `--eos-token`), or one to train with
+/// `--train-tokenizer` and `--vocab-size`.
+fn tokenizer_choice(args: &PreprocessArgs) -> Result<TokenizerChoice> {
+    Ok(match (args.train_tokenizer, args.vocab_size) {
         (Some(kind), Some(vocab_size)) => {
             if args.eos_token.is_some() {
                 anyhow::bail!(UsageError::new("--eos-token applies to --tokenizer FILE only (trained tokenizers use <|endoftext|>)"));
@@ -185,11 +215,15 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
             })
         }
         _ => TokenizerChoice::Given {
-            name: args.tokenizer,
-            eos_token: args.eos_token,
+            name: args.tokenizer.clone(),
+            eos_token: args.eos_token.clone(),
         },
-    };
-    let tokenizer_label = match &tokenizer {
+    })
+}
+
+/// How the settings line names the tokenizer.
+fn tokenizer_label(tokenizer: &TokenizerChoice) -> String {
+    match tokenizer {
         TokenizerChoice::Given { name, .. } => name.clone(),
         TokenizerChoice::Train(spec) => format!(
             "train {} {} (min frequency {})",
@@ -197,8 +231,17 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
             spec.vocab_size,
             spec.min_frequency
         ),
-    };
-    let config = PreprocessConfig {
+    }
+}
+
+/// The pipeline's configuration from the flags (a zero `--decontaminate-ngram` is a usage
+/// error).
+fn preprocess_config(
+    args: PreprocessArgs,
+    tokenizer: TokenizerChoice,
+    threads: usize,
+) -> Result<PreprocessConfig> {
+    Ok(PreprocessConfig {
         inputs: args.input,
         out: args.out,
         text_key: args.text_key,
@@ -241,7 +284,11 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
         force: args.force,
         progress: std::io::stderr().is_terminal(),
         profile: args.profile,
-    };
+    })
+}
+
+/// The effective settings, on stderr (and dedup's when it is on).
+fn print_settings(config: &PreprocessConfig, tokenizer_label: &str) {
     eprintln!(
         "preprocess: {} -> {} | tokenizer {} | seq_len {} | {} | examples/shard {} | compression {} | normalize {} | val {} (seed {}) | threads {}",
         config.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
@@ -270,18 +317,10 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
             crate::dedup::bytes_per_document(d)
         );
     }
-    let summary = pipeline::run(&config)?;
-    if summary.already_complete {
-        println!(
-            "{} already holds this run, complete; nothing to do (use --force to redo it)",
-            config.out.display()
-        );
-        return Ok(());
-    }
-    if summary.resumed {
-        println!("continued an interrupted run");
-    }
-    let tokens: u64 = summary.outputs.iter().map(|o| o.tokens).sum();
+}
+
+/// The tokenizer, the input read and the records skipped.
+fn print_inputs(summary: &RunSummary) {
     println!(
         "tokenizer          {} ({} tokens)",
         summary.tokenizer,
@@ -298,6 +337,10 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
         "bad skipped        {}",
         thousands(summary.counts.bad_skipped)
     );
+}
+
+/// How the validation split was made, and a warning when it came out far from asked.
+fn print_val_split(config: &PreprocessConfig, summary: &RunSummary) {
     match (summary.split_rule, summary.documents_counted) {
         (Some(SplitRule::WithinDocuments), Some(n)) => println!(
             "val split          inside documents: {n} documents are too few for --val-fraction {} of whole documents (fewer than {} / {}); each is cut at the newline nearest {:.0}% of its length, head to train/, tail to val/",
@@ -315,22 +358,27 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
     if let Some(warning) = summary.val_fraction_warning(config.val_fraction) {
         eprintln!("preprocess: warning: {warning}");
     }
-    if let Some(d) = &summary.dedup {
-        print_dedup(d);
-    }
-    if let Some(d) = &summary.decontamination {
-        println!(
-            "decontaminated     {} training documents held {} matches of the {} {}-grams of {} evaluation items; {} of them dropped (more than {} pieces); see {}",
-            thousands(d.documents_cut),
-            thousands(d.matches),
-            thousands(d.ngrams),
-            config.decontaminate.ngram,
-            thousands(d.items),
-            thousands(d.documents_dropped),
-            crate::decontaminate::MAX_PIECES,
-            crate::decontaminate::DECONTAMINATION_JSONL
-        );
-    }
+}
+
+/// What decontamination cut and dropped.
+fn print_decontamination(config: &PreprocessConfig, d: &DecontaminationReport) {
+    println!(
+        "decontaminated     {} training documents held {} matches of the {} {}-grams of {} evaluation items; {} of them dropped (more than {} pieces); see {}",
+        thousands(d.documents_cut),
+        thousands(d.matches),
+        thousands(d.ngrams),
+        config.decontaminate.ngram,
+        thousands(d.items),
+        thousands(d.documents_dropped),
+        crate::decontaminate::MAX_PIECES,
+        crate::decontaminate::DECONTAMINATION_JSONL
+    );
+}
+
+/// Each output folder's counts, the time and rates, unknown words, skipped records and the
+/// profile.
+fn print_outputs(config: &PreprocessConfig, summary: &RunSummary) {
+    let tokens: u64 = summary.outputs.iter().map(|o| o.tokens).sum();
     for out in &summary.outputs {
         println!(
             "{:<18} {} documents, {} tokens, {} rows, {} shards",
@@ -364,7 +412,6 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
             crate::profile::report(summary.seconds, text_bytes, config.threads)
         );
     }
-    Ok(())
 }
 
 /// The dedup part of the summary.

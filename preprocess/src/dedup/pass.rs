@@ -260,6 +260,8 @@ pub(super) fn find(
     result
 }
 
+/// Finds the duplicates among `files`' documents: their prints written to `temp` in input
+/// order, then indexed from there.
 fn find_with(
     settings: &DedupSettings,
     files: &[InputFile],
@@ -274,7 +276,23 @@ fn find_with(
         settings.ngram,
         settings.seed,
     );
-    let record_bytes = HEADER_BYTES + 4 * hasher.perm();
+    let documents = write_prints(settings, files, text_key, skip_bad, threads, temp, &hasher)?;
+    index_prints(settings, temp, documents, HEADER_BYTES + 4 * hasher.perm())
+}
+
+/// Stage 1: each document's print (exact hash, and MinHash signature for near dedup) into
+/// `temp`, in input order, hashed in parallel while the next batch is read; the count of
+/// prints written.
+fn write_prints(
+    settings: &DedupSettings,
+    files: &[InputFile],
+    text_key: &str,
+    skip_bad: bool,
+    threads: usize,
+    temp: &Path,
+    hasher: &MinHasher,
+) -> Result<u64> {
+    let near = settings.mode == DedupMode::Near;
     let per_doc = bytes_per_document(settings);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -282,7 +300,6 @@ fn find_with(
         .context("cannot start worker threads")?;
     let fault_at = h5gpt_formats::fault::armed("abort-in-dedup");
 
-    // Stage 1: prints in input order into the temporary file.
     let mut out = BufWriter::new(
         std::fs::File::create(temp).with_context(|| format!("cannot create {}", temp.display()))?,
     );
@@ -330,17 +347,7 @@ fn find_with(
                 .with_context(|| format!("cannot write {}", temp.display()))?;
         }
         documents += prints.len() as u64;
-        if documents.saturating_mul(per_doc) > settings.mem {
-            bail!(UsageError::new(format!(
-                "--dedup {}: the index would need more than {} documents × {} bytes = {:.1} GB (the input holds at least that many), over --dedup-mem {:.1} GB\n---> HINT: raise --dedup-mem if the machine has the memory, use --dedup exact ({} bytes per document), or deduplicate parts of the corpus separately",
-                if near { "near" } else { "exact" },
-                documents,
-                per_doc,
-                (documents * per_doc) as f64 / 1e9,
-                settings.mem as f64 / 1e9,
-                bytes_per_document(&DedupSettings { mode: DedupMode::Exact, ..*settings })
-            )));
-        }
+        check_index_memory(settings, documents, per_doc)?;
         batches += 1;
         if fault_at == Some(batches) {
             eprintln!(
@@ -353,8 +360,35 @@ fn find_with(
     out.flush()
         .with_context(|| format!("cannot write {}", temp.display()))?;
     drop(out);
+    Ok(documents)
+}
 
-    // Stage 2: the index, in input order.
+/// Refuses to go on once the index of `documents` would outgrow `--dedup-mem`.
+fn check_index_memory(settings: &DedupSettings, documents: u64, per_doc: u64) -> Result<()> {
+    let near = settings.mode == DedupMode::Near;
+    if documents.saturating_mul(per_doc) > settings.mem {
+        bail!(UsageError::new(format!(
+            "--dedup {}: the index would need more than {} documents × {} bytes = {:.1} GB (the input holds at least that many), over --dedup-mem {:.1} GB\n---> HINT: raise --dedup-mem if the machine has the memory, use --dedup exact ({} bytes per document), or deduplicate parts of the corpus separately",
+            if near { "near" } else { "exact" },
+            documents,
+            per_doc,
+            (documents * per_doc) as f64 / 1e9,
+            settings.mem as f64 / 1e9,
+            bytes_per_document(&DedupSettings { mode: DedupMode::Exact, ..*settings })
+        )));
+    }
+    Ok(())
+}
+
+/// Stage 2: the index of the `documents` prints in `temp` (records of `record_bytes`), in
+/// input order; each document's cluster root and its estimated Jaccard similarity to it.
+fn index_prints(
+    settings: &DedupSettings,
+    temp: &Path,
+    documents: u64,
+    record_bytes: usize,
+) -> Result<Found> {
+    let near = settings.mode == DedupMode::Near;
     let file =
         std::fs::File::open(temp).with_context(|| format!("cannot open {}", temp.display()))?;
     let random = file.try_clone()?;

@@ -133,6 +133,8 @@ fn no_rows_hint(
     }
 }
 
+/// The `data_params.json` of output `index` (of `outputs`): the shards and their statistics,
+/// the setup, the processing and the counts.
 #[allow(clippy::too_many_arguments)]
 fn manifest(
     config: &PreprocessConfig,
@@ -181,7 +183,22 @@ fn manifest(
         })
         .into(),
     );
-    let p = &mut params.processing;
+    write_processing(&mut params.processing, config, tokenizer);
+    write_post_process(
+        &mut params.post_process.extra,
+        config,
+        tokenizer,
+        files,
+        run,
+        counts,
+        index,
+    );
+    params
+}
+
+/// The manifest's `processing`: how the shards were made (tokenizer, normalization, input
+/// keys, split, seed, decontamination and dedup settings).
+fn write_processing(p: &mut Map<String, Value>, config: &PreprocessConfig, tokenizer: &Tokenizer) {
     match (tokenizer.name(), tokenizer.json()) {
         ("gpt2", _) => {
             p.insert("tokenizer_type".into(), "GPT2Tokenizer".into());
@@ -259,7 +276,19 @@ fn manifest(
             }),
         );
     }
-    let extra = &mut params.post_process.extra;
+}
+
+/// The manifest's `post_process` counts: documents, tokens, records read and skipped, what
+/// decontamination (train/ only) and dedup removed, and the input's size.
+fn write_post_process(
+    extra: &mut Map<String, Value>,
+    config: &PreprocessConfig,
+    tokenizer: &Tokenizer,
+    files: &[InputFile],
+    run: &RunCounts,
+    counts: &OutputCounts,
+    index: usize,
+) {
     extra.insert("n_docs".into(), counts.documents.into());
     if tokenizer.unk_id().is_some() {
         extra.insert("unknown_tokens".into(), counts.unknown.into());
@@ -293,7 +322,6 @@ fn manifest(
         "raw_bytes_count".into(),
         files.iter().map(|f| f.bytes).sum::<u64>().into(),
     );
-    params
 }
 
 /// `path` relative to folder `base` (both canonical): `../train/tokenizer.json`.

@@ -21,7 +21,7 @@ pub use tokenize::{tokenize_batch, Doc, TokenizedDoc};
 
 use crate::decontaminate::{self, DecontaminateSettings, Decontamination, DECONTAMINATION_JSONL};
 use crate::dedup::{self, Decisions, DedupSettings};
-use crate::input::discover_inputs;
+use crate::input::{discover_inputs, InputFile};
 use crate::val_split::{count_file_documents, DocPart, SplitRule};
 use anyhow::{bail, Result};
 use h5gpt_formats::exit::UsageError;
@@ -32,7 +32,7 @@ use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use h5gpt_tokenizer::train::TrainSpec;
 use outdir::Opened;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -295,24 +295,7 @@ pub const MAX_SEQ_LEN: usize = 1 << 20;
 pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
-    let found = discover_inputs(
-        &config.inputs,
-        config.glob.as_deref(),
-        &output_folders(config),
-    )?;
-    if config.part.is_whole() {
-        // (The two runs of a within-document split walk the same inputs again, silently.)
-        for skipped in &found.skipped {
-            eprintln!("preprocess: skipped {skipped}");
-        }
-    }
-    let files = found.files;
-    if files.is_empty() {
-        bail!(
-            "no input files found in {:?}\n---> HINT: check --input and --glob",
-            config.inputs
-        );
-    }
+    let files = find_input_files(config)?;
     if !config.dedup.is_off() && config.dedup_decisions.is_none() {
         // The dedup pass comes first: every later stage sees its decisions.
         let decisions = dedup::prepare(
@@ -337,29 +320,8 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
             return run_within_documents(config, documents);
         }
     }
-    // Decontamination cleans the training documents: those of this run unless it writes the
-    // tails of a split inside documents (val/).
-    let scanned;
-    let config = if !config.decontaminate.is_off()
-        && config.decontamination.is_none()
-        && !matches!(config.part, DocPart::Tail(_))
-    {
-        let applies = |f: usize, r: u64| !is_val(config, f, r) && !is_dropped(config, f, r);
-        let scan = decontaminate::scan(
-            &config.decontaminate,
-            &files,
-            &config.text_key,
-            config.part,
-            &applies,
-        )?;
-        scanned = PreprocessConfig {
-            decontamination: Some(Arc::new(scan)),
-            ..config.clone()
-        };
-        &scanned
-    } else {
-        config
-    };
+    let scanned = with_decontamination(config, &files)?;
+    let config = scanned.as_ref().unwrap_or(config);
     let input_bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let packing = if config.pack {
         Packing::Stream
@@ -367,47 +329,21 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         Packing::Document
     };
     let given = tokenize::resolve_given(config)?;
-    let given_file = given.as_ref().and_then(Tokenizer::file_entry);
-    let fingerprint = outdir::fingerprint(
-        config,
-        &files,
-        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
-    );
-    let legacy = outdir::legacy_fingerprint(
-        config,
-        &files,
-        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
-    );
+    let (fingerprint, legacy) = fingerprints(config, &files, given.as_ref());
     let dirs = output_dirs(config);
 
     let mut out = match outdir::open(config, &dirs, &files, &fingerprint, &legacy)? {
         Opened::Ready(out) => *out,
         Opened::Complete => {
-            return Ok(RunSummary {
-                files: files.len(),
-                input_bytes,
-                counts: RunCounts::default(),
-                outputs: Vec::new(),
-                seconds: started.elapsed().as_secs_f64(),
-                already_complete: true,
-                resumed: false,
-                bad_examples: Vec::new(),
-                tokenizer: given.as_ref().map_or_else(String::new, |t| t.name().into()),
-                vocab_size: given.as_ref().map_or(0, Tokenizer::vocab_size),
-                unknown_tokens: None,
-                split_rule: None,
-                documents_counted: None,
-                dedup: config.dedup_decisions.clone(),
-                decontamination: None,
-            })
+            return Ok(already_complete(
+                config,
+                &files,
+                given.as_ref(),
+                started.elapsed().as_secs_f64(),
+            ))
         }
     };
-    if let Some(decisions) = &config.dedup_decisions {
-        dedup::save_if_missing(decisions, &dirs[0])?;
-    }
-    if let Some(d) = &config.decontamination {
-        h5gpt_formats::fsio::write_atomic(&dirs[0].join(DECONTAMINATION_JSONL), &d.jsonl)?;
-    }
+    save_decisions(config, &dirs[0])?;
     let tokenizer = Arc::new(tokenize::train_or_given(config, given, &files)?);
     let written =
         sink::pack_and_write(config, &files, tokenizer.clone(), packing, &dirs, &mut out)?;
@@ -453,6 +389,116 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
         dedup: config.dedup_decisions.clone(),
         decontamination: config.decontamination.as_ref().map(|d| d.report.clone()),
     })
+}
+
+/// The input files `--input` and `--glob` find (what the walk skipped is said on stderr);
+/// none is an error.
+fn find_input_files(config: &PreprocessConfig) -> Result<Vec<InputFile>> {
+    let found = discover_inputs(
+        &config.inputs,
+        config.glob.as_deref(),
+        &output_folders(config),
+    )?;
+    if config.part.is_whole() {
+        // (The two runs of a within-document split walk the same inputs again, silently.)
+        for skipped in &found.skipped {
+            eprintln!("preprocess: skipped {skipped}");
+        }
+    }
+    if found.files.is_empty() {
+        bail!(
+            "no input files found in {:?}\n---> HINT: check --input and --glob",
+            config.inputs
+        );
+    }
+    Ok(found.files)
+}
+
+/// The configuration with the decontamination scan of the training documents (those of this
+/// run unless it writes the tails of a split inside documents, val/); `None` when there is
+/// nothing to scan or the scan is done.
+fn with_decontamination(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+) -> Result<Option<PreprocessConfig>> {
+    if !config.decontaminate.is_off()
+        && config.decontamination.is_none()
+        && !matches!(config.part, DocPart::Tail(_))
+    {
+        let applies = |f: usize, r: u64| !is_val(config, f, r) && !is_dropped(config, f, r);
+        let scan = decontaminate::scan(
+            &config.decontaminate,
+            files,
+            &config.text_key,
+            config.part,
+            &applies,
+        )?;
+        Ok(Some(PreprocessConfig {
+            decontamination: Some(Arc::new(scan)),
+            ..config.clone()
+        }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The summary of a run the output folder already holds, complete.
+fn already_complete(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    given: Option<&Tokenizer>,
+    seconds: f64,
+) -> RunSummary {
+    RunSummary {
+        files: files.len(),
+        input_bytes: files.iter().map(|f| f.bytes).sum(),
+        counts: RunCounts::default(),
+        outputs: Vec::new(),
+        seconds,
+        already_complete: true,
+        resumed: false,
+        bad_examples: Vec::new(),
+        tokenizer: given.map_or_else(String::new, |t| t.name().into()),
+        vocab_size: given.map_or(0, Tokenizer::vocab_size),
+        unknown_tokens: None,
+        split_rule: None,
+        documents_counted: None,
+        dedup: config.dedup_decisions.clone(),
+        decontamination: None,
+    }
+}
+
+/// The run's fingerprint and its legacy form (which a progress file of an older version
+/// holds), over the configuration, the inputs and the given tokenizer file's hash.
+fn fingerprints(
+    config: &PreprocessConfig,
+    files: &[InputFile],
+    given: Option<&Tokenizer>,
+) -> (String, String) {
+    let given_file = given.and_then(Tokenizer::file_entry);
+    let fingerprint = outdir::fingerprint(
+        config,
+        files,
+        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
+    );
+    let legacy = outdir::legacy_fingerprint(
+        config,
+        files,
+        given_file.as_ref().map(|f| f.xxh3_64.as_str()),
+    );
+    (fingerprint, legacy)
+}
+
+/// Saves, into the training folder `train_dir`, the dedup decisions (unless there already)
+/// and the decontamination report.
+fn save_decisions(config: &PreprocessConfig, train_dir: &Path) -> Result<()> {
+    if let Some(decisions) = &config.dedup_decisions {
+        dedup::save_if_missing(decisions, train_dir)?;
+    }
+    if let Some(d) = &config.decontamination {
+        h5gpt_formats::fsio::write_atomic(&train_dir.join(DECONTAMINATION_JSONL), &d.jsonl)?;
+    }
+    Ok(())
 }
 
 /// The folders the input walk leaves out: `--out` (with an input directory around it, a rerun

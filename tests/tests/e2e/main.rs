@@ -1,5 +1,8 @@
 //! End-to-end tests: run the binaries as a user would, on data the tests make themselves.
 
+// Test scenarios read top to bottom: a long one is clearer whole than cut into steps.
+#![allow(clippy::too_many_lines)]
+
 mod audit;
 mod blend;
 mod cerebras;

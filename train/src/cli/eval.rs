@@ -1,7 +1,7 @@
 //! `h5gpt eval`: a checkpoint's loss and perplexity over a shard directory, or a model's accuracy on
 //! a task file (`--task`: [`crate::task_eval`]).
 
-use crate::checkpoint::{check_data_against, check_data_tokenizer, SavedTokenizer};
+use crate::checkpoint::{check_data_against, check_data_tokenizer, LoadedModel, SavedTokenizer};
 use crate::evaluate::evaluate;
 use crate::inference::{Inference, LoadInference};
 use crate::task_eval::TaskRun;
@@ -11,6 +11,7 @@ use h5gpt_formats::exit::check_at_least_one;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Runs `eval` on `args` (the program name first), reporting itself as `bin` in usage lines.
@@ -45,49 +46,10 @@ fn run(args: EvalArgs) -> Result<()> {
     if let Some(note) = note {
         eprintln!("{note}");
     }
-    // A split's val/ rows, or a plain shard directory's rows.
-    let split = SplitDirs::of(shards);
-    let dir = match split.val {
-        Some(val) => val,
-        None if split.is_split => bail!(
-            "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
-            shards.display(),
-            split.train.display()
-        ),
-        None => split.train,
-    };
+    let dir = eval_dir(shards)?;
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;
-    match &args.model.tokenizer {
-        // The shards must be of the tokenizer the user says the model was trained with.
-        Some(_) => {
-            let t = args.model.tokenizer(&loaded)?;
-            let given = SavedTokenizer {
-                name: t.name().to_string(),
-                json: t.json().map(<[u8]>::to_vec),
-                eos_id: Some(t.eos_id()),
-            };
-            check_data_against(&loaded.path, &given, &set)?;
-        }
-        None => check_data_tokenizer(&loaded.path, &loaded.state, &set)?,
-    }
-    let model_rows = loaded.model.config().embedding_rows();
-    if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
-        if vocab as usize > model_rows {
-            bail!(
-                "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({model_rows}): their ids would reach past its embedding",
-                dir.display()
-            );
-        }
-    }
-    if set.seq_len() > loaded.model.config().n_ctx {
-        bail!(
-            "{}: rows of {} tokens do not fit the model's context of {}",
-            dir.display(),
-            set.seq_len(),
-            loaded.model.config().n_ctx
-        );
-    }
+    check_shards_fit_model(&args, &loaded, &set, &dir)?;
     let result = evaluate(
         &loaded.model,
         &set,
@@ -119,6 +81,62 @@ fn run(args: EvalArgs) -> Result<()> {
             result.perplexity(),
             result.rows,
             result.tokens
+        );
+    }
+    Ok(())
+}
+
+/// The rows to evaluate on: a split's val/ rows, or a plain shard directory's rows (a split
+/// without val/ is an error).
+fn eval_dir(shards: &Path) -> Result<PathBuf> {
+    let split = SplitDirs::of(shards);
+    Ok(match split.val {
+        Some(val) => val,
+        None if split.is_split => bail!(
+            "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
+            shards.display(),
+            split.train.display()
+        ),
+        None => split.train,
+    })
+}
+
+/// Checks the shards are of the model's tokenizer (`--tokenizer`, or the checkpoint's), their
+/// ids within its embedding and their rows within its context.
+fn check_shards_fit_model(
+    args: &EvalArgs,
+    loaded: &LoadedModel,
+    set: &ShardSet,
+    dir: &Path,
+) -> Result<()> {
+    match &args.model.tokenizer {
+        // The shards must be of the tokenizer the user says the model was trained with.
+        Some(_) => {
+            let t = args.model.tokenizer(loaded)?;
+            let given = SavedTokenizer {
+                name: t.name().to_string(),
+                json: t.json().map(<[u8]>::to_vec),
+                eos_id: Some(t.eos_id()),
+            };
+            check_data_against(&loaded.path, &given, set)?;
+        }
+        None => check_data_tokenizer(&loaded.path, &loaded.state, set)?,
+    }
+    let model_rows = loaded.model.config().embedding_rows();
+    if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
+        if vocab as usize > model_rows {
+            bail!(
+                "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({model_rows}): their ids would reach past its embedding",
+                dir.display()
+            );
+        }
+    }
+    if set.seq_len() > loaded.model.config().n_ctx {
+        bail!(
+            "{}: rows of {} tokens do not fit the model's context of {}",
+            dir.display(),
+            set.seq_len(),
+            loaded.model.config().n_ctx
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 use crate::dist::Launch;
 use crate::options::{resolve, TrainOptions};
 use crate::panics;
-use crate::trainer::{train, RunHandles};
+use crate::trainer::{train, RunHandles, TrainConfig, TrainSummary};
 use anyhow::Result;
 use h5gpt_core::config::PRESETS;
 use h5gpt_formats::exit::{exit_code, RUNTIME};
@@ -57,60 +57,28 @@ fn list_models() {
     }
 }
 
-fn run(bin: &str, args: Vec<OsString>) -> Result<()> {
-    let cli: TrainOptions = super::parse(bin, args);
-    if cli.list_models {
-        list_models();
-        return Ok(());
-    }
-    let resolved = resolve(cli)?;
-    if let Some(threads) = resolved.options.threads {
-        tch::set_num_threads(threads as i32);
-    }
-    let config = resolved.config;
-    // Under torchrun or srun: this process is one rank; only rank 0 prints and writes.
-    let mut handles = RunHandles {
-        launch: Launch::from_env()?,
-        ..RunHandles::default()
-    };
-    let rank0 = handles.launch.as_ref().is_none_or(|l| l.rank == 0);
-    if rank0 {
-        if let Some(report) = &config.config_report {
-            print!("{report}");
-        }
-        for note in &resolved.notes {
-            println!("{note}");
-        }
-    }
+/// A flag raised by SIGINT or SIGTERM (the run checkpoints and stops); a second signal while
+/// the first is being handled kills the process.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while the first is being handled kills the process.
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))?;
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    handles.stop = Some(stop);
-    handles.progress = rank0 && std::io::stderr().is_terminal();
-    if !rank0 {
-        train(&config, &handles, &mut |_| {})?;
-        return Ok(());
-    }
-    // One writer per run folder: a second `train --out` into it stops here.
-    let lock = RunLock::acquire(&config.out, "train", "--out")?;
-    if let Some(stale) = lock.took_over() {
-        println!(
-            "note: took over the lock left by {stale} ({})",
-            lock.path().display()
-        );
-    }
-    // Written by the trainer once the run has started, so a failed start leaves nothing.
-    handles.config_toml = Some(resolved.options.to_toml()?);
+    Ok(stop)
+}
+
+/// The effective settings on stderr: data, model, precision, device, batches and LR, and
+/// the process group of a distributed run.
+fn print_settings(config: &TrainConfig, model_name: &str, handles: &RunHandles) {
     let model = config.model;
     let counted = model.breakdown();
     eprintln!(
         "train: {} -> {} | model {} L{} H{} E{} T{} | {:.2}M parameters ({:.2}M with the {}-token vocabulary unpadded, {:.2}M without embeddings) | {} on {:?} | micro-batch {} | total batch {} | lr {:e}",
         crate::data::describe(&config.shards),
         config.out.display(),
-        resolved.model_name,
+        model_name,
         model.n_layer,
         model.n_head,
         model.n_embd,
@@ -134,7 +102,10 @@ fn run(bin: &str, args: Vec<OsString>) -> Result<()> {
             launch.world_size, launch.master_addr, launch.master_port, launch.launcher
         );
     }
-    let summary = train(&config, &handles, &mut |line| println!("{line}"))?;
+}
+
+/// How the run ended: stopped (and where it saved), nothing to do, or done.
+fn print_outcome(config: &TrainConfig, summary: &TrainSummary) {
     if summary.interrupted {
         println!(
             "stopped at step {} of {}; checkpoint {}",
@@ -162,5 +133,51 @@ fn run(bin: &str, args: Vec<OsString>) -> Result<()> {
             config.out.display()
         );
     }
+}
+
+fn run(bin: &str, args: Vec<OsString>) -> Result<()> {
+    let cli: TrainOptions = super::parse(bin, args);
+    if cli.list_models {
+        list_models();
+        return Ok(());
+    }
+    let resolved = resolve(cli)?;
+    if let Some(threads) = resolved.options.threads {
+        tch::set_num_threads(threads as i32);
+    }
+    let config = resolved.config;
+    // Under torchrun or srun: this process is one rank; only rank 0 prints and writes.
+    let mut handles = RunHandles {
+        launch: Launch::from_env()?,
+        ..RunHandles::default()
+    };
+    let rank0 = handles.launch.as_ref().is_none_or(|l| l.rank == 0);
+    if rank0 {
+        if let Some(report) = &config.config_report {
+            print!("{report}");
+        }
+        for note in &resolved.notes {
+            println!("{note}");
+        }
+    }
+    handles.stop = Some(stop_on_signals()?);
+    handles.progress = rank0 && std::io::stderr().is_terminal();
+    if !rank0 {
+        train(&config, &handles, &mut |_| {})?;
+        return Ok(());
+    }
+    // One writer per run folder: a second `train --out` into it stops here.
+    let lock = RunLock::acquire(&config.out, "train", "--out")?;
+    if let Some(stale) = lock.took_over() {
+        println!(
+            "note: took over the lock left by {stale} ({})",
+            lock.path().display()
+        );
+    }
+    // Written by the trainer once the run has started, so a failed start leaves nothing.
+    handles.config_toml = Some(resolved.options.to_toml()?);
+    print_settings(&config, &resolved.model_name, &handles);
+    let summary = train(&config, &handles, &mut |line| println!("{line}"))?;
+    print_outcome(&config, &summary);
     Ok(())
 }

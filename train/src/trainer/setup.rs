@@ -89,11 +89,7 @@ impl<'a> Run<'a> {
             .validate()
             .map_err(|e| anyhow!("model configuration: {e}"))?;
         let (device, group) = connect(config, handles)?;
-        // H5GPT_CUDA_SYNC_DEBUG: CUDA's check for host syncs, on for the steps only.
-        let sync_debug = match crate::shim::SyncDebug::from_env().map_err(anyhow::Error::msg)? {
-            mode if device.is_cuda() => mode,
-            _ => crate::shim::SyncDebug::Off,
-        };
+        let sync_debug = sync_debug_mode(device)?;
         let (rank, world) = group
             .as_ref()
             .map_or((0, 1), |g| (g.rank(), g.world_size()));
@@ -102,15 +98,7 @@ impl<'a> Run<'a> {
         let resumed_state = resume.as_ref().map(|(_, state)| state);
         let data = open_data(config, resumed_state)?;
         check_shapes(config, &data.set)?;
-        // A resumed run continues on the tokenizer its model was trained with (compared by
-        // content), and keeps the checkpoint's record of it.
-        let tokenizer = match &resume {
-            Some((ckpt, state)) => {
-                checkpoint::check_data_tokenizer(ckpt, state, &data.set)?;
-                SavedTokenizer::of_checkpoint(ckpt, state)
-            }
-            None => SavedTokenizer::of_set(&data.set)?,
-        };
+        let tokenizer = run_tokenizer(resume.as_ref(), &data)?;
         // Task files are read (and their tokenizer loaded) on every rank, so a bad file stops
         // them all before step 0; rank 0 scores them.
         let tasks = eval_tasks(config, &tokenizer)?;
@@ -121,101 +109,26 @@ impl<'a> Run<'a> {
             log.line(&format!("warning: {line}"));
         }
         verify_shards(config, handles, group.as_ref(), device, &mut log)?;
-        let blend = blend_record(
-            config,
-            data.blend.as_ref(),
-            resumed_state,
-            resume.as_ref().map(|(path, _)| path.as_path()),
-        )?;
-        let eval_sets = eval_sets(&data, blend.as_ref());
-        if config.final_eval && eval_sets.is_empty() {
-            bail!(
-                "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)\n---> HINT: preprocess with a validation split (--val-fraction), or drop --final-eval",
-                describe(&config.shards)
-            );
-        }
-        if let Some(record) = &blend {
-            log_blend(config, record, &eval_sets, &mut log);
-        }
+        let (blend, eval_sets) = blend_and_eval_sets(config, &data, resume.as_ref(), &mut log)?;
         let plan = plan_steps(config, &data, resumed_state, &mut log)?;
         let seq = data.set.seq_len();
         let fingerprint = data_fingerprint(config, seq)?;
-        let data_change = data_change(config, resume.as_ref(), fingerprint.as_ref())?;
-        if let Some(change) = &data_change {
-            log.line(&format!(
-                "warning: --allow-data-change: resuming on changed data: {change} (recorded in {})",
-                h5gpt_formats::run::SEGMENTS_FILE
-            ));
-        }
+        let data_change =
+            logged_data_change(config, resume.as_ref(), fingerprint.as_ref(), &mut log)?;
 
-        // Model, optimizer, resume.
-        if device.is_cuda() {
-            crate::shim::allow_tf32(true)?;
-        }
-        tch::manual_seed(config.seed as i64);
-        let (mut vs, model, mut opt) = build_model(config, device)?;
-        let start = initialize(config, resume.as_ref(), &mut vs, &mut opt, &mut log)?;
-        if let Some(group) = &group {
-            // Every rank starts from rank 0's weights.
-            let params = sorted_parameters(&vs);
-            tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
-        }
-        if config.precision == Precision::Bf16Pure {
-            // fp32 masters of the weights as they are now (initialized, loaded or resumed),
-            // then the model in bf16, its gradients in flat buffers.
-            opt.keep_fp32_masters(&mut vs, BUCKET_BYTES)?;
-        }
-        // bf16-pure: the fp32 main gradients are flat buffers already, which the buckets take.
-        let buckets = group.as_ref().map(|_| match opt.main_grad_buffers() {
-            Some(buffers) => GradBuckets::from_buffers(buffers),
-            None => GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES),
-        });
-        std::fs::create_dir_all(&config.out)
-            .with_context(|| format!("cannot create {}", config.out.display()))?;
-        if let (Some(toml), 0) = (&handles.config_toml, rank) {
-            h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
-        }
-        if let (Some(report), 0) = (&config.config_report, rank) {
-            h5gpt_formats::fsio::write_atomic(
-                &config.out.join(h5gpt_core::cerebras::REPORT_FILE),
-                report.as_bytes(),
-            )?;
-        }
+        let StartedModel {
+            vs,
+            model,
+            opt,
+            start,
+            buckets,
+        } = start_model(config, device, group.as_ref(), resume.as_ref(), &mut log)?;
+        write_run_files(config, handles, rank)?;
         log.open_metrics(start.step)?;
 
-        let ctx = StepContext {
-            tokens_per_step: plan.tokens_per_step,
-            flops_per_token: model_cfg.flops_per_token(seq),
-            peak_flops: peak_flops(config, device),
-            device,
-            skip_nonfinite: config.skip_nonfinite,
-            log_every: config.log_every,
-        };
+        let ctx = step_context(config, &plan, seq, device);
         let layout = batch_layout(config, plan.global, rank, world, &mut log)?;
-        let loader_config = LoaderConfig {
-            seed: start.seed,
-            layout,
-            start_position: start.position,
-            prefetch: 4,
-        };
-        let loader = match (&blend, &data.blend) {
-            (Some(record), Some(sets)) => Loader::with_sampler(
-                sets.sets.clone(),
-                record.sampler(start.seed)?,
-                loader_config,
-            )?,
-            (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(
-                "--shuffle false with a --weights blend: a blend draws its rows by weight\n---> HINT: drop --weights, or --shuffle"
-            ),
-            _ if !config.shuffle => Loader::with_sampler(
-                vec![data.set.clone()],
-                h5gpt_formats::blend::Sampler::Plain(
-                    h5gpt_formats::stream::SampleStream::sequential(data.set.len() as u64),
-                ),
-                loader_config,
-            )?,
-            _ => Loader::new(data.set.clone(), loader_config)?,
-        };
+        let loader = open_loader(config, blend.as_ref(), &data, &start, layout)?;
         if rank == 0 && start.step < plan.total_steps {
             record_segment(
                 config,
@@ -230,14 +143,7 @@ impl<'a> Run<'a> {
                 data_change,
             )?;
         }
-        // Ids are checked against the tokenizer's vocabulary, not the padded embedding: ids
-        // in the padding rows are no tokens at all (a corrupt shard), and would train on
-        // garbage.
-        let vocab_limit = data
-            .set
-            .data_params()
-            .and_then(|p| p.post_process.vocab_size)
-            .map_or(model_cfg.vocab_size, |v| v as usize);
+        let vocab_limit = vocab_limit(config, &data);
         log_plan(
             config,
             &plan,
@@ -248,12 +154,7 @@ impl<'a> Run<'a> {
             buckets.as_ref(),
             &mut log,
         );
-        if handles.progress && start.step < plan.total_steps {
-            log.show_progress(start.step, plan.total_steps);
-        }
-        if h5gpt_core::plot::font_status().is_none() {
-            log.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
-        }
+        log_start_notes(handles, &start, plan.total_steps, &mut log);
         Ok(Run {
             config,
             device,
@@ -270,15 +171,7 @@ impl<'a> Run<'a> {
             total_steps: plan.total_steps,
             micro_steps: layout.micro_steps(),
             vocab_limit,
-            record: RunRecord {
-                seed: start.seed,
-                global_batch: plan.global,
-                seq_len: seq,
-                held_out: data.held_out,
-                tokenizer,
-                blend,
-                data: fingerprint,
-            },
+            record: run_record(&start, plan.global, &data, tokenizer, blend, fingerprint),
             eval_sets,
             tasks,
             log,
@@ -294,6 +187,237 @@ impl<'a> Run<'a> {
             nan_at: h5gpt_formats::fault::armed("nan-at-step"),
         })
     }
+}
+
+/// H5GPT_CUDA_SYNC_DEBUG: CUDA's check for host syncs, on for the steps only (off on the CPU).
+fn sync_debug_mode(device: Device) -> Result<crate::shim::SyncDebug> {
+    Ok(
+        match crate::shim::SyncDebug::from_env().map_err(anyhow::Error::msg)? {
+            mode if device.is_cuda() => mode,
+            _ => crate::shim::SyncDebug::Off,
+        },
+    )
+}
+
+/// The run's tokenizer: a resumed run continues on the tokenizer its model was trained with
+/// (compared by content), and keeps the checkpoint's record of it; a new run takes the data's.
+fn run_tokenizer(
+    resume: Option<&(PathBuf, CheckpointState)>,
+    data: &OpenedData,
+) -> Result<SavedTokenizer> {
+    Ok(match resume {
+        Some((ckpt, state)) => {
+            checkpoint::check_data_tokenizer(ckpt, state, &data.set)?;
+            SavedTokenizer::of_checkpoint(ckpt, state)
+        }
+        None => SavedTokenizer::of_set(&data.set)?,
+    })
+}
+
+/// `--final-eval` needs evaluation rows.
+fn check_final_eval(config: &TrainConfig, eval_sets: &[EvalSet]) -> Result<()> {
+    if config.final_eval && eval_sets.is_empty() {
+        bail!(
+            "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)\n---> HINT: preprocess with a validation split (--val-fraction), or drop --final-eval",
+            describe(&config.shards)
+        );
+    }
+    Ok(())
+}
+
+/// The model and its optimizer at the step the run starts from, with the gradient buckets of
+/// a process group.
+struct StartedModel {
+    vs: nn::VarStore,
+    model: Gpt,
+    opt: AdamW,
+    start: Start,
+    buckets: Option<GradBuckets>,
+}
+
+/// Model, optimizer, resume: builds them (seeded), initializes, loads or resumes the weights,
+/// gives every rank rank 0's, keeps fp32 masters under bf16-pure, and makes the gradient
+/// buckets of a process group.
+fn start_model(
+    config: &TrainConfig,
+    device: Device,
+    group: Option<&ProcessGroup>,
+    resume: Option<&(PathBuf, CheckpointState)>,
+    log: &mut RunLog<'_>,
+) -> Result<StartedModel> {
+    if device.is_cuda() {
+        crate::shim::allow_tf32(true)?;
+    }
+    tch::manual_seed(config.seed as i64);
+    let (mut vs, model, mut opt) = build_model(config, device)?;
+    let start = initialize(config, resume, &mut vs, &mut opt, log)?;
+    if let Some(group) = group {
+        // Every rank starts from rank 0's weights.
+        let params = sorted_parameters(&vs);
+        tch::no_grad(|| params.iter().try_for_each(|p| group.broadcast(p, 0)))?;
+    }
+    if config.precision == Precision::Bf16Pure {
+        // fp32 masters of the weights as they are now (initialized, loaded or resumed),
+        // then the model in bf16, its gradients in flat buffers.
+        opt.keep_fp32_masters(&mut vs, BUCKET_BYTES)?;
+    }
+    // bf16-pure: the fp32 main gradients are flat buffers already, which the buckets take.
+    let buckets = group.map(|_| match opt.main_grad_buffers() {
+        Some(buffers) => GradBuckets::from_buffers(buffers),
+        None => GradBuckets::new(&opt.gradient_holders(), BUCKET_BYTES),
+    });
+    Ok(StartedModel {
+        vs,
+        model,
+        opt,
+        start,
+        buckets,
+    })
+}
+
+/// The blend's record (with the weights a resumed run had) and the sets evaluated, logged;
+/// `--final-eval` needs evaluation rows.
+fn blend_and_eval_sets(
+    config: &TrainConfig,
+    data: &OpenedData,
+    resume: Option<&(PathBuf, CheckpointState)>,
+    log: &mut RunLog<'_>,
+) -> Result<(Option<BlendRecord>, Vec<EvalSet>)> {
+    let blend = blend_record(
+        config,
+        data.blend.as_ref(),
+        resume.map(|(_, state)| state),
+        resume.map(|(path, _)| path.as_path()),
+    )?;
+    let eval_sets = eval_sets(data, blend.as_ref());
+    check_final_eval(config, &eval_sets)?;
+    if let Some(record) = &blend {
+        log_blend(config, record, &eval_sets, log);
+    }
+    Ok((blend, eval_sets))
+}
+
+/// How the data changed since the checkpoint (with `--allow-data-change`), said as a warning.
+fn logged_data_change(
+    config: &TrainConfig,
+    resume: Option<&(PathBuf, CheckpointState)>,
+    fingerprint: Option<&h5gpt_formats::run::DataFingerprint>,
+    log: &mut RunLog<'_>,
+) -> Result<Option<String>> {
+    let data_change = data_change(config, resume, fingerprint)?;
+    if let Some(change) = &data_change {
+        log.line(&format!(
+            "warning: --allow-data-change: resuming on changed data: {change} (recorded in {})",
+            h5gpt_formats::run::SEGMENTS_FILE
+        ));
+    }
+    Ok(data_change)
+}
+
+/// What the run's checkpoints record of it: the seed, the global batch, the rows' length
+/// and those held out, the tokenizer, the blend and the data's fingerprint.
+fn run_record(
+    start: &Start,
+    global_batch: usize,
+    data: &OpenedData,
+    tokenizer: SavedTokenizer,
+    blend: Option<BlendRecord>,
+    fingerprint: Option<h5gpt_formats::run::DataFingerprint>,
+) -> RunRecord {
+    RunRecord {
+        seed: start.seed,
+        global_batch,
+        seq_len: data.set.seq_len(),
+        held_out: data.held_out,
+        tokenizer,
+        blend,
+        data: fingerprint,
+    }
+}
+
+/// What every step needs to measure itself: tokens, FLOPs per token, the device's peak.
+fn step_context(config: &TrainConfig, plan: &StepPlan, seq: usize, device: Device) -> StepContext {
+    StepContext {
+        tokens_per_step: plan.tokens_per_step,
+        flops_per_token: config.model.flops_per_token(seq),
+        peak_flops: peak_flops(config, device),
+        device,
+        skip_nonfinite: config.skip_nonfinite,
+        log_every: config.log_every,
+    }
+}
+
+/// The progress bar (when shown and steps remain) and the note that `loss.png` has no text
+/// without a font.
+fn log_start_notes(handles: &RunHandles, start: &Start, total_steps: usize, log: &mut RunLog<'_>) {
+    if handles.progress && start.step < total_steps {
+        log.show_progress(start.step, total_steps);
+    }
+    if h5gpt_core::plot::font_status().is_none() {
+        log.line(&format!("note: {}", h5gpt_core::plot::NO_FONT_HINT));
+    }
+}
+
+/// Creates the run folder; rank 0 writes the TOML config it was given (`config.toml`) and the
+/// Model Zoo config's report into it.
+fn write_run_files(config: &TrainConfig, handles: &RunHandles, rank: usize) -> Result<()> {
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("cannot create {}", config.out.display()))?;
+    if let (Some(toml), 0) = (&handles.config_toml, rank) {
+        h5gpt_formats::fsio::write_atomic(&config.out.join("config.toml"), toml.as_bytes())?;
+    }
+    if let (Some(report), 0) = (&config.config_report, rank) {
+        h5gpt_formats::fsio::write_atomic(
+            &config.out.join(h5gpt_core::cerebras::REPORT_FILE),
+            report.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The training loader: a blend's weighted sampler, the rows in order (`--shuffle false`),
+/// or the shuffled sample stream.
+fn open_loader(
+    config: &TrainConfig,
+    blend: Option<&BlendRecord>,
+    data: &OpenedData,
+    start: &Start,
+    layout: BatchLayout,
+) -> Result<Loader> {
+    let loader_config = LoaderConfig {
+        seed: start.seed,
+        layout,
+        start_position: start.position,
+        prefetch: 4,
+    };
+    Ok(match (blend, &data.blend) {
+        (Some(record), Some(sets)) => Loader::with_sampler(
+            sets.sets.clone(),
+            record.sampler(start.seed)?,
+            loader_config,
+        )?,
+        (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(
+            "--shuffle false with a --weights blend: a blend draws its rows by weight\n---> HINT: drop --weights, or --shuffle"
+        ),
+        _ if !config.shuffle => Loader::with_sampler(
+            vec![data.set.clone()],
+            h5gpt_formats::blend::Sampler::Plain(
+                h5gpt_formats::stream::SampleStream::sequential(data.set.len() as u64),
+            ),
+            loader_config,
+        )?,
+        _ => Loader::new(data.set.clone(), loader_config)?,
+    })
+}
+
+/// The largest token id plus one the batches may hold. Ids are checked against the
+/// tokenizer's vocabulary, not the padded embedding: ids in the padding rows are no tokens at
+/// all (a corrupt shard), and would train on garbage.
+fn vocab_limit(config: &TrainConfig, data: &OpenedData) -> usize {
+    data.set
+        .data_params()
+        .and_then(|p| p.post_process.vocab_size)
+        .map_or(config.model.vocab_size, |v| v as usize)
 }
 
 /// The `--eval-task` files (their first `--eval-task-limit` items), with the run's tokenizer.
