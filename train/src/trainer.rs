@@ -7,7 +7,7 @@
 
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::BatchTensors;
-use crate::dist::{GradBuckets, Launch, ProcessGroup};
+use crate::distributed::{GradBuckets, Launch, ProcessGroup};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};

@@ -12,7 +12,7 @@ use crate::data::{
     describe, held_out_rows, open_blend, open_split, split_dirs, BlendData, DataSplit, EvalSource,
 };
 use crate::device::{gpu_name, peak_bf16_flops, startup_actions, StartupAction};
-use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
+use crate::distributed::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::precision::Precision;
