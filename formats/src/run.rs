@@ -22,6 +22,10 @@ pub const STATE_FILE: &str = "state.json";
 /// The folder of a run that holds its checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
 
+/// The start of every checkpoint folder's name: `step-` and the step, eight digits
+/// (`step-00000500`; `h5gpt_train::checkpoint::checkpoint_name`).
+pub const CHECKPOINT_PREFIX: &str = "step-";
+
 /// Version of the [`Segment`] lines this build writes. 2: `shuffle` (absent: true). 3:
 /// `data_change` (absent: none).
 pub const SEGMENT_VERSION: u32 = 3;
@@ -185,7 +189,7 @@ pub fn checkpoint_dirs(run: &Path) -> Vec<PathBuf> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                        .is_some_and(|n| n.to_string_lossy().starts_with(CHECKPOINT_PREFIX))
                 })
                 .collect()
         })

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
-pub use h5gpt_formats::run::CHECKPOINTS;
+pub use h5gpt_formats::run::{CHECKPOINTS, CHECKPOINT_PREFIX};
 
 /// A checkpoint's `state.json`, with the model's shape as [`GptConfig`]. The type lives in
 /// [`h5gpt_formats::run`] so that tools without libtorch (`inspect --run`) read it too.
@@ -165,7 +165,7 @@ fn default_tokenizer() -> String {
 
 /// The directory name of the checkpoint after `step` steps.
 pub fn checkpoint_name(step: usize) -> String {
-    format!("step-{step:08}")
+    format!("{CHECKPOINT_PREFIX}{step:08}")
 }
 
 /// Where run directory `out` keeps the checkpoint after `step` steps.

@@ -70,7 +70,8 @@ pub struct TrainConfig {
     /// the run's final validation loss (`state.json` `final_eval`, a `final_val_loss` row of
     /// `metrics.jsonl`).
     pub final_eval: bool,
-    /// fp32 or bf16 autocast.
+    /// fp32, bf16 autocast (fp32 weights) or bf16-pure (bf16 weights, fp32 masters): see
+    /// [`Precision`].
     pub precision: Precision,
     /// Device.
     pub device: Device,
