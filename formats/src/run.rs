@@ -8,6 +8,7 @@
 
 use crate::blend::{BlendRecord, Sampler};
 use crate::error::{FormatError, Result};
+use crate::exit::with_hint;
 use crate::fsio::fsync_file;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -352,7 +353,10 @@ pub fn read_segments(run: &Path) -> Result<Vec<Segment>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(FormatError::RunRecord {
                 path,
-                what: "no such file\n---> HINT: the run's history is written by `train` at every start and resume (runs of versions before it have none); pass a run directory written by `train`".into(),
+                what: with_hint(
+                    "no such file",
+                    "the run's history is written by `train` at every start and resume (runs of versions before it have none); pass a run directory written by `train`",
+                ),
             })
         }
         Err(e) => return Err(FormatError::io(&path, e)),

@@ -24,6 +24,7 @@ use crate::dedup::{self, Decisions, DedupSettings};
 use crate::input::discover_inputs;
 use crate::val_split::{count_file_documents, DocPart, SplitRule};
 use anyhow::{bail, Result};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::exit::UsageError;
 use h5gpt_formats::permutation::mix64;
 use h5gpt_formats::split::split_paths;
@@ -201,11 +202,13 @@ impl RunSummary {
         if (fraction / 2.0..=fraction * 2.0).contains(&realised) {
             return None;
         }
-        Some(format!(
-            "--val-fraction {fraction}: val/ got {val} tokens and train/ {train}, a fraction of \
-             {realised:.3}, outside [{}, {}]\n---> HINT: {}",
-            fraction / 2.0,
-            fraction * 2.0,
+        Some(with_hint(
+            format!(
+                "--val-fraction {fraction}: val/ got {val} tokens and train/ {train}, a fraction of \
+                 {realised:.3}, outside [{}, {}]",
+                fraction / 2.0,
+                fraction * 2.0,
+            ),
             match self.split_rule {
                 Some(SplitRule::WithinDocuments) =>
                     "each document is cut at the newline nearest \
@@ -214,7 +217,7 @@ impl RunSummary {
                 _ =>
                     "whole documents go one way or the other; with a few long documents, try \
                     another --seed or more, shorter documents",
-            }
+            },
         ))
     }
 }
@@ -308,10 +311,10 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     }
     let files = found.files;
     if files.is_empty() {
-        bail!(
-            "no input files found in {:?}\n---> HINT: check --input and --glob",
-            config.inputs
-        );
+        bail!(with_hint(
+            format!("no input files found in {:?}", config.inputs,),
+            "check --input and --glob",
+        ));
     }
     if !config.dedup.is_off() && config.dedup_decisions.is_none() {
         // The dedup pass comes first: every later stage sees its decisions.

@@ -8,6 +8,7 @@ use crate::task_eval::TaskRun;
 use anyhow::{bail, Context, Result};
 use h5gpt_core::options::inference::EvalArgs;
 use h5gpt_formats::exit::check_at_least_one;
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::ffi::OsString;
@@ -49,11 +50,16 @@ fn run(args: EvalArgs) -> Result<()> {
     let split = SplitDirs::of(shards);
     let dir = match split.val {
         Some(val) => val,
-        None if split.is_split => bail!(
-            "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
-            shards.display(),
-            split.train.display()
-        ),
+        None if split.is_split => bail!(with_hint(
+            format!(
+                "{}: a train/val split without val/: no rows to evaluate on",
+                shards.display(),
+            ),
+            format!(
+                "point --shards at {} to evaluate on the training rows",
+                split.train.display(),
+            ),
+        )),
         None => split.train,
     };
     let set = ShardSet::open(&[&dir])
