@@ -6,8 +6,7 @@ use anyhow::{bail, Context, Result};
 use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
 };
-use h5gpt_formats::exit::with_hint;
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use h5gpt_formats::DataParams;
 use std::path::{Path, PathBuf};
 
