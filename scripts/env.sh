@@ -13,3 +13,6 @@ export LIBTORCH_USE_PYTORCH=1
 export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX512_CORE_BF16}"
 # Keep property tests fast unless the caller asks for more.
 export PROPTEST_CASES="${PROPTEST_CASES:-64}"
+# The features every check and test build uses (scripts/check.sh; the e2e tests' `bin()` reads
+# this line from here): the H5GPT_FAULT testing aids. One feature set, so the workspace compiles once.
+export H5GPT_TEST_FEATURES="h5gpt-formats/fault-injection"

@@ -8,7 +8,7 @@
 
 use crate::blend::{Sample, Sampler};
 use crate::error::{FormatError, Result};
-use crate::run::{read_segments, Segment, CHECKPOINTS, STATE_FILE};
+use crate::run::{read_segments, Segment, CHECKPOINTS, CHECKPOINT_PREFIX, STATE_FILE};
 use crate::stream::BatchLayout;
 use serde::Serialize;
 use std::ops::Range;
@@ -43,7 +43,10 @@ pub fn completed_steps(run: &Path) -> usize {
     if let Ok(entries) = std::fs::read_dir(run.join(CHECKPOINTS)) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) {
+            if let Some(step) = name
+                .strip_prefix(CHECKPOINT_PREFIX)
+                .and_then(|s| s.parse().ok())
+            {
                 if entry.path().join(STATE_FILE).is_file() {
                     end = end.max(step);
                 }

@@ -42,6 +42,12 @@ pub fn check_finite_within(flag: &str, value: f64, min: f64, max: f64) -> Result
     Ok(())
 }
 
+/// `message`, then on a line of its own what to do about it: `"{message}\n---> HINT: {hint}"`,
+/// the one spelling of a hint in every h5gpt error (after llm.c's).
+pub fn with_hint(message: impl std::fmt::Display, hint: impl std::fmt::Display) -> String {
+    format!("{message}\n---> HINT: {hint}")
+}
+
 /// The exit code for `error`: [`USAGE`] when it or any error in its source chain is a
 /// [`UsageError`], else [`RUNTIME`].
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
@@ -74,6 +80,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_hint_puts_the_hint_on_its_own_line() {
+        assert_eq!(
+            with_hint(
+                "x.h5: truncated",
+                format_args!("copy it again ({} bytes)", 3)
+            ),
+            "x.h5: truncated\n---> HINT: copy it again (3 bytes)"
+        );
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("wrapped")]

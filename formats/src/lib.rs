@@ -2,22 +2,27 @@
 //!
 //! The shard format, its manifest and the training data loader of h5gpt.
 //!
-//! - [`spec`]: the on-disk layout (Cerebras Model Zoo compatible HDF5).
-//! - [`writer`]: crash-safe, byte-reproducible shard writing.
-//! - [`manifest`]: the `data_params.json` manifest.
-//! - [`reader`]: opening and validating shard sets; the memory-mapped fast path.
-//! - [`stream`], [`permutation`]: the epoch-shuffled sample stream.
-//! - [`loader`]: the prefetching batch loader.
-//! - [`verify`]: full invariant and checksum checks.
-//! - [`lock`]: exclusive locks on run and output folders.
-//! - [`exit`]: exit codes and the usage error.
-//! - [`run`]: the records of a training run (`state.json`, `segments.jsonl`).
 //! - [`audit`]: which rows each step of a run read, and the per-epoch coverage proof.
 //! - [`blend`]: weighted blends of several shard sets.
+//! - [`checksum`]: xxh3-64 checksums of whole shard files.
+//! - [`error`]: the library's error type ([`FormatError`]), naming the file it is about.
+//! - [`exit`]: exit codes, the usage error and [`exit::with_hint`].
+//! - [`fault`]: the `H5GPT_FAULT` testing aids (only with the `fault-injection` feature).
+//! - [`fsio`]: crash-safe file helpers (temporary name, fsync, rename).
+//! - [`loader`]: the prefetching batch loader.
+//! - [`lock`]: exclusive locks on run and output folders.
+//! - [`manifest`]: the `data_params.json` manifest.
+//! - [`permutation`]: a keyed pseudo-random permutation in O(1) memory (the shuffle).
+//! - [`reader`]: opening and validating shard sets; the memory-mapped fast path.
+//! - [`run`]: the records of a training run (`state.json`, `segments.jsonl`, checkpoint names).
+//! - [`spec`]: the on-disk layout (Cerebras Model Zoo compatible HDF5).
 //! - [`split`]: the train/val directory rule.
+//! - [`stream`]: the epoch-shuffled sample stream.
 //! - [`synthetic`]: self-checking synthetic shard sets for tests and demos.
 //! - [`task`]: downstream evaluation sets (HellaSwag, multiple choice, LAMBADA) from jsonl.
 //! - [`text`]: numbers formatted for people (`thousands`).
+//! - [`verify`]: full invariant and checksum checks.
+//! - [`writer`]: crash-safe, byte-reproducible shard writing.
 
 pub mod audit;
 pub mod blend;

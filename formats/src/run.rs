@@ -8,6 +8,7 @@
 
 use crate::blend::{BlendRecord, Sampler};
 use crate::error::{FormatError, Result};
+use crate::exit::with_hint;
 use crate::fsio::fsync_file;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -21,6 +22,10 @@ pub const STATE_FILE: &str = "state.json";
 
 /// The folder of a run that holds its checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
+
+/// The start of every checkpoint folder's name: `step-` and the step, eight digits
+/// (`step-00000500`; `h5gpt_train::checkpoint::checkpoint_name`).
+pub const CHECKPOINT_PREFIX: &str = "step-";
 
 /// Version of the [`Segment`] lines this build writes. 2: `shuffle` (absent: true). 3:
 /// `data_change` (absent: none).
@@ -185,7 +190,7 @@ pub fn checkpoint_dirs(run: &Path) -> Vec<PathBuf> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+                        .is_some_and(|n| n.to_string_lossy().starts_with(CHECKPOINT_PREFIX))
                 })
                 .collect()
         })
@@ -348,7 +353,10 @@ pub fn read_segments(run: &Path) -> Result<Vec<Segment>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(FormatError::RunRecord {
                 path,
-                what: "no such file\n---> HINT: the run's history is written by `train` at every start and resume (runs of versions before it have none); pass a run directory written by `train`".into(),
+                what: with_hint(
+                    "no such file",
+                    "the run's history is written by `train` at every start and resume (runs of versions before it have none); pass a run directory written by `train`",
+                ),
             })
         }
         Err(e) => return Err(FormatError::io(&path, e)),

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::audit::{EpochReport, RunAudit};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::run::Segment;
 use h5gpt_formats::ShardSet;
@@ -43,10 +44,13 @@ impl RunData {
             let set = ShardSet::open(&dirs)
                 .with_context(|| format!("cannot open the run's training shards {names}"))?;
             if (set.len() as u64) < rows {
-                bail!(
-                    "{names}: {} rows, but the run read {rows} from it\n---> HINT: the shards changed since the run; the audit needs the data the run trained on",
-                    set.len()
-                );
+                bail!(with_hint(
+                    format!(
+                        "{names}: {} rows, but the run read {rows} from it",
+                        set.len(),
+                    ),
+                    "the shards changed since the run; the audit needs the data the run trained on",
+                ));
             }
             offsets.push(total);
             total += rows;

@@ -7,7 +7,23 @@ use std::sync::Once;
 
 static BUILD: Once = Once::new();
 
-/// Path of workspace binary `name`, built (once per test process) in the test's profile.
+/// `scripts/env.sh`, whose `H5GPT_TEST_FEATURES` line is the one place that names the features
+/// of test builds (`scripts/check.sh` passes the same variable to every cargo command).
+const ENV_SH: &str = include_str!("../../scripts/env.sh");
+
+/// The cargo features of test builds (`h5gpt-formats/fault-injection`: the `H5GPT_FAULT`
+/// testing aids), read from `scripts/env.sh`'s `export H5GPT_TEST_FEATURES="..."`.
+pub fn test_features() -> &'static str {
+    ENV_SH
+        .lines()
+        .find_map(|line| line.strip_prefix("export H5GPT_TEST_FEATURES="))
+        .map(|value| value.trim().trim_matches('"'))
+        .expect("scripts/env.sh exports H5GPT_TEST_FEATURES")
+}
+
+/// Path of workspace binary `name`, built (once per test process) in the test's profile with
+/// [`test_features`]: the features `scripts/check.sh` builds and tests with, so this build reuses
+/// its artifacts (a plain `cargo test` compiles the h5gpt crates a second time, with them).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test-exe> -> target/<profile>
@@ -20,6 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        cmd.args(["--features", test_features()]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -230,4 +247,15 @@ pub fn train(args: &[String]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run train: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The binaries the e2e tests run carry the `H5GPT_FAULT` hooks their kill tests need.
+    #[test]
+    fn test_features_turn_on_fault_injection() {
+        assert!(super::test_features()
+            .split([',', ' '])
+            .any(|feature| feature == "h5gpt-formats/fault-injection"));
+    }
 }

@@ -11,13 +11,14 @@ use crate::optim::AdamW;
 use anyhow::{bail, Context, Result};
 use h5gpt_core::config::GptConfig;
 use h5gpt_formats::checksum::file_xxh3_64;
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::{begin_dir, commit_dir, fsync_file, write_atomic};
 use h5gpt_tokenizer::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
-pub use h5gpt_formats::run::CHECKPOINTS;
+pub use h5gpt_formats::run::{CHECKPOINTS, CHECKPOINT_PREFIX};
 
 /// A checkpoint's `state.json`, with the model's shape as [`GptConfig`]. The type lives in
 /// [`h5gpt_formats::run`] so that tools without libtorch (`inspect --run`) read it too.
@@ -134,13 +135,20 @@ pub fn check_data_against(
             Some(_) => format!("{}/{TOKENIZER_FILE}", checkpoint.display()),
             None => saved.name.clone(),
         };
-        bail!(
-            "{}: tokenized with {}, but {} was trained on {}\n---> HINT: use shards preprocessed with the run's tokenizer (preprocess --tokenizer {redo})",
-            set.manifest_dir().unwrap_or(Path::new("the shards")).display(),
-            detail(&data),
-            checkpoint.display(),
-            detail(saved),
-        );
+        bail!(with_hint(
+            format!(
+                "{}: tokenized with {}, but {} was trained on {}",
+                set.manifest_dir()
+                    .unwrap_or(Path::new("the shards"))
+                    .display(),
+                detail(&data),
+                checkpoint.display(),
+                detail(saved),
+            ),
+            format!(
+                "use shards preprocessed with the run's tokenizer (preprocess --tokenizer {redo})",
+            ),
+        ));
     }
     Ok(())
 }
@@ -165,7 +173,7 @@ fn default_tokenizer() -> String {
 
 /// The directory name of the checkpoint after `step` steps.
 pub fn checkpoint_name(step: usize) -> String {
-    format!("step-{step:08}")
+    format!("{CHECKPOINT_PREFIX}{step:08}")
 }
 
 /// Where run directory `out` keeps the checkpoint after `step` steps.
@@ -185,10 +193,13 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         bail!("{}: no such run or checkpoint directory", path.display());
     }
     latest_checkpoint(path).with_context(|| {
-        format!(
-            "{}: no complete checkpoint (looked for {}/step-*/state.json)\n---> HINT: pass a run directory written by `train`, or one of its checkpoints/step-* directories",
-            path.display(),
-            CHECKPOINTS
+        with_hint(
+            format!(
+                "{}: no complete checkpoint (looked for {}/step-*/state.json)",
+                path.display(),
+                CHECKPOINTS,
+            ),
+            "pass a run directory written by `train`, or one of its checkpoints/step-* directories",
         )
     })
 }
@@ -270,12 +281,17 @@ pub fn newest_usable_checkpoint(out: &Path) -> Result<Resume> {
         }
     }
     if !skipped.is_empty() {
-        bail!(
-            "{}: no checkpoint loads and verifies:\n  {}\n---> HINT: restore a checkpoint from a copy, or move {} away to start the run over",
-            out.display(),
-            skipped.join("\n  "),
-            out.join(CHECKPOINTS).display()
-        );
+        bail!(with_hint(
+            format!(
+                "{}: no checkpoint loads and verifies:\n  {}",
+                out.display(),
+                skipped.join("\n  "),
+            ),
+            format!(
+                "restore a checkpoint from a copy, or move {} away to start the run over",
+                out.join(CHECKPOINTS).display(),
+            ),
+        ));
     }
     Ok((None, skipped))
 }
@@ -367,13 +383,18 @@ pub fn restore(
     config_toml: &Path,
 ) -> Result<()> {
     if state.model != *model {
-        bail!(
-            "{}: checkpoint of another model ({:?}); this run has {:?}\n---> HINT: use the same model flags (the run's config.toml has them: --config {}), or another --out",
-            dir.display(),
-            state.model,
-            model,
-            config_toml.display()
-        );
+        bail!(with_hint(
+            format!(
+                "{}: checkpoint of another model ({:?}); this run has {:?}",
+                dir.display(),
+                state.model,
+                model,
+            ),
+            format!(
+                "use the same model flags (the run's config.toml has them: --config {}), or another --out",
+                config_toml.display(),
+            ),
+        ));
     }
     vs.load(dir.join(MODEL_FILE))
         .with_context(|| format!("{}: cannot load {MODEL_FILE}", dir.display()))?;

@@ -3,6 +3,7 @@
 //! tensors on the device.
 
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::path::PathBuf;
@@ -163,13 +164,16 @@ pub fn open_blend(
         let split = open_split(std::slice::from_ref(dir), &[], |rows| held_out(i, rows))?;
         if let Some(first) = data.sets.first() {
             if split.train.seq_len() != first.seq_len() {
-                bail!(
-                    "{}: rows of {} tokens, but {} has rows of {}\n---> HINT: a blend mixes sets of one --seq-len; re-run preprocess on one of them",
-                    dir.display(),
-                    split.train.seq_len(),
-                    shards[0].display(),
-                    first.seq_len()
-                );
+                bail!(with_hint(
+                    format!(
+                        "{}: rows of {} tokens, but {} has rows of {}",
+                        dir.display(),
+                        split.train.seq_len(),
+                        shards[0].display(),
+                        first.seq_len(),
+                    ),
+                    "a blend mixes sets of one --seq-len; re-run preprocess on one of them",
+                ));
             }
             h5gpt_formats::manifest::check_same_tokenizer([
                 (shards[0].as_path(), first.data_params()),
@@ -220,12 +224,15 @@ impl BatchTensors {
         let seq = input_ids.len() / rows.max(1);
         for (buffer, what) in [(input_ids, "input_ids"), (labels, "labels")] {
             if let Some(at) = buffer.iter().position(|&t| t < 0 || t as usize >= vocab) {
-                bail!(
-                    "{}: {what}[{}] = {} is outside the vocabulary of {vocab} tokens\n---> HINT: no tokenizer of this vocabulary writes that id: the shard is corrupt or was tokenized with a larger vocabulary (vocab_size in data_params.json); `inspect --verify` lists every such row; re-run preprocess",
-                    row_name(at / seq),
-                    at % seq,
-                    buffer[at]
-                );
+                bail!(with_hint(
+                    format!(
+                        "{}: {what}[{}] = {} is outside the vocabulary of {vocab} tokens",
+                        row_name(at / seq),
+                        at % seq,
+                        buffer[at],
+                    ),
+                    "no tokenizer of this vocabulary writes that id: the shard is corrupt or was tokenized with a larger vocabulary (vocab_size in data_params.json); `inspect --verify` lists every such row; re-run preprocess",
+                ));
             }
         }
         let shape = [rows as i64, seq as i64];

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Result};
 pub use h5gpt_core::options::requests::DeviceRequest;
+use h5gpt_formats::exit::with_hint;
 use std::path::Path;
 use tch::Device;
 
@@ -12,22 +13,25 @@ pub fn cuda_unusable_reason() -> Option<String> {
         return None;
     }
     if !crate::shim::cuda_backend_linked() {
-        return Some(
-            "this binary's libtorch has no CUDA backend (a CPU-only torch wheel, or libtorch_cuda.so was not linked)\n---> HINT: rebuild with the CUDA build of torch==2.11.0 in .venv (scripts/setup.sh installs it) so train/build.rs links libtorch_cuda"
-                .into(),
-        );
+        return Some(with_hint(
+            "this binary's libtorch has no CUDA backend (a CPU-only torch wheel, or libtorch_cuda.so was not linked)",
+            "rebuild with the CUDA build of torch==2.11.0 in .venv (scripts/setup.sh installs it) so train/build.rs links libtorch_cuda",
+        ));
     }
     let driver = Path::new("/proc/driver/nvidia/version");
     if !driver.exists() {
-        return Some(
-            "no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing)\n---> HINT: install the NVIDIA driver (CUDA 13 needs ≥ 580) and check `nvidia-smi`, or use --device cpu"
-                .into(),
-        );
+        return Some(with_hint(
+            "no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing)",
+            "install the NVIDIA driver (CUDA 13 needs ≥ 580) and check `nvidia-smi`, or use --device cpu",
+        ));
     }
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    Some(format!(
-        "the NVIDIA driver is loaded but libtorch sees no usable GPU (CUDA_VISIBLE_DEVICES={}); the driver may be older than CUDA 13 needs (≥ 580)\n---> HINT: check `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use --device cpu",
-        visible.as_deref().unwrap_or("unset")
+    Some(with_hint(
+        format!(
+            "the NVIDIA driver is loaded but libtorch sees no usable GPU (CUDA_VISIBLE_DEVICES={}); the driver may be older than CUDA 13 needs (≥ 580)",
+            visible.as_deref().unwrap_or("unset"),
+        ),
+        "check `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use --device cpu",
     ))
 }
 
@@ -81,9 +85,14 @@ pub fn cuda_index_for(local_rank: usize, visible: usize) -> std::result::Result<
         0 => Err("no CUDA device is visible to this process".into()),
         1 => Ok(0),
         n if local_rank < n => Ok(local_rank),
-        n => Err(format!(
-            "local rank {local_rank} has no GPU: this process sees {n} CUDA devices (0..{n}; CUDA_VISIBLE_DEVICES={})\n---> HINT: start at most {n} ranks per machine, give each rank one GPU through CUDA_VISIBLE_DEVICES (SLURM: --gpus-per-task=1), or set LOCAL_RANK (it falls back to RANK, which counts the ranks of every machine)",
-            std::env::var("CUDA_VISIBLE_DEVICES").as_deref().unwrap_or("unset")
+        n => Err(with_hint(
+            format!(
+                "local rank {local_rank} has no GPU: this process sees {n} CUDA devices (0..{n}; CUDA_VISIBLE_DEVICES={})",
+                std::env::var("CUDA_VISIBLE_DEVICES").as_deref().unwrap_or("unset"),
+            ),
+            format!(
+                "start at most {n} ranks per machine, give each rank one GPU through CUDA_VISIBLE_DEVICES (SLURM: --gpus-per-task=1), or set LOCAL_RANK (it falls back to RANK, which counts the ranks of every machine)",
+            ),
         )),
     }
 }

@@ -20,6 +20,7 @@
 
 use h5gpt_core::config::{GptConfig, DEFAULT_LAYER_NORM_EPS};
 use h5gpt_core::params::{param_specs, HfLayout};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::{begin_dir, commit_dir, fsync_file, write_atomic};
 use h5gpt_formats::spec::{GPT2_EOS_ID, GPT2_VOCAB_SIZE};
 use h5gpt_formats::FormatError;
@@ -242,10 +243,11 @@ pub fn export_with_tokenizer(
     if !config.bias {
         return Err(HfError::Unsupported {
             path: dir.to_path_buf(),
-            what: "the model has no biases (bias = false), but Hugging Face GPT-2 always has \
-                   them (linear layers and LayerNorms)\n---> HINT: only models trained with \
-                   biases can be exported as GPT-2"
-                .into(),
+            what: with_hint(
+                "the model has no biases (bias = false), but Hugging Face GPT-2 always has \
+                 them (linear layers and LayerNorms)",
+                "only models trained with biases can be exported as GPT-2",
+            ),
         });
     }
     if let Some(mup) = &config.mup {
@@ -515,7 +517,10 @@ impl ConfigReader<'_> {
     fn unsupported(&self, what: String) -> HfError {
         HfError::Unsupported {
             path: self.path.to_path_buf(),
-            what: format!("{what}\n---> HINT: only GPT-2 as OpenAI trained it (tanh GELU, 4× MLP, LayerNorm ε 1e-5, tied head) maps onto this model"),
+            what: with_hint(
+                what,
+                "only GPT-2 as OpenAI trained it (tanh GELU, 4× MLP, LayerNorm ε 1e-5, tied head) maps onto this model",
+            ),
         }
     }
 }
@@ -643,9 +648,11 @@ pub fn load(dir: &Path) -> Result<(GptConfig, Vec<(String, Tensor)>), HfError> {
             path: path.clone(),
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "not found\n---> HINT: only single-file safetensors weights are read; re-save \
-                 with `model.save_pretrained(DIR, safe_serialization=True, \
-                 max_shard_size=\"100GB\")`",
+                with_hint(
+                    "not found",
+                    "only single-file safetensors weights are read; re-save with \
+                     `model.save_pretrained(DIR, safe_serialization=True, max_shard_size=\"100GB\")`",
+                ),
             ),
         });
     }

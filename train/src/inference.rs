@@ -6,7 +6,7 @@ use crate::device::select;
 use crate::model::Gpt;
 use crate::precision::Precision;
 use anyhow::{bail, Context, Result};
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use h5gpt_tokenizer::tokenizer::{resolve_tokenizer_arg, Tokenizer};
 use std::path::PathBuf;
 use tch::nn;
@@ -75,13 +75,16 @@ impl LoadInference for InferenceArgs {
                 Some(arg) => format!("--tokenizer {arg}"),
                 None => format!("the checkpoint's tokenizer `{}`", loaded.state.tokenizer),
             };
-            bail!(
-                "{}: {source} has {} tokens, but the model's vocabulary has {model_vocab}: its ids \
-                 would reach past the model's embedding\n---> HINT: pass the tokenizer the model \
+            bail!(with_hint(
+                format!(
+                    "{}: {source} has {} tokens, but the model's vocabulary has {model_vocab}: its ids \
+                     would reach past the model's embedding",
+                    loaded.path.display(),
+                    tokenizer.vocab_size(),
+                ),
+                "pass the tokenizer the model \
                  was trained with: --tokenizer FILE.json (or a tiktoken name)",
-                loaded.path.display(),
-                tokenizer.vocab_size()
-            );
+            ));
         }
         Ok(tokenizer)
     }
@@ -184,8 +187,11 @@ fn hf_tokenizer(dir: &std::path::Path, vocab_size: usize) -> Result<Tokenizer> {
     if vocab_size == 50257 {
         return Ok(Tokenizer::gpt2());
     }
-    anyhow::bail!(
-        "{}: no tokenizer.json, and a vocabulary of {vocab_size} tokens is not GPT-2's (50257)\n---> HINT: save the tokenizer beside the model (`tokenizer.save_pretrained(DIR)`)",
-        dir.display()
-    )
+    anyhow::bail!(with_hint(
+        format!(
+            "{}: no tokenizer.json, and a vocabulary of {vocab_size} tokens is not GPT-2's (50257)",
+            dir.display(),
+        ),
+        "save the tokenizer beside the model (`tokenizer.save_pretrained(DIR)`)",
+    ))
 }

@@ -8,7 +8,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod device;
-pub mod dist;
+pub mod distributed;
 pub mod evaluate;
 pub mod generate;
 pub mod hf;

@@ -230,10 +230,10 @@ impl AdamW {
             .slots()
             .map(|s| (s.weight().shallow_clone(), s.param.shallow_clone()))
             .unzip();
-        let ranges = crate::dist::bucket_ranges(&masters, bucket_bytes);
+        let ranges = crate::distributed::bucket_ranges(&masters, bucket_bytes);
         self.flat = Some(FlatGrads {
-            main: crate::dist::flat_grad_buffers(&masters, &ranges, Kind::Float),
-            bf16: crate::dist::flat_grad_buffers(&params, &ranges, Kind::BFloat16),
+            main: crate::distributed::flat_grad_buffers(&masters, &ranges, Kind::Float),
+            bf16: crate::distributed::flat_grad_buffers(&params, &ranges, Kind::BFloat16),
         });
         Ok(())
     }

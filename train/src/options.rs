@@ -153,8 +153,57 @@ fn auto_model(
     Ok((preset, sized.config))
 }
 
-/// Resolves flags (with their `--config` file) into a training configuration.
-pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
+/// Resolves flags (with their `--config` file) into a training configuration, in named steps:
+/// the sources merged ([`merge_sources`]: flags over `--config` over the run's `config.toml`
+/// over the built-in defaults, then checked), the data sets, the model (the preset or the
+/// auto-sized shape, then the overrides), the device and precision, then the trainer's settings
+/// and what `config.toml` records.
+pub fn resolve(cli: TrainOptions) -> Result<Resolved> {
+    let Merged {
+        mut cli,
+        out,
+        config_report,
+    } = merge_sources(cli)?;
+    let shards = data_sets(&mut cli)?;
+    let params = crate::data::training_params(&shards)?;
+    let mut notes = Vec::new();
+    let ResolvedModel {
+        preset,
+        model,
+        model_name,
+        sp_std,
+    } = resolve_model(&cli, &shards, params.as_ref(), &mut notes)?;
+    let (device, precision) = device_and_precision(&cli, &mut notes)?;
+    let mut config = TrainConfig::new(PathBuf::new(), out, model);
+    config.shards = shards;
+    config.precision = precision;
+    config.device = device;
+    config.config_report = config_report;
+    batch_and_schedule(&mut config, &cli, preset)?;
+    evaluation_and_runtime(&mut config, &cli)?;
+    let options = recorded_options(&config, cli, &model_name, sp_std);
+    Ok(Resolved {
+        config,
+        options,
+        preset,
+        model_name,
+        notes,
+    })
+}
+
+/// The options merged from every source, and the run directory they name.
+struct Merged {
+    /// Flags over `--config` over the run's `config.toml` over the built-in defaults.
+    cli: TrainOptions,
+    /// The run directory.
+    out: PathBuf,
+    /// The report of a Cerebras YAML `--config`.
+    config_report: Option<String>,
+}
+
+/// Merges the sources (flags, then `--config`, then the run's `config.toml`, then the built-in
+/// defaults) and checks every range once, whatever the source.
+fn merge_sources(mut cli: TrainOptions) -> Result<Merged> {
     let mut config_report = None;
     let yaml = cli.config.as_deref().is_some_and(cerebras::is_yaml);
     if !yaml && (cli.data_root.is_some() || cli.allow_unknown) {
@@ -202,6 +251,16 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     cli.validate()?;
     // The built-in defaults fill what the flags and files leave unset.
     cli.overlay(&TrainOptions::builtin());
+    Ok(Merged {
+        cli,
+        out,
+        config_report,
+    })
+}
+
+/// The shard sets: `--shards` (with `--weights`) or `[[blend]]` tables, each an existing
+/// directory, with one weight per set.
+fn data_sets(cli: &mut TrainOptions) -> Result<Vec<PathBuf>> {
     if !cli.blend.is_empty() {
         if !cli.shards.is_empty()
             && cli.shards != cli.blend.iter().map(|b| b.path.clone()).collect::<Vec<_>>()
@@ -245,23 +304,36 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         h5gpt_formats::blend::normalize_weights(&cli.weights)
             .map_err(|e| UsageError::new(format!("--weights: {e}")))?;
     }
-    let shards = cli.shards.clone();
-    let params = crate::data::training_params(&shards)?;
-    let seq_len = params.as_ref().and_then(|p| p.seq_len());
+    Ok(cli.shards.clone())
+}
+
+/// The model as resolved, with what `config.toml` records of it.
+struct ResolvedModel {
+    /// The preset it came from (for `auto`: the one nearest in size).
+    preset: &'static Preset,
+    /// Its shape and initialization.
+    model: GptConfig,
+    /// `--model` as given: a preset's name or `auto`.
+    model_name: String,
+    /// The standard parameterization's init stds, when any was given.
+    sp_std: Option<SpInitStd>,
+}
+
+/// The model: the preset (or the shape `auto` sizes from the data), the shards' vocabulary, a
+/// Hugging Face start, then every override, μP and init flag; validated.
+fn resolve_model(
+    cli: &TrainOptions,
+    shards: &[PathBuf],
+    params: Option<&h5gpt_formats::DataParams>,
+    notes: &mut Vec<String>,
+) -> Result<ResolvedModel> {
+    let seq_len = params.and_then(|p| p.seq_len());
     let data_vocab = params
-        .as_ref()
         .and_then(|p| p.post_process.vocab_size)
         .map(|v| v as usize);
-
     let model_name = cli.model.clone().unwrap_or_else(|| AUTO_MODEL.into());
-    let mut notes = Vec::new();
     let (preset, mut model) = if model_name == AUTO_MODEL {
-        auto_model(
-            &cli,
-            &crate::data::describe(&shards),
-            params.as_ref(),
-            &mut notes,
-        )?
+        auto_model(cli, &crate::data::describe(shards), params, notes)?
     } else {
         let preset = Preset::find(&model_name).ok_or_else(|| {
             UsageError::new(format!(
@@ -330,9 +402,20 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     model
         .validate()
         .map_err(|e| UsageError::new(format!("model configuration: {e}")))?;
+    Ok(ResolvedModel {
+        preset,
+        model,
+        model_name,
+        sp_std,
+    })
+}
 
-    // Each rank picks its GPU by its local rank (0 in a single process).
-    let local_rank = crate::dist::Launch::from_env()?.map_or(0, |launch| launch.local_rank);
+/// The device (each rank picks its GPU by its local rank) and the precision on it.
+fn device_and_precision(
+    cli: &TrainOptions,
+    notes: &mut Vec<String>,
+) -> Result<(tch::Device, Precision)> {
+    let local_rank = crate::distributed::Launch::from_env()?.map_or(0, |launch| launch.local_rank);
     let selected = select(filled(cli.device), local_rank)?;
     notes.extend(selected.note);
     let device = selected.device;
@@ -340,9 +423,12 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     let (precision, note) =
         Precision::resolve(filled(cli.dtype), device, bf16).map_err(UsageError::new)?;
     notes.extend(note);
+    Ok((device, precision))
+}
 
-    let mut config = TrainConfig::new(PathBuf::new(), out, model);
-    config.shards = shards;
+/// The batch, the learning rate and its schedule, the warm-up and the run's length.
+fn batch_and_schedule(config: &mut TrainConfig, cli: &TrainOptions, preset: &Preset) -> Result<()> {
+    let mup_on = cli.mup.unwrap_or(false);
     config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch);
     config.total_batch_tokens = cli.total_batch_tokens.unwrap_or(preset.total_batch_tokens);
     config.lr = cli
@@ -353,46 +439,6 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
     config.warmup_steps = cli.warmup_steps.unwrap_or(config.warmup_steps);
     config.max_steps = cli.max_steps;
     config.max_tokens = cli.max_tokens.map(|t| t as u64);
-    config.epochs = filled(cli.epochs);
-    config.seed = filled(cli.seed);
-    config.save_every = filled(cli.save_every);
-    config.keep_checkpoints = filled(cli.keep_checkpoints);
-    config.eval_every = filled(cli.eval_every);
-    config.eval_batches = filled(cli.eval_batches);
-    config.final_eval = filled(cli.final_eval);
-    config.eval_tasks = cli.eval_task.clone();
-    config.eval_task_every = match filled(cli.eval_task_every) {
-        0 => config.eval_every,
-        n => n,
-    };
-    config.eval_task_limit = match filled(cli.eval_task_limit) {
-        0 => None,
-        n => Some(n),
-    };
-    config.tensorboard = match cli.tensorboard.as_deref() {
-        None => Some(config.out.join("tensorboard")),
-        Some("off") => None,
-        Some("") => return Err(UsageError::new("--tensorboard: a directory, or `off`").into()),
-        Some(dir) => Some(PathBuf::from(dir)),
-    };
-    config.precision = precision;
-    config.device = device;
-    config.init_from_hf = cli.init_from_hf.clone();
-    config.peak_flops = cli.peak_flops;
-    config.require_checkpoint = cli.resume;
-    config.verify = match (cli.no_verify, cli.verify.as_deref().unwrap_or("cached")) {
-        (true, _) => VerifyMode::Off,
-        (false, "cached") => VerifyMode::Cached,
-        (false, "full") => VerifyMode::Full,
-        (false, other) => {
-            return Err(UsageError::new(format!(
-                "--verify {other}: one of `cached` or `full` (or --no-verify)"
-            ))
-            .into())
-        }
-    };
-    config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
-    config.val_shards = cli.val_shards.clone();
     config.batch_rows = cli.batch_size;
     if let Some(rows) = cli.batch_size {
         config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch.min(rows));
@@ -417,17 +463,69 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         weight_decay: cli.weight_decay.unwrap_or(adamw.weight_decay),
     };
     config.grad_clip = cli.grad_clip.unwrap_or(config.grad_clip);
+    Ok(())
+}
+
+/// Evaluation, checkpoints, data order and the run's runtime settings.
+fn evaluation_and_runtime(config: &mut TrainConfig, cli: &TrainOptions) -> Result<()> {
+    config.epochs = filled(cli.epochs);
+    config.seed = filled(cli.seed);
+    config.save_every = filled(cli.save_every);
+    config.keep_checkpoints = filled(cli.keep_checkpoints);
+    config.eval_every = filled(cli.eval_every);
+    config.eval_batches = filled(cli.eval_batches);
+    config.final_eval = filled(cli.final_eval);
+    config.eval_tasks = cli.eval_task.clone();
+    config.eval_task_every = match filled(cli.eval_task_every) {
+        0 => config.eval_every,
+        n => n,
+    };
+    config.eval_task_limit = match filled(cli.eval_task_limit) {
+        0 => None,
+        n => Some(n),
+    };
+    config.tensorboard = match cli.tensorboard.as_deref() {
+        None => Some(config.out.join("tensorboard")),
+        Some("off") => None,
+        Some("") => return Err(UsageError::new("--tensorboard: a directory, or `off`").into()),
+        Some(dir) => Some(PathBuf::from(dir)),
+    };
+    config.init_from_hf = cli.init_from_hf.clone();
+    config.peak_flops = cli.peak_flops;
+    config.require_checkpoint = cli.resume;
+    config.verify = match (cli.no_verify, cli.verify.as_deref().unwrap_or("cached")) {
+        (true, _) => VerifyMode::Off,
+        (false, "cached") => VerifyMode::Cached,
+        (false, "full") => VerifyMode::Full,
+        (false, other) => {
+            return Err(UsageError::new(format!(
+                "--verify {other}: one of `cached` or `full` (or --no-verify)"
+            ))
+            .into())
+        }
+    };
+    config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
+    config.val_shards = cli.val_shards.clone();
     config.shuffle = cli.shuffle.unwrap_or(true);
-    config.config_report = config_report;
     config.reweight = cli.reweight;
     config.allow_data_change = cli.allow_data_change;
     config.skip_nonfinite = filled(cli.skip_nonfinite);
     config.log_every = filled(cli.log_every);
     config.dist_timeout = std::time::Duration::from_secs_f64(filled(cli.dist_timeout));
+    Ok(())
+}
 
-    // What config.toml records: the options as given (defaults filled in), with what the
-    // resolution derived (the model's shape, the batch, the learning rate).
-    let options = TrainOptions {
+/// What `config.toml` records: the options as given (defaults filled in), with what the
+/// resolution derived (the model's shape, the batch, the learning rate).
+fn recorded_options(
+    config: &TrainConfig,
+    cli: TrainOptions,
+    model_name: &str,
+    sp_std: Option<SpInitStd>,
+) -> TrainOptions {
+    let model = &config.model;
+    let mup_on = cli.mup.unwrap_or(false);
+    TrainOptions {
         shards: config.shards.clone(),
         weights: config.weights.clone().unwrap_or_default(),
         blend: Vec::new(),
@@ -439,7 +537,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         data_root: None,
         val_shards: config.val_shards.clone(),
         resume: false,
-        model: Some(model_name.clone()),
+        model: Some(model_name.to_string()),
         list_models: false,
         n_layer: Some(model.n_layer),
         n_head: Some(model.n_head),
@@ -483,14 +581,7 @@ pub fn resolve(mut cli: TrainOptions) -> Result<Resolved> {
         max_tokens: config.max_tokens.map(|t| t as f64),
         no_verify: false,
         ..cli
-    };
-    Ok(Resolved {
-        config,
-        options,
-        preset,
-        model_name,
-        notes,
-    })
+    }
 }
 
 /// A setting that [`TrainOptions::builtin`] fills.

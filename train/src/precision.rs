@@ -4,6 +4,7 @@
 use crate::shim::{AutocastDevice, AutocastGuard};
 use anyhow::Result;
 pub use h5gpt_core::options::requests::DtypeRequest;
+use h5gpt_formats::exit::with_hint;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -35,8 +36,11 @@ impl Precision {
     ) -> std::result::Result<(Precision, Option<String>), String> {
         let gpu_without_bf16 = device.is_cuda() && !bf16;
         let refuse = |name: &str| {
-            Err(format!(
-                "--dtype {name}: this GPU ({device:?}) has no fast bf16 (compute capability below 8.0: cuBLAS and flash attention would be slow or fail)\n---> HINT: use --dtype fp32 (or auto), or a GPU of compute capability 8.0 or newer (A100, H100, L40S, RTX 30xx and up)"
+            Err(with_hint(
+                format!(
+                    "--dtype {name}: this GPU ({device:?}) has no fast bf16 (compute capability below 8.0: cuBLAS and flash attention would be slow or fail)",
+                ),
+                "use --dtype fp32 (or auto), or a GPU of compute capability 8.0 or newer (A100, H100, L40S, RTX 30xx and up)",
             ))
         };
         Ok(match request {

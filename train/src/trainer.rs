@@ -7,7 +7,7 @@
 
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
 use crate::data::BatchTensors;
-use crate::dist::{GradBuckets, Launch, ProcessGroup};
+use crate::distributed::{GradBuckets, Launch, ProcessGroup};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig};
@@ -17,6 +17,7 @@ use crate::run_log::RunLog;
 use anyhow::{anyhow, bail, Result};
 use h5gpt_core::schedule::LrSchedule;
 use h5gpt_formats::blend::BlendRecord;
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::Loader;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -70,7 +71,8 @@ pub struct TrainConfig {
     /// the run's final validation loss (`state.json` `final_eval`, a `final_val_loss` row of
     /// `metrics.jsonl`).
     pub final_eval: bool,
-    /// fp32 or bf16 autocast.
+    /// fp32, bf16 autocast (fp32 weights) or bf16-pure (bf16 weights, fp32 masters): see
+    /// [`Precision`].
     pub precision: Precision,
     /// Device.
     pub device: Device,
@@ -362,9 +364,14 @@ fn guarded<T>(what: &str, micro_batch: usize, f: impl FnOnce() -> Result<T>) -> 
         Ok(result) => result,
         Err(message) => {
             if setup::is_out_of_memory(&message) {
-                bail!(
-                    "{what}: out of memory with --micro-batch {micro_batch}\n---> HINT: lower --micro-batch (gradient accumulation keeps --total-batch-tokens), use --dtype bf16, or pick a smaller --model\n{message}"
-                );
+                bail!(with_hint(
+                    format!(
+                        "{what}: out of memory with --micro-batch {micro_batch}",
+                    ),
+                    format!(
+                        "lower --micro-batch (gradient accumulation keeps --total-batch-tokens), use --dtype bf16, or pick a smaller --model\n{message}",
+                    ),
+                ));
             }
             Err(anyhow!("{what}: libtorch error: {message}"))
         }
@@ -717,9 +724,12 @@ impl Run<'_> {
                 |c| format!("the newest is {}", c.display()),
             );
             if tally.nonfinite > ctx.skip_nonfinite {
-                bail!(
-                    "step {step}: non-finite loss ({loss}) or gradient norm ({norm}); the step was not applied and the run stops without saving it (checkpoints are of earlier steps: {newest})\n---> HINT: lower --lr or raise --warmup-steps, check the data and the checkpoint the run resumed from; --skip-nonfinite N skips up to N such steps"
-                );
+                bail!(with_hint(
+                    format!(
+                        "step {step}: non-finite loss ({loss}) or gradient norm ({norm}); the step was not applied and the run stops without saving it (checkpoints are of earlier steps: {newest})",
+                    ),
+                    "lower --lr or raise --warmup-steps, check the data and the checkpoint the run resumed from; --skip-nonfinite N skips up to N such steps",
+                ));
             }
             let line = format!(
                 "step {step:>5} | loss {loss} | norm {norm} | non-finite: skipped, not applied ({} of at most {} with --skip-nonfinite)",

@@ -11,7 +11,7 @@ use h5gpt_core::plan::chinchilla::{table_a4, table_a9, TABLE_3};
 use h5gpt_core::plan::model::{ModelPlan, TrainingPlan};
 use h5gpt_core::plan::scaling::{params_for_tokens, LossFit, CHINCHILLA, EPOCH};
 use h5gpt_core::plan::{auto_size, AutoSize};
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use h5gpt_formats::spec::GPT2_VOCAB_SIZE;
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::text::thousands;
@@ -273,8 +273,11 @@ fn read_corpus(dir: &Path) -> Result<Corpus> {
         None => match read(&train)? {
             Some(p) => (train, p),
             None => usage!(
-                "{}: no data_params.json here or in train/\n---> HINT: point --shards at a directory `preprocess --out` wrote",
-                dir.display()
+                "{}",
+                with_hint(
+                    format!("{}: no data_params.json here or in train/", dir.display()),
+                    "point --shards at a directory `preprocess --out` wrote",
+                )
             ),
         },
     };

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use h5gpt_core::plan::sweep::{
     design, write, RunSettings, SweepManifest, SweepRun, SweepSpec, SCRIPT_FILE, SWEEP_FILE,
 };
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use h5gpt_formats::DataParams;
 use std::path::{Path, PathBuf};
 
@@ -83,12 +83,15 @@ struct Shards {
 }
 
 fn read_shards(dir: &Path) -> Result<Shards> {
-    let hint = "---> HINT: preprocess with --val-fraction (a sweep's runs are compared on the validation set)";
+    let hint = "preprocess with --val-fraction (a sweep's runs are compared on the validation set)";
     let split = h5gpt_formats::split::SplitDirs::of(dir);
     let (train, Some(val)) = (split.train, split.val) else {
-        return Err(UsageError::new(format!(
-            "--shards {}: a sweep needs train/ and val/ subdirectories\n{hint}",
-            dir.display()
+        return Err(UsageError::new(with_hint(
+            format!(
+                "--shards {}: a sweep needs train/ and val/ subdirectories",
+                dir.display()
+            ),
+            hint,
         ))
         .into());
     };
@@ -319,11 +322,14 @@ fn check_same_sweep(out: &Path, runs: &[SweepRun]) -> Result<()> {
                 .zip(runs)
                 .all(|(a, b)| a.name == b.name && a.steps == b.steps && a.model == b.model);
         if !same {
-            bail!(
-                "{}: holds another sweep ({} runs)\n---> HINT: pick another --out, or remove it",
-                out.join(SWEEP_FILE).display(),
-                old.runs.len()
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: holds another sweep ({} runs)",
+                    out.join(SWEEP_FILE).display(),
+                    old.runs.len()
+                ),
+                "pick another --out, or remove it",
+            ));
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use super::yaml::{ConfigError, Document, Entry, Section};
 use crate::config::{
     GptConfig, InitConfig, MupConfig, Preset, SpInitStd, DEFAULT_LAYER_NORM_EPS, PRESETS,
 };
+use h5gpt_formats::exit::with_hint;
 use std::path::{Path, PathBuf};
 use yaml_rust2::Yaml;
 
@@ -182,7 +183,10 @@ pub fn map(doc: &Document, options: &LoadOptions) -> Result<Mapped, ConfigError>
     if let Some(key) = sparsity {
         return Err(doc.error(
             &key,
-            "weight-sparse training (the Model Zoo's sparsity configs) is not supported: we train dense models\n---> HINT: the same config without its `sparsity` section trains the dense model",
+            with_hint(
+                "weight-sparse training (the Model Zoo's sparsity configs) is not supported: we train dense models",
+                "the same config without its `sparsity` section trains the dense model",
+            ),
         ));
     }
     match generation {
@@ -193,9 +197,12 @@ pub fn map(doc: &Document, options: &LoadOptions) -> Result<Mapped, ConfigError>
     if !c.unknown.is_empty() && !options.allow_unknown {
         return Err(doc.error(
             "",
-            format!(
-                "keys this reader does not know: {}\n---> HINT: check their spelling against the Model Zoo release; --allow-unknown runs without them (the report lists them)",
-                c.unknown.join(", ")
+            with_hint(
+                format!(
+                    "keys this reader does not know: {}",
+                    c.unknown.join(", "),
+                ),
+                "check their spelling against the Model Zoo release; --allow-unknown runs without them (the report lists them)",
             ),
         ));
     }

@@ -1,6 +1,7 @@
 //! Reading a YAML document key by key, recording what became of each key (read, ignored,
 //! refused), so that no key of a config goes unaccounted for.
 
+use h5gpt_formats::exit::with_hint;
 use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,11 +64,14 @@ fn check_bounds(text: &str) -> Result<(), String> {
             _ => {}
         }
         if total > MAX_CONFIG_NODES {
-            return Err(format!(
-                "line {}: more than {MAX_CONFIG_NODES} values once its anchors and aliases are \
-                 expanded (the limit of a config file)\n---> HINT: a Model Zoo config has a few \
+            return Err(with_hint(
+                format!(
+                    "line {}: more than {MAX_CONFIG_NODES} values once its anchors and aliases are \
+                     expanded (the limit of a config file)",
+                    mark.line(),
+                ),
+                "a Model Zoo config has a few \
                  hundred; nested aliases (`&a`, `*a`) multiply",
-                mark.line()
             ));
         }
     }

@@ -13,7 +13,7 @@ use super::normalise::{normalise, words};
 use super::{DedupMode, DedupSettings};
 use crate::input::{open_records, InputFile};
 use anyhow::{bail, Context, Result};
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -190,7 +190,10 @@ impl DocStream<'_> {
                 };
                 self.records = Some(
                     open_records(file, self.text_key, Arc::new(AtomicU64::new(0))).map_err(
-                        |e| anyhow::anyhow!("{e}\n---> HINT: the file is unreadable, truncated or corrupt: restore it or leave it out of --input"),
+                        |e| anyhow::anyhow!(with_hint(
+                            e,
+                            "the file is unreadable, truncated or corrupt: restore it or leave it out of --input",
+                        )),
                     )?,
                 );
                 self.record = 0;
@@ -224,7 +227,7 @@ impl DocStream<'_> {
                             } else {
                                 "the file is unreadable, truncated or corrupt: restore it or leave it out of --input"
                             };
-                            bail!("{e}\n---> HINT: {hint}");
+                            bail!(with_hint(e, hint,));
                         }
                     }
                 }
@@ -367,14 +370,19 @@ fn write_prints(
 fn check_index_memory(settings: &DedupSettings, documents: u64, per_doc: u64) -> Result<()> {
     let near = settings.mode == DedupMode::Near;
     if documents.saturating_mul(per_doc) > settings.mem {
-        bail!(UsageError::new(format!(
-            "--dedup {}: the index would need more than {} documents × {} bytes = {:.1} GB (the input holds at least that many), over --dedup-mem {:.1} GB\n---> HINT: raise --dedup-mem if the machine has the memory, use --dedup exact ({} bytes per document), or deduplicate parts of the corpus separately",
-            if near { "near" } else { "exact" },
-            documents,
-            per_doc,
-            (documents * per_doc) as f64 / 1e9,
-            settings.mem as f64 / 1e9,
-            bytes_per_document(&DedupSettings { mode: DedupMode::Exact, ..*settings })
+        bail!(UsageError::new(with_hint(
+            format!(
+                "--dedup {}: the index would need more than {} documents × {} bytes = {:.1} GB (the input holds at least that many), over --dedup-mem {:.1} GB",
+                if near { "near" } else { "exact" },
+                documents,
+                per_doc,
+                (documents * per_doc) as f64 / 1e9,
+                settings.mem as f64 / 1e9,
+            ),
+            format!(
+                "raise --dedup-mem if the machine has the memory, use --dedup exact ({} bytes per document), or deduplicate parts of the corpus separately",
+                bytes_per_document(&DedupSettings { mode: DedupMode::Exact, ..*settings })
+            ),
         )));
     }
     Ok(())

@@ -11,6 +11,7 @@ use super::{Decisions, DedupSettings, Removal};
 use crate::input::InputFile;
 use anyhow::{bail, Context, Result};
 use h5gpt_formats::checksum::file_xxh3_64;
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::write_atomic;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -166,10 +167,13 @@ pub fn prepare(
     if let (Some(dir), false) = (saved, force) {
         match load(dir, settings, files, &fingerprint)? {
             Ok(decisions) => return Ok(decisions),
-            Err(why) => bail!(
-                "{}: {why}\n---> HINT: use the same command and inputs to continue, --force to start over, or another --out",
-                dir.join(DEDUP_STATE).display()
-            ),
+            Err(why) => bail!(with_hint(
+                format!(
+                    "{}: {why}",
+                    dir.join(DEDUP_STATE).display(),
+                ),
+                "use the same command and inputs to continue, --force to start over, or another --out",
+            )),
         }
     }
     let banding = settings.banding();
@@ -358,13 +362,16 @@ fn load(
         );
     }
     if removed.len() as u64 != state.report.removed {
-        bail!(
-            "{}: {} lines, but {} says {} documents were removed\n---> HINT: rerun with --force",
-            jsonl.display(),
-            removed.len(),
-            state_path.display(),
-            state.report.removed
-        );
+        bail!(with_hint(
+            format!(
+                "{}: {} lines, but {} says {} documents were removed",
+                jsonl.display(),
+                removed.len(),
+                state_path.display(),
+                state.report.removed,
+            ),
+            "rerun with --force",
+        ));
     }
     Ok(Ok(Decisions {
         settings: *settings,

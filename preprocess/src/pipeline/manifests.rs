@@ -7,6 +7,7 @@ use super::{OutputSummary, PreprocessConfig, RunCounts, TokenizerChoice};
 use crate::input::{canonical, InputFile};
 use crate::val_split::{DocPart, SplitRule};
 use anyhow::{bail, Result};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ManifestCore, ShardEntry};
 use h5gpt_formats::split::{TRAIN_DIR, VAL_DIR};
@@ -33,22 +34,29 @@ pub(super) fn write_manifests(
         let dir = &dirs[i];
         let counts = &state.outputs[i].counts;
         if shards.is_empty() && state.counts.bad_skipped > 0 && counts.documents == 0 {
-            bail!(
-                "{}: no rows to write: all {} records read were bad and skipped (--skip-bad-records), {} of them empty\n---> HINT: the input holds no valid document; the first bad records: {}",
-                dir.display(),
-                state.counts.records,
-                state.counts.empty_skipped,
-                state.bad_examples.join("; ")
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: no rows to write: all {} records read were bad and skipped (--skip-bad-records), {} of them empty",
+                    dir.display(),
+                    state.counts.records,
+                    state.counts.empty_skipped,
+                ),
+                format!(
+                    "the input holds no valid document; the first bad records: {}",
+                    state.bad_examples.join("; "),
+                ),
+            ));
         }
         if shards.is_empty() {
-            bail!(
-                "{}: no rows to write ({} documents, {} tokens)\n---> HINT: {}",
-                dir.display(),
-                counts.documents,
-                counts.tokens,
-                no_rows_hint(config, &state.counts, counts, i, dirs.len())
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: no rows to write ({} documents, {} tokens)",
+                    dir.display(),
+                    counts.documents,
+                    counts.tokens,
+                ),
+                no_rows_hint(config, &state.counts, counts, i, dirs.len()),
+            ));
         }
         outputs.push(OutputSummary {
             dir: dir.clone(),

@@ -24,7 +24,7 @@ use crate::dedup::{self, Decisions, DedupSettings};
 use crate::input::{discover_inputs, InputFile};
 use crate::val_split::{count_file_documents, DocPart, SplitRule};
 use anyhow::{bail, Result};
-use h5gpt_formats::exit::UsageError;
+use h5gpt_formats::exit::{with_hint, UsageError};
 use h5gpt_formats::permutation::mix64;
 use h5gpt_formats::split::split_paths;
 use h5gpt_formats::{Compression, Packing};
@@ -201,11 +201,13 @@ impl RunSummary {
         if (fraction / 2.0..=fraction * 2.0).contains(&realised) {
             return None;
         }
-        Some(format!(
-            "--val-fraction {fraction}: val/ got {val} tokens and train/ {train}, a fraction of \
-             {realised:.3}, outside [{}, {}]\n---> HINT: {}",
-            fraction / 2.0,
-            fraction * 2.0,
+        Some(with_hint(
+            format!(
+                "--val-fraction {fraction}: val/ got {val} tokens and train/ {train}, a fraction of \
+                 {realised:.3}, outside [{}, {}]",
+                fraction / 2.0,
+                fraction * 2.0,
+            ),
             match self.split_rule {
                 Some(SplitRule::WithinDocuments) =>
                     "each document is cut at the newline nearest \
@@ -214,7 +216,7 @@ impl RunSummary {
                 _ =>
                     "whole documents go one way or the other; with a few long documents, try \
                     another --seed or more, shorter documents",
-            }
+            },
         ))
     }
 }
@@ -406,10 +408,10 @@ fn find_input_files(config: &PreprocessConfig) -> Result<Vec<InputFile>> {
         }
     }
     if found.files.is_empty() {
-        bail!(
-            "no input files found in {:?}\n---> HINT: check --input and --glob",
-            config.inputs
-        );
+        bail!(with_hint(
+            format!("no input files found in {:?}", config.inputs),
+            "check --input and --glob",
+        ));
     }
     Ok(found.files)
 }

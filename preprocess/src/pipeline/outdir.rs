@@ -6,6 +6,7 @@
 use super::{PreprocessConfig, RunCounts, TokenizerChoice};
 use crate::input::{canonical, InputFile};
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::lock::{RunLock, LOCK_FILE};
 use h5gpt_formats::manifest::{DataParams, DatasetStats, ShardEntry};
@@ -179,13 +180,16 @@ fn check_inputs(files: &[InputFile], recorded: &[InputPrefix]) -> Result<PrefixH
     hasher.advance(files, last, recorded[last].offset)?;
     for (i, (now, then)) in hasher.prefixes().iter().zip(recorded).enumerate() {
         if now != then {
-            bail!(
-                "{}: changed since the unfinished run in --out began (its first {} bytes hash to {} now, {} then): continuing would splice shards of the old and the new text\n---> HINT: rerun with --force to start over from the inputs as they are now, or restore the file",
-                files[i].path.display(),
-                then.offset,
-                now.xxh3_64,
-                then.xxh3_64
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: changed since the unfinished run in --out began (its first {} bytes hash to {} now, {} then): continuing would splice shards of the old and the new text",
+                    files[i].path.display(),
+                    then.offset,
+                    now.xxh3_64,
+                    then.xxh3_64,
+                ),
+                "rerun with --force to start over from the inputs as they are now, or restore the file",
+            ));
         }
     }
     Ok(hasher)
@@ -259,11 +263,14 @@ fn check_complete_inputs(files: &[InputFile], params: &DataParams) -> Result<()>
     let now = PrefixHasher::new().whole_files(files)?;
     for (i, (now, then)) in now.iter().zip(recorded).enumerate() {
         if then.as_str() != Some(now.as_str()) {
-            bail!(
-                "{}: changed since the run in --out was made (it hashes to {now} now, {} then): its shards no longer hold this input\n---> HINT: rerun with --force to redo the run from the inputs as they are now, or restore the file",
-                files[i].path.display(),
-                then.as_str().unwrap_or("?")
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: changed since the run in --out was made (it hashes to {now} now, {} then): its shards no longer hold this input",
+                    files[i].path.display(),
+                    then.as_str().unwrap_or("?"),
+                ),
+                "rerun with --force to redo the run from the inputs as they are now, or restore the file",
+            ));
         }
     }
     Ok(())
@@ -375,10 +382,13 @@ pub(super) fn open(
         let saved: Progress = serde_json::from_slice(&std::fs::read(&progress_path)?)
             .with_context(|| format!("{}: unreadable progress file", progress_path.display()))?;
         if !ours(&saved.fingerprint) {
-            bail!(
-                "{} holds an unfinished run with other inputs or settings\n---> HINT: use the same command to continue it, --force to start over, or another --out",
-                config.out.display()
-            );
+            bail!(with_hint(
+                format!(
+                    "{} holds an unfinished run with other inputs or settings",
+                    config.out.display(),
+                ),
+                "use the same command to continue it, --force to start over, or another --out",
+            ));
         }
         progress = Some(saved);
     } else if !config.force && dir_has_files(&config.out) {
@@ -397,10 +407,13 @@ pub(super) fn open(
             check_complete_inputs(files, &manifests[0])?;
             return Ok(Opened::Complete);
         }
-        bail!(
-            "{} is not empty and holds no run of these inputs and settings\n---> HINT: use --force to overwrite it, or pick another --out",
-            config.out.display()
-        );
+        bail!(with_hint(
+            format!(
+                "{} is not empty and holds no run of these inputs and settings",
+                config.out.display(),
+            ),
+            "use --force to overwrite it, or pick another --out",
+        ));
     }
     let resumed = progress.is_some();
     let hasher = match &progress {

@@ -10,6 +10,7 @@ use crate::packer::Packer;
 use crate::profile::{self, Stage};
 use crate::schedule::{Entry, Flow, OutputSettings, ReadSettings, ShardSettings, Snapshot};
 use anyhow::{bail, Context, Result};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::fsio::write_atomic;
 use h5gpt_formats::manifest::{DatasetStats, ShardEntry};
 use h5gpt_formats::Packing;
@@ -105,7 +106,10 @@ pub(super) fn pack_and_write(
                 } else {
                     "the file is unreadable, truncated or corrupt: restore it or leave it out of --input"
                 };
-                bail!("{e}\n---> HINT: {hint}");
+                bail!(with_hint(
+                    e,
+                    hint,
+                ));
             }
             bar.set_position(bytes_read.load(Ordering::Relaxed));
             let secs = started.elapsed().as_secs_f64().max(1e-9);

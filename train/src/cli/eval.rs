@@ -7,7 +7,7 @@ use crate::inference::{Inference, LoadInference};
 use crate::task_eval::TaskRun;
 use anyhow::{bail, Context, Result};
 use h5gpt_core::options::inference::EvalArgs;
-use h5gpt_formats::exit::check_at_least_one;
+use h5gpt_formats::exit::{check_at_least_one, with_hint};
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::ffi::OsString;
@@ -92,11 +92,16 @@ fn eval_dir(shards: &Path) -> Result<PathBuf> {
     let split = SplitDirs::of(shards);
     Ok(match split.val {
         Some(val) => val,
-        None if split.is_split => bail!(
-            "{}: a train/val split without val/: no rows to evaluate on\n---> HINT: point --shards at {} to evaluate on the training rows",
-            shards.display(),
-            split.train.display()
-        ),
+        None if split.is_split => bail!(with_hint(
+            format!(
+                "{}: a train/val split without val/: no rows to evaluate on",
+                shards.display()
+            ),
+            format!(
+                "point --shards at {} to evaluate on the training rows",
+                split.train.display()
+            ),
+        )),
         None => split.train,
     })
 }

@@ -1,7 +1,7 @@
 //! `train` (and `h5gpt train`): a GPT-2/GPT-3 style model on h5gpt shards. See `h5gpt train
 //! --help` and docs/train.md.
 
-use crate::dist::Launch;
+use crate::distributed::Launch;
 use crate::options::{resolve, TrainOptions};
 use crate::panics;
 use crate::trainer::{train, RunHandles, TrainConfig, TrainSummary};

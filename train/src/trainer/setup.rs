@@ -12,7 +12,7 @@ use crate::data::{
     describe, held_out_rows, open_blend, open_split, split_dirs, BlendData, DataSplit, EvalSource,
 };
 use crate::device::{gpu_name, peak_bf16_flops, startup_actions, StartupAction};
-use crate::dist::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
+use crate::distributed::{Backend, GradBuckets, Launch, ProcessGroup, BUCKET_BYTES};
 use crate::model::Gpt;
 use crate::optim::AdamW;
 use crate::precision::Precision;
@@ -20,6 +20,7 @@ use crate::run_log::RunLog;
 use anyhow::{anyhow, bail, Context, Result};
 use h5gpt_core::schedule::LrSchedule;
 use h5gpt_formats::blend::{BlendPhase, BlendRecord, BlendSet};
+use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::{BatchLayout, Loader, LoaderConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,13 +41,17 @@ fn build_model(config: &TrainConfig, device: Device) -> Result<(nn::VarStore, Gp
     built.map_err(|message| {
         if is_out_of_memory(&message) {
             let params = model_cfg.parameter_count();
-            anyhow!(
-                "out of memory building the model on {device:?}: {params} parameters need \
-                 {:.1} GB for the weights alone (fp32), and AdamW twice that again\n---> HINT: \
-                 pick a smaller --model or shape (--n-layer, --n-embd, --vocab-size)\n{}",
-                params as f64 * 4.0 / 1e9,
-                allocation_line(&message)
-            )
+            anyhow!(with_hint(
+                format!(
+                    "out of memory building the model on {device:?}: {params} parameters need \
+                     {:.1} GB for the weights alone (fp32), and AdamW twice that again",
+                    params as f64 * 4.0 / 1e9,
+                ),
+                format!(
+                    "pick a smaller --model or shape (--n-layer, --n-embd, --vocab-size)\n{}",
+                    allocation_line(&message),
+                ),
+            ))
         } else {
             anyhow!("building the model: libtorch error: {message}")
         }
@@ -217,10 +222,13 @@ fn run_tokenizer(
 /// `--final-eval` needs evaluation rows.
 fn check_final_eval(config: &TrainConfig, eval_sets: &[EvalSet]) -> Result<()> {
     if config.final_eval && eval_sets.is_empty() {
-        bail!(
-            "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)\n---> HINT: preprocess with a validation split (--val-fraction), or drop --final-eval",
-            describe(&config.shards)
-        );
+        bail!(with_hint(
+            format!(
+                "--final-eval: {} has no evaluation rows (no val/ directory, and none held out)",
+                describe(&config.shards)
+            ),
+            "preprocess with a validation split (--val-fraction), or drop --final-eval",
+        ));
     }
     Ok(())
 }
@@ -396,14 +404,15 @@ fn open_loader(
             record.sampler(start.seed)?,
             loader_config,
         )?,
-        (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(
-            "--shuffle false with a --weights blend: a blend draws its rows by weight\n---> HINT: drop --weights, or --shuffle"
-        ),
+        (Some(_), _) | (_, Some(_)) if !config.shuffle => bail!(with_hint(
+            "--shuffle false with a --weights blend: a blend draws its rows by weight",
+            "drop --weights, or --shuffle",
+        )),
         _ if !config.shuffle => Loader::with_sampler(
             vec![data.set.clone()],
-            h5gpt_formats::blend::Sampler::Plain(
-                h5gpt_formats::stream::SampleStream::sequential(data.set.len() as u64),
-            ),
+            h5gpt_formats::blend::Sampler::Plain(h5gpt_formats::stream::SampleStream::sequential(
+                data.set.len() as u64,
+            )),
             loader_config,
         )?,
         _ => Loader::new(data.set.clone(), loader_config)?,
@@ -429,17 +438,22 @@ fn eval_tasks(config: &TrainConfig, saved: &SavedTokenizer) -> Result<Option<Eva
         Some(json) => h5gpt_tokenizer::tokenizer::Tokenizer::from_json(
             &saved.name,
             json.clone(),
-            saved
-                .eos_id
-                .map_or(h5gpt_tokenizer::tokenizer::Eos::Detect, h5gpt_tokenizer::tokenizer::Eos::Id),
+            saved.eos_id.map_or(
+                h5gpt_tokenizer::tokenizer::Eos::Detect,
+                h5gpt_tokenizer::tokenizer::Eos::Id,
+            ),
             Path::new("tokenizer.json"),
         )?,
-        None => h5gpt_tokenizer::tokenizer::Tokenizer::load(&saved.name, None, saved.eos_id).map_err(|e| {
-            anyhow!(
-                "--eval-task: the run's tokenizer `{}` cannot encode text: {e}\n---> HINT: task files need the tokenizer the shards were made with (gpt2, a tokenizer.json)",
-                saved.name
-            )
-        })?,
+        None => h5gpt_tokenizer::tokenizer::Tokenizer::load(&saved.name, None, saved.eos_id)
+            .map_err(|e| {
+                anyhow!(with_hint(
+                format!(
+                    "--eval-task: the run's tokenizer `{}` cannot encode text: {e}",
+                    saved.name,
+                ),
+                "task files need the tokenizer the shards were made with (gpt2, a tokenizer.json)",
+            ))
+            })?,
     };
     let mut tasks = Vec::new();
     for path in &config.eval_tasks {
@@ -524,11 +538,16 @@ fn data_change(
     }
     let what = changes.join("; ");
     if !config.allow_data_change {
-        bail!(
-            "{}: resuming would change what the run reads: {what}\n---> HINT: resume with the run's --shards and --shuffle (its config.toml has them); pass --allow-data-change to continue from the checkpoint on this data (recorded in {}); or use another --out",
-            checkpoint.display(),
-            h5gpt_formats::run::SEGMENTS_FILE
-        );
+        bail!(with_hint(
+            format!(
+                "{}: resuming would change what the run reads: {what}",
+                checkpoint.display(),
+            ),
+            format!(
+                "resume with the run's --shards and --shuffle (its config.toml has them); pass --allow-data-change to continue from the checkpoint on this data (recorded in {}); or use another --out",
+                h5gpt_formats::run::SEGMENTS_FILE,
+            ),
+        ));
     }
     Ok(Some(what))
 }
@@ -554,9 +573,10 @@ fn join_group(
         Backend::Gloo
     };
     if !backend.available() {
-        bail!(
-            "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk\n---> HINT: rebuild with NCCL (docs/distributed.md), or train data-parallel on CPU with --device cpu (Gloo)"
-        );
+        bail!(with_hint(
+            "NCCL backend not built: this train was compiled without the NCCL headers, so ranks on CUDA cannot talk",
+            "rebuild with NCCL (docs/distributed.md), or train data-parallel on CPU with --device cpu (Gloo)",
+        ));
     }
     Ok(ProcessGroup::connect(
         launch,
@@ -604,11 +624,14 @@ fn agree_on_checkpoint(
     }
     let path = checkpoint::checkpoint_path(out, step as usize);
     if !path.join("state.json").is_file() {
-        bail!(
-            "rank {}: rank 0 resumes from {}, which this rank cannot read\n---> HINT: --out must be a directory every rank sees (a shared filesystem)",
-            group.rank(),
-            path.display()
-        );
+        bail!(with_hint(
+            format!(
+                "rank {}: rank 0 resumes from {}, which this rank cannot read",
+                group.rank(),
+                path.display(),
+            ),
+            "--out must be a directory every rank sees (a shared filesystem)",
+        ));
     }
     let state = checkpoint::read_state(&path)?;
     Ok((Some((path, state)), skipped))
@@ -700,10 +723,13 @@ fn blend_record(
     let ckpt = || checkpoint.map_or_else(String::new, |c| c.display().to_string());
     let (Some(data), Some(weights)) = (data, &config.weights) else {
         if resumed_blend.is_some() {
-            bail!(
-                "{}: checkpoint of a weighted blend, but this run has no --weights\n---> HINT: resume with the run's --shards and --weights (its config.toml has them), or use another --out",
-                ckpt()
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: checkpoint of a weighted blend, but this run has no --weights",
+                    ckpt(),
+                ),
+                "resume with the run's --shards and --weights (its config.toml has them), or use another --out",
+            ));
         }
         return Ok(None);
     };
@@ -726,21 +752,27 @@ fn blend_record(
         .collect();
     let phases = match (resumed, resumed_blend) {
         (None, _) => vec![BlendPhase { start: 0, weights }],
-        (Some(_), None) => bail!(
-            "{}: checkpoint of a run that read its shard sets as one; --weights would draw another order\n---> HINT: resume without --weights, or start the blend in another --out",
-            ckpt()
-        ),
+        (Some(_), None) => bail!(with_hint(
+            format!(
+                "{}: checkpoint of a run that read its shard sets as one; --weights would draw another order",
+                ckpt(),
+            ),
+            "resume without --weights, or start the blend in another --out",
+        )),
         (Some(state), Some(saved)) => {
             let rows = |sets: &[BlendSet]| sets.iter().map(|s| s.rows).collect::<Vec<_>>();
             if rows(&saved.sets) != rows(&sets) {
-                bail!(
-                    "{}: checkpoint of a blend of {} sets of {:?} rows; this run blends {} sets of {:?} rows\n---> HINT: resume with the run's --shards (its config.toml has them), or use another --out",
-                    ckpt(),
-                    saved.sets.len(),
-                    rows(&saved.sets),
-                    sets.len(),
-                    rows(&sets)
-                );
+                bail!(with_hint(
+                    format!(
+                        "{}: checkpoint of a blend of {} sets of {:?} rows; this run blends {} sets of {:?} rows",
+                        ckpt(),
+                        saved.sets.len(),
+                        rows(&saved.sets),
+                        sets.len(),
+                        rows(&sets),
+                    ),
+                    "resume with the run's --shards (its config.toml has them), or use another --out",
+                ));
             }
             let same = saved
                 .weights()
@@ -750,12 +782,15 @@ fn blend_record(
             let mut phases = saved.phases.clone();
             if !same {
                 if !config.reweight {
-                    bail!(
-                        "{}: checkpoint of a blend with weights {:?}; this run has {:?}\n---> HINT: pass --reweight to continue from the checkpoint with the new weights (each set continues its own order), or resume with the old --weights",
-                        ckpt(),
-                        saved.weights(),
-                        weights
-                    );
+                    bail!(with_hint(
+                        format!(
+                            "{}: checkpoint of a blend with weights {:?}; this run has {:?}",
+                            ckpt(),
+                            saved.weights(),
+                            weights,
+                        ),
+                        "pass --reweight to continue from the checkpoint with the new weights (each set continues its own order), or resume with the old --weights",
+                    ));
                 }
                 phases.retain(|p| p.start < state.position);
                 phases.push(BlendPhase {
@@ -947,20 +982,30 @@ fn check_shapes(config: &TrainConfig, set: &h5gpt_formats::ShardSet) -> Result<(
     let model = &config.model;
     let seq = set.seq_len();
     if seq > model.n_ctx {
-        bail!(
-            "{}: rows of {seq} tokens do not fit the model's context of {}\n---> HINT: re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx {seq})",
-            describe(&config.shards),
-            model.n_ctx,
-            model.n_ctx
-        );
+        bail!(with_hint(
+            format!(
+                "{}: rows of {seq} tokens do not fit the model's context of {}",
+                describe(&config.shards),
+                model.n_ctx,
+            ),
+            format!(
+                "re-run preprocess with --seq-len {} or pick a model with a longer context (--n-ctx {seq})",
+                model.n_ctx,
+            ),
+        ));
     }
     if let Some(vocab) = set.data_params().and_then(|p| p.post_process.vocab_size) {
         if vocab as usize > model.embedding_rows() {
-            bail!(
-                "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({})\n---> HINT: set vocab_size to at least {vocab}, or re-run preprocess with the model's tokenizer",
-                describe(&config.shards),
-                model.embedding_rows()
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: the shards' vocabulary ({vocab} tokens) is larger than the model's ({})",
+                    describe(&config.shards),
+                    model.embedding_rows(),
+                ),
+                format!(
+                    "set vocab_size to at least {vocab}, or re-run preprocess with the model's tokenizer",
+                ),
+            ));
         }
     }
     Ok(())
@@ -1087,12 +1132,15 @@ fn plan_steps(
     }
     if let Some(state) = resumed {
         if state.global_batch != global || state.seq_len != seq {
-            bail!(
-                "{}: checkpoint of a run with a global batch of {} rows of {} tokens, this run has {global} rows of {seq}\n---> HINT: use the same --total-batch-tokens and --micro-batch, or another --out",
-                config.out.display(),
-                state.global_batch,
-                state.seq_len
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: checkpoint of a run with a global batch of {} rows of {} tokens, this run has {global} rows of {seq}",
+                    config.out.display(),
+                    state.global_batch,
+                    state.seq_len,
+                ),
+                "use the same --total-batch-tokens and --micro-batch, or another --out",
+            ));
         }
     }
     let tokens_per_step = (global * seq) as u64;
@@ -1151,10 +1199,13 @@ fn initialize(
     }
     if let Some(dir) = &config.init_from_hf {
         if model_cfg.mup.is_some() {
-            bail!(
-                "{}: cannot start a μP model from Hugging Face GPT-2 weights (they are in the standard parameterization)\n---> HINT: drop --mup, or --init-from-hf",
-                dir.display()
-            );
+            bail!(with_hint(
+                format!(
+                    "{}: cannot start a μP model from Hugging Face GPT-2 weights (they are in the standard parameterization)",
+                    dir.display(),
+                ),
+                "drop --mup, or --init-from-hf",
+            ));
         }
         let (hf_config, tensors) = crate::hf::load(dir)?;
         if hf_config.n_layer != model_cfg.n_layer
@@ -1196,9 +1247,12 @@ fn batch_layout(
     log: &mut RunLog<'_>,
 ) -> Result<BatchLayout> {
     if global % world != 0 {
-        bail!(
-            "a global batch of {global} rows does not split over {world} ranks\n---> HINT: pick --total-batch-tokens and --micro-batch so that the rows per step are a multiple of the ranks"
-        );
+        bail!(with_hint(
+            format!(
+                "a global batch of {global} rows does not split over {world} ranks",
+            ),
+            "pick --total-batch-tokens and --micro-batch so that the rows per step are a multiple of the ranks",
+        ));
     }
     let layout = BatchLayout {
         global_batch: global,

@@ -5,7 +5,7 @@
 
 mod cerebras;
 mod device;
-mod dist;
+mod distributed;
 mod hf;
 mod link;
 mod model;

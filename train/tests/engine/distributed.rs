@@ -1,7 +1,7 @@
 //! The launch environment (torchrun, torchrun's agent store, SLURM), and Gloo process groups
 //! of two ranks on threads of this process: all-reduce, broadcast, barrier, gradient buckets.
 
-use h5gpt_train::dist::{
+use h5gpt_train::distributed::{
     first_slurm_host, Backend, GradBuckets, Launch, Launcher, ProcessGroup, DEFAULT_PORT,
 };
 use std::collections::HashMap;
