@@ -154,7 +154,7 @@ fn auto_model(
 }
 
 /// Resolves flags (with their `--config` file) into a training configuration, in named steps:
-/// the sources merged ([`merge_sources`]: flags over `--config` over the run's `config.toml`
+/// the sources merged (`merge_sources`: flags over `--config` over the run's `config.toml`
 /// over the built-in defaults, then checked), the data sets, the model (the preset or the
 /// auto-sized shape, then the overrides), the device and precision, then the trainer's settings
 /// and what `config.toml` records.

@@ -2,7 +2,7 @@
 //! batch, bf16 autocast or fp32, global-norm clipping, fused AdamW on the GPT-3 schedule, one
 //! log line and one `metrics.jsonl` row per step, periodic validation with `loss.png`, and
 //! crash-safe checkpoints that resume exactly (also after Ctrl-C / SIGTERM). Launched as
-//! several ranks ([`crate::dist`]), each rank trains on its slice of every global batch and
+//! several ranks ([`crate::distributed`]), each rank trains on its slice of every global batch and
 //! the gradients are averaged once per step; rank 0 alone logs and writes.
 
 use crate::checkpoint::{self, CheckpointState, SavedTokenizer};
