@@ -10,7 +10,7 @@
 mod plan;
 mod torch;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use clap_complete::Shell;
 use h5gpt_core::options::inference::{EvalArgs, ExportArgs, SampleArgs};
 use h5gpt_core::options::train::TrainOptions;
@@ -74,14 +74,15 @@ fn main() -> ExitCode {
             return torch::run(&args[1..]);
         }
     }
-    let cli = Cli::parse_from(args);
+    let matches = command_tree().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.version {
         print!("{}", torch::version_report());
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {
         // No command: the help, as a usage error.
-        let _ = Cli::command().print_help();
+        let _ = command_tree().print_help();
         return ExitCode::from(h5gpt_formats::exit::USAGE);
     };
     match command {
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => h5gpt_preprocess::cli::inspect::run_command(args),
         Command::Plan(args) => report("plan", plan::run(args)),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "h5gpt", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command_tree(), "h5gpt", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         Command::Man { dir } => report("man", write_man_pages(&dir)),
@@ -101,11 +102,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The whole command tree, with `train`'s declared defaults in its help (as `h5gpt-torch train
+/// --help` shows them).
+fn command_tree() -> clap::Command {
+    Cli::command().mut_subcommand("train", TrainOptions::with_stated_defaults)
+}
+
 /// Writes `h5gpt.1` and one `h5gpt-COMMAND.1` per command into `dir`, each atomically.
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let root = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    let root = command_tree().version(env!("CARGO_PKG_VERSION"));
     let mut pages = vec![("h5gpt".to_string(), root.clone())];
     for sub in root.get_subcommands() {
         // clap names a command with a `&'static str` (its `string` feature is off); a page

@@ -122,12 +122,14 @@ pub struct MupConfig {
 pub const MUP_BASE_LR: f64 = 6e-3;
 
 impl Default for MupConfig {
-    /// Cerebras-GPT's μP settings: D₀ = 256, embedding multiplier 10, σ_base = 0.08.
+    /// Cerebras-GPT's μP settings: D₀ = 256, embedding multiplier 10, σ_base = 0.08, as the
+    /// `train` options declare them (`--mup-base-width`, `--mup-embed-mult`, `--mup-init-std`).
     fn default() -> Self {
+        let builtin = crate::options::train::TrainOptions::builtin();
         MupConfig {
-            base_width: 256,
-            embed_mult: 10.0,
-            init_std: 0.08,
+            base_width: builtin.mup_base_width.expect("declared with a default"),
+            embed_mult: builtin.mup_embed_mult.expect("declared with a default"),
+            init_std: builtin.mup_init_std.expect("declared with a default"),
         }
     }
 }

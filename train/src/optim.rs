@@ -37,12 +37,16 @@ pub struct AdamWConfig {
 }
 
 impl Default for AdamWConfig {
+    /// The `train` options' declared defaults (`--adam-beta1` 0.9, `--adam-beta2` 0.95,
+    /// `--adam-eps` 1e-8, `--weight-decay` 0.1: GPT-3's).
     fn default() -> Self {
+        let builtin = h5gpt_core::options::train::TrainOptions::builtin();
+        let filled = |v: Option<f64>| v.expect("declared with a default");
         AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
+            beta1: filled(builtin.adam_beta1),
+            beta2: filled(builtin.adam_beta2),
+            eps: filled(builtin.adam_eps),
+            weight_decay: filled(builtin.weight_decay),
         }
     }
 }

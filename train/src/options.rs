@@ -125,9 +125,7 @@ fn auto_model(
     if tokens < 1.0 {
         bail!("{}: no tokens to size a model for\n{hint}", shards);
     }
-    let ratio = cli
-        .ratio
-        .unwrap_or(h5gpt_core::plan::scaling::CHINCHILLA_RATIO);
+    let ratio = filled(cli.ratio);
     let vocab = params
         .post_process
         .vocab_size
@@ -331,7 +329,7 @@ fn resolve_model(
     let data_vocab = params
         .and_then(|p| p.post_process.vocab_size)
         .map(|v| v as usize);
-    let model_name = cli.model.clone().unwrap_or_else(|| AUTO_MODEL.into());
+    let model_name = filled(cli.model.clone());
     let (preset, mut model) = if model_name == AUTO_MODEL {
         auto_model(cli, &crate::data::describe(shards), params, notes)?
     } else {
@@ -390,13 +388,11 @@ fn resolve_model(
             truncation: cli.init_truncation,
         });
     }
-    let mup_on = cli.mup.unwrap_or(false);
-    if mup_on {
-        let base = MupConfig::default();
+    if filled(cli.mup) {
         model.mup = Some(MupConfig {
-            base_width: cli.mup_base_width.unwrap_or(base.base_width),
-            embed_mult: cli.mup_embed_mult.unwrap_or(base.embed_mult),
-            init_std: cli.mup_init_std.unwrap_or(base.init_std),
+            base_width: filled(cli.mup_base_width),
+            embed_mult: filled(cli.mup_embed_mult),
+            init_std: filled(cli.mup_init_std),
         });
     }
     model
@@ -428,7 +424,7 @@ fn device_and_precision(
 
 /// The batch, the learning rate and its schedule, the warm-up and the run's length.
 fn batch_and_schedule(config: &mut TrainConfig, cli: &TrainOptions, preset: &Preset) -> Result<()> {
-    let mup_on = cli.mup.unwrap_or(false);
+    let mup_on = filled(cli.mup);
     config.micro_batch = cli.micro_batch.unwrap_or(preset.micro_batch);
     config.total_batch_tokens = cli.total_batch_tokens.unwrap_or(preset.total_batch_tokens);
     config.lr = cli
@@ -455,14 +451,13 @@ fn batch_and_schedule(config: &mut TrainConfig, cli: &TrainOptions, preset: &Pre
         config.lr = schedule.peak();
         config.lr_schedule = Some(schedule);
     }
-    let adamw = AdamWConfig::default();
     config.adamw = AdamWConfig {
-        beta1: cli.adam_beta1.unwrap_or(adamw.beta1),
-        beta2: cli.adam_beta2.unwrap_or(adamw.beta2),
-        eps: cli.adam_eps.unwrap_or(adamw.eps),
-        weight_decay: cli.weight_decay.unwrap_or(adamw.weight_decay),
+        beta1: filled(cli.adam_beta1),
+        beta2: filled(cli.adam_beta2),
+        eps: filled(cli.adam_eps),
+        weight_decay: filled(cli.weight_decay),
     };
-    config.grad_clip = cli.grad_clip.unwrap_or(config.grad_clip);
+    config.grad_clip = filled(cli.grad_clip);
     Ok(())
 }
 
@@ -493,7 +488,7 @@ fn evaluation_and_runtime(config: &mut TrainConfig, cli: &TrainOptions) -> Resul
     config.init_from_hf = cli.init_from_hf.clone();
     config.peak_flops = cli.peak_flops;
     config.require_checkpoint = cli.resume;
-    config.verify = match (cli.no_verify, cli.verify.as_deref().unwrap_or("cached")) {
+    config.verify = match (cli.no_verify, filled(cli.verify.as_deref())) {
         (true, _) => VerifyMode::Off,
         (false, "cached") => VerifyMode::Cached,
         (false, "full") => VerifyMode::Full,
@@ -506,7 +501,7 @@ fn evaluation_and_runtime(config: &mut TrainConfig, cli: &TrainOptions) -> Resul
     };
     config.weights = (!cli.weights.is_empty()).then(|| cli.weights.clone());
     config.val_shards = cli.val_shards.clone();
-    config.shuffle = cli.shuffle.unwrap_or(true);
+    config.shuffle = filled(cli.shuffle);
     config.reweight = cli.reweight;
     config.allow_data_change = cli.allow_data_change;
     config.skip_nonfinite = filled(cli.skip_nonfinite);
@@ -524,7 +519,7 @@ fn recorded_options(
     sp_std: Option<SpInitStd>,
 ) -> TrainOptions {
     let model = &config.model;
-    let mup_on = cli.mup.unwrap_or(false);
+    let mup_on = filled(cli.mup);
     TrainOptions {
         shards: config.shards.clone(),
         weights: config.weights.clone().unwrap_or_default(),

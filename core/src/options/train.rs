@@ -29,7 +29,7 @@ macro_rules! declare_options {
             $(
                 $(#[$($fmeta:tt)*])*
                 $field:ident : $ty:ty
-                    $([$setting:ident $(, default = $default:literal)? $(, check = $check:expr)?])?,
+                    $([$setting:ident $(, default = $default:literal)? $(, shown = $shown:literal)? $(, check = $check:expr)?])?,
             )*
         }
     ) => {
@@ -73,10 +73,50 @@ macro_rules! declare_options {
             }
         }
 
+        // Every setting states its default: a built-in value, or what it depends on.
+        $( $(
+            const _: () = assert!(
+                0 $( + { let _ = $default; 1 } )? $( + { let _ = $shown; 1 } )? == 1,
+                concat!("the setting `", stringify!($field), "` declares one of `default =` or `shown =`")
+            );
+        )? )*
+
         impl $name {
             /// Each setting's built-in default as declared: (field, value as the flag takes it).
             pub fn declared_defaults() -> &'static [(&'static str, &'static str)] {
                 &[ $( $( $( (stringify!($field), $default), )? )? )* ]
+            }
+
+            /// `command` (this struct's, or `h5gpt`'s `train` subcommand) with every setting's
+            /// default appended to its help, from [`Self::stated_defaults`]: the help states the
+            /// declared default, never a copy of it.
+            pub fn with_stated_defaults(mut command: clap::Command) -> clap::Command {
+                for (field, default) in Self::stated_defaults() {
+                    command = command.mut_arg(*field, |arg| {
+                        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                        let long = arg.get_long_help().map(ToString::to_string);
+                        let arg = arg.help(format!("{help} [default: {default}]"));
+                        match long {
+                            Some(long) => arg.long_help(format!("{long} [default: {default}]")),
+                            None => arg,
+                        }
+                    });
+                }
+                command
+            }
+
+            /// The clap command with the stated defaults (see [`Self::with_stated_defaults`]).
+            pub fn command_with_defaults() -> clap::Command {
+                Self::with_stated_defaults(<Self as clap::CommandFactory>::command())
+            }
+
+            /// Every setting's default as `--help` states it: the built-in value, or what the
+            /// default depends on (the preset, the data, another option): (field, text).
+            pub fn stated_defaults() -> &'static [(&'static str, &'static str)] {
+                &[ $( $(
+                    $( (stringify!($field), $default), )?
+                    $( (stringify!($field), $shown), )?
+                )? )* ]
             }
         }
     };
@@ -203,9 +243,9 @@ pub struct TrainOptions {
     #[serde(skip)]
     allow_data_change: bool,
     /// Run directory: config.toml, metrics.jsonl, loss.png, checkpoints/. Rerunning into it
-    /// resumes. [default: runs/YYYYMMDD-HHMMSS]
+    /// resumes.
     #[arg(long)]
-    out: Option<PathBuf> [setting],
+    out: Option<PathBuf> [setting, shown = "runs/YYYYMMDD-HHMMSS"],
     /// TOML file with any of these options, or a Cerebras Model Zoo YAML config (`.yaml`,
     /// either generation: release 2.0.3's or 2.10's layout), mapped onto these options with a
     /// report of every key.
@@ -238,95 +278,87 @@ pub struct TrainOptions {
     resume: bool,
     /// Model preset (see --list-models), or `auto`: the shape sized to the tokens the run will
     /// see (Chinchilla's 20 per parameter, see --ratio), context = the shards' seq_len.
-    /// [default: auto]
     #[arg(long)]
-    model: Option<String> [setting],
+    model: Option<String> [setting, default = "auto"],
     /// Tokens per parameter the auto-sized model aims at (Chinchilla: 20).
-    /// [default: 20]
     #[arg(long)]
-    ratio: Option<f64> [setting, check = positive("the tokens per parameter")],
+    ratio: Option<f64> [setting, default = "20", check = positive("the tokens per parameter")],
     /// List the model presets and exit.
     #[arg(long)]
     #[serde(skip)]
     list_models: bool,
     /// Override: transformer blocks.
     #[arg(long)]
-    n_layer: Option<usize> [setting, check = at_least_one("the number of transformer blocks")],
+    n_layer: Option<usize> [setting, shown = "the preset's", check = at_least_one("the number of transformer blocks")],
     /// Override: attention heads.
     #[arg(long)]
-    n_head: Option<usize> [setting, check = at_least_one("the number of attention heads")],
+    n_head: Option<usize> [setting, shown = "the preset's", check = at_least_one("the number of attention heads")],
     /// Override: embedding width.
     #[arg(long)]
-    n_embd: Option<usize> [setting, check = at_least_one("the embedding width")],
-    /// Override: context length. [default: the preset's, or the shards' seq_len]
+    n_embd: Option<usize> [setting, shown = "the preset's", check = at_least_one("the embedding width")],
+    /// Override: context length.
     #[arg(long)]
-    n_ctx: Option<usize> [setting, check = at_least_one("the context length")],
+    n_ctx: Option<usize> [setting, shown = "the preset's, or the shards' seq_len", check = at_least_one("the context length")],
     /// Width of the MLP's hidden layer (Cerebras' `filter_size`); any width works. Not rescaled
-    /// by --n-embd. [default: 4 × n_embd]
+    /// by --n-embd.
     #[arg(long)]
-    ffn_size: Option<usize> [setting, check = at_least_one("the MLP width")],
-    /// ε of every LayerNorm. [default: 1e-5]
+    ffn_size: Option<usize> [setting, shown = "4 × n_embd", check = at_least_one("the MLP width")],
+    /// ε of every LayerNorm.
     #[arg(long)]
-    layer_norm_eps: Option<f64> [setting, check = positive("the LayerNorm ε")],
+    layer_norm_eps: Option<f64> [setting, shown = "1e-5", check = positive("the LayerNorm ε")],
     /// Init std of the hidden matrices (QKV, MLP in), standard parameterization.
-    /// [default: 0.02]
     #[arg(long, value_name = "STD")]
-    init_std: Option<f64> [setting, check = positive("the init std")],
+    init_std: Option<f64> [setting, shown = "0.02", check = positive("the init std")],
     /// Init std of the token and position embeddings, standard parameterization.
-    /// [default: --init-std]
     #[arg(long, value_name = "STD")]
-    init_embedding_std: Option<f64> [setting, check = positive("the init std")],
+    init_embedding_std: Option<f64> [setting, shown = "--init-std", check = positive("the init std")],
     /// Init std of the projections into the residual stream, standard parameterization.
-    /// [default: --init-std/√(2·n_layer)]
     #[arg(long, value_name = "STD")]
-    init_residual_std: Option<f64> [setting, check = positive("the init std")],
+    init_residual_std: Option<f64> [setting, shown = "--init-std/√(2·n_layer)", check = positive("the init std")],
     /// Truncate the initial normals at ± this many stds (Cerebras' `truncated_normal`, `a`/`b`
-    /// = ∓2σ: 2). [default: not truncated]
+    /// = ∓2σ: 2).
     #[arg(long, value_name = "K")]
-    init_truncation: Option<f64> [setting, check = positive("the truncation in stds")],
-    /// Dropout probability. [default: 0]
+    init_truncation: Option<f64> [setting, shown = "not truncated", check = positive("the truncation in stds")],
+    /// Dropout probability.
     #[arg(long)]
-    dropout: Option<f64> [setting, check = within(0.0..=1.0, OPEN_END, "the dropout probability")],
-    /// Biases in linear layers and LayerNorms. [default: true]
+    dropout: Option<f64> [setting, shown = "0", check = within(0.0..=1.0, OPEN_END, "the dropout probability")],
+    /// Biases in linear layers and LayerNorms.
     #[arg(long)]
-    bias: Option<bool> [setting],
-    /// Vocabulary size. [default: the shards' (data_params.json), else 50257]
+    bias: Option<bool> [setting, shown = "true"],
+    /// Vocabulary size.
     #[arg(long)]
-    vocab_size: Option<usize> [setting, check = at_least_one("the vocabulary size")],
+    vocab_size: Option<usize> [setting, shown = "the shards' (data_params.json), else 50257", check = at_least_one("the vocabulary size")],
     /// μP (Maximal Update Parameterization, as Cerebras-GPT): hyperparameters tuned at
     /// --mup-base-width carry over to any width. Makes --lr the base LR (default 6e-3).
-    /// [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    mup: Option<bool> [setting],
-    /// μP: width D₀ of the base model; m = n_embd / D₀. [default: 256]
+    mup: Option<bool> [setting, default = "false"],
+    /// μP: width D₀ of the base model; m = n_embd / D₀.
     #[arg(long, value_name = "D0")]
-    mup_base_width: Option<usize> [setting, check = at_least_one("the μP base width")],
-    /// μP: multiplier of the embedding output. [default: 10]
+    mup_base_width: Option<usize> [setting, default = "256", check = at_least_one("the μP base width")],
+    /// μP: multiplier of the embedding output.
     #[arg(long, value_name = "X")]
-    mup_embed_mult: Option<f64> [setting, check = positive("the μP embedding multiplier")],
-    /// μP: σ_base, init std of the embeddings (hidden matrices: σ_base/√m). [default: 0.08]
+    mup_embed_mult: Option<f64> [setting, default = "10", check = positive("the μP embedding multiplier")],
+    /// μP: σ_base, init std of the embeddings (hidden matrices: σ_base/√m).
     #[arg(long, value_name = "STD")]
-    mup_init_std: Option<f64> [setting, check = positive("the μP init std")],
+    mup_init_std: Option<f64> [setting, default = "0.08", check = positive("the μP init std")],
     /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors); its shape
     /// becomes the model's.
     #[arg(long, value_name = "DIR")]
-    init_from_hf: Option<PathBuf> [setting],
-    /// Rows per forward/backward pass. [default: the preset's]
+    init_from_hf: Option<PathBuf> [setting, shown = "none"],
+    /// Rows per forward/backward pass.
     #[arg(long)]
-    micro_batch: Option<usize> [setting, check = at_least_one("the rows per micro-batch")],
+    micro_batch: Option<usize> [setting, shown = "the preset's", check = at_least_one("the rows per micro-batch")],
     /// Tokens per optimizer step; gradient accumulation makes up the difference.
-    /// [default: the preset's, e.g. 524288 for gpt2-small]
     #[arg(long)]
-    total_batch_tokens: Option<usize> [setting, check = at_least_one("the tokens per optimizer step")],
+    total_batch_tokens: Option<usize> [setting, shown = "the preset's, e.g. 524288 for gpt2-small", check = at_least_one("the tokens per optimizer step")],
     /// Rows per optimizer step (global, over all ranks; Cerebras' `batch_size`), used as given:
-    /// never shrunk for small data. Replaces --total-batch-tokens. [default: from
-    /// --total-batch-tokens]
+    /// never shrunk for small data. Replaces --total-batch-tokens.
     #[arg(long, conflicts_with = "total_batch_tokens")]
-    batch_size: Option<usize> [setting, check = at_least_one("the rows per optimizer step")],
-    /// Peak learning rate. [default: the preset's, e.g. 6e-4 for gpt2-small]
+    batch_size: Option<usize> [setting, shown = "from --total-batch-tokens", check = at_least_one("the rows per optimizer step")],
+    /// Peak learning rate.
     #[arg(long)]
-    lr: Option<f64> [setting, check = positive("the learning rate")],
-    /// Final learning rate as a fraction of the peak. [default: 0.1]
+    lr: Option<f64> [setting, shown = "the preset's, e.g. 6e-4 for gpt2-small", check = positive("the learning rate")],
+    /// Final learning rate as a fraction of the peak.
     #[arg(long)]
     min_lr_ratio: Option<f64> [setting, default = "0.1", check = within(0.0..=1.0, CLOSED, "the final learning rate as a fraction of the peak")],
     /// The learning rate as phases, Cerebras' semantics (config files only; a YAML --config
@@ -335,58 +367,58 @@ pub struct TrainOptions {
     #[arg(skip)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     lr_schedule: Vec<LrPhase>,
-    /// AdamW β₁. [default: 0.9]
+    /// AdamW β₁.
     #[arg(long)]
-    adam_beta1: Option<f64> [setting, check = within(0.0..=1.0, OPEN_END, "AdamW's β₁")],
-    /// AdamW β₂. [default: 0.95]
+    adam_beta1: Option<f64> [setting, default = "0.9", check = within(0.0..=1.0, OPEN_END, "AdamW's β₁")],
+    /// AdamW β₂.
     #[arg(long)]
-    adam_beta2: Option<f64> [setting, check = within(0.0..=1.0, OPEN_END, "AdamW's β₂")],
-    /// AdamW ε. [default: 1e-8]
+    adam_beta2: Option<f64> [setting, default = "0.95", check = within(0.0..=1.0, OPEN_END, "AdamW's β₂")],
+    /// AdamW ε.
     #[arg(long)]
-    adam_eps: Option<f64> [setting, check = positive("AdamW's ε")],
-    /// AdamW weight decay of the matrices (decoupled, × the LR). [default: 0.1]
+    adam_eps: Option<f64> [setting, default = "1e-8", check = positive("AdamW's ε")],
+    /// AdamW weight decay of the matrices (decoupled, × the LR).
     #[arg(long)]
-    weight_decay: Option<f64> [setting, check = non_negative("the weight decay")],
-    /// Clip the global gradient norm to this (0: no clipping). [default: 1]
+    weight_decay: Option<f64> [setting, default = "0.1", check = non_negative("the weight decay")],
+    /// Clip the global gradient norm to this (0: no clipping).
     #[arg(long)]
-    grad_clip: Option<f64> [setting],
+    grad_clip: Option<f64> [setting, default = "1"],
     /// Shuffle the training rows (`false`: read them in file order, epoch after epoch, as
-    /// Cerebras' `shuffle: false`). [default: true]
+    /// Cerebras' `shuffle: false`).
     #[arg(long, value_name = "BOOL")]
-    shuffle: Option<bool> [setting],
-    /// Linear warm-up steps. [default: 10]
+    shuffle: Option<bool> [setting, default = "true"],
+    /// Linear warm-up steps.
     #[arg(long, conflicts_with = "warmup_tokens")]
     warmup_steps: Option<usize> [setting, default = "10"],
     /// Linear warm-up in tokens (GPT-3: 375e6), rounded up to whole steps.
     #[arg(long)]
-    warmup_tokens: Option<f64> [setting, check = non_negative("the warm-up in tokens")],
-    /// Optimizer steps. [default: --epochs worth]
+    warmup_tokens: Option<f64> [setting, shown = "none", check = non_negative("the warm-up in tokens")],
+    /// Optimizer steps.
     #[arg(long, conflicts_with = "max_tokens")]
-    max_steps: Option<usize> [setting, check = at_least_one("the number of optimizer steps")],
+    max_steps: Option<usize> [setting, shown = "--epochs worth", check = at_least_one("the number of optimizer steps")],
     /// Tokens to train on, rounded up to whole steps.
     #[arg(long)]
-    max_tokens: Option<f64> [setting, check = positive("the tokens to train on")],
-    /// Epochs when neither --max-steps nor --max-tokens is given. [default: 1]
+    max_tokens: Option<f64> [setting, shown = "none", check = positive("the tokens to train on")],
+    /// Epochs when neither --max-steps nor --max-tokens is given.
     #[arg(long)]
     epochs: Option<f64> [setting, default = "1", check = positive("the number of epochs")],
-    /// Seed of initialization, data order and dropout. [default: 1337]
+    /// Seed of initialization, data order and dropout.
     #[arg(long)]
     seed: Option<u64> [setting, default = "1337"],
-    /// Checkpoint every N steps (and at the end). [default: 100]
+    /// Checkpoint every N steps (and at the end).
     #[arg(long)]
     save_every: Option<usize> [setting, default = "100", check = at_least_one("the checkpoint interval")],
-    /// Checkpoints kept. [default: 2]
+    /// Checkpoints kept.
     #[arg(long)]
     keep_checkpoints: Option<usize> [setting, default = "2", check = at_least_one("the number of checkpoints kept")],
-    /// Validation loss every N steps (and at the start and end); 0: never. [default: 50]
+    /// Validation loss every N steps (and at the start and end); 0: never.
     #[arg(long)]
     eval_every: Option<usize> [setting, default = "50"],
-    /// Micro-batches per validation. [default: 20]
+    /// Micro-batches per validation.
     #[arg(long)]
     eval_batches: Option<usize> [setting, default = "20", check = at_least_one("the micro-batches per validation")],
     /// After the last step, evaluate every row of the validation set (val/, or the held-out
     /// rows) and record it as the run's final validation loss (state.json `final_eval`,
-    /// metrics.jsonl `final_val_loss`), as `plan fit` reads it. [default: false]
+    /// metrics.jsonl `final_val_loss`), as `plan fit` reads it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     final_eval: Option<bool> [setting, default = "false"],
     /// A task file (jsonl: HellaSwag, `{context, choices, answer}` or LAMBADA) whose accuracy
@@ -399,49 +431,49 @@ pub struct TrainOptions {
     )]
     eval_task: Vec<PathBuf>,
     /// Score the --eval-task files every N steps (and at the start and end); 0: every
-    /// --eval-every. [default: 0]
+    /// --eval-every.
     #[arg(long)]
     eval_task_every: Option<usize> [setting, default = "0"],
-    /// Score the first N items of each --eval-task; 0: all. [default: 0]
+    /// Score the first N items of each --eval-task; 0: all.
     #[arg(long)]
     eval_task_limit: Option<usize> [setting, default = "0"],
     /// Print a console line every N steps (and the first and last); `metrics.jsonl`, the
-    /// curves and TensorBoard keep every step. [default: 1]
+    /// curves and TensorBoard keep every step.
     #[arg(long, value_name = "N")]
     log_every: Option<usize> [setting, default = "1", check = at_least_one("the steps between console lines")],
-    /// TensorBoard event files: a directory, or `off`. [default: RUN/tensorboard]
+    /// TensorBoard event files: a directory, or `off`.
     #[arg(long, value_name = "DIR|off")]
-    tensorboard: Option<String> [setting],
+    tensorboard: Option<String> [setting, shown = "RUN/tensorboard"],
     /// `auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16` (autocast over fp32 weights)
     /// or `bf16-pure` (bf16 weights and activations, fp32 master weights and gradient
-    /// accumulation; checkpoints keep the fp32 masters). [default: auto]
+    /// accumulation; checkpoints keep the fp32 masters).
     #[arg(long)]
     dtype: Option<DtypeRequest> [setting, default = "auto"],
-    /// `auto`, `cpu` or `cuda`. [default: auto]
+    /// `auto`, `cpu` or `cuda`.
     #[arg(long)]
     device: Option<DeviceRequest> [setting, default = "auto"],
-    /// Peak FLOP/s of the device for MFU. [default: looked up from the GPU's name]
+    /// Peak FLOP/s of the device for MFU.
     #[arg(long)]
-    peak_flops: Option<f64> [setting, check = positive("the device's peak FLOP/s")],
-    /// CPU threads for libtorch. [default: libtorch's choice]
+    peak_flops: Option<f64> [setting, shown = "looked up from the GPU's name", check = positive("the device's peak FLOP/s")],
+    /// CPU threads for libtorch.
     #[arg(long)]
-    threads: Option<usize> [setting, check = at_least_one("the number of CPU threads")],
+    threads: Option<usize> [setting, shown = "libtorch's choice", check = at_least_one("the number of CPU threads")],
     /// Shard checksums before step 0: `cached` (hash the shards not verified before; a cache
     /// beside them, keyed by path, size, mtime and inode, remembers the rest) or `full` (hash
-    /// every shard). [default: cached]
+    /// every shard).
     #[arg(long, value_name = "MODE")]
-    verify: Option<String> [setting],
+    verify: Option<String> [setting, default = "cached"],
     /// Do not check the shards' checksums before step 0 (the log says so).
     #[arg(long, conflicts_with = "verify")]
     #[serde(skip)]
     no_verify: bool,
     /// Seconds a data-parallel rank waits for the others (rendezvous, each collective) before
-    /// it gives up with an error: a dead rank stops the run instead of hanging it. [default: 600]
+    /// it gives up with an error: a dead rank stops the run instead of hanging it.
     #[arg(long)]
     dist_timeout: Option<f64> [setting, default = "600", check = positive("the timeout in seconds")],
     /// Steps with a non-finite loss or gradient norm to skip (not applied, counted and logged)
     /// before the run stops; 0: the first one stops it with an error naming the step. Large
-    /// runs allow a few for rare spikes. [default: 0]
+    /// runs allow a few for rare spikes.
     #[arg(long, value_name = "N")]
     skip_nonfinite: Option<usize> [setting, default = "0"],
 }
