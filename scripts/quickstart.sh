@@ -16,7 +16,7 @@ cd "$H5GPT_ROOT"
 started=$SECONDS
 bash scripts/setup.sh
 cargo build --release --workspace --bins
-bin=target/release   # h5gpt, and h5gpt-torch beside it (train, sample, eval)
+bin="${CARGO_TARGET_DIR:-target}/release"   # h5gpt, and h5gpt-torch beside it (train, sample, eval); cargo's CARGO_TARGET_DIR is honoured
 say() { printf '\n==> %s\n' "$*"; }
 
 # --- the corpus ---------------------------------------------------------------------------------
