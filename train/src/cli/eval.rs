@@ -41,11 +41,8 @@ fn run(args: EvalArgs) -> Result<()> {
         loaded,
         device,
         precision,
-        note,
-    } = args.model.load()?;
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
+        ..
+    } = super::load_model(&args.model)?;
     let dir = eval_dir(shards)?;
     let set = ShardSet::open(&[&dir])
         .with_context(|| format!("cannot open shards in {}", dir.display()))?;

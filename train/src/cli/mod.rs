@@ -27,6 +27,19 @@ pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
     h5gpt_formats::exit::report(name, result)
 }
 
+/// Loads the model `args` names (`sample`, `eval`) and prints the note on the device choice, if
+/// any, to stderr.
+fn load_model(
+    args: &crate::inference::InferenceArgs,
+) -> anyhow::Result<crate::inference::Inference> {
+    use crate::inference::LoadInference;
+    let inference = args.load()?;
+    if let Some(note) = &inference.note {
+        eprintln!("{note}");
+    }
+    Ok(inference)
+}
+
 /// What `h5gpt --version` reports of this executable: the libtorch it runs on and whether it
 /// has a usable CUDA backend, one `key: value` line each.
 pub fn version_info() -> String {

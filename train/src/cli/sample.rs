@@ -28,11 +28,8 @@ fn run(args: SampleArgs) -> Result<()> {
         loaded,
         device,
         precision,
-        note,
-    } = args.model.load()?;
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
+        ..
+    } = super::load_model(&args.model)?;
     let tokenizer = args.model.tokenizer(&loaded)?;
     let mut prompt: Vec<i64> = tokenizer
         .encode(&args.prompt)
