@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use h5gpt_formats::reader::ExampleBuf;
-use h5gpt_formats::text::thousands;
+
 use h5gpt_formats::verify::{verify, VerifyOptions, VerifyReport};
 use h5gpt_formats::{AccessPath, DatasetStats, ShardSet};
 use h5gpt_tokenizer::shard_manifest::verify_shard_manifest;
@@ -336,91 +336,5 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{:.2} GiB", bytes as f64 / (1024.0 * MIB))
     } else {
         format!("{:.2} MiB", bytes as f64 / MIB)
-    }
-}
-
-/// Prints the human-readable report.
-pub fn print_human(out: &InspectOutput, decode: bool) {
-    let s = &out.summary;
-    println!("shards            {}", s.shards);
-    println!("rows              {}", thousands(s.rows));
-    println!("seq_len           {}", s.seq_len);
-    println!("tokens            {}", thousands(s.stats.num_tokens));
-    println!("non-pad tokens    {}", thousands(s.stats.non_pad_tokens));
-    if let Some(d) = &out.duplicates {
-        println!(
-            "duplicate rows    {} exact ({:.2}%), {} more near (exact + near: {:.2}%; token {}-grams, MinHash {} bands × {} rows, Jaccard ≥ {})",
-            thousands(d.exact),
-            100.0 * d.exact_share,
-            thousands(d.near),
-            100.0 * d.near_share,
-            d.ngram,
-            d.banding.0,
-            d.banding.1,
-            d.threshold
-        );
-    }
-    println!("loss-valid tokens {}", thousands(s.stats.loss_valid_tokens));
-    println!(
-        "access path       {} fast (mmap), {} slow (hdf5)",
-        s.fast_path_shards, s.slow_path_shards
-    );
-    println!("size on disk      {}", human_bytes(s.bytes_on_disk));
-    if let Some(t) = &s.tokenizer {
-        println!("tokenizer         {t}");
-    }
-    if let Some(p) = &s.packing {
-        println!("packing           {p}");
-    }
-    if s.files.len() <= 16 {
-        for f in &s.files {
-            println!(
-                "  {}  {} rows  {}  {}",
-                f.path.display(),
-                thousands(f.rows as u64),
-                human_bytes(f.bytes),
-                f.access
-            );
-        }
-    }
-    for row in &out.rows {
-        println!(
-            "\n--- row {} ({} row {}, {} tokens)",
-            row.index,
-            row.shard.display(),
-            row.row,
-            row.valid_tokens
-        );
-        match (&row.text, decode) {
-            (Some(text), _) => println!("{text}"),
-            (None, true) => println!("(no decoder for this tokenizer) {:?}", row.input_ids),
-            (None, false) => {
-                let head: Vec<String> = row.input_ids.iter().take(64).map(i32::to_string).collect();
-                let more = if row.input_ids.len() > 64 { " …" } else { "" };
-                println!("[{}{more}]", head.join(", "));
-            }
-        }
-    }
-    if let Some(v) = &out.verify {
-        println!();
-        for note in &v.notes {
-            println!("verify: note: {note}");
-        }
-        if v.ok {
-            println!(
-                "verify: OK ({} rows, {} checksums)",
-                thousands(v.rows_checked),
-                v.checksums_checked
-            );
-        } else {
-            println!(
-                "verify: FAILED, {} violations; the first {}:",
-                thousands(v.violation_count),
-                v.violations.len()
-            );
-            for line in &v.violations {
-                println!("  {line}");
-            }
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! coverage proof, and the steps whose batches contained a text.
 
 use anyhow::{bail, Context, Result};
-use h5gpt_formats::audit::{EpochReport, RunAudit};
+use h5gpt_formats::audit::RunAudit;
 use h5gpt_formats::exit::with_hint;
 use h5gpt_formats::reader::ExampleBuf;
 use h5gpt_formats::run::Segment;
@@ -187,58 +187,6 @@ pub fn step_report(audit: &RunAudit, step: usize, decode: bool) -> Result<StepRe
     })
 }
 
-/// Prints a [`StepReport`].
-pub fn print_step(report: &StepReport) {
-    println!(
-        "step {} | segment {} | world size {} | {} rows per step, micro-batch {} | stream positions {}..{}",
-        report.step,
-        report.segment,
-        report.world_size,
-        report.global_batch,
-        report.micro_batch,
-        report.position,
-        report.position + report.global_batch as u64
-    );
-    for feed in &report.feeds {
-        println!("rank {} micro {}:", feed.rank, feed.micro);
-        for r in &feed.rows {
-            println!(
-                "  position {:>8} | id {:>8} | set {} | {} row {}",
-                r.position.unwrap_or(0),
-                r.id,
-                r.set,
-                r.shard.display(),
-                r.row
-            );
-            if let Some(text) = &r.text {
-                println!("    {text:?}");
-            }
-        }
-    }
-}
-
-/// Prints an [`EpochReport`].
-pub fn print_epochs(report: &EpochReport) {
-    println!(
-        "{} steps in {} segments (world sizes {:?})",
-        report.steps, report.segments, report.world_sizes
-    );
-    for s in &report.sets {
-        println!(
-            "{}: {} rows | {} reads | {} complete epochs, every row exactly once in each | {} distinct rows of the epoch in progress, none twice",
-            s.name, s.rows, s.reads, s.complete_epochs, s.partial_epoch_rows
-        );
-    }
-    if report.ok {
-        println!("ok: every row seen exactly once per epoch");
-    } else {
-        println!("FAILED:");
-        for v in &report.violations {
-            println!("  {v}");
-        }
-    }
-}
-
 /// One place where the text was found: one row, or two consecutive rows it spans.
 #[derive(Debug, Clone, Serialize)]
 pub struct FindMatch {
@@ -340,37 +288,4 @@ pub fn find(audit: &RunAudit, needle: &str) -> Result<FindReport> {
         matches,
         steps: all_steps,
     })
-}
-
-/// Prints a [`FindReport`].
-pub fn print_find(report: &FindReport) {
-    println!(
-        "{:?}: {} matches, read at {} steps",
-        report.text,
-        report.matches.len(),
-        report.steps.len()
-    );
-    for m in &report.matches {
-        let what = if m.rows.len() > 1 {
-            "spans rows"
-        } else {
-            "row"
-        };
-        let parts: Vec<String> = m
-            .rows
-            .iter()
-            .zip(&m.steps)
-            .map(|(r, steps)| {
-                format!(
-                    "id {} ({} row {}) at steps {:?}",
-                    r.id,
-                    r.shard.display(),
-                    r.row,
-                    steps
-                )
-            })
-            .collect();
-        println!("  {what} {}", parts.join(" + "));
-    }
-    println!("steps: {:?}", report.steps);
 }

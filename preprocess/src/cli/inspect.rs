@@ -1,6 +1,7 @@
 //! `h5gpt inspect`: summary, decoded samples and invariant checks of h5gpt / Cerebras shard sets.
 
-use crate::inspect::{print_human, run, InspectOptions};
+use crate::cli::report::{print_epochs, print_find, print_human, print_step};
+use crate::inspect::{run, InspectOptions};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -61,7 +62,7 @@ fn audit(args: &InspectArgs, run_dir: &std::path::Path) -> anyhow::Result<ExitCo
         if args.json {
             print_json(&report);
         } else {
-            ri::print_step(&report);
+            print_step(&report);
         }
     }
     if let Some(text) = &args.find {
@@ -69,7 +70,7 @@ fn audit(args: &InspectArgs, run_dir: &std::path::Path) -> anyhow::Result<ExitCo
         if args.json {
             print_json(&report);
         } else {
-            ri::print_find(&report);
+            print_find(&report);
         }
     }
     if args.check_epochs {
@@ -77,7 +78,7 @@ fn audit(args: &InspectArgs, run_dir: &std::path::Path) -> anyhow::Result<ExitCo
         if args.json {
             print_json(&report);
         } else {
-            ri::print_epochs(&report);
+            print_epochs(&report);
         }
         if !report.ok {
             return Ok(ExitCode::from(1));

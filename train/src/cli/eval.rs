@@ -4,7 +4,6 @@
 use crate::checkpoint::{check_data_against, check_data_tokenizer, LoadedModel, SavedTokenizer};
 use crate::evaluate::evaluate;
 use crate::inference::{Inference, LoadInference};
-use crate::task_eval::TaskRun;
 use anyhow::{bail, Context, Result};
 use h5gpt_core::options::inference::EvalArgs;
 use h5gpt_formats::exit::{check_at_least_one, with_hint};
@@ -142,4 +141,93 @@ fn check_shards_fit_model(
         );
     }
     Ok(())
+}
+
+/// `eval --task`: what to score and where the results go.
+#[derive(Debug, Clone)]
+struct TaskRun {
+    /// The task file.
+    path: std::path::PathBuf,
+    /// The first N items only.
+    limit: Option<usize>,
+    /// Requests per forward pass.
+    batch_rows: usize,
+    /// Print one JSON object instead of text.
+    json: bool,
+    /// Write per-item results here (jsonl).
+    per_item: Option<std::path::PathBuf>,
+}
+
+impl TaskRun {
+    /// Reads the task, scores it with `scorer` (a progress bar on stderr) and prints the
+    /// results; writes the per-item file when asked.
+    fn run(&self, scorer: &crate::inference::ScoringModel) -> Result<()> {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        let task = h5gpt_formats::task::Task::read(&self.path, self.limit)?;
+        if let Some(note) = &scorer.note {
+            eprintln!("{note}");
+        }
+        eprintln!(
+            "eval: {} ({} items, {}) with {}{} on {:?}, {}",
+            task.path.display(),
+            task.items.len(),
+            task.format.name(),
+            scorer.source.display(),
+            scorer
+                .step
+                .map(|s| format!(" (step {s})"))
+                .unwrap_or_default(),
+            scorer.device,
+            scorer.precision.name()
+        );
+        let bar = ProgressBar::with_draw_target(
+            Some(crate::task_eval::request_count(&task) as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {pos}/{len} continuations [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        let options = crate::task_eval::ScoreOptions {
+            batch_rows: self.batch_rows,
+            device: scorer.device,
+            precision: scorer.precision,
+        };
+        let started = std::time::Instant::now();
+        let scores = crate::task_eval::score_task(
+            &scorer.model,
+            &scorer.tokenizer,
+            &task,
+            options,
+            &mut |n| bar.inc(n as u64),
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        if let Some(path) = &self.per_item {
+            let mut text = String::new();
+            for item in &scores.per_item {
+                text.push_str(&serde_json::to_string(item)?);
+                text.push('\n');
+            }
+            h5gpt_formats::fsio::write_atomic(path, text.as_bytes())?;
+        }
+        if self.json {
+            let mut value = serde_json::to_value(&scores)?;
+            value["model"] = serde_json::json!(scorer.source);
+            value["step"] = serde_json::json!(scorer.step);
+            value["file"] = serde_json::json!(task.path);
+            value["seconds"] = serde_json::json!(seconds);
+            println!("{value}");
+        } else {
+            println!("{}", scores.summary());
+            eprintln!(
+                "eval: {} items in {seconds:.1}s ({:.1} items/s)",
+                scores.items,
+                scores.items as f64 / seconds.max(1e-9)
+            );
+        }
+        Ok(())
+    }
 }
