@@ -50,13 +50,15 @@ macro_rules! declare_options {
             }
 
             /// Checks each setting against its declared range.
-            fn check_ranges(&self) -> Result<(), UsageError> {
+            /// Checks each setting against its declared range: every setting out of range.
+            fn range_errors(&self) -> Vec<UsageError> {
+                let mut errors = Vec::new();
                 $( $( $(
                     if let Some(value) = self.$field {
-                        $check.apply(stringify!($field), value)?;
+                        errors.extend($check.apply(stringify!($field), value).err());
                     }
                 )? )? )*
-                Ok(())
+                errors
             }
 
             /// The options with every built-in default set (and nothing else).
@@ -527,26 +529,39 @@ impl TrainOptions {
 
     /// Checks every numeric option's range before anything uses it. A value from a `--config`
     /// file (or the run's `config.toml`) gets the same message as one from its flag.
+    ///
+    /// Every bad setting is reported, one line each, not just the first.
     pub fn validate(&self) -> Result<(), UsageError> {
-        self.check_ranges()?;
+        let mut errors = self.range_errors();
         if let Some(v) = self.grad_clip.filter(|v| !(v.is_finite() && *v >= 0.0)) {
-            return Err(UsageError::new(format!(
+            errors.push(UsageError::new(format!(
                 "--grad-clip {v}: the gradient-norm limit must be a finite number, at least 0 (0: no clipping)"
             )));
         }
         if !self.lr_schedule.is_empty() {
-            PhaseSchedule(self.lr_schedule.clone())
-                .validate()
-                .map_err(|e| UsageError::new(format!("lr_schedule: {e}")))?;
+            if let Err(e) = PhaseSchedule(self.lr_schedule.clone()).validate() {
+                errors.push(UsageError::new(format!("lr_schedule: {e}")));
+            }
         }
         if let (Some(n_embd), Some(n_head)) = (self.n_embd, self.n_head) {
-            if n_embd % n_head != 0 {
-                return Err(UsageError::new(format!(
+            if n_head > 0 && n_embd % n_head != 0 {
+                errors.push(UsageError::new(format!(
                     "--n-embd {n_embd} is not divisible by --n-head {n_head}: every head must have the same width"
                 )));
             }
         }
-        Ok(())
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            n => Err(UsageError::new(format!(
+                "{n} settings are out of range:\n{}",
+                errors
+                    .iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))),
+        }
     }
 
     /// Reads a `--config` file.

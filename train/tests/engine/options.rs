@@ -146,3 +146,38 @@ fn doc_train_tables_match_the_help() {
     }
     assert!(compared >= 25, "only {compared} defaults compared");
 }
+
+/// `validate` reports every bad setting at once, each as its flag alone would be reported.
+#[test]
+fn validate_reports_every_bad_setting() {
+    let options = TrainOptions {
+        dropout: Some(1.5),
+        adam_beta2: Some(1.0),
+        grad_clip: Some(-1.0),
+        n_head: Some(0),
+        n_embd: Some(64),
+        ..TrainOptions::default()
+    };
+    let error = options.validate().unwrap_err().to_string();
+    assert!(
+        error.starts_with("4 settings are out of range:\n"),
+        "{error}"
+    );
+    for flag in [
+        "--dropout 1.5",
+        "--adam-beta2 1",
+        "--grad-clip -1",
+        "--n-head 0",
+    ] {
+        assert!(error.contains(&format!("\n  {flag}: ")), "{flag}: {error}");
+    }
+    let one = TrainOptions {
+        dropout: Some(1.5),
+        ..TrainOptions::default()
+    };
+    let error = one.validate().unwrap_err().to_string();
+    assert!(
+        error.starts_with("--dropout 1.5: the dropout probability must be in [0, 1)"),
+        "{error}"
+    );
+}
