@@ -242,6 +242,7 @@ fn preprocess_config(
     threads: usize,
 ) -> Result<PreprocessConfig> {
     Ok(PreprocessConfig {
+        notes: crate::pipeline::Notes::to(|line| eprintln!("{line}")),
         inputs: args.input,
         out: args.out,
         text_key: args.text_key,

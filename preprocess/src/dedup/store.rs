@@ -148,18 +148,21 @@ fn input_hashes(files: &[InputFile]) -> Result<Vec<InputHash>> {
         .collect()
 }
 
-/// The decisions for this run: those saved in `dirs` (the first that holds any) when they
-/// were made with these settings from these very inputs, or a new pass (its temporary file in
-/// `dirs[0]`). Saved decisions of other settings are ignored with `force` and refused without.
+/// The decisions for this run (`config.dedup` over `files`): those saved in `dirs` (the first
+/// that holds any) when they were made with these settings from these very inputs, or a new
+/// pass (its temporary file in `dirs[0]`). Saved decisions of other settings are ignored with
+/// `--force` and refused without.
 pub fn prepare(
-    settings: &DedupSettings,
+    config: &crate::pipeline::PreprocessConfig,
     files: &[InputFile],
-    text_key: &str,
-    skip_bad: bool,
-    threads: usize,
-    force: bool,
     dirs: &[PathBuf],
 ) -> Result<Decisions> {
+    let (settings, text_key, skip_bad) = (
+        &config.dedup,
+        config.text_key.as_str(),
+        config.skip_bad_records,
+    );
+    let (threads, force, notes) = (config.threads, config.force, &config.notes);
     settings.validate()?;
     let fingerprint = fingerprint(settings, files, text_key, skip_bad);
     // With --force the output folder is cleared: the pass is redone.
@@ -178,7 +181,7 @@ pub fn prepare(
     }
     let banding = settings.banding();
     if let Some(b) = banding {
-        eprintln!(
+        notes.note(&format!(
             "preprocess: dedup near: {} permutations as {} bands × {} rows for Jaccard {} (the S-curve's 50% point: {:.3}; a pair at 0.9 is a candidate with probability {:.4}), {}-word n-grams",
             settings.perm,
             b.bands,
@@ -187,16 +190,16 @@ pub fn prepare(
             b.half_point(),
             b.probability(0.9),
             settings.ngram
-        );
+        ));
     }
     let started = std::time::Instant::now();
     let found = find(settings, files, text_key, skip_bad, threads, &dirs[0])?;
     let inputs = input_hashes(files)?;
-    eprintln!(
+    notes.note(&format!(
         "preprocess: dedup pass: {} documents in {:.2} s",
         found.docs.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(decide(settings, files, found, fingerprint, inputs))
 }
 

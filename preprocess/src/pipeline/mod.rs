@@ -60,6 +60,39 @@ impl Default for TokenizerChoice {
     }
 }
 
+/// Where a run's notes go: lines for the user (a lock taken over, inputs skipped, the dedup
+/// pass's banding and time, a tokenizer being trained). The library prints nothing itself; the
+/// command line hands in a printer. The default drops them.
+#[derive(Clone, Default)]
+pub struct Notes(Option<Printer>);
+
+/// A printer of notes, shared by the pipeline's threads.
+type Printer = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+impl Notes {
+    /// Notes handed to `print`.
+    pub fn to(print: impl Fn(&str) + Send + Sync + 'static) -> Notes {
+        Notes(Some(std::sync::Arc::new(print)))
+    }
+
+    /// Hands `line` on.
+    pub fn note(&self, line: &str) {
+        if let Some(print) = &self.0 {
+            print(line);
+        }
+    }
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notes(printed)"
+        } else {
+            "Notes(dropped)"
+        })
+    }
+}
+
 /// Everything that shapes the output (`threads` and `progress` do not).
 #[derive(Debug, Clone, Serialize)]
 pub struct PreprocessConfig {
@@ -116,6 +149,9 @@ pub struct PreprocessConfig {
     /// Show a progress bar.
     #[serde(skip)]
     pub progress: bool,
+    /// Where the run's notes for the user go (the command line prints them to stderr).
+    #[serde(skip)]
+    pub notes: Notes,
     /// Print per-stage time counters after the summary (`--profile`).
     #[serde(skip)]
     pub profile: bool,
@@ -301,12 +337,8 @@ pub fn run(config: &PreprocessConfig) -> Result<RunSummary> {
     if !config.dedup.is_off() && config.dedup_decisions.is_none() {
         // The dedup pass comes first: every later stage sees its decisions.
         let decisions = dedup::prepare(
-            &config.dedup,
+            config,
             &files,
-            &config.text_key,
-            config.skip_bad_records,
-            config.threads,
-            config.force,
             &[config.out.clone(), split_paths(&config.out)[0].clone()],
         )?;
         let with = PreprocessConfig {
@@ -404,7 +436,7 @@ fn find_input_files(config: &PreprocessConfig) -> Result<Vec<InputFile>> {
     if config.part.is_whole() {
         // (The two runs of a within-document split walk the same inputs again, silently.)
         for skipped in &found.skipped {
-            eprintln!("preprocess: skipped {skipped}");
+            config.notes.note(&format!("preprocess: skipped {skipped}"));
         }
     }
     if found.files.is_empty() {

@@ -357,10 +357,10 @@ pub(super) fn open(
     let progress_path = config.out.join(PROGRESS_FILE);
     let lock = RunLock::acquire(&config.out, "preprocess", "--out")?;
     if let Some(stale) = lock.took_over() {
-        eprintln!(
+        config.notes.note(&format!(
             "preprocess: took over the lock left by {stale} ({})",
             lock.path().display()
-        );
+        ));
     }
 
     if config.force {

@@ -37,11 +37,11 @@ pub(super) fn train_or_given(
         (Some(t), _) => t,
         (None, TokenizerChoice::Train(spec)) => {
             if config.progress {
-                eprintln!(
+                config.notes.note(&format!(
                     "preprocess: training a {} tokenizer ({} tokens) on the training documents",
                     spec.kind.tokenizer_name(),
                     spec.vocab_size
-                );
+                ));
             }
             let keep = |file: usize, record: u64| {
                 !is_val(config, file, record) && !is_dropped(config, file, record)
