@@ -40,8 +40,8 @@ impl Default for AdamWConfig {
     /// The `train` options' declared defaults (`--adam-beta1` 0.9, `--adam-beta2` 0.95,
     /// `--adam-eps` 1e-8, `--weight-decay` 0.1: GPT-3's).
     fn default() -> Self {
+        use crate::options::filled;
         let builtin = h5gpt_core::options::train::TrainOptions::builtin();
-        let filled = |v: Option<f64>| v.expect("declared with a default");
         AdamWConfig {
             beta1: filled(builtin.adam_beta1),
             beta2: filled(builtin.adam_beta2),

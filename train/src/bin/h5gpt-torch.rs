@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(command) = args.next() else {
         eprintln!("h5gpt-torch: run by `h5gpt`: h5gpt train|sample|eval|export [OPTIONS]");
-        return ExitCode::from(2);
+        return ExitCode::from(h5gpt_formats::exit::USAGE);
     };
     let name = command.to_string_lossy().into_owned();
     let argv: Vec<OsString> = std::iter::once(command).chain(args).collect();
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "h5gpt-torch: `{other}` is not a command here: train, sample, eval or export"
             );
-            ExitCode::from(2)
+            ExitCode::from(h5gpt_formats::exit::USAGE)
         }
     }
 }

@@ -5,8 +5,9 @@ use crate::checkpoint::{check_data_against, check_data_tokenizer, LoadedModel, S
 use crate::evaluate::evaluate;
 use crate::inference::{Inference, LoadInference};
 use anyhow::{bail, Context, Result};
+use clap::CommandFactory;
 use h5gpt_core::options::inference::EvalArgs;
-use h5gpt_formats::exit::{check_at_least_one, with_hint};
+use h5gpt_formats::exit::{check_at_least_one, report, with_hint};
 use h5gpt_formats::split::SplitDirs;
 use h5gpt_formats::ShardSet;
 use std::ffi::OsString;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 /// Runs `eval` on `args` (the program name first), reporting itself as `bin` in usage lines.
 pub fn main(bin: &str, args: Vec<OsString>) -> ExitCode {
-    super::exit("eval", run(super::parse(bin, args)))
+    report("eval", run(super::parse(EvalArgs::command(), bin, args)))
 }
 
 fn run(args: EvalArgs) -> Result<()> {

@@ -4,7 +4,9 @@
 use crate::checkpoint::{load_model, load_tokenizer};
 use crate::hf::{export_with_tokenizer, Replace, CONFIG_FILE, WEIGHTS_FILE};
 use anyhow::{Context, Result};
+use clap::CommandFactory;
 use h5gpt_core::options::inference::ExportArgs;
+use h5gpt_formats::exit::report;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use tch::Device;
@@ -12,7 +14,10 @@ use tch::Device;
 /// Runs `export` on `args` (the program name first), reporting itself as `bin` in usage lines
 /// and `name` in its messages.
 pub fn main(name: &str, bin: &str, args: Vec<OsString>) -> ExitCode {
-    super::exit(name, run(name, super::parse(bin, args)))
+    report(
+        name,
+        run(name, super::parse(ExportArgs::command(), bin, args)),
+    )
 }
 
 fn run(bin: &str, args: ExportArgs) -> Result<()> {

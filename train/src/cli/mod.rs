@@ -8,23 +8,16 @@ pub mod export;
 pub mod sample;
 pub mod train;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use std::ffi::OsString;
-use std::process::ExitCode;
 
-/// Parses `args` (the program name first) as `P`, naming the command `bin` in usage lines
-/// (`h5gpt train`, or `train` for the standalone executable); exits as clap does on `--help`,
-/// `--version` or a usage error (exit 2).
-pub fn parse<P: CommandFactory + FromArgMatches>(bin: &str, args: Vec<OsString>) -> P {
-    let matches = P::command()
-        .bin_name(bin.to_string())
-        .get_matches_from(args);
+/// Parses `args` (the program name first) with `command` (`P::command()`, or `train`'s with its
+/// stated defaults) as `P`, naming the command `bin` in usage lines (`h5gpt train`, or `train`
+/// for the standalone executable); exits as clap does on `--help`, `--version` or a usage
+/// error (exit 2).
+pub fn parse<P: FromArgMatches>(command: clap::Command, bin: &str, args: Vec<OsString>) -> P {
+    let matches = command.bin_name(bin.to_string()).get_matches_from(args);
     P::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
-/// The exit code of a command's result (see [`h5gpt_formats::exit::report`]).
-pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
-    h5gpt_formats::exit::report(name, result)
 }
 
 /// Loads the model `args` names (`sample`, `eval`) and prints the note on the device choice, if

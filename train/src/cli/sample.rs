@@ -3,14 +3,18 @@
 use crate::generate::{generate, SampleOptions};
 use crate::inference::{Inference, LoadInference};
 use anyhow::Result;
+use clap::CommandFactory;
 use h5gpt_core::options::inference::SampleArgs;
-use h5gpt_formats::exit::{check_at_least_one, check_finite_within};
+use h5gpt_formats::exit::{check_at_least_one, check_finite_within, report};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// Runs `sample` on `args` (the program name first), reporting itself as `bin` in usage lines.
 pub fn main(bin: &str, args: Vec<OsString>) -> ExitCode {
-    super::exit("sample", run(super::parse(bin, args)))
+    report(
+        "sample",
+        run(super::parse(SampleArgs::command(), bin, args)),
+    )
 }
 
 fn run(args: SampleArgs) -> Result<()> {

@@ -6,7 +6,6 @@ use crate::options::{resolve, TrainOptions};
 use crate::panics;
 use crate::trainer::{train, RunHandles, TrainConfig, TrainSummary};
 use anyhow::Result;
-use clap::FromArgMatches;
 use h5gpt_core::config::PRESETS;
 use h5gpt_formats::exit::{exit_code, RUNTIME};
 use h5gpt_formats::lock::RunLock;
@@ -138,10 +137,7 @@ fn print_outcome(config: &TrainConfig, summary: &TrainSummary) {
 
 fn run(bin: &str, args: Vec<OsString>) -> Result<()> {
     // The declared defaults go into the help (`TrainOptions::command_with_defaults`).
-    let matches = TrainOptions::command_with_defaults()
-        .bin_name(bin.to_string())
-        .get_matches_from(args);
-    let cli = TrainOptions::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli: TrainOptions = super::parse(TrainOptions::command_with_defaults(), bin, args);
     if cli.list_models {
         list_models();
         return Ok(());
